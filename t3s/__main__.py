@@ -1,0 +1,3 @@
+from t3s.cli import main
+
+main()

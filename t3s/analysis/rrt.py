@@ -1,0 +1,91 @@
+"""Recovering Residual Transfer: θ_RRT = θ_0 + (θ_final − θ_b), tensor by tensor.
+
+Reads the three checkpoints' safetensors lazily and writes the result shard by shard, so peak memory
+is one output shard plus one tensor of each input — an 8B model never needs three copies in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+_INDEX = "model.safetensors.index.json"
+_SINGLE = "model.safetensors"
+
+
+class CheckpointLayoutError(ValueError):
+    """A checkpoint folder lacks safetensors weights, or the three checkpoints do not line up."""
+
+
+def weight_map(folder: str | Path) -> dict[str, str]:
+    """Tensor name → shard file name of an HF folder (sharded or single-file safetensors)."""
+    folder = Path(folder)
+    if (folder / _INDEX).is_file():
+        return dict(json.loads((folder / _INDEX).read_text())["weight_map"])
+    if (folder / _SINGLE).is_file():
+        with safe_open(str(folder / _SINGLE), framework="pt") as f:
+            return {name: _SINGLE for name in f.keys()}
+    raise CheckpointLayoutError(f"'{folder}' has no {_SINGLE} or {_INDEX}: save it with save_pretrained first")
+
+
+class _LazyTensors:
+    """Opens shards on demand and reads one tensor at a time."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.map = weight_map(folder)
+        self._open: dict[str, object] = {}
+
+    def get(self, name: str) -> torch.Tensor:
+        shard = self.map[name]
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
+        return self._open[shard].get_tensor(name)
+
+
+def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path) -> Path:
+    """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0)."""
+    base_t, bott_t, final_t = _LazyTensors(base), _LazyTensors(bottleneck), _LazyTensors(final)
+    names = set(base_t.map)
+    for label, other in (("bottleneck", bott_t), ("final", final_t)):
+        if set(other.map) != names:
+            missing = sorted(names ^ set(other.map))[:5]
+            raise CheckpointLayoutError(f"the {label} checkpoint has different tensors from the base (e.g. {missing})")
+
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for item in Path(base).iterdir():  # config, generation config, tokenizer, index: everything but weights
+        if item.is_file() and not item.name.endswith(".safetensors"):
+            shutil.copy2(item, tmp / item.name)
+
+    shards: dict[str, list[str]] = {}
+    for name, shard in base_t.map.items():
+        shards.setdefault(shard, []).append(name)
+    with tqdm(total=len(names), desc="rrt", unit="tensor") as bar:
+        for shard, shard_names in shards.items():
+            out: dict[str, torch.Tensor] = {}
+            for name in shard_names:
+                t0, tb, tf = base_t.get(name), bott_t.get(name), final_t.get(name)
+                if not (t0.shape == tb.shape == tf.shape):
+                    raise CheckpointLayoutError(f"tensor '{name}' has shapes {t0.shape}, {tb.shape}, {tf.shape}")
+                if t0.is_floating_point():
+                    out[name] = (t0.double() + (tf.double() - tb.double())).to(t0.dtype)
+                else:
+                    out[name] = t0
+                bar.update()
+            save_file(out, str(tmp / shard), metadata={"format": "pt"})
+            del out
+    if output.exists():
+        shutil.rmtree(output)
+    tmp.rename(output)
+    return output

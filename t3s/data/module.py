@@ -1,0 +1,300 @@
+"""``TeacherTraceDataModule``: teacher traces in, step batches out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+
+from t3s.data.packing import collate_rows, next_fit
+from t3s.data.records import PRESETS, Problem, TokenizedTrace, TraceDataError, TraceRecord, load_records
+from t3s.data.render import tokenize_trace
+from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler
+
+__all__ = ["ScoringBatches", "TeacherTraceDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class ScoringBatches:
+    """Micro-batches covering every trace exactly once, in index order (rows filled in order, not sorted)."""
+
+    def __init__(
+        self,
+        traces: list[TokenizedTrace],
+        *,
+        micro_batch_size: int,
+        max_length: int,
+        packing: bool,
+        pad_id: int,
+    ) -> None:
+        self.traces, self.pad_id = traces, pad_id
+        rows = (
+            next_fit([len(t) for t in traces], max_length) if packing else [[i] for i in range(len(traces))]
+        )
+        self.groups = [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for group in self.groups:
+            yield collate_rows([[self.traces[i] for i in row] for row in group], self.pad_id)
+
+
+class TeacherTraceDataModule(LightningDataModule):
+    """Teacher reasoning traces rendered with the student's chat template, packed into optimizer steps.
+
+    Args:
+        path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id.
+        tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
+        preset: Field mapping preset, one of ``PRESETS`` (default, s1k, conversations, r1_mc).
+        fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
+            become required.
+        split: Split of a Hugging Face dataset.
+        limit: Keep a reproducible random subset of this many records (drawn with ``seed``).
+        seed: Seeds the subset and the per-epoch trace permutations.
+        max_length: Most tokens per trace and per packed row.
+        overlong: ``"drop"`` traces longer than ``max_length`` (counted and logged) or ``"truncate"`` them.
+        global_batch_size: Traces per optimizer step across all ranks, whatever the packing.
+        micro_batch_size: Rows per forward pass per device.
+        packing: Pack several traces per row (first-fit-decreasing); else one trace per row.
+        system_prompt: System turn given to records that carry none.
+        enable_thinking: Train the thinking form (``<think>reasoning</think>answer``); False trains the
+            template's non-thinking form on the answer alone.
+        num_workers: DataLoader worker processes building step batches.
+
+    The train dataloader yields one *step batch* per optimizer step,
+    ``{"micro_batches": [micro_batch, ...], "num_traces": B / W, "num_tokens": int, "step": int}``, and resumes
+    exactly from ``trainer.global_step`` (see :class:`~t3s.data.steps.StepSampler`).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str,
+        preset: str = "default",
+        fields: dict[str, str] | None = None,
+        split: str = "train",
+        limit: int | None = None,
+        seed: int = 0,
+        max_length: int = 4096,
+        overlong: Literal["drop", "truncate"] = "drop",
+        global_batch_size: int = 64,
+        micro_batch_size: int = 1,
+        packing: bool = True,
+        system_prompt: str | None = None,
+        enable_thinking: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(PRESETS)}")
+        if overlong not in ("drop", "truncate"):
+            raise TraceDataError(f"data.overlong must be 'drop' or 'truncate', got {overlong!r}")
+        for name, value in (
+            ("max_length", max_length),
+            ("global_batch_size", global_batch_size),
+            ("micro_batch_size", micro_batch_size),
+        ):
+            if value < 1:
+                raise TraceDataError(f"data.{name} must be positive, got {value}")
+        self.save_hyperparameters()
+        self.path = path
+        self.tokenizer_name = tokenizer
+        self.preset = preset
+        self.fields = fields
+        self.split = split
+        self.limit = limit
+        self.seed = seed
+        self.max_length = max_length
+        self.overlong = overlong
+        self.global_batch_size = global_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.packing = packing
+        self.system_prompt = system_prompt
+        self.enable_thinking = enable_thinking
+        self.num_workers = num_workers
+        self.mapping = PRESETS[preset].with_overrides(fields)
+        self._tokenizer: Any = None
+        self._plan: StepPlan | None = None
+        self.records: list[TraceRecord] = []
+        self.traces: list[TokenizedTrace] = []
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @property
+    def tokenizer(self) -> Any:
+        """The student's tokenizer (loaded on first use)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+        return self._tokenizer
+
+    @property
+    def pad_id(self) -> int:
+        """Padding id: the tokenizer's pad token, else its eos token, else 0."""
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, validate and tokenize the traces (once; later calls do nothing)."""
+        if self._plan is not None:
+            return
+        records, stats = load_records(
+            self.path, self.mapping, split=self.split, limit=self.limit, seed=self.seed
+        )
+        if self.system_prompt:
+            system = {"role": "system", "content": self.system_prompt}
+            for record in records:
+                if record.messages[0]["role"] != "system":
+                    record.messages = [system, *record.messages]
+        traces: list[TokenizedTrace] = []
+        dropped = 0
+        for record in records:
+            trace = tokenize_trace(
+                self.tokenizer,
+                record,
+                len(traces),
+                max_length=self.max_length,
+                overlong=self.overlong,
+                enable_thinking=self.enable_thinking,
+            )
+            if trace is None:
+                dropped += 1
+            else:
+                traces.append(trace)
+        if dropped:
+            log.warning(
+                "dropped %d of %d traces longer than max_length=%d (data.overlong=%s)",
+                dropped,
+                len(records),
+                self.max_length,
+                self.overlong,
+            )
+        truncated = sum(t.truncated for t in traces)
+        if truncated:
+            log.warning(
+                "truncated %d of %d traces to max_length=%d (data.overlong=truncate)",
+                truncated,
+                len(records),
+                self.max_length,
+            )
+        if not traces:
+            raise TraceDataError(f"{self.path}: no trace left to train on ({stats.rows} rows read)")
+        self.traces = traces
+        self.records = [t.record for t in traces]
+        self._plan = StepPlan(len(traces), self.global_batch_size, self.seed)
+        log.info(
+            "loaded %d traces (%d response tokens, %.0f tokens per trace) from %s; %d steps per epoch",
+            len(traces),
+            self.num_response_tokens,
+            sum(len(t) for t in traces) / len(traces),
+            self.path,
+            self.steps_per_epoch,
+        )
+
+    @property
+    def plan(self) -> StepPlan:
+        """The step schedule (sets the module up on first use)."""
+        if self._plan is None:
+            self.setup()
+        assert self._plan is not None
+        return self._plan
+
+    # ------------------------------------------------------------------------------------------------ steps
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one Lightning epoch: ``ceil(num_traces / global_batch_size)``."""
+        return self.plan.steps_per_epoch
+
+    def step_traces(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Indices of the traces that ``rank`` of ``world_size`` trains on at optimizer step ``step``."""
+        return self.plan.step_traces(step, rank, world_size)
+
+    def _dataset(self, rank: int, world_size: int) -> StepDataset:
+        return StepDataset(
+            self.traces,
+            self.plan,
+            rank=rank,
+            world_size=world_size,
+            micro_batch_size=self.micro_batch_size,
+            max_length=self.max_length,
+            packing=self.packing,
+            pad_id=self.pad_id,
+        )
+
+    def step_batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+        """The step batch ``rank`` of ``world_size`` gets at optimizer step ``step``."""
+        return self._dataset(rank, world_size)[step]
+
+    def make_train_dataloader(
+        self, *, rank: int = 0, world_size: int = 1, start_step: int | Callable[[], int] = 0
+    ) -> StepDataLoader:
+        """The step-batch DataLoader of one rank; ``start_step`` is read whenever iteration starts."""
+        sampler = StepSampler(self.steps_per_epoch, start_step, rank=rank, world_size=world_size)
+        return StepDataLoader(self._dataset(rank, world_size), sampler, num_workers=self.num_workers)
+
+    def _global_step(self) -> int:
+        return int(self.trainer.global_step) if self.trainer is not None else 0
+
+    def train_dataloader(self) -> StepDataLoader:
+        """Step batches for this rank, from ``trainer.global_step`` to the end of the current epoch."""
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return self.make_train_dataloader(rank=rank, world_size=world_size, start_step=self._global_step)
+
+    # --------------------------------------------------------------------------------------------- analysis
+    def scoring_batches(self, micro_batch_size: int | None = None) -> ScoringBatches:
+        """Micro-batches covering every trace once, in index order (for the trajectory scorer)."""
+        self.setup()
+        return ScoringBatches(
+            self.traces,
+            micro_batch_size=micro_batch_size or self.micro_batch_size,
+            max_length=self.max_length,
+            packing=self.packing,
+            pad_id=self.pad_id,
+        )
+
+    @property
+    def num_response_tokens(self) -> int:
+        """Trained (labelled) tokens over all traces."""
+        self.setup()
+        return sum(t.num_response_tokens for t in self.traces)
+
+    def problems(self) -> list[Problem]:
+        """The training problems (prompt turns and gold answer, gold may be None), in trace order."""
+        self.setup()
+        return [Problem(r.id, r.messages, r.gold, r.choices, r.source) for r in self.records]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the tokenized training data; ``sha256`` covers every trace's ids and labels."""
+        self.setup()
+        digest = hashlib.sha256()
+        for trace in self.traces:
+            ids = np.asarray(trace.input_ids, dtype=np.int64)
+            digest.update(np.int64(len(ids)).tobytes())
+            digest.update(ids.tobytes())
+            digest.update(np.asarray(trace.labels, dtype=np.int64).tobytes())
+        return {
+            "tokenizer": getattr(self.tokenizer, "name_or_path", self.tokenizer_name),
+            "vocab_size": len(self.tokenizer),
+            "path": str(self.path),
+            "preset": self.preset,
+            "fields": dict(self.fields) if self.fields else None,
+            "split": self.split,
+            "limit": self.limit,
+            "seed": self.seed,
+            "max_length": self.max_length,
+            "overlong": self.overlong,
+            "num_traces": len(self.traces),
+            "sha256": digest.hexdigest(),
+        }

@@ -1,0 +1,265 @@
+"""Sampling responses from a student: a small Generator protocol with HF and vLLM backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = [
+    "Generation",
+    "Generator",
+    "HFGenerator",
+    "SamplingParams",
+    "VLLMGenerator",
+    "default_stop_token_ids",
+    "to_vllm_sampling_kwargs",
+]
+
+# End-of-turn tokens of common chat templates (only those present in a tokenizer's vocabulary are used).
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<|end|>",
+)
+
+
+@dataclass
+class SamplingParams:
+    """How to sample: ``n`` samples per prompt; ``temperature == 0`` means greedy decoding.
+
+    ``top_k`` of None or 0 disables top-k filtering; ``top_p == 1`` disables nucleus filtering.
+    ``seed`` makes sampling reproducible (for a given batch composition and backend).
+    """
+
+    n: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int | None = None
+    max_new_tokens: int = 32768
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is greedy (temperature 0)."""
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for logging / JSON)."""
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """One sampled response.
+
+    ``token_ids`` are the generated tokens without the stop token and padding; ``num_tokens`` is their
+    count; ``hit_limit`` is True when generation stopped at ``max_new_tokens`` without a stop token.
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    num_tokens: int = 0
+    hit_limit: bool = False
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that samples ``params.n`` responses for each tokenized prompt."""
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Return one list of ``params.n`` generations per prompt, in prompt order."""
+        ...
+
+
+def default_stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """EOS ids of the tokenizer and of the model's generation config, plus known end-of-turn tokens."""
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        if value is None:
+            return
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and int(v) not in ids:
+                ids.append(int(v))
+
+    add(getattr(tokenizer, "eos_token_id", None))
+    gen_cfg = getattr(model, "generation_config", None)
+    if gen_cfg is not None:
+        add(getattr(gen_cfg, "eos_token_id", None))
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    for tok in END_OF_TURN_TOKENS:
+        if tok in vocab:
+            add(vocab[tok])
+    return ids
+
+
+class HFGenerator:
+    """Batched generation with a Hugging Face causal LM (``model.generate`` with the KV cache).
+
+    Prompts are expanded ``n`` times, sorted by length (less padding), LEFT padded and generated in
+    batches of ``batch_size`` rows. Sampling is seeded per batch (``params.seed`` + batch index) inside
+    a forked RNG, so results are reproducible for the same inputs and ``batch_size`` and the global RNG
+    is untouched. Generation stops at EOS / end-of-turn tokens (:func:`default_stop_token_ids` unless
+    ``stop_token_ids`` is given). The model is put in eval mode and restored afterwards.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 8,
+        stop_token_ids: Sequence[int] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.stop_token_ids = (
+            list(stop_token_ids) if stop_token_ids is not None else default_stop_token_ids(tokenizer, model)
+        )
+        if not self.stop_token_ids:
+            raise ValueError("no stop token: the tokenizer has no eos_token_id; pass stop_token_ids")
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id = int(pad) if pad is not None else self.stop_token_ids[0]
+        self.show_progress = show_progress
+
+    def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "use_cache": True,
+            "eos_token_id": self.stop_token_ids,
+            "pad_token_id": self.pad_token_id,
+        }
+        if params.greedy:  # sampling flags are left out: transformers would warn that they are unused
+            kw["do_sample"] = False
+        else:  # every flag explicit, so sampling defaults of the checkpoint's generation_config never leak in
+            kw.update(
+                do_sample=True,
+                temperature=float(params.temperature),
+                top_p=float(params.top_p),
+                top_k=int(params.top_k or 0),
+            )
+        return kw
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
+        from tqdm.auto import tqdm
+
+        rows = [(p, s) for p in range(len(prompts)) for s in range(params.n)]
+        for i, ids in enumerate(prompts):
+            if len(ids) == 0:
+                raise ValueError(f"prompt {i} is empty")
+        rows.sort(key=lambda r: len(prompts[r[0]]))  # stable: equal lengths keep prompt/sample order
+        out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
+        gen_kwargs = self._generate_kwargs(params)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        fork_devices = [device] if device.type == "cuda" else []
+        try:
+            for b, batch in enumerate(
+                tqdm(batches, desc="generate", unit="batch", disable=not self.show_progress)
+            ):
+                input_ids, attention_mask = self._left_pad([prompts[p] for p, _ in batch], device)
+                with torch.random.fork_rng(devices=fork_devices):
+                    torch.manual_seed(int(params.seed) + b)
+                    seqs = self.model.generate(
+                        input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs
+                    )
+                new_tokens = seqs[:, input_ids.shape[1] :].tolist()
+                for (p, s), toks in zip(batch, new_tokens):
+                    out[p][s] = self._to_generation(toks, params.max_new_tokens)
+        finally:
+            self.model.train(was_training)
+        return [[g for g in gens if g is not None] for gens in out]
+
+    def _left_pad(self, seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        return ids.to(device), mask.to(device)
+
+    def _to_generation(self, toks: list[int], max_new_tokens: int) -> Generation:
+        stops = set(self.stop_token_ids)
+        cut = next((i for i, t in enumerate(toks) if t in stops), None)
+        if cut is None:  # ran to the limit (rows that stopped early always contain a stop token)
+            kept, hit = list(toks), len(toks) >= max_new_tokens
+        else:
+            kept, hit = list(toks[:cut]), False
+        text = self.tokenizer.decode(kept, skip_special_tokens=False)
+        return Generation(text=text, token_ids=kept, num_tokens=len(kept), hit_limit=hit)
+
+
+def to_vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """Map :class:`SamplingParams` to ``vllm.SamplingParams`` keyword arguments."""
+    return {
+        "n": int(params.n),
+        "temperature": float(params.temperature),
+        "top_p": 1.0 if params.greedy else float(params.top_p),
+        "top_k": int(params.top_k) if params.top_k else -1,
+        "max_tokens": int(params.max_new_tokens),
+        "seed": int(params.seed),
+    }
+
+
+class VLLMGenerator:
+    """Generation with vLLM (optional dependency: ``pip install t3s[vllm]``).
+
+    ``model_path`` is a local checkpoint directory or hub id; ``engine_kwargs`` go to ``vllm.LLM``
+    (e.g. ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``dtype``).
+    """
+
+    def __init__(self, model_path: str, **engine_kwargs: Any) -> None:
+        try:
+            import vllm
+        except ImportError as err:
+            raise ImportError(
+                "VLLMGenerator needs vLLM, which is not installed: pip install t3s[vllm]"
+            ) from err
+        self._vllm = vllm
+        self.model_path = model_path
+        self.llm = vllm.LLM(model=model_path, **engine_kwargs)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
+        sampling = self._vllm.SamplingParams(**to_vllm_sampling_kwargs(params))
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        results = self.llm.generate(inputs, sampling, use_tqdm=True)
+        eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
+        out: list[list[Generation]] = []
+        for res in results:
+            gens = []
+            for o in res.outputs:
+                ids = list(o.token_ids)
+                if ids and eos is not None and ids[-1] == eos:
+                    ids.pop()
+                gens.append(
+                    Generation(
+                        text=o.text, token_ids=ids, num_tokens=len(ids), hit_limit=o.finish_reason == "length"
+                    )
+                )
+            out.append(gens)
+        return out

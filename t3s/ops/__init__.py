@@ -1,0 +1,7 @@
+"""Low-level tensor ops (torch only): memory-lean per-token log-probabilities through an LM head."""
+
+from __future__ import annotations
+
+from t3s.ops.logprob import masked_nll_sum, token_logprobs
+
+__all__ = ["masked_nll_sum", "token_logprobs"]

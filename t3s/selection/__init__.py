@@ -1,0 +1,26 @@
+"""Token selection: which response tokens enter the loss (AR) or are always corrupted (diffusion)."""
+
+from t3s.selection.base import KNOWN_SIGNALS, SelectionContext, SelectionError, TokenSelectionStrategy
+from t3s.selection.strategies import (
+    T3S,
+    ConfidenceMask,
+    ExcessLoss,
+    FullSFT,
+    InverseT3S,
+    RandomMask,
+    StudentEntropy,
+)
+
+__all__ = [
+    "KNOWN_SIGNALS",
+    "SelectionContext",
+    "SelectionError",
+    "TokenSelectionStrategy",
+    "FullSFT",
+    "T3S",
+    "InverseT3S",
+    "ConfidenceMask",
+    "RandomMask",
+    "ExcessLoss",
+    "StudentEntropy",
+]

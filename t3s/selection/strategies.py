@@ -1,0 +1,246 @@
+"""The shipped token-selection strategies. Each is one small class; choose one in YAML under
+``model.selection`` with ``class_path`` / ``init_args``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import torch
+
+from t3s.scoring.cache import ScoreCache
+from t3s.selection.base import (
+    SelectionContext,
+    SelectionError,
+    TokenSelectionStrategy,
+    fraction_budget,
+    top_fraction,
+)
+
+
+class FullSFT(TokenSelectionStrategy):
+    """Plain SFT: every response token is trained (the baseline)."""
+
+
+class _ScoredStrategy(TokenSelectionStrategy):
+    """Shared plumbing for strategies that read a ``t3s score`` cache."""
+
+    requires = frozenset({"scores"})
+
+    def __init__(self, scores: str | None = None):
+        self.scores = scores
+        self._cache: ScoreCache | None = None
+
+    def setup(self, data_fingerprint: dict[str, Any]) -> None:
+        if self.scores is None:
+            raise SelectionError(
+                f"{type(self).__name__} needs Δc scores but none were given: set "
+                "model.init_args.selection.init_args.scores to a directory written by `t3s score`"
+            )
+        cache = ScoreCache.load(self.scores)
+        cache.check_matches(data_fingerprint, source=str(self.scores))
+        self._cache = cache
+
+    def attach(self, cache: ScoreCache) -> None:
+        """Use an already loaded cache (the recipe and the scorer hand one over directly)."""
+        self._cache = cache
+
+    @property
+    def cache(self) -> ScoreCache:
+        if self._cache is None:
+            raise SelectionError(f"{type(self).__name__} was used before setup(): no score cache is loaded")
+        return self._cache
+
+    def signal(self, name: str, ctx: SelectionContext) -> torch.Tensor:
+        values = self.cache.lookup(name, ctx.trace_index, ctx.position_ids)
+        missing = ctx.response_mask & torch.isnan(values)
+        if bool(missing.any()):
+            raise SelectionError(
+                f"the score cache has no value for {int(missing.sum())} response tokens: "
+                "it was computed on different data; re-run `t3s score`"
+            )
+        return values
+
+
+class T3S(_ScoredStrategy):
+    """Training-Trajectory-Aware Token Selection.
+
+    Δc_t = c_t(θ_b) − c_t(θ_0). AR students drop the imitation anchors (Δc > ``threshold``) from the
+    loss; diffusion students always corrupt the yet-to-learn tokens (Δc < −``yet_to_learn_threshold``).
+
+    Args:
+        scores: directory of a ``t3s score`` cache. Leave unset to let ``t3s fit`` run the whole
+            recipe (probe SFT → bottleneck → score → masked restart).
+        threshold: anchors are tokens with Δc above this (paper: 0).
+        yet_to_learn_threshold: τ for the diffusion side (paper: 0.2, ~5% of tokens).
+        online: find θ_b during one ``fit`` and switch to masked training when the detector fires.
+        restart_from_base: in the online variant, restart from θ_0 with a fresh optimizer (the
+            paper's recipe) rather than continue from the current weights.
+    """
+
+    def __init__(
+        self,
+        scores: str | None = None,
+        threshold: float = 0.0,
+        yet_to_learn_threshold: float = 0.2,
+        online: bool = False,
+        restart_from_base: bool = True,
+    ):
+        super().__init__(scores)
+        self.threshold = threshold
+        self.yet_to_learn_threshold = yet_to_learn_threshold
+        self.online_switch = online
+        self.restart_from_base = restart_from_base
+
+    def anchors(self, ctx: SelectionContext) -> torch.Tensor:
+        return ctx.response_mask & (self.signal("delta", ctx) > self.threshold)
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        return ctx.response_mask & ~self.anchors(ctx)
+
+    def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
+        return ctx.response_mask & (self.signal("delta", ctx) < -self.yet_to_learn_threshold)
+
+
+class InverseT3S(T3S):
+    """The paper's −T3S control: train *only* the imitation anchors (diffusion: force-corrupt them)."""
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        return self.anchors(ctx)
+
+    def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
+        return self.anchors(ctx)
+
+
+class ConfidenceMask(_ScoredStrategy):
+    """Static control by initial confidence c(θ_0) alone.
+
+    Excludes the ``fraction`` of response tokens (over the whole dataset) with the highest
+    (``side="high"``) or lowest (``side="low"``) log-prob under θ_0.
+    """
+
+    def __init__(self, scores: str | None = None, side: Literal["high", "low"] = "high", fraction: float = 0.5):
+        super().__init__(scores)
+        if side not in ("high", "low"):
+            raise SelectionError(f"ConfidenceMask side must be 'high' or 'low', got {side!r}")
+        fraction_budget(1, fraction)
+        self.side = side
+        self.fraction = fraction
+        self._cutoff: float | None = None
+
+    def _threshold(self) -> float:
+        if self._cutoff is None:
+            base = self.cache.base[~torch.isnan(self.cache.base)]
+            q = 1.0 - self.fraction if self.side == "high" else self.fraction
+            self._cutoff = float(torch.quantile(base.double(), q)) if base.numel() else 0.0
+        return self._cutoff
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        c0 = self.signal("base", ctx)
+        excluded = c0 > self._threshold() if self.side == "high" else c0 < self._threshold()
+        return ctx.response_mask & ~excluded
+
+
+class RandomMask(TokenSelectionStrategy):
+    """A random mask: the control with the same budget as another strategy.
+
+    Give ``match`` (another strategy, e.g. ``T3S`` with its cache) to keep exactly as many tokens per
+    micro-batch as it would — and, for diffusion students, force-corrupt as many — or ``fraction`` for
+    a fixed keep ratio. The choice is a fixed hash of (seed, trace, position): stable across epochs,
+    ranks and resumes.
+    """
+
+    def __init__(self, match: TokenSelectionStrategy | None = None, fraction: float | None = None, seed: int = 0):
+        if (match is None) == (fraction is None):
+            raise SelectionError("RandomMask needs exactly one of `match` (a strategy) or `fraction`")
+        if match is not None and match.online:
+            raise SelectionError("RandomMask can only match a strategy with a static mask")
+        self.match = match
+        self.fraction = fraction
+        self.seed = seed
+        self.requires = match.requires if match is not None else frozenset()
+
+    def setup(self, data_fingerprint: dict[str, Any]) -> None:
+        if self.match is not None:
+            self.match.setup(data_fingerprint)
+
+    def _priority(self, ctx: SelectionContext) -> torch.Tensor:
+        # A deterministic pseudo-random number in [0, 1) per (seed, trace, position).
+        key = (ctx.trace_index.long() * 1_000_003 + ctx.position_ids.long()) ^ _seed_salt(self.seed)
+        key = (key * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
+        key = key ^ (key >> 29)
+        return (key % 1_000_000_007).double() / 1_000_000_007
+
+    def _random_subset(self, ctx: SelectionContext, k: int) -> torch.Tensor:
+        n = int(ctx.response_mask.sum())
+        return top_fraction(self._priority(ctx), ctx.response_mask, k / n if n else 0.0)
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        if self.match is not None:
+            k = int(self.match.loss_mask(ctx).sum())
+        else:
+            k = fraction_budget(int(ctx.response_mask.sum()), self.fraction)
+        return self._random_subset(ctx, k)
+
+    def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
+        if self.match is not None:
+            k = int(self.match.must_corrupt(ctx).sum())
+        else:
+            k = fraction_budget(int(ctx.response_mask.sum()), 1.0 - self.fraction)
+        return self._random_subset(ctx, k)
+
+
+class ExcessLoss(TokenSelectionStrategy):
+    """Rho-1's selective language modelling: keep the top ``fraction`` of tokens by excess loss
+    CE_student − CE_reference, against a frozen reference model.
+
+    Args:
+        fraction: share of response tokens kept per micro-batch.
+        reference: HF id or path of the reference model; ``None`` uses the student's own initial weights.
+    """
+
+    requires = frozenset({"student_logprob", "reference_logprob"})
+
+    def __init__(self, fraction: float = 0.6, reference: str | None = None):
+        fraction_budget(1, fraction)
+        self.fraction = fraction
+        self.reference = reference
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        excess = ctx.require("reference_logprob") - ctx.require("student_logprob").detach()
+        return top_fraction(excess, ctx.response_mask, self.fraction)
+
+    def budget(self, ctx: SelectionContext) -> int:
+        return fraction_budget(int(ctx.response_mask.sum()), self.fraction)
+
+
+class StudentEntropy(TokenSelectionStrategy):
+    """Keep the top ``fraction`` of response tokens by the student's own predictive entropy."""
+
+    requires = frozenset({"entropy"})
+
+    def __init__(self, fraction: float = 0.2):
+        fraction_budget(1, fraction)
+        self.fraction = fraction
+
+    def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
+        return top_fraction(ctx.require("entropy"), ctx.response_mask, self.fraction)
+
+    def budget(self, ctx: SelectionContext) -> int:
+        return fraction_budget(int(ctx.response_mask.sum()), self.fraction)
+
+
+def _seed_salt(seed: int) -> int:
+    digest = hashlib.sha256(f"t3s-random-mask-{seed}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+__all__ = [
+    "FullSFT",
+    "T3S",
+    "InverseT3S",
+    "ConfidenceMask",
+    "RandomMask",
+    "ExcessLoss",
+    "StudentEntropy",
+]

@@ -1,0 +1,90 @@
+"""Hugging Face folders next to Lightning checkpoints, written atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+HF_DIRNAME = "hf"
+
+
+def hf_step_dir(run_dir: str | Path, step: int) -> Path:
+    """``<run_dir>/hf/step_<N>``: where the HF folder of optimizer step N lives."""
+    return Path(run_dir) / HF_DIRNAME / f"step_{step}"
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keep the entries under ``prefix`` (e.g. ``"model."``) with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def save_hf_folder(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    directory: str | Path,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """``save_pretrained`` (+ tokenizer) into ``directory`` atomically.
+
+    Everything is written to a sibling temporary folder that is renamed into place once complete, so a
+    crash never leaves a half-written checkpoint under the final name. ``state_dict`` lets callers
+    pass weights gathered by a distributed strategy.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    kwargs = {"state_dict": dict(state_dict)} if state_dict is not None else {}
+    model.save_pretrained(tmp, **kwargs)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+    return directory
+
+
+def link_final(run_dir: str | Path, step: int) -> Path:
+    """Point ``<run_dir>/hf/final`` at ``step_<N>`` (a relative symlink, replaced atomically)."""
+    hf = Path(run_dir) / HF_DIRNAME
+    final = hf / "final"
+    tmp = hf / f".final.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(f"step_{step}", tmp)
+    os.replace(tmp, final)
+    return final
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes to a temporary file and renames it into place.
+
+    A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()

@@ -1,0 +1,148 @@
+"""θ_0 for the toy worlds: a tiny Qwen3-architecture model pretrained on the student's own style.
+
+A random student has nothing to lose, so Δc would be noise and every T3S experiment vacuous. The base
+is therefore trained — through the real ``ARStudent`` and ``TeacherTraceDataModule`` — on student-style
+traces, and cached under ``$T3S_CACHE`` (default ``~/.cache/t3s``) keyed by the recipe, the data, the
+tokenizer and the seed, so only the first run pays for it.
+
+In a config, ``${toy_base:DIR}`` resolves to the cached base for the toy world written in ``DIR``
+(``student_traces.jsonl`` and ``tokenizer/``); further arguments override the recipe, e.g.
+``${toy_base:configs/data/tiny,steps=200}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+# jsonargparse parses a config with the working directory set to the config's folder; relative paths in
+# ``${toy_base:...}`` mean the directory the command was launched from, like every other path in a config.
+_LAUNCH_DIR = Path.cwd()
+
+#: Bump when the pretraining code changes in a way that changes the weights.
+RECIPE_VERSION = 1
+
+
+def tiny_qwen3(vocab_size: int) -> dict[str, Any]:
+    """The toy student's architecture: Qwen3, hidden 128, 3 layers, 4 heads, FFN 512 (~0.7M params)."""
+    return {
+        "model_type": "qwen3",
+        "vocab_size": vocab_size,
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+    }
+
+
+@dataclass
+class BaseRecipe:
+    """How θ_0 is pretrained on the student-style traces.
+
+    Attributes:
+        steps: optimizer steps.
+        lr: peak AdamW learning rate (cosine decay, 10% warm-up).
+        global_batch_size: traces per optimizer step.
+        max_length: tokens per packed row.
+        seed: initialisation and data-order seed.
+        model: architecture overrides on top of :func:`tiny_qwen3`.
+    """
+
+    steps: int = 400
+    lr: float = 3e-3
+    global_batch_size: int = 32
+    max_length: int = 512
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("T3S_CACHE", Path.home() / ".cache" / "t3s"))
+
+
+def _fingerprint(world_dir: Path, recipe: BaseRecipe) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"recipe": asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True).encode())
+    h.update((world_dir / "student_traces.jsonl").read_bytes())
+    for name in sorted(os.listdir(world_dir / "tokenizer")):
+        h.update(name.encode())
+        h.update((world_dir / "tokenizer" / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def pretrained_base(world_dir: str | Path, recipe: BaseRecipe | None = None) -> Path:
+    """The cached θ_0 for the toy world in ``world_dir``, pretraining it first if needed."""
+    world_dir = Path(world_dir).resolve()
+    recipe = recipe or BaseRecipe()
+    if not (world_dir / "student_traces.jsonl").is_file():
+        raise FileNotFoundError(f"{world_dir} has no student_traces.jsonl: write the toy world there first")
+    target = cache_root() / "toy_base" / _fingerprint(world_dir, recipe)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        log.warning("pretraining the toy θ_0 (%d steps, cached at %s)", recipe.steps, target)
+        _pretrain(world_dir, recipe, target)
+    return target
+
+
+def _pretrain(world_dir: Path, recipe: BaseRecipe, target: Path) -> None:
+    import lightning as L
+
+    from t3s.data import TeacherTraceDataModule
+    from t3s.students import ARStudent
+
+    tokenizer_dir = str(world_dir / "tokenizer")
+    data = TeacherTraceDataModule(
+        path=str(world_dir / "student_traces.jsonl"),
+        tokenizer=tokenizer_dir,
+        global_batch_size=recipe.global_batch_size,
+        micro_batch_size=recipe.global_batch_size,
+        max_length=recipe.max_length,
+        seed=recipe.seed,
+    )
+    data.setup("fit")
+    config = {**tiny_qwen3(len(data.tokenizer)), **recipe.model}
+    student = ARStudent(
+        model_config=config, tokenizer=tokenizer_dir, lr=recipe.lr, warmup_steps=recipe.steps // 10,
+        schedule="cosine", min_lr_ratio=0.05, init_seed=recipe.seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="t3s-toy-base-") as tmp:
+        L.seed_everything(recipe.seed, workers=True, verbose=False)
+        trainer = L.Trainer(
+            max_steps=recipe.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, default_root_dir=tmp, log_every_n_steps=50,
+        )
+        trainer.fit(student, datamodule=data)
+        final = Path(tmp) / "hf" / f"step_{recipe.steps}"
+        staging = target.with_name(target.name + ".tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        shutil.copytree(final, staging)
+        (staging / "t3s_base_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+        staging.rename(target)
+
+
+def resolve_base(world_dir: str, *overrides: str) -> str:
+    """OmegaConf resolver ``${toy_base:DIR[,key=value,...]}`` → path of the cached θ_0."""
+    fields: dict[str, Any] = {}
+    for item in overrides:
+        key, _, value = str(item).partition("=")
+        fields[key.strip()] = json.loads(value) if value.strip()[:1] in "-0123456789[{tf" else value
+    path = Path(world_dir)
+    return str(pretrained_base(path if path.is_absolute() else _LAUNCH_DIR / path, BaseRecipe(**fields)))

@@ -1,0 +1,55 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ``../shared`` folder (real tokenizer, data); skips the test when it is absent."""
+    path = Path(__file__).resolve().parents[2] / "shared"
+    if not path.is_dir():
+        pytest.skip("../shared not present")
+    return path
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_WORLD = REPO / "configs" / "data" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_world() -> Path:
+    """The repo's committed tiny arithmetic world (tokenizer + student / teacher traces)."""
+    return TINY_WORLD
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep cached toy bases of the test session out of the user's ~/.cache."""
+    import os
+
+    os.environ.setdefault("T3S_CACHE", str(tmp_path_factory.mktemp("t3s-cache")))
+
+
+def tiny_model_config(vocab_size: int, **overrides) -> dict:
+    """A very small random Qwen3 for fast tests."""
+    return {
+        "model_type": "qwen3",
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": False,
+        **overrides,
+    }

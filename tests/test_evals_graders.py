@@ -1,0 +1,292 @@
+"""Graders on the real AIME 2024/2025 and MATH-500 answers, MC letters, truncation and time limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from t3s.evals import graders
+from t3s.evals.graders import (
+    GRADERS,
+    MathVerifier,
+    UngradableGold,
+    grade_aime,
+    grade_exact,
+    grade_math,
+    grade_mc,
+    last_boxed,
+    split_reasoning,
+    validate_gold,
+)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def aime(shared_dir: Path) -> list[dict]:
+    rows = _jsonl(shared_dir / "data" / "aime24.jsonl") + _jsonl(shared_dir / "data" / "aime25.jsonl")
+    assert len(rows) == 60
+    return rows
+
+
+@pytest.fixture(scope="module")
+def math500(shared_dir: Path) -> list[dict]:
+    rows = _jsonl(shared_dir / "data" / "math500.jsonl")
+    assert len(rows) == 500
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_split_reasoning_cases():
+    assert split_reasoning("plain 42") == (None, "plain 42", True)
+    assert split_reasoning("<think>r \\boxed{1}</think> final") == ("r \\boxed{1}", "final", True)
+    assert split_reasoning("reasoning only</think>ans") == (
+        "reasoning only",
+        "ans",
+        True,
+    )  # template opened it
+    assert split_reasoning("<think>never closed \\boxed{5}") == ("never closed \\boxed{5}", None, False)
+    assert split_reasoning("still thinking", think_in_prompt=True) == ("still thinking", None, False)
+
+
+def test_last_boxed_nested_and_multiple():
+    assert last_boxed("\\boxed{1} then \\boxed{\\frac{1}{\\sqrt{2}}}") == "\\frac{1}{\\sqrt{2}}"
+    assert last_boxed("\\fbox{7}") == "7"
+    assert last_boxed("set \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
+    assert last_boxed("\\boxed{3} and a cut-off \\boxed{\\frac{1}{") == "3"
+    assert last_boxed("\\boxed 5.") == "5"
+    assert last_boxed("\\boxed{\\boxed{9}}") == "9"
+    assert last_boxed("no box") is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# AIME
+# ----------------------------------------------------------------------------------------------------
+
+
+def _aime_forms(ans: int) -> list[str]:
+    return [
+        f"Some work.\n\\boxed{{{ans}}}",
+        f"<think>\nLet me try \\boxed{{{ans + 7}}}... no.\n</think>\n\nThe answer is $\\boxed{{{ans}}}$.",
+        f"<think>long reasoning</think>\nThe final answer is {ans}.",
+        f"<think>x</think>\nAfter simplifying, we obtain {ans // 2} + {ans - ans // 2}, so the answer is {ans}.",
+        f"<think>x</think>\n**Final answer:** $\\boxed{{{ans:03d}}}$",
+        f"<think>x</think>\nThus $m+n = \\boxed{{{ans}}}$ minutes, as required.",
+        f"We get {ans}.",
+    ]
+
+
+def test_aime_gold_accepted_in_realistic_forms(aime):
+    for row in aime:
+        gold = str(row["answer"])
+        for form in _aime_forms(int(gold)):
+            v = grade_aime(form, gold)
+            assert v.correct, (gold, form, v)
+            assert v.extracted == str(int(gold))
+        assert grade_aime(f"\\boxed{{{int(gold)}}}", f"{int(gold):03d}").correct  # gold stored as "025"
+
+
+def test_aime_wrong_answers_rejected(aime):
+    golds = [int(r["answer"]) for r in aime]
+    for i, gold in enumerate(golds):
+        other = next(g for g in golds[i + 1 :] + golds[:i] if g != gold)
+        for wrong in (gold + 1, other):
+            for form in _aime_forms(wrong):
+                v = grade_aime(form, str(gold))
+                assert not v.correct and not v.truncated, (gold, form)
+
+
+def test_aime_normalisation_and_failures():
+    assert grade_aime("\\boxed{1,000}", "1000").correct
+    assert grade_aime("\\boxed{25.0}", "25").correct
+    assert grade_aime("\\boxed{x = 25}", "25").correct
+    assert grade_aime("\\boxed{36^\\circ}", "36").correct
+    assert not grade_aime("\\boxed{25.5}", "25").correct
+    v = grade_aime("<think>ok</think> I could not finish.", "25")
+    assert v.extraction_failed and not v.correct and v.extracted is None
+    with pytest.raises(UngradableGold):
+        validate_gold("aime", "twenty")
+
+
+def test_truncation_and_think_content_ignored():
+    # <think> never closed: truncated and wrong even though the right box appears inside.
+    v = grade_aime("<think>\nso the answer is \\boxed{25}", "25")
+    assert v.truncated and not v.correct and not v.extraction_failed
+    # answers inside <think> are ignored; the final text has the wrong one.
+    assert not grade_aime("<think>\\boxed{25}</think>\nThe answer is \\boxed{24}.", "25").correct
+    assert not grade_aime("<think>\\boxed{25}</think>\nI give up.", "25").correct
+    # the caller's token-limit flag marks a response truncated (and wrong)
+    v = grade_aime("<think>a</think>\\boxed{25}", "25", hit_token_limit=True)
+    assert v.truncated and not v.correct
+    # template-opened thinking: no </think> in the response means it never closed
+    assert grade_aime("reasoning... \\boxed{25}", "25", think_in_prompt=True).truncated
+    assert grade_aime("reasoning</think>\\boxed{25}", "25", think_in_prompt=True).correct
+    # multiple boxes in the final answer: the last wins
+    assert grade_aime("\\boxed{24} wait, actually \\boxed{25}", "25").correct
+    assert not grade_aime("\\boxed{25} wait, actually \\boxed{24}", "25").correct
+
+
+# ----------------------------------------------------------------------------------------------------
+# MATH (math-verify)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_math500_gold_accepted_and_others_rejected(math500):
+    golds = [r["answer"] for r in math500]
+    for i, gold in enumerate(golds):
+        v = grade_math(
+            f"<think>\nTry \\boxed{{-12345}}.\n</think>\nTherefore the answer is $\\boxed{{{gold}}}$.", gold
+        )
+        assert v.correct, (i, gold, v)
+        assert v.extracted == gold.strip()
+        if i % 10 == 0:  # more phrasings on a tenth of the set (keeps the test fast)
+            assert grade_math(f"We conclude.\n\nThe final answer is ${gold}$.", gold).correct, gold
+            assert grade_math(f"\\boxed{{0}} is wrong; correct: \\boxed{{{gold}}}", gold).correct, gold
+
+    # another item's (different) answer must be rejected; every 5th item keeps the test fast
+    def key(ans: str) -> str:
+        return ans.split("=")[-1].replace(" ", "")  # "x=5" and "5" are the same answer
+
+    accepted_wrong = []
+    for i, gold in list(enumerate(golds))[::5]:
+        other = next(g for g in golds[i + 1 :] + golds[:i] if key(g) != key(gold))
+        if grade_math(f"</think>\\boxed{{{other}}}", gold).correct:
+            accepted_wrong.append((gold, other))
+    assert accepted_wrong == []
+
+
+def test_math_equivalent_and_wrong_forms():
+    assert grade_math("\\boxed{0.5}", "\\frac{1}{2}").correct
+    assert grade_math("\\boxed{\\dfrac{1}{2}}", "\\frac12").correct
+    assert not grade_math("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}").correct
+    v = grade_math("<think>\\boxed{\\frac{1}{2}}", "\\frac{1}{2}")
+    assert v.truncated and not v.correct
+    v = grade_math("I do not know.", "\\frac{1}{2}")
+    assert v.extraction_failed and not v.correct
+
+
+def test_math_ungradable_gold_raises():
+    for bad in ("\\frac{1}{", ""):
+        with pytest.raises(UngradableGold):
+            grade_math("\\boxed{1}", bad)
+        with pytest.raises(UngradableGold):
+            validate_gold("math", bad)
+    validate_gold("math", "\\frac{1}{2}")
+
+
+def test_math_time_limit_process_backend_kills_runaway():
+    # 9^(9^9) is evaluated as an exact integer by sympy: a C-level computation that holds the GIL
+    verifier = MathVerifier(timeout_s=0.5, backend="process")
+    try:
+        start = time.monotonic()
+        v = grade_math("\\boxed{9^{9^{9}}}", "2", verifier=verifier)
+        assert time.monotonic() - start < 5.0
+        assert v.timed_out and not v.correct
+        assert verifier.num_timeouts == 1
+        # the worker was replaced; grading continues normally
+        assert grade_math("\\boxed{2}", "2", verifier=verifier, timeout_s=30).correct
+    finally:
+        verifier.close()
+
+
+def test_math_time_limit_thread_backend(monkeypatch):
+    def slow(gold: str, pred: str) -> dict:
+        time.sleep(0.4)
+        return {"gold_ok": True, "extracted": pred, "correct": True}
+
+    monkeypatch.setattr(graders, "_check_math_pair", slow)
+    verifier = MathVerifier(timeout_s=0.05, backend="thread")
+    start = time.monotonic()
+    v = grade_math("\\boxed{2}", "2", verifier=verifier)
+    assert time.monotonic() - start < 0.35
+    assert v.timed_out and not v.correct
+    assert verifier.num_timeouts == 1
+    assert grade_math("\\boxed{2}", "2", verifier=verifier, timeout_s=5.0).correct
+
+
+# ----------------------------------------------------------------------------------------------------
+# exact
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_exact_grader():
+    assert grade_exact("The answer is 1 4 8 1 4.", "14814").correct
+    assert grade_exact("\\boxed{14814}", "1 4 8 1 4").correct
+    assert grade_exact("so we get\n1,234.", "1234").correct
+    assert grade_exact("<think>hmm</think>Answer: \\text{Paris}", "paris").correct
+    assert not grade_exact("\\boxed{14815}", "14814").correct
+    assert not grade_exact("<think>\\boxed{14814}</think>\\boxed{1}", "14814").correct
+    assert grade_exact("<think>\\boxed{14814}", "14814").truncated
+    # a list "1, 234" is not the number 1234
+    assert not grade_exact("\\boxed{1, 234}", "1234").correct
+    # a long integer written with spaces
+    digits = "12345678901234567890"
+    assert grade_exact("the answer is " + " ".join(digits), digits).correct
+
+
+# ----------------------------------------------------------------------------------------------------
+# multiple choice
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{C}",
+        "\\boxed{(C)}",
+        "$\\boxed{\\text{C}}$",
+        "Answer: C",
+        "**Answer:** (C)",
+        "The answer is (C).",
+        "the correct answer is C.",
+        "The answer is: **C**",
+        "So I pick (C).",
+        "C",
+        "(C)",
+    ],
+)
+def test_mc_letter_forms(text):
+    for letter in "ACJ":
+        v = grade_mc("<think>maybe (B)? \\boxed{B}</think>\n" + text.replace("C", letter), letter)
+        assert v.correct and v.extracted == letter, (text, letter, v)
+        assert not grade_mc(text.replace("C", letter), "B" if letter != "B" else "D").correct
+
+
+def test_mc_last_occurrence_and_priority():
+    assert grade_mc("Answer: A ... on reflection, Answer: D", "D").correct
+    assert grade_mc("\\boxed{A} hmm, \\boxed{D}", "D").correct
+    # explicit answer beats a later bare mention of an option
+    assert grade_mc("The answer is (B), since (A) is wrong.", "B").correct
+    v = grade_mc("I am not sure about any of them.", "B")
+    assert v.extraction_failed and v.extracted is None
+    assert grade_mc("<think>Answer: B", "B").truncated
+    with pytest.raises(UngradableGold):
+        validate_gold("mc", "42")
+
+
+def test_mc_real_r1_traces(shared_dir):
+    rows = _jsonl(shared_dir / "data" / "r1_traces_mmlupro_200.jsonl")
+    right = wrong = 0
+    for r in rows:
+        response = f"<think>\n{r['reasoning']}\n</think>\n\n{r['answer_text']}"
+        right += grade_mc(response, r["answer_letter"]).correct
+        other = "ABCDEFGHIJ"[("ABCDEFGHIJ".index(r["answer_letter"]) + 1) % 10]
+        wrong += grade_mc(response, other).correct
+    assert right == len(rows)
+    assert wrong == 0
+
+
+def test_registry():
+    assert set(GRADERS) == {"aime", "math", "exact", "mc"}
+    assert graders.grade("aime", "\\boxed{7}", "7").correct
+    with pytest.raises(KeyError):
+        graders.grade("nope", "", "")
