@@ -21,7 +21,7 @@ from t3s.selection import (
 )
 
 NAN = float("nan")
-FINGERPRINT = {"tokenizer": "tok", "vocab_size": 10, "max_length": 8, "num_traces": 2, "token_sha256": "abc"}
+FINGERPRINT = {"tokenizer": "tok", "vocab_size": 10, "max_length": 8, "num_traces": 2, "sha256": "abc"}
 
 
 @pytest.fixture()

@@ -23,8 +23,9 @@ SCORES_FILE = "scores.safetensors"
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 
-#: Fingerprint keys that must agree between a cache and the data it is used with.
-_MATCH_KEYS = ("tokenizer", "vocab_size", "max_length", "num_traces", "token_sha256")
+#: Fingerprint keys that must agree between a cache and the data it is used with (the sha256 covers
+#: every token id and label, so another tokenizer or other data cannot pass).
+_MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
 
 
 class ScoreCacheError(ValueError):

@@ -91,7 +91,8 @@ class ARStudent(L.LightningModule):
         self.tokenizer = None
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
         self._warned_empty = False
-        self._step_started: float | None = None
+        self._run_dir: Path | None = None
+        self._last_hf_step: int | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -127,6 +128,8 @@ class ARStudent(L.LightningModule):
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
     def on_fit_start(self) -> None:
+        self._run_dir = None
+        _ = self.run_dir  # resolve on every rank together
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "fingerprint"):
             self.selection.setup(datamodule.fingerprint())
@@ -321,29 +324,39 @@ class ARStudent(L.LightningModule):
     # ----------------------------------------------------------- checkpoints
     @property
     def run_dir(self) -> Path:
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        """Where this run's HF folders go (fixed at fit start: ``trainer.log_dir`` is a collective call)."""
+        if self._run_dir is None:
+            self._run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        return self._run_dir
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>`` (rank 0 writes; all ranks must call under FSDP)."""
+        """Write ``<run_dir>/hf/step_<step>``. Every rank must call it (FSDP gathers the weights)."""
         if state_dict is None:
             state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
+        self._last_hf_step = step
         if not self.trainer.is_global_zero:
             return None
         return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
 
+    def ensure_hf_checkpoint(self, step: int) -> None:
+        """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
+        if self._last_hf_step != step:
+            self.save_hf(step)
+
     def on_train_start(self) -> None:
-        if self.global_step == 0 and not hf_step_dir(self.run_dir, 0).exists():
-            self.save_hf(0)
+        self.model.train()
+        if self.global_step == 0:
+            self.ensure_hf_checkpoint(0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
+        if self._last_hf_step != self.global_step:  # a callback may have written this step already
+            self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
 
     def on_train_end(self) -> None:
-        step = self.global_step
-        if not hf_step_dir(self.run_dir, step).exists():
-            self.save_hf(step)
+        if self._last_hf_step != self.global_step:
+            self.save_hf(self.global_step)
         if self.trainer.is_global_zero:
-            link_final(self.run_dir, step)
+            link_final(self.run_dir, self.global_step)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()

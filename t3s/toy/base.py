@@ -7,7 +7,7 @@ tokenizer and the seed, so only the first run pays for it.
 
 In a config, ``${toy_base:DIR}`` resolves to the cached base for the toy world written in ``DIR``
 (``student_traces.jsonl`` and ``tokenizer/``); further arguments override the recipe, e.g.
-``${toy_base:configs/data/tiny,steps=200}``.
+``${toy_base:configs/data/tiny,{steps:200,seed:1}}``.
 """
 
 from __future__ import annotations
@@ -138,11 +138,8 @@ def _pretrain(world_dir: Path, recipe: BaseRecipe, target: Path) -> None:
         staging.rename(target)
 
 
-def resolve_base(world_dir: str, *overrides: str) -> str:
-    """OmegaConf resolver ``${toy_base:DIR[,key=value,...]}`` → path of the cached θ_0."""
-    fields: dict[str, Any] = {}
-    for item in overrides:
-        key, _, value = str(item).partition("=")
-        fields[key.strip()] = json.loads(value) if value.strip()[:1] in "-0123456789[{tf" else value
+def resolve_base(world_dir: str, overrides: dict[str, Any] | None = None) -> str:
+    """OmegaConf resolver ``${toy_base:DIR}`` or ``${toy_base:DIR,{steps:60,seed:1}}`` → path of the cached θ_0."""
     path = Path(world_dir)
-    return str(pretrained_base(path if path.is_absolute() else _LAUNCH_DIR / path, BaseRecipe(**fields)))
+    recipe = BaseRecipe(**dict(overrides or {}))
+    return str(pretrained_base(path if path.is_absolute() else _LAUNCH_DIR / path, recipe))

@@ -1,0 +1,68 @@
+"""Matplotlib figures of the bottleneck-and-recovery curve (used in TensorBoard and in reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+Curve = tuple[Sequence[int], Sequence[float]]
+
+
+def curve_figure(
+    loss: Sequence[tuple[int, float]] | Curve,
+    accuracy: Mapping[str, Curve],
+    *,
+    bottleneck: int | None = None,
+    title: str = "",
+) -> Figure:
+    """Training loss (left axis) and accuracy per task (right axis) against step, θ_b marked."""
+    steps, values = _as_curve(loss)
+    fig, ax_loss = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if steps:
+        ax_loss.plot(steps, values, color="tab:gray", lw=1.2, label="train loss")
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("training loss (selected tokens)")
+    ax_acc = ax_loss.twinx()
+    for i, (task, (s, v)) in enumerate(accuracy.items()):
+        ax_acc.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=f"{task} accuracy")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(-0.02, 1.02)
+    if bottleneck is not None:
+        ax_acc.axvline(bottleneck, color="tab:red", ls="--", lw=1.2, label=f"θ_b (step {bottleneck})")
+    handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
+    labels = ax_loss.get_legend_handles_labels()[1] + ax_acc.get_legend_handles_labels()[1]
+    if handles:
+        ax_acc.legend(handles, labels, loc="lower right", fontsize=8)
+    if title:
+        ax_loss.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
+                      bottlenecks: Mapping[str, int | None] | None = None) -> Figure:
+    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked in its colour."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for i, (run, (s, v)) in enumerate(curves.items()):
+        ax.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=run)
+        step = (bottlenecks or {}).get(run)
+        if step is not None:
+            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _as_curve(points: Sequence[tuple[int, float]] | Curve) -> Curve:
+    if len(points) == 2 and not isinstance(points[0], tuple):
+        return points  # already (steps, values)
+    return [p[0] for p in points], [p[1] for p in points]

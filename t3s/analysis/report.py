@@ -1,0 +1,96 @@
+"""``t3s report``: figures and a comparison table from finished runs' TensorBoard logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from t3s.analysis.figures import comparison_figure
+from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+
+
+def run_label(run_dir: Path) -> str:
+    """A short readable name: the last two path parts (e.g. ``t3s/version_0`` → ``t3s/version_0``)."""
+    return "/".join(run_dir.parts[-2:])
+
+
+def accuracy_tags(run_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return sorted(t for t in acc.Tags().get("scalars", []) if t.startswith("bench/") and "/avg@" in t)
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any]:
+    """Start / minimum / final / best accuracy per benchmark and the bottleneck step of one run."""
+    row: dict[str, Any] = {"run": run_label(run_dir), "benchmarks": {}}
+    for tag in accuracy_tags(run_dir):
+        steps, values = read_scalars(run_dir, tag)
+        task = tag.split("/")[1]
+        i_min = values.index(min(values))
+        row["benchmarks"][task] = {
+            "tag": tag, "steps": steps, "values": values, "start": values[0], "min": values[i_min],
+            "min_step": steps[i_min], "final": values[-1], "best": max(values),
+        }
+    if TRAIN_ACCURACY_TAG in (b["tag"] for b in row["benchmarks"].values()):
+        row["bottleneck"] = BottleneckDetector.from_run(run_dir).final()
+    loss_steps, loss = read_scalars(run_dir, "train/loss")
+    row["loss"] = (loss_steps, loss)
+    return row
+
+
+def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -> Path:
+    """Write ``report.md`` with PNG figures (accuracy per benchmark, loss) comparing ``run_dirs``."""
+    runs = [Path(r) for r in run_dirs]
+    for run in runs:
+        if not any(run.glob("events.out.tfevents.*")):
+            raise FileNotFoundError(f"{run} holds no TensorBoard event files (point at a run's version dir)")
+    output = Path(output) if output is not None else runs[0] / "report"
+    output.mkdir(parents=True, exist_ok=True)
+    rows = [summarize_run(r) for r in runs]
+    tasks = sorted({t for row in rows for t in row["benchmarks"]})
+    lines = ["# t3s report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
+    lines += ["| run | benchmark | start | min (step) | final | best | θ_b step |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for task, b in row["benchmarks"].items():
+            lines.append(
+                f"| {row['run']} | {task} | {b['start']:.3f} | {b['min']:.3f} ({b['min_step']}) | {b['final']:.3f} "
+                f"| {b['best']:.3f} | {row.get('bottleneck', '') if task == 'train' else ''} |"
+            )
+    lines.append("")
+    bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
+    for task in tasks:
+        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
+                  for row in rows if task in row["benchmarks"]}
+        fig = comparison_figure(curves, ylabel=f"{task} accuracy", title=f"{task}: accuracy during training",
+                                bottlenecks=bottlenecks if task == "train" else None)
+        fig.savefig(output / f"accuracy_{task}.png")
+        lines += [f"![{task} accuracy](accuracy_{task}.png)", ""]
+    loss_curves = {row["run"]: row["loss"] for row in rows if row["loss"][0]}
+    if loss_curves:
+        fig = comparison_figure(loss_curves, ylabel="training loss (selected tokens)", title="training loss")
+        fig.savefig(output / "loss.png")
+        lines += ["![training loss](loss.png)", ""]
+    for run in runs:
+        summary = _scores_summary(run)
+        if summary:
+            lines += [f"## Anchor tokens of `{run_label(run)}`", "",
+                      f"anchor fraction {summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f}", "",
+                      "| anchor token | count | share | yet-to-learn token | count | share |", "|---|---|---|---|---|---|"]
+            for a, o in zip(summary["top_anchor_tokens"][:15], summary["top_yet_to_learn_tokens"][:15]):
+                lines.append(f"| `{a['token']}` | {a['count']} | {a['share_of_occurrences']:.2f} | `{o['token']}` "
+                             f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
+            lines.append("")
+    (output / "report.md").write_text("\n".join(lines) + "\n")
+    (output / "summary.json").write_text(json.dumps(
+        [{k: v for k, v in row.items() if k != "loss"} for row in rows], indent=2))
+    return output / "report.md"
+
+
+def _scores_summary(run: Path) -> dict[str, Any] | None:
+    for candidate in (run / "scores" / "summary.json", run.parent / "scores" / "summary.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None

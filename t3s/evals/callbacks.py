@@ -1,0 +1,246 @@
+"""``BenchmarkCallback``: the bottleneck-and-recovery curve, evaluated during training.
+
+Evaluates θ_0 before the first step and then every ``every_n_steps`` optimizer steps (each evaluated
+step also gets an HF folder, so any of them can become θ_b), logs ``bench/<task>/<metric>`` to
+TensorBoard together with a loss-and-accuracy figure and sample generations, and writes every
+generation as JSONL under ``<run>/generations/step_<N>/``. The training-accuracy task (``train``)
+feeds a :class:`~t3s.evals.bottleneck.BottleneckDetector`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+
+from t3s.evals.bottleneck import BottleneckDetector
+from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
+from t3s.evals.runner import evaluate
+from t3s.evals.tasks import EvalItem, EvalTask, load_task
+
+log = logging.getLogger(__name__)
+
+TRAIN_TASK = "train"
+
+
+class BenchmarkCallback(L.Callback):
+    """Benchmark and training-accuracy evaluations during ``fit``.
+
+    Args:
+        tasks: benchmark suites, by name (``benchmarks/tasks/<name>.yaml``) or YAML path.
+        every_n_steps: evaluate every N optimizer steps (and at step 0 and at the end).
+        train_accuracy: also evaluate on the training problems themselves (the θ_b signal).
+        train_grader: grader for the training problems (``exact``, ``aime``, ``math``, ``mc``).
+        train_limit: evaluate this many training problems (a fixed seeded subset); ``None``: all.
+        train_instruction: text appended to each training prompt (default: none, as in training).
+        sampling: overrides of the sampling parameters for every task (e.g. ``{n: 1, temperature: 0}``).
+        task_limit: evaluate at most this many items of each benchmark.
+        batch_size: prompts per generation batch.
+        backend: ``hf`` (``model.generate`` on the training weights) or ``vllm`` (serves the HF folder
+            of the evaluated step; ``pip install t3s[vllm]``).
+        tasks_dir: extra directory searched for task YAMLs.
+        bottleneck_margin: see :class:`BottleneckDetector`.
+        bottleneck_patience: see :class:`BottleneckDetector`.
+        num_text_samples: generations shown in TensorBoard's text panel per task and evaluation.
+        seed: seed of the training-problem subset.
+    """
+
+    def __init__(
+        self,
+        tasks: list[str] | None = None,
+        every_n_steps: int = 10,
+        train_accuracy: bool = True,
+        train_grader: str = "exact",
+        train_limit: int | None = 256,
+        train_instruction: str = "",
+        sampling: dict[str, Any] | None = None,
+        task_limit: int | None = None,
+        batch_size: int = 16,
+        backend: Literal["hf", "vllm"] = "hf",
+        tasks_dir: str | None = None,
+        bottleneck_margin: float = 0.05,
+        bottleneck_patience: int = 2,
+        num_text_samples: int = 3,
+        seed: int = 0,
+    ):
+        if every_n_steps < 1:
+            raise ValueError("every_n_steps must be >= 1")
+        self.task_names = list(tasks or [])
+        self.every_n_steps = every_n_steps
+        self.train_accuracy = train_accuracy
+        self.train_grader = train_grader
+        self.train_limit = train_limit
+        self.train_instruction = train_instruction
+        self.sampling_overrides = dict(sampling or {})
+        self.task_limit = task_limit
+        self.batch_size = batch_size
+        self.backend = backend
+        self.tasks_dir = tasks_dir
+        self.num_text_samples = num_text_samples
+        self.seed = seed
+        self.detector = BottleneckDetector(margin=bottleneck_margin, patience=bottleneck_patience)
+        self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        self.loss_history: list[tuple[int, float]] = []
+        self._tasks: list[EvalTask] | None = None
+        self._evaluated: set[int] = set()
+
+    # ---------------------------------------------------------------- tasks
+    def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
+        if self._tasks is None:
+            tasks = [load_task(name, tasks_dir=self.tasks_dir) for name in self.task_names]
+            if self.task_limit is not None:
+                for task in tasks:
+                    task.spec.limit = self.task_limit
+            if self.train_accuracy:
+                tasks.insert(0, self._train_task(trainer))
+            self._tasks = tasks
+        return self._tasks
+
+    def _train_task(self, trainer: L.Trainer) -> EvalTask:
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "problems"):
+            raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
+        problems = [p for p in datamodule.problems() if p.gold is not None]
+        if not problems:
+            raise ValueError("train_accuracy is on but no training problem has a gold answer (data.fields.answer)")
+        if self.train_limit is not None and len(problems) > self.train_limit:
+            problems = random.Random(self.seed).sample(problems, self.train_limit)
+        system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)
+        items = [
+            EvalItem(id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold,
+                     source=p.source)
+            for p in problems
+        ]
+        return EvalTask.from_items(TRAIN_TASK, items, grader=self.train_grader, instruction=self.train_instruction,
+                                   system_prompt=system, sampling=SamplingParams())
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self.run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.loss_history.append((trainer.global_step, float(loss)))
+        if trainer.global_step % self.every_n_steps == 0:
+            self.run(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.run(trainer, pl_module)
+
+    # ------------------------------------------------------------- evaluate
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, float]]:
+        """Evaluate every task at the current step (once per step) and log the results."""
+        step = trainer.global_step
+        if step in self._evaluated:
+            return {}
+        self._evaluated.add(step)
+        if hasattr(pl_module, "ensure_hf_checkpoint"):
+            pl_module.ensure_hf_checkpoint(step)
+        results: dict[str, dict[str, float]] = {}
+        generator = self._generator(trainer, pl_module, step)
+        rank, world = trainer.global_rank, trainer.world_size
+        with self._full_params(trainer):
+            for task in self.tasks(trainer):
+                sampling = SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
+                items = task.items()[rank::world]
+                try:
+                    result = evaluate(task, generator, pl_module.tokenizer, sampling, items=items)
+                except Exception as err:  # one broken task must not kill the run
+                    log.error("evaluation of task %r at step %d failed: %s", task.name, step, err)
+                    continue
+                results[task.name] = result.metrics
+                self.history.setdefault(task.name, []).append((step, result.metrics))
+                self._write_generations(pl_module, step, task.name, result.records, rank, world)
+                self._log_text(trainer, step, task.name, result.records)
+        if TRAIN_TASK in results:
+            accuracy = _accuracy(results[TRAIN_TASK])
+            fired = self.detector.update(step, accuracy)
+            if fired is not None:
+                log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
+                            min(self.detector.values))
+        self._log_scalars(trainer, step, results)
+        self._log_figure(trainer, step)
+        return results
+
+    def _generator(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Any:
+        if self.backend == "vllm":
+            return VLLMGenerator(str(pl_module.run_dir / "hf" / f"step_{step}"))
+        make = getattr(pl_module, "make_generator", None)
+        if make is not None:
+            return make(batch_size=self.batch_size)
+        return HFGenerator(pl_module.model, pl_module.tokenizer, batch_size=self.batch_size,
+                           show_progress=trainer.is_global_zero)
+
+    @staticmethod
+    def _full_params(trainer: L.Trainer):
+        """Under FSDP, gather full weights for ``generate`` (they are resharded afterwards)."""
+        try:
+            from lightning.pytorch.strategies import FSDPStrategy
+            from torch.distributed.fsdp import FullyShardedDataParallel
+        except ImportError:  # pragma: no cover
+            return nullcontext()
+        if isinstance(trainer.strategy, FSDPStrategy):
+            return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+        return nullcontext()
+
+    # -------------------------------------------------------------- outputs
+    def _write_generations(self, pl_module: Any, step: int, task: str, records: list[dict[str, Any]],
+                           rank: int, world: int) -> None:
+        out = Path(pl_module.run_dir) / "generations" / f"step_{step}"
+        out.mkdir(parents=True, exist_ok=True)
+        name = f"{task}.jsonl" if world == 1 else f"{task}.rank{rank}.jsonl"
+        tmp = out / f".{name}.tmp"
+        with open(tmp, "w") as f:
+            for record in records:
+                f.write(json.dumps({"step": step, **record}, ensure_ascii=False) + "\n")
+        tmp.replace(out / name)
+
+    def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]]) -> None:
+        if trainer.logger is None or not trainer.is_global_zero:
+            return
+        metrics = {f"bench/{task}/{k}": v for task, m in results.items() for k, v in m.items()}
+        if self.detector.final() is not None:
+            metrics["bench/bottleneck_step"] = float(self.detector.final())
+        trainer.logger.log_metrics(metrics, step=step)
+
+    def _experiment(self, trainer: L.Trainer) -> Any:
+        if not trainer.is_global_zero or trainer.logger is None:
+            return None
+        experiment = getattr(trainer.logger, "experiment", None)
+        return experiment if hasattr(experiment, "add_figure") else None
+
+    def _log_text(self, trainer: L.Trainer, step: int, task: str, records: list[dict[str, Any]]) -> None:
+        experiment = self._experiment(trainer)
+        if experiment is None or not records:
+            return
+        lines = [f"**step {step}, task {task}**", ""]
+        for record in records[: self.num_text_samples]:
+            verdict = "correct" if record["correct"] else "wrong"
+            lines += [f"- `{record['id']}` gold `{record['gold']}` extracted `{record['extracted']}` ({verdict})",
+                      "", "    " + record["response"][:2000].replace("\n", "\n    "), ""]
+        experiment.add_text(f"samples/{task}", "\n".join(lines), global_step=step)
+
+    def _log_figure(self, trainer: L.Trainer, step: int) -> None:
+        experiment = self._experiment(trainer)
+        if experiment is None:
+            return
+        from t3s.analysis.figures import curve_figure
+
+        accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
+        figure = curve_figure(self.loss_history, accuracy, bottleneck=self.detector.final(), title=f"step {step}")
+        experiment.add_figure("curves/loss_and_accuracy", figure, global_step=step, close=True)
+
+
+def _accuracy(metrics: dict[str, float]) -> float:
+    """avg@k of a metrics dict (whatever k is)."""
+    return next(v for k, v in metrics.items() if k.startswith("avg@"))
+
+
+__all__ = ["BenchmarkCallback", "TRAIN_TASK"]
