@@ -13,6 +13,7 @@ Subcommands sharing the same config file::
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,14 +22,18 @@ from typing import Any
 import lightning as L
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
+from t3s.analysis.report import write_report
 from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
 from t3s.data import TeacherTraceDataModule, TraceDataError
+from t3s.evals.grade_cli import grade_file
+from t3s.recipe import OnlineT3SSwitch, Phase, RecipeError, benchmark_callback, missing_scores, run_recipe
 from t3s.scoring.cache import ScoreCacheError
 from t3s.scoring.scorer import TokenizerMismatchError
-from t3s.selection import SelectionError
+from t3s.selection import FullSFT, SelectionError, TokenSelectionStrategy
 from t3s.students.checkpoints import AtomicCheckpointIO
 from t3s.toy.base import resolve_base
 
@@ -47,6 +52,7 @@ USER_ERRORS = (
     TokenizerMismatchError,
     CheckpointLayoutError,
     FileNotFoundError,
+    RecipeError,
 )
 
 
@@ -55,6 +61,44 @@ class T3SCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
+
+    def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        """Plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet: then the T3S recipe."""
+        strategy = getattr(model, "selection", None)
+        if strategy is None or not missing_scores(strategy):
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        elif getattr(strategy, "online_switch", False):
+            bench = benchmark_callback(self.trainer)
+            self.trainer.callbacks.append(OnlineT3SSwitch(strategy, bench))
+            model.selection = FullSFT()
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        else:
+            if ckpt_path is not None:
+                raise RecipeError("resuming the multi-phase recipe is not supported; resume a phase run instead")
+            run_recipe(self._build_phase, strategy, self._recipe_root())
+
+    def _recipe_root(self) -> Path:
+        """``<save_dir>/<name>/version_<k>``: the phases log into sub-directories of it."""
+        logger = self.trainer.logger
+        if isinstance(logger, TensorBoardLogger):
+            return Path(logger.log_dir)
+        return Path(self.trainer.default_root_dir) / "t3s_recipe"
+
+    def _build_phase(self, name: str, strategy: TokenSelectionStrategy) -> Phase:
+        """A fresh student, data module and trainer from the same config, logging to ``<root>/<name>``."""
+        if not hasattr(self, "_root"):
+            self._root = self._recipe_root()
+        init = self.parser.instantiate_classes(self.config)
+        student, data = self._get(init, "model"), self._get(init, "data")
+        student.selection = strategy
+        trainer_config = dict(self._get(init, "trainer", default={}))
+        trainer_config["logger"] = TensorBoardLogger(save_dir=str(self._root.parent), name=self._root.name,
+                                                     version=name)
+        extra = [self._get(init, c) for c in self._parser(self.subcommand).callback_keys]
+        trainer = self._instantiate_trainer(trainer_config, extra)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return Phase(trainer, student, data)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -141,7 +185,44 @@ def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
     print(f"wrote θ0 + (θfinal − θb) to {output}")
 
 
-SUBCOMMANDS: dict[str, Callable[..., Any]] = {"score": score_command, "rrt": rrt_command}
+def grade_command(
+    task: str,
+    input: str,
+    response_field: str = "response",
+    gold_field: str = "gold",
+    output: str | None = None,
+    hit_limit_field: str | None = None,
+) -> None:
+    """Re-grade a JSONL file of generations (ours or another tool's); prints the accuracy.
+
+    Args:
+        task: grader (``aime``, ``math``, ``mc``, ``exact``) or a task name / YAML path.
+        input: JSONL with one generation per line.
+        response_field: field holding the model's response.
+        gold_field: field holding the gold answer.
+        output: where to write one verdict per input row (same order; adds extracted, correct, truncated).
+        hit_limit_field: optional boolean field marking responses cut at the token limit.
+    """
+    grade_file(task, input, response_field, gold_field, output or str(Path(input).with_suffix(".verdicts.jsonl")),
+               hit_limit_field=hit_limit_field)
+
+
+def report_command(runs: list[str], output: str | None = None) -> None:
+    """Figures and a comparison table (start / min / final / best accuracy, θ_b) from finished runs.
+
+    Args:
+        runs: run directories holding TensorBoard event files (e.g. ``runs/toy/t3s/version_0/probe``).
+        output: output directory (default: ``report/`` inside the first run directory).
+    """
+    print(f"wrote {write_report(runs, output)}")
+
+
+SUBCOMMANDS: dict[str, Callable[..., Any]] = {
+    "score": score_command,
+    "rrt": rrt_command,
+    "grade": grade_command,
+    "report": report_command,
+}
 
 
 def run_subcommand(name: str, args: Sequence[str]) -> Any:
@@ -149,7 +230,12 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
     parser.add_function_arguments(function, as_positional=False)
-    cfg = parser.parse_args(list(args))
+    args = list(args)
+    if name == "report":  # run directories are positional: t3s report RUN [RUN ...] [--output DIR]
+        n = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+        if n:
+            args = ["--runs", json.dumps(args[:n]), *args[n:]]
+    cfg = parser.parse_args(args)
     return function(**cfg.as_dict())
 
 

@@ -96,10 +96,11 @@ def test_threshold_commits_every_confident_prediction_and_at_least_one():
 def test_generator_is_deterministic_at_temperature_zero_and_keeps_padding_out(student):
     g = DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=16, block_length=8,
                            steps=8, batch_size=4, show_progress=False)
-    assert isinstance(g, Generator)
+    assert isinstance(g, Generator) and g.explicit_attention_mask is None
     prompts = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30]]
     greedy = SamplingParams(n=2, temperature=0.0, max_new_tokens=16)
     first = g.generate(prompts, greedy)
+    assert g.explicit_attention_mask is False  # probed at the first call: is_causal=False suffices
     again = g.generate(prompts, greedy)
     alone = g.generate(prompts[1:], greedy)  # no left padding in this batch
     assert [[x.token_ids for x in gens] for gens in first] == [[x.token_ids for x in gens] for gens in again]
@@ -121,11 +122,14 @@ def test_generator_is_deterministic_at_temperature_zero_and_keeps_padding_out(st
 
 
 def test_settings_are_validated(student):
+    model, tok = student.model, student.tokenizer
     with pytest.raises(ValueError, match="multiple of block_length"):
-        DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=30, block_length=8)
+        DiffusionGenerator(model, tok, MASK, EOS, gen_length=30, block_length=8)
     with pytest.raises(ValueError, match="multiple of the number of blocks"):
-        DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=32, block_length=8, steps=6)
-    assert DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, 64, 16).canvas_length(20) == 32
+        DiffusionGenerator(model, tok, MASK, EOS, gen_length=32, block_length=8, steps=6)
+    with pytest.raises(ValueError, match="threshold"):
+        DiffusionGenerator(model, tok, MASK, EOS, gen_length=32, block_length=8, threshold=1.5)
+    assert DiffusionGenerator(model, tok, MASK, EOS, 64, 16).canvas_length(20) == 32
 
 
 def test_the_student_generator_plugs_into_the_evaluation_runner(student):

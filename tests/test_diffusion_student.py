@@ -161,3 +161,17 @@ def test_t3s_can_force_the_whole_reply(tiny_world, tmp_path):
     mb = data.step_batch(0)["micro_batches"][0]
     answer = int((mb["labels"] != -100).sum()) + int((mb["trace_index"] < 0).sum())
     assert rec.rows[0]["train/corrupted_fraction"] >= reply / answer
+
+
+def test_the_benchmark_callback_runs_on_a_diffusion_student(tiny_world, tmp_path):
+    from t3s.evals.callbacks import BenchmarkCallback
+
+    data = make_data(tiny_world, batch=4, micro=4, limit=4)
+    student = make_student(data, sampler={"gen_length": 16, "block_length": 8, "steps": 8})
+    bench = BenchmarkCallback(every_n_steps=1, train_limit=2, batch_size=2,
+                              sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 16})
+    make_trainer(tmp_path, 2, callbacks=[bench]).fit(student, datamodule=data)
+    assert [step for step, _ in bench.history["train"]] == [0, 1, 2]
+    rows = (tmp_path / "generations" / "step_2" / "train.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["final", "step_0", "step_1", "step_2"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from t3s.evals.bottleneck import BottleneckDetector
+from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import (
     Generation,
     Generator,
@@ -43,6 +45,8 @@ from t3s.evals.tasks import (
 )
 
 __all__ = [
+    "BenchmarkCallback",
+    "BottleneckDetector",
     "DEFAULT_INSTRUCTION",
     "GRADERS",
     "BenchmarkMetrics",

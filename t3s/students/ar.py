@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from t3s.ops.causal_lm import hidden_states, logprobs_at
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.checkpoints import hf_step_dir, link_final, save_hf_folder, strip_prefix
+from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,8 @@ class ARStudent(L.LightningModule):
             "train/logprob_unselected": lp_unsel / n_unsel if n_unsel else float("nan"),
             "train/tokens_per_s": n_tokens / max(elapsed, 1e-9),
             "train/traces": n_traces,
+            "train/selected_tokens": n_sel,
+            "train/response_tokens": n_sel + n_unsel,
             "train/grad_norm": float(grad_norm),
             "train/lr": scheduler.get_last_lr()[0],
         }
@@ -302,6 +304,23 @@ class ARStudent(L.LightningModule):
             nll += float(-lp.sum())
             count += lp.numel()
         self.log(f"{stage}/loss", nll / max(count, 1), batch_size=max(count, 1), sync_dist=True)
+
+    def restart_from(self, folder: str | Path) -> None:
+        """Reload weights from an HF folder and start a fresh optimizer and LR schedule (online T3S).
+
+        The new schedule spans the steps left until ``trainer.max_steps``.
+        """
+        load_hf_weights(self.model, folder)
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+        config = self.trainer.lr_scheduler_configs[0]
+        hp = self.hparams
+        remaining = max(1, self.trainer.max_steps - self.global_step) if self.trainer.max_steps > 0 else 1
+        for group in config.scheduler.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        config.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            config.scheduler.optimizer, make_schedule(hp.schedule, hp.warmup_steps, remaining, hp.min_lr_ratio)
+        )
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, Any]:

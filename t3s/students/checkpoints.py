@@ -57,6 +57,36 @@ def save_hf_folder(
     return directory
 
 
+def load_hf_weights(model: torch.nn.Module, folder: str | Path) -> None:
+    """Copy the safetensors weights of an HF folder into ``model`` in place (same architecture).
+
+    Tensors absent from the folder must be tied to ones present (e.g. ``lm_head`` tied to the embedding).
+    """
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        shards = ["model.safetensors"]
+    params = dict(model.state_dict(keep_vars=True))
+    loaded = set()
+    with torch.no_grad():
+        for shard in shards:
+            with safe_open(str(folder / shard), framework="pt") as f:
+                for name in f.keys():
+                    if name not in params:
+                        raise KeyError(f"{folder}: tensor '{name}' is not in the model")
+                    params[name].copy_(f.get_tensor(name))
+                    loaded.add(id(params[name]))
+    missing = [n for n, p in params.items() if id(p) not in loaded]
+    if missing:
+        raise KeyError(f"{folder}: no weights for {missing[:5]}")
+
+
 def link_final(run_dir: str | Path, step: int) -> Path:
     """Point ``<run_dir>/hf/final`` at ``step_<N>`` (a relative symlink, replaced atomically)."""
     hf = Path(run_dir) / HF_DIRNAME

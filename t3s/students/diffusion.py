@@ -56,6 +56,7 @@ __all__ = [
     "corrupt",
     "hash_uniform",
     "mask_ratios",
+    "needs_explicit_mask",
     "resolve_special_ids",
     "row_traces",
     "view_loss_sum",
@@ -318,6 +319,26 @@ def attends_bidirectionally(model: nn.Module, explicit_mask: bool = False) -> bo
     return not torch.allclose(first.float(), second.float(), rtol=0.0, atol=0.0)
 
 
+def needs_explicit_mask(model: nn.Module) -> bool:
+    """False if ``model`` already attends bidirectionally, True if an explicit all-visible 4D mask makes it.
+
+    Raises:
+        DiffusionStudentError: if the model stays causal either way.
+    """
+    if attends_bidirectionally(model):
+        return False
+    if attends_bidirectionally(model, explicit_mask=True):
+        log.warning(
+            "%s ignores config.is_causal=False; passing an explicit all-visible attention mask",
+            type(model).__name__,
+        )
+        return True
+    raise DiffusionStudentError(
+        f"{type(model).__name__} stays causal with config.is_causal=False and with an explicit 4D mask; "
+        "it cannot be used as a masked-diffusion model"
+    )
+
+
 def needs_remote_code(source: str) -> bool:
     """True if the checkpoint's architecture is only available as code from its repository."""
     from transformers import PretrainedConfig
@@ -441,6 +462,8 @@ class DiffusionStudent(L.LightningModule):
         self.attention_checked = False
         self.skipped_sequences = 0
         self._warned_empty = False
+        self._run_dir: Path | None = None
+        self._last_hf_step: int | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -496,6 +519,8 @@ class DiffusionStudent(L.LightningModule):
         return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **kwargs)
 
     def on_fit_start(self) -> None:
+        self._run_dir = None
+        _ = self.run_dir  # resolve on every rank together
         datamodule = self.trainer.datamodule
         if datamodule is not None and getattr(datamodule, "packing", False):
             raise DiffusionStudentError(
@@ -537,20 +562,8 @@ class DiffusionStudent(L.LightningModule):
         """
         if self.attention_checked:
             return
+        self.explicit_attention_mask = needs_explicit_mask(self.model)
         self.attention_checked = True
-        if attends_bidirectionally(self.model):
-            return
-        if attends_bidirectionally(self.model, explicit_mask=True):
-            log.warning(
-                "%s ignores config.is_causal=False; passing an explicit all-visible attention mask",
-                type(self.model).__name__,
-            )
-            self.explicit_attention_mask = True
-            return
-        raise DiffusionStudentError(
-            f"{type(self.model).__name__} stays causal with config.is_causal=False and with an explicit 4D "
-            "mask; it cannot be trained as a masked-diffusion model"
-        )
 
     # --------------------------------------------------------------- forward
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -762,6 +775,7 @@ class DiffusionStudent(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         """The training objective on fixed draws (step ``-1 - batch_idx``), normalised within the batch."""
+        self.check_bidirectional()
         weighted, normaliser = 0.0, 0.0
         for mb in batch["micro_batches"]:
             for view in self.prepare(mb, -1 - batch_idx).views:
@@ -783,10 +797,12 @@ class DiffusionStudent(L.LightningModule):
         from t3s.students.diffusion_sampler import DiffusionGenerator
 
         self.configure_model()
-        self.check_bidirectional()
         kwargs = {**(self.hparams.sampler or {}), **overrides}
         kwargs.setdefault("pad_id", self.pad_token_id)
-        kwargs.setdefault("explicit_attention_mask", self.explicit_attention_mask)
+        # unknown before the first training step: the generator then checks at its first call
+        kwargs.setdefault(
+            "explicit_attention_mask", self.explicit_attention_mask if self.attention_checked else None
+        )
         return DiffusionGenerator(self.model, self.tokenizer, self.mask_token_id, self.eos_token_id, **kwargs)
 
     # ------------------------------------------------------------ optimizers
@@ -810,7 +826,10 @@ class DiffusionStudent(L.LightningModule):
     # ----------------------------------------------------------- checkpoints
     @property
     def run_dir(self) -> Path:
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        """Where this run's HF folders go (fixed at fit start: ``trainer.log_dir`` is a collective call)."""
+        if self._run_dir is None:
+            self._run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        return self._run_dir
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
         """Write ``<run_dir>/hf/step_<step>`` (rank 0 writes; all ranks must call under FSDP).
@@ -819,23 +838,30 @@ class DiffusionStudent(L.LightningModule):
         """
         if state_dict is None:
             state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
+        directory = hf_step_dir(self.run_dir, step)
+        self._last_hf_step = step
         if not self.trainer.is_global_zero:
             return None
-        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
+        return save_hf_folder(self.model, self.tokenizer, directory, state_dict)
+
+    def ensure_hf_checkpoint(self, step: int) -> None:
+        """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
+        if self._last_hf_step != step:
+            self.save_hf(step)
 
     def on_train_start(self) -> None:
-        if self.global_step == 0 and not hf_step_dir(self.run_dir, 0).exists():
-            self.save_hf(0)
+        self.model.train()
+        if self.global_step == 0:
+            self.ensure_hf_checkpoint(0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
+        if self._last_hf_step != self.global_step:  # a callback may have written this step already
+            self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
 
     def on_train_end(self) -> None:
-        step = self.global_step
-        if not hf_step_dir(self.run_dir, step).exists():
-            self.save_hf(step)
+        self.ensure_hf_checkpoint(self.global_step)
         if self.trainer.is_global_zero:
-            link_final(self.run_dir, step)
+            link_final(self.run_dir, self.global_step)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()

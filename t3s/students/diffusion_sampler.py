@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids
-from t3s.students.diffusion import DiffusionStudentError, decoder_and_head
+from t3s.students.diffusion import DiffusionStudentError, decoder_and_head, needs_explicit_mask
 
 __all__ = [
     "DecodeResult",
@@ -197,7 +197,8 @@ class DiffusionGenerator:
         batch_size: rows per forward pass.
         pad_id: left padding of prompts (default: the tokenizer's pad token, else EOS).
         stop_token_ids: tokens that end a response (default: EOS plus the tokenizer's end-of-turn tokens).
-        explicit_attention_mask: pass a 4D additive mask (for models that ignore ``config.is_causal``).
+        explicit_attention_mask: pass a 4D additive mask (for models that ignore ``config.is_causal``);
+            ``None``: find out with a tiny probe at the first call.
         show_progress: a tqdm progress bar over batches.
     """
 
@@ -214,7 +215,7 @@ class DiffusionGenerator:
         batch_size: int = 8,
         pad_id: int | None = None,
         stop_token_ids: Sequence[int] | None = None,
-        explicit_attention_mask: bool = False,
+        explicit_attention_mask: bool | None = None,
         show_progress: bool = True,
     ) -> None:
         if block_length < 1 or gen_length < 1 or gen_length % block_length:
@@ -311,6 +312,8 @@ class DiffusionGenerator:
         was_training = self.model.training
         self.model.eval()
         try:
+            if self.explicit_attention_mask is None:
+                self.explicit_attention_mask = needs_explicit_mask(self.model)
             for b, batch in enumerate(
                 tqdm(batches, desc="diffusion generate", unit="batch", disable=not self.show_progress)
             ):

@@ -1,0 +1,100 @@
+"""Benchmark callback, report and the one-command T3S recipe on the tiny world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import yaml
+from conftest import REPO, TINY_WORLD
+from lightning.pytorch.loggers import TensorBoardLogger
+from test_ar_student import make_data, make_student
+from test_cli import BASE
+
+from t3s.analysis.report import write_report
+from t3s.cli import main
+from t3s.evals import BenchmarkCallback
+from t3s.evals.bottleneck import read_scalars
+
+GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
+
+
+def exact_task(tmp_path: Path) -> Path:
+    """A benchmark YAML over the tiny world's held-out problems, as a user would add one."""
+    spec = {"name": "tiny_heldout", "dataset": str(TINY_WORLD / "heldout.jsonl"), "split": "train",
+            "fields": {"id": "id", "problem": "prompt", "answer": "answer"}, "grader": "exact",
+            "instruction": "", "limit": 6, "sampling": GREEDY}
+    path = tmp_path / "tiny_heldout.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def fit_with_benchmarks(tmp_path: Path, name: str, steps: int = 4) -> Path:
+    data = make_data(TINY_WORLD, batch=8, micro=8)
+    student = make_student(data)
+    bench = BenchmarkCallback(tasks=[str(exact_task(tmp_path))], every_n_steps=2, train_limit=6, sampling=GREEDY,
+                              batch_size=8)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name=name),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[bench], log_every_n_steps=1)
+    trainer.fit(student, datamodule=data)
+    return Path(trainer.log_dir)
+
+
+def test_benchmark_callback_logs_curves_figure_and_generations(tmp_path):
+    run = fit_with_benchmarks(tmp_path, "sft")
+    for task in ("train", "tiny_heldout"):
+        steps, values = read_scalars(run, f"bench/{task}/avg@1")
+        assert steps == [0, 2, 4] and all(0.0 <= v <= 1.0 for v in values)
+        rows = [json.loads(line) for line in (run / "generations" / "step_2" / f"{task}.jsonl").read_text().splitlines()]
+        assert len(rows) == 6
+        assert {"id", "sample", "response", "extracted", "correct", "step"} <= set(rows[0])
+    assert {p.name for p in (run / "hf").iterdir()} >= {"step_0", "step_2", "step_4"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "curves/loss_and_accuracy" in acc.Tags()["images"]
+    assert any(tag.startswith("samples/train") for tag in acc.Tags()["tensors"])
+
+
+def test_report_compares_two_runs(tmp_path):
+    runs = [fit_with_benchmarks(tmp_path, name, steps=2) for name in ("sft", "t3s")]
+    report = write_report(runs, tmp_path / "report")
+    text = report.read_text()
+    assert "| sft/version_0 | train |" in text and "| t3s/version_0 | tiny_heldout |" in text
+    for png in ("accuracy_train.png", "accuracy_tiny_heldout.png", "loss.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 10_000
+    main(["report", str(runs[0]), "--output", str(tmp_path / "report2")])
+    assert (tmp_path / "report2" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_one_command_recipe_on_tiny(tmp_path):
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["trainer"].update(max_steps=8, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
+    bench = cfg["trainer"]["callbacks"][0]["init_args"]
+    bench.update(every_n_steps=2, train_limit=8, sampling=GREEDY, batch_size=8)
+    cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S"})
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=32, global_batch_size=8, micro_batch_size=8)
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    main(["fit", "--config", str(config)])
+
+    root = tmp_path / "recipe" / "version_0"
+    meta = json.loads((root / "scores" / "meta.json").read_text())
+    bottleneck = int(Path(meta["bottleneck"]).name.removeprefix("step_"))
+    assert bottleneck != 0 and Path(meta["base"]).name == "step_0"
+    summary = json.loads((root / "scores" / "summary.json").read_text())
+    assert 0.0 < summary["anchor_fraction"] < 1.0
+    # the masked phase ran one epoch of the 32 traces (4 steps of 8): every response token once
+    _, selected = read_scalars(root / "t3s", "train/selected_tokens")
+    _, response = read_scalars(root / "t3s", "train/response_tokens")
+    assert sum(response[:4]) == summary["num_tokens"]
+    assert sum(selected[:4]) / sum(response[:4]) == pytest.approx(1.0 - summary["anchor_fraction"], abs=1e-6)
+    assert (root / "report" / "report.md").is_file() and (root / "probe" / "hf" / "step_0").is_dir()
