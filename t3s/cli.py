@@ -30,11 +30,21 @@ from t3s.analysis.report import write_report
 from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
 from t3s.data import TeacherTraceDataModule, TraceDataError
 from t3s.evals.grade_cli import grade_file
-from t3s.recipe import OnlineT3SSwitch, Phase, RecipeError, benchmark_callback, missing_scores, run_recipe
+from t3s.recipe import (
+    OnlineT3SSwitch,
+    Phase,
+    RecipeError,
+    benchmark_callback,
+    missing_scores,
+    run_comparison,
+    run_recipe,
+)
 from t3s.scoring.cache import ScoreCacheError
 from t3s.scoring.scorer import TokenizerMismatchError
 from t3s.selection import FullSFT, SelectionError, TokenSelectionStrategy
+from t3s.students import ARStudent
 from t3s.students.checkpoints import AtomicCheckpointIO
+from t3s.students.diffusion import DiffusionStudentError
 from t3s.toy.base import resolve_base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +63,7 @@ USER_ERRORS = (
     CheckpointLayoutError,
     FileNotFoundError,
     RecipeError,
+    DiffusionStudentError,
 )
 
 
@@ -67,6 +78,12 @@ class T3SCLI(LightningCLI):
         strategy = getattr(model, "selection", None)
         if strategy is None or not missing_scores(strategy):
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        elif not isinstance(model, ARStudent):
+            raise RecipeError(
+                f"{type(model).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
+                "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
+                "model.init_args.selection.init_args.scores"
+            )
         elif getattr(strategy, "online_switch", False):
             bench = benchmark_callback(self.trainer)
             self.trainer.callbacks.append(OnlineT3SSwitch(strategy, bench))
@@ -84,9 +101,11 @@ class T3SCLI(LightningCLI):
             return Path(logger.log_dir)
         return Path(self.trainer.default_root_dir) / "t3s_recipe"
 
-    def _build_phase(self, name: str, strategy: TokenSelectionStrategy) -> Phase:
+    def _build_phase(self, name: str, strategy: TokenSelectionStrategy, root: Path | None = None) -> Phase:
         """A fresh student, data module and trainer from the same config, logging to ``<root>/<name>``."""
-        if not hasattr(self, "_root"):
+        if root is not None:
+            self._root = root
+        elif not hasattr(self, "_root"):
             self._root = self._recipe_root()
         init = self.parser.instantiate_classes(self.config)
         student, data = self._get(init, "model"), self._get(init, "data")
@@ -151,6 +170,7 @@ def score_command(
     dtype: str = "float32",
     micro_batch_size: int | None = None,
     chunk_size: int = 2048,
+    trust_remote_code: bool = False,
 ) -> None:
     """Score every training token under θ_0 and θ_b and write the Δc cache T3S reads.
 
@@ -163,12 +183,13 @@ def score_command(
         dtype: weights dtype for scoring (``float32`` or ``bfloat16``).
         micro_batch_size: rows per forward pass (default: the data config's).
         chunk_size: rows per chunk of the log-prob kernel.
+        trust_remote_code: allow the checkpoints' own model code (e.g. Ling-mini-2.0 as a selector).
     """
     from t3s.scoring.scorer import score
 
     datamodule = load_datamodule(config)
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
-          chunk_size=chunk_size)
+          chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
 
 
@@ -217,7 +238,24 @@ def report_command(runs: list[str], output: str | None = None) -> None:
     print(f"wrote {write_report(runs, output)}")
 
 
+def compare_command(config: str, seeds: list[int], output: str) -> None:
+    """The paper's comparison: SFT, T3S, −T3S, random mask and RRT, same steps, LR and data order, per seed.
+
+    Args:
+        config: a training config with a ``BenchmarkCallback`` (training accuracy on), e.g. configs/toy.yaml.
+        seeds: seeds of the data order and evaluation sampling (θ_0 is shared).
+        output: directory for the runs, ``comparison.md`` and the figures.
+    """
+
+    def build(seed: int, name: str, strategy: TokenSelectionStrategy, root: Path) -> Phase:
+        cli = train_cli(["fit", "--config", config, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
+        return cli._build_phase(name, strategy, root)
+
+    run_comparison(build, list(seeds), output)
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
+    "compare": compare_command,
     "score": score_command,
     "rrt": rrt_command,
     "grade": grade_command,
@@ -230,13 +268,36 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
     parser.add_function_arguments(function, as_positional=False)
-    args = list(args)
-    if name == "report":  # run directories are positional: t3s report RUN [RUN ...] [--output DIR]
-        n = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
-        if n:
-            args = ["--runs", json.dumps(args[:n]), *args[n:]]
+    args = _collect_list(list(args), "--runs" if name == "report" else None, "--seeds")
     cfg = parser.parse_args(args)
     return function(**cfg.as_dict())
+
+
+def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[str]:
+    """Shell-style lists: ``report RUN RUN --output D`` and ``--seeds 0 1 2`` become JSON list values."""
+    out: list[str] = []
+    i = 0
+    if positional is not None:
+        n = next((j for j, a in enumerate(args) if a.startswith("-")), len(args))
+        if n:
+            out += [positional, json.dumps(args[:n])]
+        i = n
+    while i < len(args):
+        if args[i] in flags:
+            j = i + 1
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            values = args[i + 1 : j]
+            if len(values) == 1 and values[0].startswith("["):  # already a list literal
+                out += [args[i], values[0]]
+                i = j
+                continue
+            out += [args[i], json.dumps([int(v) if v.lstrip("-").isdigit() else v for v in values])]
+            i = j
+        else:
+            out.append(args[i])
+            i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

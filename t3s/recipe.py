@@ -27,7 +27,7 @@ from rich.console import Console
 from t3s.analysis.report import write_report
 from t3s.evals.callbacks import BenchmarkCallback
 from t3s.scoring.scorer import score
-from t3s.selection import T3S, FullSFT, RandomMask, TokenSelectionStrategy
+from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, TokenSelectionStrategy
 from t3s.selection.strategies import _ScoredStrategy
 
 log = logging.getLogger(__name__)
@@ -152,3 +152,52 @@ class OnlineT3SSwitch(L.Callback):
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
                                        step=step)
+
+
+#: Builds a fresh phase for one seed: (seed, name, strategy, run root) → Phase.
+SeededPhaseBuilder = Callable[[int, str, TokenSelectionStrategy, Path], Phase]
+
+
+def run_comparison(build: SeededPhaseBuilder, seeds: list[int], output: str | Path) -> Path:
+    """The paper's comparison on one config: SFT, T3S, −T3S, a budget-matched random mask and RRT.
+
+    Per seed (data order and evaluation sampling), every method runs the same steps, LR and data order
+    from the same θ_0; θ_b comes from the SFT run, which doubles as the probe. RRT is θ_0 + (θ_SFT,final −
+    θ_b), evaluated once. Writes ``<output>/seed_<s>/<method>/`` runs and ``<output>/comparison.md``.
+    """
+    from t3s.analysis.compare import write_comparison
+    from t3s.analysis.rrt import residual_transfer
+
+    output = Path(output)
+    rrt_results: dict[int, dict[str, dict[str, float]]] = {}
+    for seed in seeds:
+        root = output / f"seed_{seed}"
+        console.rule(f"[bold]compare, seed {seed}[/bold]: SFT (probe)")
+        sft = build(seed, "sft", FullSFT(), root)
+        sft.trainer.fit(sft.student, datamodule=sft.datamodule)
+        bench = benchmark_callback(sft.trainer)
+        step_b = detect_bottleneck(bench)
+        hf = Path(sft.student.run_dir) / "hf"
+        score(sft.datamodule, hf / "step_0", hf / f"step_{step_b}", root / "scores")
+        scores = str(root / "scores")
+        for name, strategy in (
+            ("t3s", T3S(scores=scores)),
+            ("inverse_t3s", InverseT3S(scores=scores)),
+            ("random", RandomMask(match=T3S(scores=scores), seed=seed)),
+        ):
+            console.rule(f"[bold]compare, seed {seed}[/bold]: {name}")
+            phase = build(seed, name, strategy, root)
+            phase.trainer.fit(phase.student, datamodule=phase.datamodule)
+        console.rule(f"[bold]compare, seed {seed}[/bold]: RRT")
+        rrt_dir = residual_transfer(hf / "step_0", hf / f"step_{step_b}", hf / "final", root / "rrt")
+        rrt_results[seed] = _evaluate_folder(bench, rrt_dir, sft.datamodule)
+    report = write_comparison(output, seeds, rrt_results)
+    console.print(f"comparison: {report}\ncurves: tensorboard --logdir {output}")
+    return report
+
+
+def _evaluate_folder(bench: BenchmarkCallback, folder: Path, datamodule: Any) -> dict[str, dict[str, float]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return bench.evaluate_model(model, AutoTokenizer.from_pretrained(folder), datamodule)

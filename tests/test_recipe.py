@@ -98,3 +98,49 @@ def test_one_command_recipe_on_tiny(tmp_path):
     assert sum(response[:4]) == summary["num_tokens"]
     assert sum(selected[:4]) / sum(response[:4]) == pytest.approx(1.0 - summary["anchor_fraction"], abs=1e-6)
     assert (root / "report" / "report.md").is_file() and (root / "probe" / "hf" / "step_0").is_dir()
+
+
+def test_restart_from_reloads_weights_and_resets_the_optimizer(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    data = make_data(TINY_WORLD, batch=8, micro=8)
+    student = make_student(data, lr=1e-3, warmup_steps=2, schedule="cosine")
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(student, datamodule=data)
+    step0 = tmp_path / "hf" / "step_0"
+    assert not torch.equal(student.model.lm_head.weight, load_file(str(step0 / "model.safetensors"))["lm_head.weight"])
+    student.restart_from(step0)
+    weights = load_file(str(step0 / "model.safetensors"))
+    assert all(torch.equal(student.model.state_dict()[k], v) for k, v in weights.items())
+    assert all(len(opt.state) == 0 for opt in trainer.optimizers)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 0.5)  # warm-up step 1 of 2 again
+
+
+@pytest.mark.slow
+def test_online_t3s_switches_inside_one_fit(tmp_path):
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["trainer"].update(max_steps=6, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="online")
+    bench = cfg["trainer"]["callbacks"][0]["init_args"]
+    # margin 0 and patience 1: the detector fires at the second evaluation whatever the curve does
+    bench.update(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=4, bottleneck_margin=0.0,
+                 bottleneck_patience=1)
+    cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S",
+                                                            "init_args": {"online": True}})
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=32, global_batch_size=8, micro_batch_size=8)
+    config = tmp_path / "online.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "online" / "version_0"
+    switch_steps, switch = read_scalars(run, "recipe/switch_step")
+    assert switch == [2.0] and switch_steps == [2]
+    assert (run / "scores" / "summary.json").is_file()
+    _, fraction = read_scalars(run, "train/selected_fraction")
+    summary = json.loads((run / "scores" / "summary.json").read_text())
+    assert fraction[:2] == [1.0, 1.0]  # FullSFT while probing
+    if summary["anchor_fraction"] > 0:
+        assert all(f < 1.0 for f in fraction[2:])  # anchors masked after the switch

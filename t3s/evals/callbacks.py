@@ -105,19 +105,23 @@ class BenchmarkCallback(L.Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "problems"):
             raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
-        problems = [p for p in datamodule.problems() if p.gold is not None]
-        if not problems:
-            raise ValueError("train_accuracy is on but no training problem has a gold answer (data.fields.answer)")
-        if self.train_limit is not None and len(problems) > self.train_limit:
-            problems = random.Random(self.seed).sample(problems, self.train_limit)
-        system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)
-        items = [
-            EvalItem(id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold,
-                     source=p.source)
-            for p in problems
-        ]
-        return EvalTask.from_items(TRAIN_TASK, items, grader=self.train_grader, instruction=self.train_instruction,
-                                   system_prompt=system, sampling=SamplingParams())
+        return training_task(datamodule.problems(), self.train_grader, limit=self.train_limit, seed=self.seed,
+                             instruction=self.train_instruction)
+
+    def evaluate_model(self, model: Any, tokenizer: Any, datamodule: Any) -> dict[str, dict[str, float]]:
+        """Evaluate a model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
+        tasks = [load_task(name, tasks_dir=self.tasks_dir) for name in self.task_names]
+        if self.train_accuracy:
+            tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
+                                          seed=self.seed, instruction=self.train_instruction))
+        generator = HFGenerator(model, tokenizer, batch_size=self.batch_size)
+        results = {}
+        for task in tasks:
+            if self.task_limit is not None and task.name != TRAIN_TASK:
+                task.spec.limit = self.task_limit
+            sampling = SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
+            results[task.name] = evaluate(task, generator, tokenizer, sampling).metrics
+        return results
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -236,6 +240,27 @@ class BenchmarkCallback(L.Callback):
         accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
         figure = curve_figure(self.loss_history, accuracy, bottleneck=self.detector.final(), title=f"step {step}")
         experiment.add_figure("curves/loss_and_accuracy", figure, global_step=step, close=True)
+
+
+def training_task(problems: list[Any], grader: str, *, limit: int | None = None, seed: int = 0,
+                  instruction: str = "") -> EvalTask:
+    """The training problems as an evaluation task ("training accuracy", the signal that locates θ_b).
+
+    Problems without a gold answer are left out; ``limit`` keeps a fixed seeded subset.
+    """
+    problems = [p for p in problems if p.gold is not None]
+    if not problems:
+        raise ValueError("train_accuracy is on but no training problem has a gold answer (data.fields.answer)")
+    if limit is not None and len(problems) > limit:
+        problems = random.Random(seed).sample(problems, limit)
+    system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)
+    items = [
+        EvalItem(id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold,
+                 source=p.source)
+        for p in problems
+    ]
+    return EvalTask.from_items(TRAIN_TASK, items, grader=grader, instruction=instruction, system_prompt=system,
+                               sampling=SamplingParams())
 
 
 def _accuracy(metrics: dict[str, float]) -> float:

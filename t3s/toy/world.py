@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-from t3s.toy.styles import STUDENT_STYLE, TEACHER_STYLE, StyleSpec, scaffold_words
-from t3s.toy.task import PROMPT_WORD, Problem, sample_problems
+from t3s.toy.styles import STUDENT_STYLE, TEACHER_STYLE, StyleSpec, boxed, column_steps, scaffold_words
+from t3s.toy.task import PROMPT_WORD, Problem, sample_problems, spell_digits
 from t3s.toy.tokenizer import build_tokenizer
 
 TOKENIZER_DIR = "tokenizer"
@@ -68,6 +69,13 @@ class ToyWorld:
         n_heldout: number of held-out evaluation items.
         teacher_style: wording of the teacher traces.
         student_style: wording of the student traces.
+        student_filler: fraction of the student traces whose connectives (opening, every column comment,
+            closing words and answer prefix) are replaced by random *filler*: 1 to ``filler_length[1]``
+            words drawn from the student's and the teacher's style words. The column steps and the
+            answer digits are unchanged. This makes θ_0's reasoning robust to unfamiliar wording around
+            it (reasoning tokens ≈ 0 nats inside teacher traces) while its greedy style stays the
+            student's own; 0 (the default) writes every student trace in ``student_style``.
+        filler_length: inclusive (min, max) words per filler phrase.
     """
 
     seed: int = 0
@@ -79,6 +87,15 @@ class ToyWorld:
     n_heldout: int = 128
     teacher_style: StyleSpec = field(default=TEACHER_STYLE)
     student_style: StyleSpec = field(default=STUDENT_STYLE)
+    student_filler: float = 0.0
+    filler_length: tuple[int, int] = (1, 8)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.student_filler <= 1.0:
+            raise ValueError(f"student_filler must be in [0, 1], got {self.student_filler}")
+        low, high = self.filler_length
+        if not 1 <= low <= high:
+            raise ValueError(f"filler_length must be (min, max) with 1 <= min <= max, got {self.filler_length}")
 
     @classmethod
     def from_preset(cls, name: str) -> ToyWorld:
@@ -132,13 +149,41 @@ class ToyWorld:
             for index, problem in enumerate(problems)
         ]
 
+    def filler_words(self) -> list[str]:
+        """The pool filler phrases draw from: the style words of both styles (no digits), first-seen order."""
+        words = [*self.teacher_style.words(), *self.student_style.words()]
+        return [w for w in dict.fromkeys(words) if not w.isdigit()]
+
+    def student_records(self, problems: Sequence[Problem]) -> list[dict[str, str]]:
+        """Student trace records: ``student_style``, with a ``student_filler`` share in filler wording."""
+        records = self.trace_records(problems, self.student_style, "student")
+        if not self.student_filler:
+            return records
+        rng = random.Random(f"{self.seed}/filler")
+        pool = self.filler_words()
+        low, high = self.filler_length
+
+        def filler() -> str:
+            return " ".join(rng.choice(pool) for _ in range(rng.randint(low, high)))
+
+        for record, problem in zip(records, problems):
+            if rng.random() >= self.student_filler:
+                continue
+            parts = [filler()]
+            for step in column_steps(problem):
+                parts += [step.scaffold(), filler()]
+            parts.append(f"{filler()} {spell_digits(problem.total)} .")
+            record["reasoning"] = " ".join(parts)
+            record["answer_text"] = f"{filler()} {boxed(problem.answer)}"
+        return records
+
     def records(self) -> dict[str, list[dict[str, str]]]:
         """All records, keyed like the files: ``teacher_traces``, ``student_traces``, ``train_problems``,
         ``heldout`` (useful to build a larger world in memory without writing it)."""
         splits = self.problems()
         return {
             "teacher_traces": self.trace_records(splits["teacher"], self.teacher_style, "teacher"),
-            "student_traces": self.trace_records(splits["student"], self.student_style, "student"),
+            "student_traces": self.student_records(splits["student"]),
             "train_problems": self.eval_records(splits["teacher"], "teacher"),
             "heldout": self.eval_records(splits["heldout"], "heldout"),
         }
@@ -154,7 +199,10 @@ class ToyWorld:
 
     def config(self) -> dict[str, Any]:
         """The configuration as JSON-ready data (what ``world.json`` holds)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        config = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not self.student_filler:  # worlds without filler keep the world.json they had before it existed
+            del config["student_filler"], config["filler_length"]
+        return config
 
     # -------------------------------------------------------------------------------------- write
     def write(self, out_dir: str | Path) -> dict[str, Path]:
@@ -193,6 +241,23 @@ PRESETS: dict[str, ToyWorld] = {
         n_teacher_traces=256,
         n_student_traces=384,
         n_heldout=128,
+    ),
+    # The world of the toy science search (issue 4): a robust θ_0 (70% of its pretraining traces wrap the
+    # column steps in random filler) whose own style is coherent, and a teacher whose connectives carry
+    # no computed content (so every digit of a teacher trace is reasoning, shared with the student).
+    "toy": ToyWorld(
+        seed=0,
+        teacher_digits=(3, 4),
+        student_digits=(1, 4),
+        heldout_digits=(3, 4),
+        n_teacher_traces=256,
+        n_student_traces=2000,
+        n_heldout=128,
+        teacher_style=dataclasses.replace(
+            TEACHER_STYLE, name="teacher-plain", carry="so we write and carry .", no_carry="so we write ."
+        ),
+        student_filler=0.7,
+        filler_length=(1, 8),
     ),
 }
 
