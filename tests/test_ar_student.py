@@ -159,7 +159,7 @@ def test_all_masked_batch_gives_zero_loss_and_a_warning(tiny_world, tmp_path, ca
 
 
 def test_schedule_expresses_the_paper_recipe():
-    from t3s.students.ar import make_schedule
+    from t3s.students.base import make_schedule
 
     cosine = make_schedule("cosine", warmup=5, total=50, min_ratio=0.0)
     assert cosine(0) == pytest.approx(0.2) and cosine(4) == pytest.approx(1.0)

@@ -76,7 +76,7 @@ def test_one_command_recipe_on_tiny(tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     cfg["trainer"].update(max_steps=8, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
-    bench = cfg["trainer"]["callbacks"][0]["init_args"]
+    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(every_n_steps=2, train_limit=8, sampling=GREEDY, batch_size=8)
     cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S"})
     cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
@@ -124,7 +124,7 @@ def test_online_t3s_switches_inside_one_fit(tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     cfg["trainer"].update(max_steps=6, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="online")
-    bench = cfg["trainer"]["callbacks"][0]["init_args"]
+    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     # margin 0 and patience 1: the detector fires at the second evaluation whatever the curve does
     bench.update(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=4, bottleneck_margin=0.0,
                  bottleneck_patience=1)

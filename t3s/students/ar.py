@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from t3s.ops.causal_lm import hidden_states, logprobs_at
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
+from t3s.students.base import StudentModule
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ARStudent(L.LightningModule):
+class ARStudent(StudentModule):
     """An autoregressive student with a token-selection strategy in its loss.
 
     Args:
@@ -86,13 +83,10 @@ class ARStudent(L.LightningModule):
         self.model_config = model_config
         self.tokenizer_source = tokenizer or model
         self.selection = selection or FullSFT()
-        self.automatic_optimization = False
         self.model: PreTrainedModel | None = None
         self.tokenizer = None
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
         self._warned_empty = False
-        self._run_dir: Path | None = None
-        self._last_hf_step: int | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -128,8 +122,7 @@ class ARStudent(L.LightningModule):
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
     def on_fit_start(self) -> None:
-        self._run_dir = None
-        _ = self.run_dir  # resolve on every rank together
+        super().on_fit_start()
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "fingerprint"):
             self.selection.setup(datamodule.fingerprint())
@@ -173,7 +166,7 @@ class ARStudent(L.LightningModule):
         local = sum(
             (self.selection.budget(ctx) if mask is None else int(mask.sum())) for ctx, mask in zip(contexts, masks)
         )
-        n_selected = float(self._all_sum(torch.tensor([float(local)], device=self.device)).item())
+        n_selected = float(self.all_sum(torch.tensor([float(local)], device=self.device)).item())
         if n_selected == 0 and not self._warned_empty:
             log.warning("step %d: every token of the global batch is masked; the loss is 0", self.global_step)
             self._warned_empty = True
@@ -181,7 +174,7 @@ class ARStudent(L.LightningModule):
 
         # Every rank runs the same number of forward/backward passes (FSDP all-gathers weights in each):
         # a rank with fewer micro-batches repeats its last one with zero weight.
-        n_micro = int(self._all_max(torch.tensor([len(micro_batches)], device=self.device)).item())
+        n_micro = int(self.all_max(torch.tensor([len(micro_batches)], device=self.device)).item())
         stats = torch.zeros(6, device=self.device, dtype=torch.float64)
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         for i in range(n_micro):
@@ -194,12 +187,12 @@ class ARStudent(L.LightningModule):
                 stats += micro_stats
         stats[5] = float(batch.get("num_traces", 0))
 
-        grad_norm = self._clip_gradients()
+        grad_norm = self.clip_gradient_norm()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 
-        stats = self._all_sum(stats)
+        stats = self.all_sum(stats)
         nll_sel, n_sel, lp_unsel, n_unsel, n_tokens, n_traces = stats.tolist()
         elapsed = time.perf_counter() - started
         loss = nll_sel / max(n_sel, 1.0)
@@ -269,26 +262,6 @@ class ARStudent(L.LightningModule):
                 ctx.reference_logprob = _scatter(response, self.logprobs_at(ref_hidden, mb["input_ids"], response, model=ref))
         return self.selection.loss_mask(ctx) & response, lp
 
-    def _clip_gradients(self) -> float:
-        max_norm = self.hparams.max_grad_norm or float("inf")
-        wrapped = self.trainer.model
-        if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the sharded root computes the global norm
-            return float(wrapped.clip_grad_norm_(max_norm))
-        params = [p for p in self.parameters() if p.grad is not None]
-        if not params:
-            return 0.0
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-
-    def _all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return tensor
-        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
-
-    def _all_max(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return tensor
-        return self.all_gather(tensor).max()
-
     # ------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -304,100 +277,6 @@ class ARStudent(L.LightningModule):
             nll += float(-lp.sum())
             count += lp.numel()
         self.log(f"{stage}/loss", nll / max(count, 1), batch_size=max(count, 1), sync_dist=True)
-
-    def restart_from(self, folder: str | Path) -> None:
-        """Reload weights from an HF folder and start a fresh optimizer and LR schedule (online T3S).
-
-        The new schedule spans the steps left until ``trainer.max_steps``.
-        """
-        load_hf_weights(self.model, folder)
-        for optimizer in self.trainer.optimizers:
-            optimizer.state.clear()
-        config = self.trainer.lr_scheduler_configs[0]
-        hp = self.hparams
-        remaining = max(1, self.trainer.max_steps - self.global_step) if self.trainer.max_steps > 0 else 1
-        for group in config.scheduler.optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-        config.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            config.scheduler.optimizer, make_schedule(hp.schedule, hp.warmup_steps, remaining, hp.min_lr_ratio)
-        )
-
-    # ------------------------------------------------------------ optimizers
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-        )
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        if total is None:
-            total = int(self.trainer.estimated_stepping_batches)
-        lr_lambda = make_schedule(hp.schedule, hp.warmup_steps, total, hp.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ----------------------------------------------------------- checkpoints
-    @property
-    def run_dir(self) -> Path:
-        """Where this run's HF folders go (fixed at fit start: ``trainer.log_dir`` is a collective call)."""
-        if self._run_dir is None:
-            self._run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        return self._run_dir
-
-    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>``. Every rank must call it (FSDP gathers the weights)."""
-        if state_dict is None:
-            state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
-        self._last_hf_step = step
-        if not self.trainer.is_global_zero:
-            return None
-        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
-
-    def ensure_hf_checkpoint(self, step: int) -> None:
-        """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
-        if self._last_hf_step != step:
-            self.save_hf(step)
-
-    def on_train_start(self) -> None:
-        self.model.train()
-        if self.global_step == 0:
-            self.ensure_hf_checkpoint(0)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._last_hf_step != self.global_step:  # a callback may have written this step already
-            self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
-
-    def on_train_end(self) -> None:
-        if self._last_hf_step != self.global_step:
-            self.save_hf(self.global_step)
-        if self.trainer.is_global_zero:
-            link_final(self.run_dir, self.global_step)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.configure_model()
-
-
-def make_schedule(kind: str, warmup: int, total: int, min_ratio: float):
-    """LR multiplier: linear warm-up, then constant / cosine / linear decay to ``min_ratio`` at ``total``."""
-
-    def lr_lambda(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "cosine":
-            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        if kind == "linear":
-            return min_ratio + (1 - min_ratio) * (1 - progress)
-        raise ValueError(f"unknown schedule {kind!r}; choose constant, cosine or linear")
-
-    return lr_lambda
-
 
 def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Place ``values`` (one per True in ``mask``) into a NaN-filled tensor shaped like ``mask``."""

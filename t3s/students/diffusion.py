@@ -32,18 +32,15 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.ar import make_schedule
-from t3s.students.checkpoints import hf_step_dir, link_final, save_hf_folder, strip_prefix
+from t3s.students.base import StudentModule
 
 __all__ = [
     "AnswerLayout",
@@ -362,7 +359,7 @@ class _Prepared:
 _PREP_STATS = ("rows", "skipped", "tokens", "primary_corrupted", "selection_added", "mask_ratio_sum")
 
 
-class DiffusionStudent(L.LightningModule):
+class DiffusionStudent(StudentModule):
     """A masked-diffusion student (LLaDA-style) with trajectory-aware corruption.
 
     Uses the same data module (with ``data.packing: false``), selection strategies, score cache, checkpoint
@@ -452,7 +449,6 @@ class DiffusionStudent(L.LightningModule):
         self.model_config = model_config
         self.tokenizer_source = tokenizer or model
         self.selection = selection or FullSFT()
-        self.automatic_optimization = False
         self.model: PreTrainedModel | None = None
         self.tokenizer = None
         self.mask_token_id: int | None = None
@@ -462,8 +458,6 @@ class DiffusionStudent(L.LightningModule):
         self.attention_checked = False
         self.skipped_sequences = 0
         self._warned_empty = False
-        self._run_dir: Path | None = None
-        self._last_hf_step: int | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -519,8 +513,7 @@ class DiffusionStudent(L.LightningModule):
         return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **kwargs)
 
     def on_fit_start(self) -> None:
-        self._run_dir = None
-        _ = self.run_dir  # resolve on every rank together
+        super().on_fit_start()
         datamodule = self.trainer.datamodule
         if datamodule is not None and getattr(datamodule, "packing", False):
             raise DiffusionStudentError(
@@ -682,7 +675,7 @@ class DiffusionStudent(L.LightningModule):
         prepared = [self.prepare(mb, step) for mb in batch["micro_batches"]]
         local_norm = sum(v.normaliser for p in prepared for v in p.views)
         normaliser = float(
-            self._all_sum(torch.tensor([local_norm], device=self.device, dtype=torch.float64)).item()
+            self.all_sum(torch.tensor([local_norm], device=self.device, dtype=torch.float64)).item()
         )
         if normaliser == 0 and not self._warned_empty:
             log.warning("step %d: no answer token of the global batch is corrupted; the loss is 0", step)
@@ -692,7 +685,7 @@ class DiffusionStudent(L.LightningModule):
         # Every rank runs the same number of forward/backward passes (FSDP all-gathers weights in each):
         # a rank with fewer passes repeats its last one with zero weight.
         passes = [(i, j) for i, p in enumerate(prepared) for j in range(len(p.views))]
-        n_pass = int(self._all_max(torch.tensor([len(passes)], device=self.device)).item())
+        n_pass = int(self.all_max(torch.tensor([len(passes)], device=self.device)).item())
         view_stats = torch.zeros(4, dtype=torch.float64)  # weighted loss, nll, corrupted, answer tokens
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         for k in range(n_pass):
@@ -711,13 +704,13 @@ class DiffusionStudent(L.LightningModule):
                     dtype=torch.float64,
                 )
 
-        grad_norm = self._clip_gradients()
+        grad_norm = self.clip_gradient_norm()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 
         prep_stats = torch.stack([p.stats for p in prepared]).sum(dim=0)
-        stats = self._all_sum(torch.cat([view_stats, prep_stats]).to(self.device)).tolist()
+        stats = self.all_sum(torch.cat([view_stats, prep_stats]).to(self.device)).tolist()
         weighted, nll, n_corrupted, n_answer = stats[:4]
         rows, skipped, tokens, primary, added, ratio_sum = stats[4:]
         if skipped:
@@ -745,26 +738,6 @@ class DiffusionStudent(L.LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
         self.log("loss", loss, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
         return torch.tensor(loss)
-
-    def _clip_gradients(self) -> float:
-        max_norm = self.hparams.max_grad_norm or float("inf")
-        wrapped = self.trainer.model
-        if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the sharded root computes the global norm
-            return float(wrapped.clip_grad_norm_(max_norm))
-        params = [p for p in self.parameters() if p.grad is not None]
-        if not params:
-            return 0.0
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-
-    def _all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return tensor
-        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
-
-    def _all_max(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return tensor
-        return self.all_gather(tensor).max()
 
     # ------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -804,64 +777,3 @@ class DiffusionStudent(L.LightningModule):
             "explicit_attention_mask", self.explicit_attention_mask if self.attention_checked else None
         )
         return DiffusionGenerator(self.model, self.tokenizer, self.mask_token_id, self.eos_token_id, **kwargs)
-
-    # ------------------------------------------------------------ optimizers
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-        )
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        if total is None:
-            total = int(self.trainer.estimated_stepping_batches)
-        lr_lambda = make_schedule(hp.schedule, hp.warmup_steps, total, hp.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ----------------------------------------------------------- checkpoints
-    @property
-    def run_dir(self) -> Path:
-        """Where this run's HF folders go (fixed at fit start: ``trainer.log_dir`` is a collective call)."""
-        if self._run_dir is None:
-            self._run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        return self._run_dir
-
-    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>`` (rank 0 writes; all ranks must call under FSDP).
-
-        The saved config keeps ``is_causal: false``, so ``from_pretrained`` gives a bidirectional model back.
-        """
-        if state_dict is None:
-            state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
-        directory = hf_step_dir(self.run_dir, step)
-        self._last_hf_step = step
-        if not self.trainer.is_global_zero:
-            return None
-        return save_hf_folder(self.model, self.tokenizer, directory, state_dict)
-
-    def ensure_hf_checkpoint(self, step: int) -> None:
-        """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
-        if self._last_hf_step != step:
-            self.save_hf(step)
-
-    def on_train_start(self) -> None:
-        self.model.train()
-        if self.global_step == 0:
-            self.ensure_hf_checkpoint(0)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._last_hf_step != self.global_step:  # a callback may have written this step already
-            self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
-
-    def on_train_end(self) -> None:
-        self.ensure_hf_checkpoint(self.global_step)
-        if self.trainer.is_global_zero:
-            link_final(self.run_dir, self.global_step)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.configure_model()

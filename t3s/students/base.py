@@ -1,0 +1,151 @@
+"""What every student family shares: optimizer and schedule, gradient clipping, cross-rank sums, and the
+Hugging Face folder written next to every Lightning checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
+
+
+class StudentModule(L.LightningModule):
+    """Base of ``ARStudent`` and ``DiffusionStudent``.
+
+    Subclasses set ``self.model`` (an HF ``PreTrainedModel``) and ``self.tokenizer`` in ``configure_model``
+    and save these hyper-parameters: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``,
+    ``min_lr_ratio``, ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
+
+    HF folders: ``<run_dir>/hf/step_0`` (θ_0) at the start, ``step_<N>`` at every Lightning checkpoint and
+    whenever a callback asks (``ensure_hf_checkpoint``), and ``hf/final`` → the last step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self._run_dir: Path | None = None
+        self._last_hf_step: int | None = None
+
+    # ------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+        )
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if total is None:
+            total = int(self.trainer.estimated_stepping_batches)
+        lr_lambda = make_schedule(hp.schedule, hp.warmup_steps, total, hp.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def restart_from(self, folder: str | Path) -> None:
+        """Reload weights from an HF folder and start a fresh optimizer and LR schedule (online T3S).
+
+        The new schedule spans the steps left until ``trainer.max_steps``.
+        """
+        load_hf_weights(self.model, folder)
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+        config = self.trainer.lr_scheduler_configs[0]
+        hp = self.hparams
+        remaining = max(1, self.trainer.max_steps - self.global_step) if self.trainer.max_steps > 0 else 1
+        for group in config.scheduler.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        config.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            config.scheduler.optimizer, make_schedule(hp.schedule, hp.warmup_steps, remaining, hp.min_lr_ratio)
+        )
+
+    def clip_gradient_norm(self) -> float:
+        """Clip to ``max_grad_norm`` (if set) and return the global gradient norm before clipping."""
+        max_norm = self.hparams.max_grad_norm or float("inf")
+        wrapped = self.trainer.model
+        if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the sharded root computes the global norm
+            return float(wrapped.clip_grad_norm_(max_norm))
+        params = [p for p in self.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    # ----------------------------------------------------------- collectives
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (identity on one process)."""
+        if self.trainer.world_size == 1:
+            return tensor
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
+
+    def all_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Maximum over ranks (identity on one process)."""
+        if self.trainer.world_size == 1:
+            return tensor
+        return self.all_gather(tensor).max()
+
+    # ----------------------------------------------------------- checkpoints
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's HF folders go (fixed at fit start: ``trainer.log_dir`` is a collective call)."""
+        if self._run_dir is None:
+            self._run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        return self._run_dir
+
+    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
+        """Write ``<run_dir>/hf/step_<step>``. Every rank must call it (FSDP gathers the weights)."""
+        if state_dict is None:
+            state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
+        self._last_hf_step = step
+        if not self.trainer.is_global_zero:
+            return None
+        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
+
+    def ensure_hf_checkpoint(self, step: int) -> None:
+        """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
+        if self._last_hf_step != step:
+            self.save_hf(step)
+
+    def on_fit_start(self) -> None:
+        self._run_dir = None
+        _ = self.run_dir  # resolve on every rank together
+
+    def on_train_start(self) -> None:
+        self.model.train()
+        if self.global_step == 0:
+            self.ensure_hf_checkpoint(0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._last_hf_step != self.global_step:  # a callback may have written this step already
+            self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
+
+    def on_train_end(self) -> None:
+        self.ensure_hf_checkpoint(self.global_step)
+        if self.trainer.is_global_zero:
+            link_final(self.run_dir, self.global_step)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.configure_model()
+
+
+def make_schedule(kind: str, warmup: int, total: int, min_ratio: float):
+    """LR multiplier: linear warm-up, then constant / cosine / linear decay to ``min_ratio`` at ``total``."""
+
+    def lr_lambda(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "cosine":
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if kind == "linear":
+            return min_ratio + (1 - min_ratio) * (1 - progress)
+        raise ValueError(f"unknown schedule {kind!r}; choose constant, cosine or linear")
+
+    return lr_lambda
