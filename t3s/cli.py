@@ -45,14 +45,15 @@ from t3s.selection import FullSFT, SelectionError, TokenSelectionStrategy
 from t3s.students import ARStudent
 from t3s.students.checkpoints import AtomicCheckpointIO
 from t3s.students.diffusion import DiffusionStudentError
-from t3s.toy.base import resolve_base
+from t3s.toy.base import resolve_base, resolve_world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
-# ``${toy_base:DIR}`` in a config: the cached, pretrained θ_0 of the toy world in DIR.
+# ``${toy_world:PRESET}``: a toy world written into the cache; ``${toy_base:DIR}``: its cached, pretrained θ_0.
 _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
 _register("toy_base", resolve_base, replace=True)
+_register("toy_world", resolve_world, replace=True)
 
 #: Errors that are the user's input, not a bug: printed as one line, exit code 2.
 USER_ERRORS = (

@@ -126,6 +126,10 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
     cfg["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true", max_steps=2,
                           default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))
+    assert bench["init_args"]["tasks"] == ["aime24", "aime25"]
+    bench["init_args"].update(tasks=[], train_grader="exact", train_limit=2,
+                              sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8})
     cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), preset="default", limit=16,
                        tokenizer=str(TINY_WORLD / "tokenizer"), max_length=512, global_batch_size=4,
                        micro_batch_size=2)

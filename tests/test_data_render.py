@@ -119,3 +119,19 @@ def test_real_r1_traces_render(qwen: Any, shared_dir: Path) -> None:
         text = qwen.decode(labelled(trace))
         assert text == f"<think>\n{rec.reasoning}\n</think>\n\n{rec.answer_text}<|im_end|>"
         assert "A. " in qwen.decode(trace.input_ids[: first_labelled(trace)])
+
+
+def test_repo_tiny_tokenizer_renders_with_completion_only_labels(tiny_world: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from t3s.data import TraceRecord, tokenize_trace
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_world / "tokenizer"))
+    record = TraceRecord(id="t", messages=[{"role": "user", "content": "add 1 2 + 3 4 ."}],
+                         reasoning="Units : 2 + 4 + 0 = 6 ;", answer_text="So the answer is \\boxed{ 4 6 }",
+                         source="inline:1")
+    trace = tokenize_trace(tok, record, 0, max_length=128)
+    trained = [i for i, label in zip(trace.input_ids, trace.labels) if label != -100]
+    assert tok.decode(trained) == "<think> Units : 2 + 4 + 0 = 6 ; </think> So the answer is \\boxed{ 4 6 } <|im_end|>"
+    prompt = [i for i, label in zip(trace.input_ids, trace.labels) if label == -100]
+    assert tok.decode(prompt) == "<|im_start|> user add 1 2 + 3 4 . <|im_end|> <|im_start|> assistant"

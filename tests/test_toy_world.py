@@ -352,3 +352,37 @@ def test_committed_tiny_world_matches_generator(generated_tiny: Path) -> None:
     for name, data in generated.items():
         assert committed[name] == data, f"{name} is stale; regenerate the tiny world"
     assert sum(len(data) for data in committed.values()) < 300_000
+
+
+def test_student_filler_keeps_reasoning_and_answer() -> None:
+    world = ToyWorld(n_teacher_traces=8, n_student_traces=64, n_heldout=4, student_filler=0.5)
+    plain = ToyWorld(n_teacher_traces=8, n_student_traces=64, n_heldout=4).records()["student_traces"]
+    noisy = world.records()["student_traces"]
+    assert [r["prompt"] for r in noisy] == [r["prompt"] for r in plain]
+    changed = [(p, n) for p, n in zip(plain, noisy) if p != n]
+    assert 0 < len(changed) < len(plain)
+    pool = set(world.filler_words())
+    for p, n in changed:
+        assert _boxed_answer(n["answer_text"]) == n["answer"] == p["answer"]
+        # every column step survives verbatim, in order; everything else is filler from the pool
+        steps = re.findall(r"\S+ : \d \+ \d \+ \d = [\d ]+? ;", p["reasoning"])
+        assert re.findall(r"\S+ : \d \+ \d \+ \d = [\d ]+? ;", n["reasoning"]) == steps
+        rest = n["reasoning"]
+        for step in steps:
+            rest = rest.replace(step, " ")
+        words = rest.split()
+        assert words[-1] == "." and "".join(words[-1 - len(n["answer"]) : -1]) == n["answer"]
+        assert set(words[: -1 - len(n["answer"])]) <= pool
+    assert world.records() == world.records()  # deterministic
+    tok = world.tokenizer()
+    for r in noisy:
+        assert tok.unk_token_id not in tok(r["reasoning"] + " " + r["answer_text"])["input_ids"]
+
+
+def test_student_filler_is_validated_and_absent_from_plain_world_json() -> None:
+    with pytest.raises(ValueError):
+        ToyWorld(student_filler=1.5)
+    with pytest.raises(ValueError):
+        ToyWorld(filler_length=(0, 3))
+    assert "student_filler" not in PRESETS["tiny"].config()
+    assert PRESETS["toy"].config()["student_filler"] == 0.7

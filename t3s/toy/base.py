@@ -143,3 +143,26 @@ def resolve_base(world_dir: str, overrides: dict[str, Any] | None = None) -> str
     path = Path(world_dir)
     recipe = BaseRecipe(**dict(overrides or {}))
     return str(pretrained_base(path if path.is_absolute() else _LAUNCH_DIR / path, recipe))
+
+
+def world_dir(preset: str) -> Path:
+    """The toy world ``preset`` written under ``$T3S_CACHE/toy_world`` (once; keyed by its configuration)."""
+    from t3s.toy.world import ToyWorld
+
+    world = ToyWorld.from_preset(preset)
+    key = hashlib.sha256(json.dumps(world.config(), sort_keys=True).encode()).hexdigest()[:12]
+    target = cache_root() / "toy_world" / f"{preset}-{key}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "world.json").is_file():
+            staging = target.with_name(target.name + ".tmp")
+            if staging.exists():
+                shutil.rmtree(staging)
+            world.write(staging)
+            staging.rename(target)
+    return target
+
+
+def resolve_world(preset: str) -> str:
+    """OmegaConf resolver ``${toy_world:PRESET}`` → directory of the written toy world."""
+    return str(world_dir(preset))
