@@ -55,8 +55,13 @@ _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_
 _register("toy_base", resolve_base, replace=True)
 _register("toy_world", resolve_world, replace=True)
 
+class ConfigError(ValueError):
+    """A config file (or a section of it) that does not parse."""
+
+
 #: Errors that are the user's input, not a bug: printed as one line, exit code 2.
 USER_ERRORS = (
+    ConfigError,
     TraceDataError,
     SelectionError,
     ScoreCacheError,
@@ -158,7 +163,10 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Tea
     data.update(overrides or {})
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")
-    namespace = parser.parse_object({"data": data})
+    try:
+        namespace = parser.parse_object({"data": data})
+    except Exception as err:  # jsonargparse reports the offending key
+        raise ConfigError(f"{config}: invalid data section: {str(err).splitlines()[0]}") from None
     return parser.instantiate_classes(namespace).data
 
 

@@ -132,6 +132,23 @@ class OnlineT3SSwitch(L.Callback):
         self.scores_dir = Path(scores_dir) if scores_dir else None
         self.switched_at: int | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"switched_at": self.switched_at, "scores": self.strategy.scores}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.switched_at = state.get("switched_at")
+        if state.get("scores"):
+            self.strategy.scores = state["scores"]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """After a resume past the switch: masked training again, on the restarted LR schedule."""
+        if self.switched_at is None:
+            return
+        self.strategy.setup(trainer.datamodule.fingerprint())
+        pl_module.selection = self.strategy
+        if self.strategy.restart_from_base:
+            pl_module.reschedule(start=self.switched_at)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         step_b = self.bench.detector.bottleneck
         if self.switched_at is not None or step_b is None:
@@ -149,6 +166,7 @@ class OnlineT3SSwitch(L.Callback):
         if self.strategy.restart_from_base:
             pl_module.restart_from(hf / "step_0")
         self.switched_at = step
+        self.bench.log_selection_summary(trainer, pl_module)
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
                                        step=step)
@@ -178,7 +196,9 @@ def run_comparison(build: SeededPhaseBuilder, seeds: list[int], output: str | Pa
         bench = benchmark_callback(sft.trainer)
         step_b = detect_bottleneck(bench)
         hf = Path(sft.student.run_dir) / "hf"
-        score(sft.datamodule, hf / "step_0", hf / f"step_{step_b}", root / "scores")
+        if sft.trainer.is_global_zero:
+            score(sft.datamodule, hf / "step_0", hf / f"step_{step_b}", root / "scores")
+        sft.trainer.strategy.barrier()
         scores = str(root / "scores")
         for name, strategy in (
             ("t3s", T3S(scores=scores)),
@@ -188,9 +208,12 @@ def run_comparison(build: SeededPhaseBuilder, seeds: list[int], output: str | Pa
             console.rule(f"[bold]compare, seed {seed}[/bold]: {name}")
             phase = build(seed, name, strategy, root)
             phase.trainer.fit(phase.student, datamodule=phase.datamodule)
-        console.rule(f"[bold]compare, seed {seed}[/bold]: RRT")
-        rrt_dir = residual_transfer(hf / "step_0", hf / f"step_{step_b}", hf / "final", root / "rrt")
-        rrt_results[seed] = _evaluate_folder(bench, rrt_dir, sft.datamodule)
+        if sft.trainer.is_global_zero:
+            console.rule(f"[bold]compare, seed {seed}[/bold]: RRT")
+            rrt_dir = residual_transfer(hf / "step_0", hf / f"step_{step_b}", hf / "final", root / "rrt")
+            rrt_results[seed] = _evaluate_folder(bench, rrt_dir, sft.datamodule)
+    if not sft.trainer.is_global_zero:
+        return output / "comparison.md"
     report = write_comparison(output, seeds, rrt_results)
     console.print(f"comparison: {report}\ncurves: tensorboard --logdir {output}")
     return report

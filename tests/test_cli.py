@@ -170,3 +170,24 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     w1, w2 = weights(runs[1] / "hf" / "final"), weights(runs[2] / "hf" / "final")
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-5), name
+
+
+def test_validate_and_test_report_the_teacher_forced_loss(tmp_path, capsys):
+    config = tiny_config(tmp_path, steps=1)
+    for command in ("validate", "test"):
+        main([command, "--config", str(config)])
+        out = capsys.readouterr().out
+        assert f"{'val' if command == 'validate' else 'test'}/loss" in out
+
+
+def test_score_config_typo_and_missing_checkpoint_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": {"path": "x.jsonl", "tokenizer": str(TINY_WORLD / "tokenizer"),
+                                            "max_lenght": 5}}))
+    good = tiny_config(tmp_path, steps=1)
+    for config, base in ((bad, "nowhere"), (good, str(tmp_path / "nowhere"))):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["score", "--config", str(config), "--base", base, "--bottleneck", base, "--output", str(tmp_path)])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "max_lenght" in err and "nowhere" in err and "Traceback" not in err

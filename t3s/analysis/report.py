@@ -8,6 +8,7 @@ from typing import Any
 
 from t3s.analysis.figures import comparison_figure
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.scoring.scorer import summary_markdown
 
 
 def run_label(run_dir: Path) -> str:
@@ -76,13 +77,7 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     for run in runs:
         summary = _scores_summary(run)
         if summary:
-            lines += [f"## Anchor tokens of `{run_label(run)}`", "",
-                      f"anchor fraction {summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f}", "",
-                      "| anchor token | count | share | yet-to-learn token | count | share |", "|---|---|---|---|---|---|"]
-            for a, o in zip(summary["top_anchor_tokens"][:15], summary["top_yet_to_learn_tokens"][:15]):
-                lines.append(f"| `{a['token']}` | {a['count']} | {a['share_of_occurrences']:.2f} | `{o['token']}` "
-                             f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
-            lines.append("")
+            lines += [f"## Anchor tokens of `{run_label(run)}`", "", summary_markdown(summary), ""]
     (output / "report.md").write_text("\n".join(lines) + "\n")
     (output / "summary.json").write_text(json.dumps(
         [{k: v for k, v in row.items() if k != "loss"} for row in rows], indent=2))

@@ -79,7 +79,7 @@ def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Pat
                 if not (t0.shape == tb.shape == tf.shape):
                     raise CheckpointLayoutError(f"tensor '{name}' has shapes {t0.shape}, {tb.shape}, {tf.shape}")
                 if t0.is_floating_point():
-                    out[name] = (t0.double() + (tf.double() - tb.double())).to(t0.dtype)
+                    out[name] = (t0.float() + (tf.float() - tb.float())).to(t0.dtype)
                 else:
                     out[name] = t0
                 bar.update()

@@ -10,11 +10,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
 
 from t3s.data.packing import collate_rows, next_fit
 from t3s.data.records import PRESETS, Problem, TokenizedTrace, TraceDataError, TraceRecord, load_records
 from t3s.data.render import tokenize_trace
-from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler
+from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
 
@@ -68,6 +69,8 @@ class TeacherTraceDataModule(LightningDataModule):
         enable_thinking: Train the thinking form (``<think>reasoning</think>answer``); False trains the
             template's non-thinking form on the answer alone.
         num_workers: DataLoader worker processes building step batches.
+        val_path: Held-out traces (same layout) for a teacher-forced validation loss during ``fit``;
+            ``validate`` / ``test`` fall back to the training traces when unset.
 
     The train dataloader yields one *step batch* per optimizer step,
     ``{"micro_batches": [micro_batch, ...], "num_traces": B / W, "num_tokens": int, "step": int}``, and resumes
@@ -91,6 +94,7 @@ class TeacherTraceDataModule(LightningDataModule):
         system_prompt: str | None = None,
         enable_thinking: bool = True,
         num_workers: int = 0,
+        val_path: str | None = None,
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
@@ -120,6 +124,8 @@ class TeacherTraceDataModule(LightningDataModule):
         self.system_prompt = system_prompt
         self.enable_thinking = enable_thinking
         self.num_workers = num_workers
+        self.val_path = val_path
+        self._val_traces: list[TokenizedTrace] | None = None
         self.mapping = PRESETS[preset].with_overrides(fields)
         self._tokenizer: Any = None
         self._plan: StepPlan | None = None
@@ -145,12 +151,10 @@ class TeacherTraceDataModule(LightningDataModule):
                 return int(candidate)
         return 0
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load, validate and tokenize the traces (once; later calls do nothing)."""
-        if self._plan is not None:
-            return
+    def _load_traces(self, path: str, limit: int | None) -> tuple[list[TokenizedTrace], Any]:
+        """Read, validate and render one trace source with this module's mapping and policies."""
         records, stats = load_records(
-            self.path, self.mapping, split=self.split, limit=self.limit, seed=self.seed
+            path, self.mapping, split=self.split, limit=limit, seed=self.seed
         )
         if self.system_prompt:
             system = {"role": "system", "content": self.system_prompt}
@@ -188,6 +192,13 @@ class TeacherTraceDataModule(LightningDataModule):
                 len(records),
                 self.max_length,
             )
+        return traces, stats
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, validate and tokenize the traces (once; later calls do nothing)."""
+        if self._plan is not None:
+            return
+        traces, stats = self._load_traces(self.path, limit=self.limit)
         if not traces:
             raise TraceDataError(f"{self.path}: no trace left to train on ({stats.rows} rows read)")
         self.traces = traces
@@ -251,6 +262,28 @@ class TeacherTraceDataModule(LightningDataModule):
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return self.make_train_dataloader(rank=rank, world_size=world_size, start_step=self._global_step)
+
+    def val_dataloader(self) -> DataLoader:
+        """Teacher-forced evaluation batches: ``val_path`` if given, else (for ``validate`` / ``test`` only)
+        the training traces. During ``fit`` without ``val_path`` there is no validation loop: the
+        benchmark callbacks are the evaluation."""
+        trainer = self.trainer
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if self.val_path is None and fitting:
+            return DataLoader([], batch_size=None)
+        if self.val_path is not None and self._val_traces is None:
+            self._val_traces, _ = self._load_traces(self.val_path, limit=None)
+        self.setup()
+        traces = self._val_traces if self.val_path is not None else self.traces
+        batches = ScoringBatches(traces, micro_batch_size=self.micro_batch_size, max_length=self.max_length,
+                                 packing=self.packing, pad_id=self.pad_id)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        steps = [{"micro_batches": [mb], "num_traces": 0} for mb in batches]
+        return DataLoader(steps[rank::world], batch_size=None, collate_fn=_identity)
+
+    def test_dataloader(self) -> DataLoader:
+        """Same batches as :meth:`val_dataloader`."""
+        return self.val_dataloader()
 
     # --------------------------------------------------------------------------------------------- analysis
     def scoring_batches(self, micro_batch_size: int | None = None) -> ScoringBatches:

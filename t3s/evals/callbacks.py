@@ -123,10 +123,43 @@ class BenchmarkCallback(L.Callback):
             results[task.name] = evaluate(task, generator, tokenizer, sampling).metrics
         return results
 
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The curves so far, so a resumed run keeps its whole trajectory (and θ_b)."""
+        return {
+            "detector": {"steps": self.detector.steps, "values": self.detector.values,
+                         "bottleneck": self.detector.bottleneck},
+            "history": self.history,
+            "loss_history": self.loss_history,
+            "evaluated": sorted(self._evaluated),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        detector = state.get("detector", {})
+        self.detector.steps = list(detector.get("steps", []))
+        self.detector.values = list(detector.get("values", []))
+        self.detector.bottleneck = detector.get("bottleneck")
+        self.history = {k: [tuple(row) for row in v] for k, v in state.get("history", {}).items()}
+        self.loss_history = [tuple(row) for row in state.get("loss_history", [])]
+        self._evaluated = set(state.get("evaluated", []))
+
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_selection_summary(trainer, pl_module)
         if trainer.global_step == 0:
             self.run(trainer, pl_module)
+
+    def log_selection_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Show what the strategy masks (the score cache's anchor-token summary) in TensorBoard's text panel."""
+        experiment = self._experiment(trainer)
+        scores = getattr(getattr(pl_module, "selection", None), "scores", None)
+        summary_file = Path(scores) / "summary.json" if scores else None
+        if experiment is None or summary_file is None or not summary_file.is_file():
+            return
+        from t3s.scoring.scorer import summary_markdown
+
+        text = summary_markdown(json.loads(summary_file.read_text()))
+        experiment.add_text("selection/anchor_tokens", text, global_step=trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -154,11 +187,9 @@ class BenchmarkCallback(L.Callback):
             for task in self.tasks(trainer):
                 sampling = SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
                 items = task.items()[rank::world]
-                try:
-                    result = evaluate(task, generator, pl_module.tokenizer, sampling, items=items)
-                except Exception as err:  # one broken task must not kill the run
-                    log.error("evaluation of task %r at step %d failed: %s", task.name, step, err)
-                    continue
+                # generation failures are contained per item inside evaluate(), so every rank reaches the
+                # metric sync; anything else (a broken task file) is a configuration error and raises
+                result = evaluate(task, generator, pl_module.tokenizer, sampling, items=items, device=pl_module.device)
                 results[task.name] = result.metrics
                 self.history.setdefault(task.name, []).append((step, result.metrics))
                 self._write_generations(pl_module, step, task.name, result.records, rank, world)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from t3s.evals.generation import Generator, SamplingParams
+from t3s.evals.generation import Generation, Generator, SamplingParams
 from t3s.evals.graders import UngradableGold, validate_gold
 from t3s.evals.metrics import BenchmarkMetrics
 from t3s.evals.tasks import EvalItem, EvalTask, prompt_opens_think
 
-__all__ = ["EvalResult", "evaluate", "exclude_ungradable"]
+__all__ = ["EvalResult", "evaluate", "exclude_ungradable", "generate_safely"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +54,28 @@ def exclude_ungradable(task: EvalTask, items: Sequence[EvalItem]) -> tuple[list[
     return keep, bad
 
 
+def generate_safely(generator: Generator, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+    """``generator.generate``; if the batch raises, retry prompt by prompt and give failing prompts empty
+    generations (graded wrong and logged), so one bad item never stops an evaluation — or, under
+    data parallelism, leaves the other ranks waiting in the metric sync."""
+    try:
+        return generator.generate(prompts, params)
+    except Exception as err:  # noqa: BLE001 - any backend error
+        log.error("generation of a batch of %d prompts failed (%s); retrying one by one", len(prompts), err)
+    out: list[list[Generation]] = []
+    failed = 0
+    for prompt in prompts:
+        try:
+            out.extend(generator.generate([prompt], params))
+        except Exception as err:  # noqa: BLE001
+            failed += 1
+            log.error("generation failed for one prompt: %s", err)
+            out.append([Generation(text="", token_ids=[], num_tokens=0, hit_limit=False)] * params.n)
+    if failed:
+        log.error("%d of %d prompts failed to generate; they are graded wrong", failed, len(prompts))
+    return out
+
+
 def evaluate(
     task: EvalTask,
     generator: Generator,
@@ -60,6 +85,7 @@ def evaluate(
     items: Sequence[EvalItem] | None = None,
     metric: BenchmarkMetrics | None = None,
     pass_ks: Sequence[int] | None = None,
+    device: Any = None,
 ) -> EvalResult:
     """Generate ``sampling.n`` responses per item (default: the task's sampling), grade and aggregate.
 
@@ -84,11 +110,13 @@ def evaluate(
             item_golds.append(gold)
         golds.append(item_golds * (1 if per_sample_prompts else n))
     if per_sample_prompts:
-        flat = generator.generate(prompts, SamplingParams(**{**params.to_dict(), "n": 1}))
+        flat = generate_safely(generator, prompts, SamplingParams(**{**params.to_dict(), "n": 1}))
         gens = [[g[0] for g in flat[i * n : (i + 1) * n]] for i in range(len(items))]
     else:
-        gens = generator.generate(prompts, params)
+        gens = generate_safely(generator, prompts, params)
     metric = metric if metric is not None else BenchmarkMetrics(n=n, pass_ks=pass_ks)
+    if device is not None:
+        metric = metric.to(device)  # NCCL gathers only device tensors
     records: list[dict[str, Any]] = []
     batch: dict[str, list[list[Any]]] = {
         k: [] for k in ("correct", "num_tokens", "truncated", "extraction_failed", "answers", "timed_out")

@@ -38,8 +38,8 @@ def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokeniz
         return
     try:
         other = AutoTokenizer.from_pretrained(str(checkpoint))
-    except (OSError, ValueError):
-        return
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load the {role} checkpoint '{checkpoint}': {err}") from None
     if other.get_vocab() != tokenizer.get_vocab():
         raise TokenizerMismatchError(
             f"the {role} '{checkpoint}' uses a different tokenizer ({len(other)} tokens) from the data's "
@@ -60,9 +60,12 @@ def checkpoint_logprobs(
     trust_remote_code: bool = False,
 ) -> torch.Tensor:
     """Teacher-forced c_t of every trained token under one checkpoint, flat and aligned with ``offsets``."""
-    model = AutoModelForCausalLM.from_pretrained(
-        str(checkpoint), dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
-    ).to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(checkpoint), dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
+        ).to(device)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load checkpoint '{checkpoint}': {str(err).splitlines()[0]}") from None
     model.eval()
     out = torch.full((int(offsets[-1]),), float("nan"))
     batches = list(batches) if not hasattr(batches, "__len__") else batches
@@ -174,3 +177,18 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, rows:
             json.dumps(o["token"]) if o else "", str(o["count"]) if o else "", f"{o['share_of_occurrences']:.2f}" if o else "",
         )
     console.print(table)
+
+
+def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
+    """The anchor / yet-to-learn token summary as a Markdown table (TensorBoard text panel, reports)."""
+    lines = [
+        f"anchor fraction {summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f} over "
+        f"{summary['num_tokens']} tokens (θ_0 = `{summary.get('base')}`, θ_b = `{summary.get('bottleneck')}`)",
+        "",
+        "| anchor token (Δc>0) | count | share | yet-to-learn token | count | share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, o in zip(summary["top_anchor_tokens"][:rows], summary["top_yet_to_learn_tokens"][:rows]):
+        lines.append(f"| `{a['token']}` | {a['count']} | {a['share_of_occurrences']:.2f} | `{o['token']}` "
+                     f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from t3s.scoring.cache import ScoreCache
@@ -132,7 +133,8 @@ class ConfidenceMask(_ScoredStrategy):
         if self._cutoff is None:
             base = self.cache.base[~torch.isnan(self.cache.base)]
             q = 1.0 - self.fraction if self.side == "high" else self.fraction
-            self._cutoff = float(torch.quantile(base.double(), q)) if base.numel() else 0.0
+            # numpy: torch.quantile refuses inputs above 2^24 elements (a full s1K cache has more)
+            self._cutoff = float(np.quantile(base.double().numpy(), q)) if base.numel() else 0.0
         return self._cutoff
 
     def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:

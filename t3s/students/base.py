@@ -51,23 +51,47 @@ class StudentModule(L.LightningModule):
     def restart_from(self, folder: str | Path) -> None:
         """Reload weights from an HF folder and start a fresh optimizer and LR schedule (online T3S).
 
-        The new schedule spans the steps left until ``trainer.max_steps``.
+        The masked phase gets the steps left until ``trainer.max_steps``, on a schedule of that length.
         """
-        load_hf_weights(self.model, folder)
+        with self._full_weights():
+            load_hf_weights(self.model, folder)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
+        for group in self.trainer.lr_scheduler_configs[0].scheduler.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        self.reschedule(start=self.global_step)
+
+    def reschedule(self, start: int) -> None:
+        """Replace the LR schedule by one that begins (warm-up included) at optimizer step ``start``."""
         config = self.trainer.lr_scheduler_configs[0]
         hp = self.hparams
-        remaining = max(1, self.trainer.max_steps - self.global_step) if self.trainer.max_steps > 0 else 1
-        for group in config.scheduler.optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-        config.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        remaining = max(1, self.trainer.max_steps - start) if self.trainer.max_steps > 0 else 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
             config.scheduler.optimizer, make_schedule(hp.schedule, hp.warmup_steps, remaining, hp.min_lr_ratio)
         )
+        for _ in range(self.global_step - start):  # resumed after the restart: catch up
+            scheduler.step()
+        config.scheduler = scheduler
+
+    def _full_weights(self):
+        """Under FSDP, unshard the weights so they can be overwritten in place (written back on exit)."""
+        from contextlib import nullcontext
+
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            return FullyShardedDataParallel.summon_full_params(self.trainer.strategy.model, writeback=True)
+        return nullcontext()
 
     def clip_gradient_norm(self) -> float:
         """Clip to ``max_grad_norm`` (if set) and return the global gradient norm before clipping."""
         max_norm = self.hparams.max_grad_norm or float("inf")
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:  # fp16: clip the true gradients, not the loss-scaled ones
+            for optimizer in self.trainer.optimizers:
+                scaler.unscale_(optimizer)
         wrapped = self.trainer.model
         if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the sharded root computes the global norm
             return float(wrapped.clip_grad_norm_(max_norm))

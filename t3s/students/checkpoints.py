@@ -72,7 +72,8 @@ def load_hf_weights(model: torch.nn.Module, folder: str | Path) -> None:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     else:
         shards = ["model.safetensors"]
-    params = dict(model.state_dict(keep_vars=True))
+    weights = dict(model.named_parameters(remove_duplicate=False))
+    params = {**weights, **dict(model.named_buffers())}
     loaded = set()
     with torch.no_grad():
         for shard in shards:
@@ -82,7 +83,7 @@ def load_hf_weights(model: torch.nn.Module, folder: str | Path) -> None:
                         raise KeyError(f"{folder}: tensor '{name}' is not in the model")
                     params[name].copy_(f.get_tensor(name))
                     loaded.add(id(params[name]))
-    missing = [n for n, p in params.items() if id(p) not in loaded]
+    missing = [n for n, p in weights.items() if id(p) not in loaded]
     if missing:
         raise KeyError(f"{folder}: no weights for {missing[:5]}")
 
