@@ -142,6 +142,13 @@ def with_default_config(args: list[str]) -> list[str]:
     return args
 
 
+def _explicit_args(args: Sequence[str] | None) -> list[str] | None:
+    """``args`` for LightningCLI: None when they are just the command line (so it reads sys.argv itself)."""
+    given = list(sys.argv[1:] if args is None else args)
+    full = with_default_config(given)
+    return None if (args is None and full == given) else full
+
+
 def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
     """The LightningCLI entry point (``fit``, ``validate``, ``test``)."""
     return T3SCLI(
@@ -150,7 +157,7 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
-        args=with_default_config(list(sys.argv[1:] if args is None else args)),
+        args=_explicit_args(args),
         run=run,
     )
 
@@ -316,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] in SUBCOMMANDS:
             run_subcommand(args[0], args[1:])
         else:
-            train_cli(args)
+            train_cli(None if argv is None else args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

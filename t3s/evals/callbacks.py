@@ -21,7 +21,7 @@ import lightning as L
 from t3s.evals.bottleneck import BottleneckDetector
 from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
 from t3s.evals.runner import evaluate
-from t3s.evals.tasks import EvalItem, EvalTask, load_task
+from t3s.evals.tasks import EvalItem, EvalTask, TaskSpec, load_task
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class BenchmarkCallback(L.Callback):
     """Benchmark and training-accuracy evaluations during ``fit``.
 
     Args:
-        tasks: benchmark suites, by name (``benchmarks/tasks/<name>.yaml``) or YAML path.
+        tasks: benchmark suites, by name (``benchmarks/tasks/<name>.yaml``), YAML path, or an inline task
+            definition (a mapping with the keys of a task YAML).
         every_n_steps: evaluate every N optimizer steps (and at step 0 and at the end).
         train_accuracy: also evaluate on the training problems themselves (the θ_b signal).
         train_grader: grader for the training problems (``exact``, ``aime``, ``math``, ``mc``).
@@ -52,7 +53,7 @@ class BenchmarkCallback(L.Callback):
 
     def __init__(
         self,
-        tasks: list[str] | None = None,
+        tasks: list[str | dict[str, Any]] | None = None,
         every_n_steps: int = 10,
         train_accuracy: bool = True,
         train_grader: str = "exact",
@@ -92,7 +93,7 @@ class BenchmarkCallback(L.Callback):
     # ---------------------------------------------------------------- tasks
     def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
         if self._tasks is None:
-            tasks = [load_task(name, tasks_dir=self.tasks_dir) for name in self.task_names]
+            tasks = [self._load(name) for name in self.task_names]
             if self.task_limit is not None:
                 for task in tasks:
                     task.spec.limit = self.task_limit
@@ -100,6 +101,11 @@ class BenchmarkCallback(L.Callback):
                 tasks.insert(0, self._train_task(trainer))
             self._tasks = tasks
         return self._tasks
+
+    def _load(self, task: str | dict[str, Any]) -> EvalTask:
+        if isinstance(task, dict):
+            return EvalTask(TaskSpec.from_dict(task))
+        return load_task(task, tasks_dir=self.tasks_dir)
 
     def _train_task(self, trainer: L.Trainer) -> EvalTask:
         datamodule = trainer.datamodule
@@ -110,7 +116,7 @@ class BenchmarkCallback(L.Callback):
 
     def evaluate_model(self, model: Any, tokenizer: Any, datamodule: Any) -> dict[str, dict[str, float]]:
         """Evaluate a model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
-        tasks = [load_task(name, tasks_dir=self.tasks_dir) for name in self.task_names]
+        tasks = [self._load(name) for name in self.task_names]
         if self.train_accuracy:
             tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
                                           seed=self.seed, instruction=self.train_instruction))

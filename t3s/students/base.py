@@ -138,6 +138,7 @@ class StudentModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._run_dir = None
         _ = self.run_dir  # resolve on every rank together
+        self.model.train()  # from_pretrained returns eval mode
 
     def on_train_start(self) -> None:
         self.model.train()
