@@ -48,7 +48,7 @@ from t3s.students.diffusion import DiffusionStudentError
 from t3s.toy.base import resolve_base, resolve_world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy.yaml"
 
 # ``${toy_world:PRESET}``: a toy world written into the cache; ``${toy_base:DIR}``: its cached, pretrained θ_0.
 _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
@@ -264,7 +264,7 @@ def compare_command(config: str, seeds: list[int], output: str) -> None:
     """
 
     def build(seed: int, name: str, strategy: TokenSelectionStrategy, root: Path) -> Phase:
-        cli = train_cli(["fit", "--config", config, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
+        cli = train_cli(["--config", config, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
         return cli._build_phase(name, strategy, root)
 
     run_comparison(build, list(seeds), output)

@@ -191,3 +191,18 @@ def test_score_config_typo_and_missing_checkpoint_are_one_line_errors(tmp_path, 
         assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "max_lenght" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_console_script_equals_python_m(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("t3s") or str(Path(sys.executable).parent / "t3s")
+    if not Path(script).exists():
+        pytest.skip("the t3s console script is not installed in this environment")
+    outs = [subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            for cmd in ([script, "rrt", "--help"], [sys.executable, "-m", "t3s", "rrt", "--help"])]
+    assert all(o.returncode == 0 for o in outs)
+    assert outs[0].stdout.replace("t3s rrt", "") == outs[1].stdout.replace("t3s rrt", "")
+    assert "--bottleneck" in outs[0].stdout

@@ -72,32 +72,43 @@ def test_report_compares_two_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_command_recipe_on_tiny(tmp_path):
-    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    cfg["trainer"].update(max_steps=8, default_root_dir=str(tmp_path), enable_progress_bar=False)
+def test_toy_world_shock_and_one_command_recipe(tmp_path):
+    """configs/toy.yaml end to end (probe shortened to 40 steps): Imitation Shock on plain SFT, then the recipe.
+
+    The first run in a session pretrains the toy θ_0 (~4 minutes on 2 cores; cached in $T3S_CACHE).
+    """
+    cfg = yaml.safe_load((REPO / "configs" / "toy.yaml").read_text())
+    cfg["trainer"].update(max_steps=40, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
-    bench.update(every_n_steps=2, train_limit=8, sampling=GREEDY, batch_size=8)
-    cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S"})
-    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
-                       limit=32, global_batch_size=8, micro_batch_size=8)
-    config = tmp_path / "recipe.yaml"
+    bench.update(every_n_steps=10, train_limit=64, tasks=[])
+    config = tmp_path / "toy.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     main(["fit", "--config", str(config)])
 
     root = tmp_path / "recipe" / "version_0"
+    # Imitation Shock: training accuracy dips by >= 20 points and recovers while the loss keeps falling
+    steps, accuracy = read_scalars(root / "probe", "bench/train/avg@1")
+    assert steps == [0, 10, 20, 30, 40]
+    assert accuracy[0] - min(accuracy) >= 0.2
+    assert accuracy[-1] >= min(accuracy) + 0.2
+    loss_steps, loss = read_scalars(root / "probe", "train/loss")
+    windows = [[v for s, v in zip(loss_steps, loss) if a < s <= b] for a, b in zip(steps, steps[1:])]
+    means = [sum(w) / len(w) for w in windows]
+    assert all(later < earlier for earlier, later in zip(means, means[1:])), means
+
     meta = json.loads((root / "scores" / "meta.json").read_text())
     bottleneck = int(Path(meta["bottleneck"]).name.removeprefix("step_"))
-    assert bottleneck != 0 and Path(meta["base"]).name == "step_0"
+    assert bottleneck == steps[accuracy.index(min(accuracy))] != 0 and Path(meta["base"]).name == "step_0"
     summary = json.loads((root / "scores" / "summary.json").read_text())
     assert 0.0 < summary["anchor_fraction"] < 1.0
-    # the masked phase ran one epoch of the 32 traces (4 steps of 8): every response token once
+    # the masked phase's first epoch (256 traces / 32 per step) covers every response token exactly once
     _, selected = read_scalars(root / "t3s", "train/selected_tokens")
     _, response = read_scalars(root / "t3s", "train/response_tokens")
-    assert sum(response[:4]) == summary["num_tokens"]
-    assert sum(selected[:4]) / sum(response[:4]) == pytest.approx(1.0 - summary["anchor_fraction"], abs=1e-6)
-    assert (root / "report" / "report.md").is_file() and (root / "probe" / "hf" / "step_0").is_dir()
+    assert sum(response[:8]) == summary["num_tokens"]
+    assert sum(selected[:8]) / sum(response[:8]) == pytest.approx(1.0 - summary["anchor_fraction"], abs=1e-6)
+    assert (root / "report" / "report.md").is_file()
 
 
 def test_restart_from_reloads_weights_and_resets_the_optimizer(tmp_path):

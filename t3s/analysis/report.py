@@ -12,8 +12,8 @@ from t3s.scoring.scorer import summary_markdown
 
 
 def run_label(run_dir: Path) -> str:
-    """A short readable name: the last two path parts (e.g. ``t3s/version_0`` → ``t3s/version_0``)."""
-    return "/".join(run_dir.parts[-2:])
+    """A short readable name: ``sft/version_0`` for logger version folders, ``probe`` for recipe phases."""
+    return "/".join(run_dir.parts[-2:]) if run_dir.name.startswith("version_") else run_dir.name
 
 
 def accuracy_tags(run_dir: Path) -> list[str]:
