@@ -13,7 +13,6 @@ import torch
 
 from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
 
-
 # Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
 # state after that step, which is what Lightning warns about for manual optimization.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
