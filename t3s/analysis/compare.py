@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from t3s.analysis.figures import comparison_figure
+from t3s.analysis.figures import method_seed_figure
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
 
 METHODS = ("sft", "t3s", "inverse_t3s", "random")
@@ -30,7 +30,7 @@ def _stats(values: list[float]) -> str:
 def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, float]]]) -> Path:
     """``comparison.md`` + PNGs: start / min / final training (and benchmark) accuracy per method and seed."""
     rows: dict[str, dict[str, list[float]]] = {m: {"start": [], "min": [], "final": [], "dip": []} for m in METHODS}
-    curves: dict[str, tuple[list[int], list[float]]] = {}
+    curves: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
     per_seed: list[str] = []
     bottlenecks: dict[int, int | None] = {}
     for seed in seeds:
@@ -46,7 +46,7 @@ def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, di
             rows[method]["min"].append(lowest)
             rows[method]["final"].append(values[-1])
             rows[method]["dip"].append(values[0] - lowest)
-            curves[f"{LABELS[method]} (seed {seed})"] = (steps, values)
+            curves[(LABELS[method], seed)] = (steps, values)
             if method == "sft":
                 bottlenecks[seed] = BottleneckDetector.from_run(run).final()
             per_seed.append(f"| {seed} | {LABELS[method]} | {values[0]:.3f} | {lowest:.3f} "
@@ -66,7 +66,7 @@ def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, di
                      f"| {_stats(r['dip'])} |")
     lines += ["", "| seed | method | start | min (step) | final |", "|---|---|---|---|---|", *per_seed, ""]
     if curves:
-        fig = comparison_figure(curves, ylabel="training accuracy", title="training accuracy by method and seed")
+        fig = method_seed_figure(curves, ylabel="training accuracy", title="training accuracy by method and seed")
         fig.savefig(output / "train_accuracy.png")
         lines += ["![training accuracy](train_accuracy.png)", ""]
     for seed in seeds:

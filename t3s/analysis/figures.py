@@ -66,3 +66,24 @@ def _as_curve(points: Sequence[tuple[int, float]] | Curve) -> Curve:
     if len(points) == 2 and not isinstance(points[0], tuple):
         return points  # already (steps, values)
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def method_seed_figure(curves: Mapping[tuple[str, int], Curve], *, ylabel: str, title: str) -> Figure:
+    """One colour per method, one line style per seed (the multi-seed comparison)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    methods = list(dict.fromkeys(m for m, _ in curves))
+    seeds = list(dict.fromkeys(s for _, s in curves))
+    styles = ["-", "--", ":", "-."]
+    for (method, seed), (s, v) in curves.items():
+        i, j = methods.index(method), seeds.index(seed)
+        ax.plot(s, v, color=f"C{i}", ls=styles[j % len(styles)], marker="o", ms=2.5, lw=1.4,
+                label=method if j == 0 else None)
+    for j, seed in enumerate(seeds):
+        ax.plot([], [], color="gray", ls=styles[j % len(styles)], label=f"seed {seed}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
