@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+
+from t3s.students.checkpoints import AtomicCheckpointIO
 
 # Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two.
 torch.set_num_threads(1)
@@ -53,3 +56,22 @@ def tiny_model_config(vocab_size: int, **overrides) -> dict:
         "tie_word_embeddings": False,
         **overrides,
     }
+
+
+def make_trainer(root, steps, **kw) -> L.Trainer:
+    kw.setdefault("logger", False)
+    kw.setdefault("enable_checkpointing", False)
+    return L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, default_root_dir=str(root), enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1, plugins=[AtomicCheckpointIO()], **kw,
+    )
+
+
+class Record(L.Callback):
+    """Keeps every logged metric of every step."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, *args):
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})

@@ -7,13 +7,12 @@ import logging
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_model_config
+from conftest import Record, make_trainer, tiny_model_config
 from transformers import AutoModelForCausalLM
 
 from t3s.data import TeacherTraceDataModule
 from t3s.selection import T3S, FullSFT, RandomMask
 from t3s.students import ARStudent
-from t3s.students.checkpoints import AtomicCheckpointIO
 
 
 def make_data(world, batch=8, micro=8, **kw) -> TeacherTraceDataModule:
@@ -28,25 +27,6 @@ def make_student(data, **kw) -> ARStudent:
     kw.setdefault("lr", 1e-3)
     kw.setdefault("max_grad_norm", None)
     return ARStudent(model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw)
-
-
-def make_trainer(root, steps, **kw) -> L.Trainer:
-    kw.setdefault("logger", False)
-    kw.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, default_root_dir=str(root), enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=1, plugins=[AtomicCheckpointIO()], **kw,
-    )
-
-
-class Record(L.Callback):
-    """Keeps every logged metric of every step."""
-
-    def __init__(self):
-        self.rows = []
-
-    def on_train_batch_end(self, trainer, *args):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
 class Boom(L.Callback):

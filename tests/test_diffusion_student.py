@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import lightning as L
 import pytest
 import torch
-from conftest import tiny_model_config
+from conftest import Record, make_trainer, tiny_model_config
 from transformers import AutoModelForCausalLM
 
 from t3s.data import TeacherTraceDataModule
@@ -15,7 +14,6 @@ from t3s.scoring import ScoreCacheError, score
 from t3s.scoring.cache import ScoreCache
 from t3s.selection import T3S
 from t3s.students import DiffusionStudent
-from t3s.students.checkpoints import AtomicCheckpointIO
 from t3s.students.diffusion import DiffusionStudentError, attends_bidirectionally
 
 
@@ -34,25 +32,6 @@ def make_student(data, **kw) -> DiffusionStudent:
     return DiffusionStudent(
         model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw
     )
-
-
-def make_trainer(root, steps, **kw) -> L.Trainer:
-    kw.setdefault("logger", False)
-    kw.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, default_root_dir=str(root), enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=1, plugins=[AtomicCheckpointIO()], **kw,
-    )
-
-
-class Record(L.Callback):
-    """Keeps every logged metric of every step."""
-
-    def __init__(self):
-        self.rows = []
-
-    def on_train_batch_end(self, trainer, *args):
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
 def test_fit_writes_hf_checkpoints_that_load_back_bidirectional(tiny_world, tmp_path):

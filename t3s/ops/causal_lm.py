@@ -11,6 +11,9 @@ from torch import nn
 
 from t3s.ops.logprob import token_logprobs
 
+#: Config spellings of weight dtypes (``model.init_args.dtype``, ``t3s score --dtype``).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def hidden_states(model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
     """Final hidden states ``[R, L, H]`` of (possibly packed) rows.

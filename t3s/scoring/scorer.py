@@ -16,12 +16,10 @@ from rich.table import Table
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from t3s.ops.causal_lm import hidden_states, logprobs_at
+from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
 from t3s.scoring.cache import SUMMARY_FILE, ScoreCache, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TokenizerMismatchError(ValueError):
@@ -62,7 +60,7 @@ def checkpoint_logprobs(
     """Teacher-forced c_t of every trained token under one checkpoint, flat and aligned with ``offsets``."""
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(checkpoint), dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
+            str(checkpoint), dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
         ).to(device)
     except OSError as err:
         raise FileNotFoundError(f"cannot load checkpoint '{checkpoint}': {str(err).splitlines()[0]}") from None

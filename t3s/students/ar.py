@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.ops.causal_lm import hidden_states, logprobs_at
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
@@ -23,7 +23,6 @@ from t3s.students.base import StudentModule
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ARStudent(StudentModule):
@@ -93,7 +92,7 @@ class ARStudent(StudentModule):
         """Load θ_0 (idempotent; Lightning calls it once the strategy is set up)."""
         if self.model is not None:
             return
-        self.model = self._build_model(self.model_source)
+        self.model = self.build_causal_lm(self.model_source)
         if self.hparams.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.tokenizer_source is not None:
@@ -102,24 +101,9 @@ class ARStudent(StudentModule):
             )
         if "reference_logprob" in self.selection.requires:
             ref_source = getattr(self.selection, "reference", None)
-            reference = self._build_model(ref_source) if ref_source else copy.deepcopy(self.model)
+            reference = self.build_causal_lm(ref_source) if ref_source else copy.deepcopy(self.model)
             reference.requires_grad_(False).eval()
             self._reference = [reference]
-
-    def _build_model(self, source: str | None) -> PreTrainedModel:
-        hp = self.hparams
-        dtype = "auto" if hp.dtype == "auto" else _DTYPES[hp.dtype]
-        kwargs: dict[str, Any] = {"trust_remote_code": hp.trust_remote_code}
-        if hp.attn_implementation:
-            kwargs["attn_implementation"] = hp.attn_implementation
-        if source is None:
-            cfg = dict(self.model_config)
-            config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hp.init_seed)
-                model = AutoModelForCausalLM.from_config(config, **kwargs)
-            return model.to(dtype if dtype != "auto" else torch.float32)
-        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

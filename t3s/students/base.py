@@ -10,7 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from t3s.ops.causal_lm import DTYPES
 from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
 
 # Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
@@ -21,8 +23,8 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 class StudentModule(L.LightningModule):
     """Base of ``ARStudent`` and ``DiffusionStudent``.
 
-    Subclasses set ``self.model`` (an HF ``PreTrainedModel``) and ``self.tokenizer`` in ``configure_model``
-    and save these hyper-parameters: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``,
+    Subclasses set ``self.model`` (an HF ``PreTrainedModel``, see :meth:`build_causal_lm`) and ``self.tokenizer``
+    in ``configure_model``, keep ``self.model_config``, and save these hyper-parameters: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``,
     ``min_lr_ratio``, ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
 
     HF folders: ``<run_dir>/hf/step_0`` (θ_0) at the start, ``step_<N>`` at every Lightning checkpoint and
@@ -34,6 +36,32 @@ class StudentModule(L.LightningModule):
         self.automatic_optimization = False
         self._run_dir: Path | None = None
         self._last_hf_step: int | None = None
+
+    # ----------------------------------------------------------------- model
+    def build_causal_lm(self, source: str | None, *, bidirectional: bool = False) -> PreTrainedModel:
+        """Load ``source`` (hub id / path) or, when None, build a seeded random model from ``model_config``.
+
+        Uses the ``dtype``, ``attn_implementation``, ``trust_remote_code`` and ``init_seed`` hyper-parameters;
+        ``bidirectional`` sets ``config.is_causal = False`` (diffusion students).
+        """
+        hp = self.hparams
+        dtype = "auto" if hp.dtype == "auto" else DTYPES[hp.dtype]
+        kwargs: dict[str, Any] = {"trust_remote_code": hp.trust_remote_code}
+        if hp.attn_implementation:
+            kwargs["attn_implementation"] = hp.attn_implementation
+        if source is None:
+            cfg = dict(self.model_config)
+            config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+            if bidirectional:
+                config.is_causal = False
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hp.init_seed)
+                model = AutoModelForCausalLM.from_config(config, **kwargs)
+            return model.to(dtype if dtype != "auto" else torch.float32)
+        if bidirectional:
+            kwargs["config"] = AutoConfig.from_pretrained(source, trust_remote_code=hp.trust_remote_code)
+            kwargs["config"].is_causal = False
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
@@ -61,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Objective = Literal["llada", "llada2"]
 MASK_TOKEN_TEXT = "<|mask|>"
 
@@ -489,28 +488,13 @@ class DiffusionStudent(StudentModule):
         self.model = model.train()  # from_pretrained returns eval mode
 
     def _build_model(self) -> PreTrainedModel:
-        hp = self.hparams
-        dtype = "auto" if hp.dtype == "auto" else _DTYPES[hp.dtype]
-        kwargs: dict[str, Any] = {"trust_remote_code": hp.trust_remote_code}
-        if hp.attn_implementation:
-            kwargs["attn_implementation"] = hp.attn_implementation
-        if self.model_source is None:
-            cfg = dict(self.model_config)
-            config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-            config.is_causal = False
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hp.init_seed)
-                model = AutoModelForCausalLM.from_config(config, **kwargs)
-            return model.to(dtype if dtype != "auto" else torch.float32)
-        source = str(self.model_source)
-        if not hp.trust_remote_code and needs_remote_code(source):
+        source = None if self.model_source is None else str(self.model_source)
+        if source is not None and not self.hparams.trust_remote_code and needs_remote_code(source):
             raise DiffusionStudentError(
                 f"'{source}' ships its own model code (LLaDA-style checkpoints do); it is only loaded when "
                 "you opt in: set model.init_args.trust_remote_code: true"
             )
-        config = AutoConfig.from_pretrained(source, trust_remote_code=hp.trust_remote_code)
-        config.is_causal = False
-        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **kwargs)
+        return self.build_causal_lm(source, bidirectional=True)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
