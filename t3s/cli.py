@@ -133,31 +133,29 @@ class T3SCLI(LightningCLI):
         return trainer
 
 
-def with_default_config(args: list[str]) -> list[str]:
+def uses_default_config(args: Sequence[str]) -> bool:
     """``fit``/``validate``/``test`` without ``--config`` run the built-in default config."""
-    if args and args[0] in ("fit", "validate", "test") and DEFAULT_CONFIG.is_file():
-        if not any(a in ("-c", "--config") or a.startswith("--config=") for a in args[1:]):
-            if not any(a in ("-h", "--help") for a in args[1:]):
-                return [args[0], "--config", str(DEFAULT_CONFIG), *args[1:]]
-    return args
-
-
-def _explicit_args(args: Sequence[str] | None) -> list[str] | None:
-    """``args`` for LightningCLI: None when they are just the command line (so it reads sys.argv itself)."""
-    given = list(sys.argv[1:] if args is None else args)
-    full = with_default_config(given)
-    return None if (args is None and full == given) else full
+    return (
+        bool(args)
+        and args[0] in ("fit", "validate", "test")
+        and DEFAULT_CONFIG.is_file()
+        and not any(a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") for a in args[1:])
+    )
 
 
 def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
     """The LightningCLI entry point (``fit``, ``validate``, ``test``)."""
+    given = list(sys.argv[1:] if args is None else args)
+    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
+    if uses_default_config(given):
+        parser_kwargs[given[0]] = {"default_config_files": [str(DEFAULT_CONFIG)]}
     return T3SCLI(
         model_class=L.LightningModule,
         datamodule_class=TeacherTraceDataModule,
         subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
-        args=_explicit_args(args),
+        parser_kwargs=parser_kwargs,
+        args=None if args is None else given,
         run=run,
     )
 
