@@ -11,6 +11,7 @@ from typing import Any
 
 from t3s.toy.styles import (
     COLUMN_NAMES,
+    PLAIN_TEACHER_STYLE,
     STUDENT_STYLE,
     TEACHER_STYLE,
     ColumnStep,
@@ -37,6 +38,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "COLUMN_NAMES",
     "PRESETS",
+    "PLAIN_TEACHER_STYLE",
     "STUDENT_STYLE",
     "TEACHER_STYLE",
     "ColumnStep",

@@ -16,6 +16,7 @@ the same while the imitation anchors (style words) differ.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass
 
@@ -186,6 +187,12 @@ TEACHER_STYLE = StyleSpec(
     no_carry="so we write {digit} and carry {carry} .",
     closing="Putting the written digits together , the sum is {answer} .",
     answer_prefix="So the answer is",
+)
+
+#: The teacher's wording without computed digits inside its connectives, so every digit of a teacher
+#: trace is reasoning shared with the student and only words are style (the ``toy`` and ``small`` worlds).
+PLAIN_TEACHER_STYLE = dataclasses.replace(
+    TEACHER_STYLE, name="teacher-plain", carry="so we write and carry .", no_carry="so we write ."
 )
 
 

@@ -28,7 +28,15 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-from t3s.toy.styles import STUDENT_STYLE, TEACHER_STYLE, StyleSpec, boxed, column_steps, scaffold_words
+from t3s.toy.styles import (
+    PLAIN_TEACHER_STYLE,
+    STUDENT_STYLE,
+    TEACHER_STYLE,
+    StyleSpec,
+    boxed,
+    column_steps,
+    scaffold_words,
+)
 from t3s.toy.task import PROMPT_WORD, Problem, sample_problems, spell_digits
 from t3s.toy.tokenizer import build_tokenizer
 
@@ -253,11 +261,24 @@ PRESETS: dict[str, ToyWorld] = {
         n_teacher_traces=256,
         n_student_traces=2000,
         n_heldout=128,
-        teacher_style=dataclasses.replace(
-            TEACHER_STYLE, name="teacher-plain", carry="so we write and carry .", no_carry="so we write ."
-        ),
+        teacher_style=PLAIN_TEACHER_STYLE,
         student_filler=0.7,
         filler_length=(1, 8),
+    ),
+    # The fast variant (configs/toy-small.yaml, the test suite's end-to-end recipe): 2-digit problems,
+    # short traces and half the pretraining traces in short filler, so a 2-layer θ_0 learns it in 300
+    # steps and plain SFT still shows the whole shock within 40 steps.
+    "small": ToyWorld(
+        seed=0,
+        teacher_digits=(2, 2),
+        student_digits=(1, 2),
+        heldout_digits=(2, 2),
+        n_teacher_traces=128,
+        n_student_traces=1024,
+        n_heldout=64,
+        teacher_style=PLAIN_TEACHER_STYLE,
+        student_filler=0.5,
+        filler_length=(1, 3),
     ),
 }
 
