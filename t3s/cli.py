@@ -252,17 +252,24 @@ def report_command(runs: list[str], output: str | None = None) -> None:
     print(f"wrote {write_report(runs, output)}")
 
 
-def compare_command(config: str, seeds: list[int], output: str) -> None:
+def compare_command(config: str, seeds: list[int], output: str, overrides: list[str] | None = None) -> None:
     """The paper's comparison: SFT, T3S, −T3S, random mask and RRT, same steps, LR and data order, per seed.
 
     Args:
         config: a training config with a ``BenchmarkCallback`` (training accuracy on), e.g. configs/toy.yaml.
         seeds: seeds of the data order and evaluation sampling (θ_0 is shared).
         output: directory for the runs, ``comparison.md`` and the figures.
+        overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
+            keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
     """
+    extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
+    for item in extra:
+        if "=" not in item:
+            raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
 
     def build(seed: int, name: str, strategy: TokenSelectionStrategy, root: Path) -> Phase:
-        cli = train_cli(["--config", config, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
+        args = ["--config", config, *extra, f"--seed_everything={seed}", f"--data.seed={seed}"]
+        cli = train_cli(args, run=False)
         return cli._build_phase(name, strategy, root)
 
     run_comparison(build, list(seeds), output)
@@ -282,7 +289,7 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
     parser.add_function_arguments(function, as_positional=False)
-    args = _collect_list(list(args), "--runs" if name == "report" else None, "--seeds")
+    args = _collect_list(list(args), "--runs" if name == "report" else None, "--seeds", "--overrides")
     cfg = parser.parse_args(args)
     return function(**cfg.as_dict())
 

@@ -161,3 +161,33 @@ def test_online_t3s_switches_inside_one_fit(tmp_path):
     assert fraction[:2] == [1.0, 1.0]  # FullSFT while probing
     if summary["anchor_fraction"] > 0:
         assert all(f < 1.0 for f in fraction[2:])  # anchors masked after the switch
+
+
+@pytest.mark.slow
+def test_compare_runs_every_method_with_overrides(tmp_path):
+    """`t3s compare` on the small toy, shortened through --overrides: every method, the table and figures."""
+    main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
+          str(tmp_path), "--overrides", "trainer.max_steps=10", "trainer.enable_progress_bar=false"])
+
+    seed = tmp_path / "seed_0"
+    for method in ("sft", "t3s", "inverse_t3s", "random"):
+        steps, accuracy = read_scalars(seed / method, "bench/train/avg@1")
+        assert steps == [0, 5, 10], method  # the override shortened every run
+        assert accuracy[0] == pytest.approx(read_scalars(seed / "sft", "bench/train/avg@1")[1][0])  # same θ_0
+    # T3S, −T3S and the random mask train complementary / equal budgets of the same first batch
+    count = {m: read_scalars(seed / m, "train/selected_tokens")[1][0] for m in ("t3s", "inverse_t3s", "random")}
+    _, response = read_scalars(seed / "t3s", "train/response_tokens")
+    assert count["t3s"] + count["inverse_t3s"] == response[0]
+    assert abs(count["random"] - count["t3s"]) <= 0.1 * response[0]
+    table = (tmp_path / "comparison.md").read_text()
+    for label in ("| SFT |", "| T3S |", "| −T3S |", "| random mask |", "| RRT |"):
+        assert label in table
+    assert list(tmp_path.glob("*.png"))
+
+
+def test_compare_overrides_must_be_key_value(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
+              str(tmp_path), "--overrides", "trainer.max_steps"])
+    assert exit_info.value.code == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

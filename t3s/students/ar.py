@@ -38,6 +38,8 @@ class ARStudent(StudentModule):
         lr: peak learning rate of AdamW (paper: 1e-5).
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
+        adam_eps: AdamW epsilon. Larger values (e.g. 1e-4) make updates shrink with the gradient instead of
+            keeping a fixed size once the remaining loss is small.
         warmup_steps: linear warm-up steps from 0 to ``lr``.
         schedule: after warm-up, ``constant``, ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr`` at
             ``trainer.max_steps``.
@@ -61,6 +63,7 @@ class ARStudent(StudentModule):
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-8,
         warmup_steps: int = 0,
         schedule: Literal["constant", "cosine", "linear"] = "cosine",
         min_lr_ratio: float = 0.0,

@@ -24,8 +24,9 @@ class StudentModule(L.LightningModule):
     """Base of ``ARStudent`` and ``DiffusionStudent``.
 
     Subclasses set ``self.model`` (an HF ``PreTrainedModel``, see :meth:`build_causal_lm`) and ``self.tokenizer``
-    in ``configure_model``, keep ``self.model_config``, and save these hyper-parameters: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``,
-    ``min_lr_ratio``, ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
+    in ``configure_model``, keep ``self.model_config``, and save these hyper-parameters: ``lr``,
+    ``weight_decay``, ``betas``, ``adam_eps``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
+    ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
 
     HF folders: ``<run_dir>/hf/step_0`` (θ_0) at the start, ``step_<N>`` at every Lightning checkpoint and
     whenever a callback asks (``ensure_hf_checkpoint``), and ``hf/final`` → the last step.
@@ -73,6 +74,7 @@ class StudentModule(L.LightningModule):
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,
             betas=tuple(hp.betas),
+            eps=hp.get("adam_eps", 1e-8),
         )
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:

@@ -382,7 +382,7 @@ class DiffusionStudent(StudentModule):
             set it to ``data.max_length`` to make the objective independent of the micro-batching.
         mask_token_id / eos_token_id / pad_token_id: special ids (default: the tokenizer's; the mask token is
             its ``mask_token`` or ``<|mask|>``; pad only pads prompts at generation time).
-        lr, weight_decay, betas, warmup_steps, schedule, min_lr_ratio, max_grad_norm: AdamW and the LR
+        lr, weight_decay, betas, adam_eps, warmup_steps, schedule, min_lr_ratio, max_grad_norm: AdamW and the LR
             schedule, as for ``ARStudent``.
         dtype: dtype the weights are loaded in.
         gradient_checkpointing: recompute decoder activations in backward.
@@ -414,6 +414,7 @@ class DiffusionStudent(StudentModule):
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-8,
         warmup_steps: int = 0,
         schedule: Literal["constant", "cosine", "linear"] = "cosine",
         min_lr_ratio: float = 0.0,
