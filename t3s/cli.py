@@ -149,15 +149,21 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
     parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
     if uses_default_config(given):
         parser_kwargs[given[0]] = {"default_config_files": [str(DEFAULT_CONFIG)]}
-    return T3SCLI(
-        model_class=L.LightningModule,
-        datamodule_class=TeacherTraceDataModule,
-        subclass_mode_model=True,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs=parser_kwargs,
-        args=None if args is None else given,
-        run=run,
-    )
+    # With explicit args (the compare subcommand, tests), the process's own argv is not the CLI's input;
+    # hiding it keeps LightningCLI from warning that both were given.
+    argv, sys.argv = sys.argv, sys.argv if args is None else sys.argv[:1]
+    try:
+        return T3SCLI(
+            model_class=L.LightningModule,
+            datamodule_class=TeacherTraceDataModule,
+            subclass_mode_model=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=parser_kwargs,
+            args=None if args is None else given,
+            run=run,
+        )
+    finally:
+        sys.argv = argv
 
 
 # ----------------------------------------------------------------- subcommands

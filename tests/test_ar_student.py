@@ -147,3 +147,16 @@ def test_schedule_expresses_the_paper_recipe():
     assert make_schedule("constant", 0, 50, 0.0)(30) == 1.0
     assert make_schedule("linear", 0, 50, 0.1)(25) == pytest.approx(0.55)
     assert FullSFT().describe() == "FullSFT"
+
+
+def test_optimizer_options_reach_adamw(tiny_world, tmp_path):
+    data = make_data(tiny_world)
+    student = make_student(data, weight_decay=0.1, betas=(0.8, 0.9), adam_eps=1e-3)
+    trainer = make_trainer(tmp_path, 1)
+    trainer.fit(student, datamodule=data)
+    (optimizer,) = trainer.optimizers
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert decay["eps"] == 1e-3 and decay["betas"] == (0.8, 0.9)
