@@ -386,3 +386,17 @@ def test_student_filler_is_validated_and_absent_from_plain_world_json() -> None:
         ToyWorld(filler_length=(0, 3))
     assert "student_filler" not in PRESETS["tiny"].config()
     assert PRESETS["toy"].config()["student_filler"] == 0.7
+
+
+def test_small_preset_traces_fit_its_rows(tmp_path: Path) -> None:
+    """configs/toy-small.yaml packs rows of 128 tokens: no teacher or student trace may be dropped for length."""
+    from t3s.data import TeacherTraceDataModule
+
+    world = ToyWorld.from_preset("small")
+    world.write(tmp_path)
+    for name, count in (("teacher_traces", world.n_teacher_traces), ("student_traces", world.n_student_traces)):
+        data = TeacherTraceDataModule(path=str(tmp_path / f"{name}.jsonl"), tokenizer=str(tmp_path / "tokenizer"),
+                                      global_batch_size=32, micro_batch_size=32, max_length=128)
+        data.setup("fit")
+        assert len(data.traces) == count
+        assert max(len(t) for t in data.traces) <= 128

@@ -237,9 +237,27 @@ class ToyWorld:
         return paths
 
 
+#: The world of the toy science search (issue 4): a robust θ_0 (70% of its pretraining traces wrap the
+#: column steps in random filler) whose own style is coherent, and a teacher whose connectives carry no
+#: computed content (so every digit of a teacher trace is reasoning, shared with the student).
+_TOY = ToyWorld(
+    seed=0,
+    teacher_digits=(3, 4),
+    student_digits=(1, 4),
+    heldout_digits=(3, 4),
+    n_teacher_traces=256,
+    n_student_traces=2000,
+    n_heldout=128,
+    teacher_style=PLAIN_TEACHER_STYLE,
+    student_filler=0.7,
+    filler_length=(1, 8),
+)
+
 #: Named configurations. ``tiny`` is committed under ``configs/data/tiny``; its student-trace count is
 #: capped to keep the committed files under 300 KB (``dataclasses.replace(world, n_student_traces=...)``
-#: with ``records()`` gives more in memory, same teacher / held-out splits).
+#: with ``records()`` gives more in memory, same teacher / held-out splits). ``small`` is ``toy`` scaled
+#: down for configs/toy-small.yaml and the test suite: 2-digit problems and short filler, so a 2-layer θ_0
+#: learns it in 300 steps and plain SFT still shows the whole shock within 40 steps.
 PRESETS: dict[str, ToyWorld] = {
     "tiny": ToyWorld(
         seed=0,
@@ -250,33 +268,15 @@ PRESETS: dict[str, ToyWorld] = {
         n_student_traces=384,
         n_heldout=128,
     ),
-    # The world of the toy science search (issue 4): a robust θ_0 (70% of its pretraining traces wrap the
-    # column steps in random filler) whose own style is coherent, and a teacher whose connectives carry
-    # no computed content (so every digit of a teacher trace is reasoning, shared with the student).
-    "toy": ToyWorld(
-        seed=0,
-        teacher_digits=(3, 4),
-        student_digits=(1, 4),
-        heldout_digits=(3, 4),
-        n_teacher_traces=256,
-        n_student_traces=2000,
-        n_heldout=128,
-        teacher_style=PLAIN_TEACHER_STYLE,
-        student_filler=0.7,
-        filler_length=(1, 8),
-    ),
-    # The fast variant (configs/toy-small.yaml, the test suite's end-to-end recipe): 2-digit problems,
-    # short traces and half the pretraining traces in short filler, so a 2-layer θ_0 learns it in 300
-    # steps and plain SFT still shows the whole shock within 40 steps.
-    "small": ToyWorld(
-        seed=0,
+    "toy": _TOY,
+    "small": dataclasses.replace(
+        _TOY,
         teacher_digits=(2, 2),
         student_digits=(1, 2),
         heldout_digits=(2, 2),
         n_teacher_traces=128,
         n_student_traces=1024,
         n_heldout=64,
-        teacher_style=PLAIN_TEACHER_STYLE,
         student_filler=0.5,
         filler_length=(1, 3),
     ),
