@@ -120,17 +120,18 @@ class T3SCLI(LightningCLI):
         trainer_config["logger"] = TensorBoardLogger(save_dir=str(self._root.parent), name=self._root.name,
                                                      version=name)
         extra = [self._get(init, c) for c in self._parser(self.subcommand).callback_keys]
-        trainer = self._instantiate_trainer(trainer_config, extra)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer = _with_atomic_checkpoints(self._instantiate_trainer(trainer_config, extra))
         return Phase(trainer, student, data)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
-        # Single-file checkpoints are written to a temporary file and renamed into place.
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
+        return _with_atomic_checkpoints(super().instantiate_trainer(**kwargs))
+
+
+def _with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
+    """Single-file checkpoints are written to a temporary file and renamed into place."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
 
 
 def uses_default_config(args: Sequence[str]) -> bool:

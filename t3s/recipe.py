@@ -89,6 +89,18 @@ def detect_bottleneck(bench: BenchmarkCallback) -> int:
     return step
 
 
+def score_bottleneck(trainer: L.Trainer, datamodule: Any, run_dir: str | Path, step_b: int,
+                     scores_dir: str | Path) -> None:
+    """Score θ_0 against θ_b (``<run_dir>/hf/step_0`` and ``step_<step_b>``) into ``scores_dir``.
+
+    Rank 0 scores; every rank waits for the cache before going on.
+    """
+    hf = Path(run_dir) / "hf"
+    if trainer.is_global_zero:
+        score(datamodule, hf / "step_0", hf / f"step_{step_b}", scores_dir)
+    trainer.strategy.barrier()
+
+
 def run_recipe(build: PhaseBuilder, strategy: TokenSelectionStrategy, run_root: str | Path) -> Path:
     """Probe SFT → θ_b → score → restart from θ_0 with ``strategy`` → report. Returns the report path."""
     run_root = Path(run_root)
@@ -98,11 +110,8 @@ def run_recipe(build: PhaseBuilder, strategy: TokenSelectionStrategy, run_root: 
     step_b = detect_bottleneck(benchmark_callback(probe.trainer))
 
     console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
-    hf = Path(probe.student.run_dir) / "hf"
     scores_dir = run_root / "scores"
-    if probe.trainer.is_global_zero:
-        score(probe.datamodule, hf / "step_0", hf / f"step_{step_b}", scores_dir)
-    probe.trainer.strategy.barrier()
+    score_bottleneck(probe.trainer, probe.datamodule, probe.student.run_dir, step_b, scores_dir)
     for part in missing_scores(strategy):
         part.scores = str(scores_dir)
 
@@ -157,9 +166,7 @@ class OnlineT3SSwitch(L.Callback):
         hf = Path(pl_module.run_dir) / "hf"
         scores_dir = self.scores_dir or Path(pl_module.run_dir) / "scores"
         console.rule(f"[bold]online T3S[/bold]: θ_b = step {step_b} confirmed at step {step}; scoring")
-        if trainer.is_global_zero:
-            score(trainer.datamodule, hf / "step_0", hf / f"step_{step_b}", scores_dir)
-        trainer.strategy.barrier()
+        score_bottleneck(trainer, trainer.datamodule, pl_module.run_dir, step_b, scores_dir)
         self.strategy.scores = str(scores_dir)
         self.strategy.setup(trainer.datamodule.fingerprint())
         pl_module.selection = self.strategy
@@ -195,10 +202,8 @@ def run_comparison(build: SeededPhaseBuilder, seeds: list[int], output: str | Pa
         sft.trainer.fit(sft.student, datamodule=sft.datamodule)
         bench = benchmark_callback(sft.trainer)
         step_b = detect_bottleneck(bench)
+        score_bottleneck(sft.trainer, sft.datamodule, sft.student.run_dir, step_b, root / "scores")
         hf = Path(sft.student.run_dir) / "hf"
-        if sft.trainer.is_global_zero:
-            score(sft.datamodule, hf / "step_0", hf / f"step_{step_b}", root / "scores")
-        sft.trainer.strategy.barrier()
         scores = str(root / "scores")
         for name, strategy in (
             ("t3s", T3S(scores=scores)),

@@ -93,41 +93,38 @@ class BenchmarkCallback(L.Callback):
     # ---------------------------------------------------------------- tasks
     def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
         if self._tasks is None:
-            tasks = [self._load(name) for name in self.task_names]
-            if self.task_limit is not None:
-                for task in tasks:
-                    task.spec.limit = self.task_limit
-            if self.train_accuracy:
-                tasks.insert(0, self._train_task(trainer))
-            self._tasks = tasks
+            self._tasks = self._build_tasks(trainer.datamodule)
         return self._tasks
+
+    def _build_tasks(self, datamodule: Any) -> list[EvalTask]:
+        """The benchmark tasks (``task_limit`` applied), after the training problems if ``train_accuracy``."""
+        tasks = [self._load(name) for name in self.task_names]
+        if self.task_limit is not None:
+            for task in tasks:
+                task.spec.limit = self.task_limit
+        if self.train_accuracy:
+            if datamodule is None or not hasattr(datamodule, "problems"):
+                raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
+            tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
+                                          seed=self.seed, instruction=self.train_instruction))
+        return tasks
 
     def _load(self, task: str | dict[str, Any]) -> EvalTask:
         if isinstance(task, dict):
             return EvalTask(TaskSpec.from_dict(task))
         return load_task(task, tasks_dir=self.tasks_dir)
 
-    def _train_task(self, trainer: L.Trainer) -> EvalTask:
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "problems"):
-            raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
-        return training_task(datamodule.problems(), self.train_grader, limit=self.train_limit, seed=self.seed,
-                             instruction=self.train_instruction)
+    def _sampling(self, task: EvalTask) -> SamplingParams:
+        """The task's own sampling with this callback's ``sampling`` overrides on top."""
+        return SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
 
     def evaluate_model(self, model: Any, tokenizer: Any, datamodule: Any) -> dict[str, dict[str, float]]:
         """Evaluate a model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
-        tasks = [self._load(name) for name in self.task_names]
-        if self.train_accuracy:
-            tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
-                                          seed=self.seed, instruction=self.train_instruction))
         generator = HFGenerator(model, tokenizer, batch_size=self.batch_size)
-        results = {}
-        for task in tasks:
-            if self.task_limit is not None and task.name != TRAIN_TASK:
-                task.spec.limit = self.task_limit
-            sampling = SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
-            results[task.name] = evaluate(task, generator, tokenizer, sampling).metrics
-        return results
+        return {
+            task.name: evaluate(task, generator, tokenizer, self._sampling(task)).metrics
+            for task in self._build_tasks(datamodule)
+        }
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -191,11 +188,11 @@ class BenchmarkCallback(L.Callback):
         rank, world = trainer.global_rank, trainer.world_size
         with self._full_params(trainer):
             for task in self.tasks(trainer):
-                sampling = SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
                 items = task.items()[rank::world]
                 # generation failures are contained per item inside evaluate(), so every rank reaches the
                 # metric sync; anything else (a broken task file) is a configuration error and raises
-                result = evaluate(task, generator, pl_module.tokenizer, sampling, items=items, device=pl_module.device)
+                result = evaluate(task, generator, pl_module.tokenizer, self._sampling(task), items=items,
+                                  device=pl_module.device)
                 results[task.name] = result.metrics
                 self.history.setdefault(task.name, []).append((step, result.metrics))
                 self._write_generations(pl_module, step, task.name, result.records, rank, world)

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,16 +93,30 @@ def pretrained_base(world_dir: str | Path, recipe: BaseRecipe | None = None) -> 
     if not (world_dir / "student_traces.jsonl").is_file():
         raise FileNotFoundError(f"{world_dir} has no student_traces.jsonl: write the toy world there first")
     target = cache_root() / "toy_base" / _fingerprint(world_dir, recipe)
+
+    def build(staging: Path) -> None:
+        log.warning("pretraining the toy θ_0 (%d steps, cached at %s)", recipe.steps, target)
+        _pretrain(world_dir, recipe, staging)
+
+    return _build_once(target, "config.json", build)
+
+
+def _build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """``target`` once it holds ``marker``; otherwise ``build`` it into a staging folder, renamed into place
+    (under a file lock, so concurrent runs build it once and never see a half-written folder)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():
-            return target
-        log.warning("pretraining the toy θ_0 (%d steps, cached at %s)", recipe.steps, target)
-        _pretrain(world_dir, recipe, target)
+        if not (target / marker).is_file():
+            staging = target.with_name(target.name + ".tmp")
+            if staging.exists():
+                shutil.rmtree(staging)
+            build(staging)
+            staging.rename(target)
     return target
 
 
-def _pretrain(world_dir: Path, recipe: BaseRecipe, target: Path) -> None:
+def _pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
+    """Pretrain θ_0 on the world's student traces and write its HF folder to ``out``."""
     import lightning as L
 
     from t3s.data import TeacherTraceDataModule
@@ -130,12 +145,8 @@ def _pretrain(world_dir: Path, recipe: BaseRecipe, target: Path) -> None:
         )
         trainer.fit(student, datamodule=data)
         final = Path(tmp) / "hf" / f"step_{recipe.steps}"
-        staging = target.with_name(target.name + ".tmp")
-        if staging.exists():
-            shutil.rmtree(staging)
-        shutil.copytree(final, staging)
-        (staging / "t3s_base_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
-        staging.rename(target)
+        shutil.copytree(final, out)
+    (out / "t3s_base_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
 
 
 def resolve_base(world_dir: str, overrides: dict[str, Any] | None = None) -> str:
@@ -151,16 +162,7 @@ def world_dir(preset: str) -> Path:
 
     world = ToyWorld.from_preset(preset)
     key = hashlib.sha256(json.dumps(world.config(), sort_keys=True).encode()).hexdigest()[:12]
-    target = cache_root() / "toy_world" / f"{preset}-{key}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not (target / "world.json").is_file():
-            staging = target.with_name(target.name + ".tmp")
-            if staging.exists():
-                shutil.rmtree(staging)
-            world.write(staging)
-            staging.rename(target)
-    return target
+    return _build_once(cache_root() / "toy_world" / f"{preset}-{key}", "world.json", world.write)
 
 
 def resolve_world(preset: str) -> str:
