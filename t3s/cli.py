@@ -23,7 +23,6 @@ import lightning as L
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
 from t3s.analysis.report import write_report
@@ -31,19 +30,17 @@ from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
 from t3s.data import TeacherTraceDataModule, TraceDataError
 from t3s.evals.grade_cli import grade_file
 from t3s.recipe import (
-    OnlineT3SSwitch,
-    Phase,
+    Comparison,
+    PhaseFactory,
+    Recipe,
     RecipeError,
-    benchmark_callback,
     missing_scores,
-    run_comparison,
-    run_recipe,
+    run_online,
+    with_atomic_checkpoints,
 )
-from t3s.scoring.cache import ScoreCacheError
 from t3s.scoring.scorer import TokenizerMismatchError
-from t3s.selection import FullSFT, SelectionError, TokenSelectionStrategy
-from t3s.students import ARStudent
-from t3s.students.checkpoints import AtomicCheckpointIO
+from t3s.selection import SelectionError
+from t3s.selection.scores import ScoreCacheError
 from t3s.students.diffusion import DiffusionStudentError
 from t3s.toy.base import resolve_base, resolve_world
 
@@ -74,64 +71,48 @@ USER_ERRORS = (
 
 
 class T3SCLI(LightningCLI):
-    """LightningCLI with the data module's tokenizer handed to the student."""
+    """LightningCLI with the data module's tokenizer handed to the student.
+
+    With ``run=False`` it parses the ``fit`` options alone (plus ``--ckpt_path``): :func:`fit_command`
+    decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
+    """
+
+    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+        self.fit_only = not run
+        super().__init__(*args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
-
-    def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
-        """Plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet: then the T3S recipe."""
-        strategy = getattr(model, "selection", None)
-        if strategy is None or not missing_scores(strategy):
-            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-        elif not isinstance(model, ARStudent):
-            raise RecipeError(
-                f"{type(model).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
-                "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
-                "model.init_args.selection.init_args.scores"
-            )
-        elif getattr(strategy, "online_switch", False):
-            bench = benchmark_callback(self.trainer)
-            self.trainer.callbacks.append(OnlineT3SSwitch(strategy, bench))
-            model.selection = FullSFT()
-            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-        else:
-            if ckpt_path is not None:
-                raise RecipeError("resuming the multi-phase recipe is not supported; resume a phase run instead")
-            run_recipe(self._build_phase, strategy, self._recipe_root())
-
-    def _recipe_root(self) -> Path:
-        """``<save_dir>/<name>/version_<k>``: the phases log into sub-directories of it."""
-        logger = self.trainer.logger
-        if isinstance(logger, TensorBoardLogger):
-            return Path(logger.log_dir)
-        return Path(self.trainer.default_root_dir) / "t3s_recipe"
-
-    def _build_phase(self, name: str, strategy: TokenSelectionStrategy, root: Path | None = None) -> Phase:
-        """A fresh student, data module and trainer from the same config, logging to ``<root>/<name>``."""
-        if root is not None:
-            self._root = root
-        elif not hasattr(self, "_root"):
-            self._root = self._recipe_root()
-        init = self.parser.instantiate_classes(self.config)
-        student, data = self._get(init, "model"), self._get(init, "data")
-        student.selection = strategy
-        trainer_config = dict(self._get(init, "trainer", default={}))
-        trainer_config["logger"] = TensorBoardLogger(save_dir=str(self._root.parent), name=self._root.name,
-                                                     version=name)
-        extra = [self._get(init, c) for c in self._parser(self.subcommand).callback_keys]
-        trainer = _with_atomic_checkpoints(self._instantiate_trainer(trainer_config, extra))
-        return Phase(trainer, student, data)
+        if self.fit_only:
+            parser.add_argument("--ckpt_path", type=str | None, default=None,
+                                help="checkpoint to resume from (path, or 'last')")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        return _with_atomic_checkpoints(super().instantiate_trainer(**kwargs))
+        return with_atomic_checkpoints(super().instantiate_trainer(**kwargs))
 
 
-def _with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
-    """Single-file checkpoints are written to a temporary file and renamed into place."""
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    return trainer
+def fit_command(args: Sequence[str] | None = None) -> None:
+    """``t3s fit``: plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet — then the
+    online variant (``T3S(online=true)``) or the multi-phase recipe (probe → θ_b → score → restart)."""
+    cli = train_cli(args, run=False)
+    student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
+    selection = getattr(student, "selection", None)
+    if not missing_scores(selection):
+        cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+    elif getattr(selection, "online", False):
+        run_online(cli.trainer, student, datamodule, ckpt_path)
+    elif ckpt_path is not None:
+        raise RecipeError("resuming the multi-phase recipe is not supported; resume a phase run instead")
+    else:
+        Recipe(PhaseFactory(cli.parser, cli.config, recipe_root(cli.trainer))).run()
+
+
+def recipe_root(trainer: L.Trainer) -> Path:
+    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it."""
+    logger = trainer.logger
+    if isinstance(logger, TensorBoardLogger):
+        return Path(logger.log_dir)
+    return Path(trainer.default_root_dir) / "t3s_recipe"
 
 
 def uses_default_config(args: Sequence[str]) -> bool:
@@ -145,11 +126,14 @@ def uses_default_config(args: Sequence[str]) -> bool:
 
 
 def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
-    """The LightningCLI entry point (``fit``, ``validate``, ``test``)."""
+    """The LightningCLI entry point: ``validate`` / ``test`` / ``predict`` subcommands, or, with
+    ``run=False``, the ``fit`` options alone (``args`` without the subcommand)."""
     given = list(sys.argv[1:] if args is None else args)
     parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
-    if uses_default_config(given):
+    if run and uses_default_config(given):
         parser_kwargs[given[0]] = {"default_config_files": [str(DEFAULT_CONFIG)]}
+    elif not run and uses_default_config(["fit", *given]):
+        parser_kwargs.update(default_config_files=[str(DEFAULT_CONFIG)], prog="t3s fit")
     # With explicit args (the compare subcommand, tests), the process's own argv is not the CLI's input;
     # hiding it keeps LightningCLI from warning that both were given.
     argv, sys.argv = sys.argv, sys.argv if args is None else sys.argv[:1]
@@ -274,12 +258,11 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
         if "=" not in item:
             raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
 
-    def build(seed: int, name: str, strategy: TokenSelectionStrategy, root: Path) -> Phase:
-        args = ["--config", config, *extra, f"--seed_everything={seed}", f"--data.seed={seed}"]
-        cli = train_cli(args, run=False)
-        return cli._build_phase(name, strategy, root)
+    def phases_for_seed(seed: int) -> PhaseFactory:
+        cli = train_cli(["--config", config, *extra, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
+        return PhaseFactory(cli.parser, cli.config, Path(output) / f"seed_{seed}")
 
-    run_comparison(build, list(seeds), output)
+    Comparison(phases_for_seed, list(seeds), output).run()
 
 
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
@@ -334,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args and args[0] in SUBCOMMANDS:
             run_subcommand(args[0], args[1:])
+        elif args and args[0] == "fit":
+            fit_command(args[1:])
         else:
             train_cli(None if argv is None else args)
     except USER_ERRORS as err:

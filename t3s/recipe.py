@@ -1,34 +1,43 @@
-"""The T3S recipe end to end, and its online variant.
+"""The T3S recipe end to end, its online variant, and the paper's method comparison.
 
 Offline (``T3S`` with no score cache), run by ``python -m t3s fit``::
 
     1. probe   plain SFT from θ_0, with training-accuracy (and benchmark) evaluations
-    2. detect  θ_b = the training-accuracy argmin, confirmed by recovery (BottleneckDetector)
+    2. detect  θ_b = the training-accuracy argmin, confirmed by recovery, read from the probe's curve
     3. score   c_t(θ_0), c_t(θ_b), Δc_t for every training token  → <run>/scores
     4. restart from θ_0 with the imitation anchors masked out of the loss  → <run>/t3s
     5. report  both curves side by side  → <run>/report/report.md
 
+Every phase is a fresh trainer, student and data module instantiated from the same parsed ``fit``
+config (:class:`PhaseFactory`), with only the selection strategy swapped; each phase saves the config it
+actually ran (the masked phase's names its score cache).
+
 Online (``T3S(online=True)``): one ``fit``; when the detector fires, score θ_0 vs θ_b and continue with
 the anchors masked — restarting from θ_0 with a fresh optimizer (default, as the paper's recipe
-restarts) or from the current weights.
+restarts) or from the current weights (:class:`OnlineT3SSwitch`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rich.console import Console
 
 from t3s.analysis.report import write_report
+from t3s.evals.bottleneck import BottleneckDetector, read_scalars
 from t3s.evals.callbacks import BenchmarkCallback
 from t3s.scoring.scorer import score
-from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, TokenSelectionStrategy
-from t3s.selection.strategies import _ScoredStrategy
+from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, ScoredStrategy, TokenSelectionStrategy
+from t3s.students.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -38,54 +47,126 @@ class RecipeError(RuntimeError):
     """The recipe cannot go on (no training-accuracy curve, no bottleneck)."""
 
 
-@dataclass
-class Phase:
-    """One training run of the recipe: a fresh trainer, student and data module."""
-
-    trainer: L.Trainer
-    student: L.LightningModule
-    datamodule: L.LightningDataModule
-
-
-#: Builds a fresh phase named ``name`` whose student uses ``strategy`` (the CLI re-instantiates the config).
-PhaseBuilder = Callable[[str, TokenSelectionStrategy], Phase]
-
-
-def missing_scores(strategy: TokenSelectionStrategy) -> list[_ScoredStrategy]:
+# ------------------------------------------------------------------ strategies
+def missing_scores(strategy: TokenSelectionStrategy | None) -> list[ScoredStrategy]:
     """The Δc-based parts of ``strategy`` that have no score cache yet (they need the recipe)."""
     if isinstance(strategy, RandomMask) and strategy.match is not None:
         return missing_scores(strategy.match)
-    if isinstance(strategy, _ScoredStrategy) and strategy.scores is None:
+    if isinstance(strategy, ScoredStrategy) and strategy.scores is None:
         return [strategy]
     return []
 
 
-def phase_name(strategy: TokenSelectionStrategy) -> str:
-    """``t3s``, ``inverset3s``, ``randommask`` …: the run-directory name of the masked phase."""
-    return type(strategy).__name__.lower()
+def strategy_config(class_: type[TokenSelectionStrategy], **init_args: Any) -> Namespace:
+    """A selection strategy as a config node (``class_path`` + ``init_args``), as YAML would give it."""
+    return Namespace(class_path=f"t3s.selection.{class_.__name__}", init_args=Namespace(**init_args))
 
 
-def benchmark_callback(trainer: L.Trainer) -> BenchmarkCallback:
-    for callback in trainer.callbacks:
-        if isinstance(callback, BenchmarkCallback):
-            return callback
-    raise RecipeError(
-        "the T3S recipe finds θ_b on the training-accuracy curve: add a t3s.evals.BenchmarkCallback "
-        "(train_accuracy: true) to trainer.callbacks, or give T3S a score cache (selection.init_args.scores)"
-    )
+def with_scores(selection: Namespace, scores: str | Path) -> Namespace:
+    """A copy of a strategy's config node where every scored part that has no cache gets ``scores``."""
+    selection = selection.clone()
+
+    def fill(node: Any) -> None:
+        if not isinstance(node, Namespace):
+            return
+        init_args = node.get("init_args")
+        if isinstance(init_args, Namespace):
+            if "scores" in init_args and init_args.scores is None:
+                init_args.scores = str(scores)
+            for value in vars(init_args).values():
+                fill(value)
+
+    fill(selection)
+    return selection
 
 
-def detect_bottleneck(bench: BenchmarkCallback) -> int:
-    """θ_b's step from the probe run; refuses θ_b = θ_0 (then Δc ≡ 0 and there is nothing to select)."""
-    step = bench.detector.final()
+# ----------------------------------------------------------------------- phases
+@dataclass
+class Phase:
+    """One training run of the recipe: a fresh trainer, student and data module."""
+
+    name: str
+    trainer: L.Trainer
+    student: L.LightningModule
+    datamodule: L.LightningDataModule
+
+    def fit(self, ckpt_path: str | None = None) -> None:
+        self.trainer.fit(self.student, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.student.run_dir)
+
+    @property
+    def benchmark(self) -> BenchmarkCallback | None:
+        return next((c for c in self.trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
+
+
+class PhaseFactory:
+    """Builds recipe phases from the parsed ``fit`` config: the same config each time, with the
+    strategy swapped and the logger pointed at ``<root>/<phase name>``.
+
+    Args:
+        parser: the ``fit`` parser (``LightningCLI(run=False).parser``).
+        config: its parsed config (``LightningCLI(run=False).config``).
+        root: the recipe's run directory.
+    """
+
+    def __init__(self, parser: LightningArgumentParser, config: Namespace, root: str | Path):
+        self.parser = parser
+        self.config = config
+        self.root = Path(root)
+
+    @property
+    def selection(self) -> Namespace:
+        """The strategy the config asks for (FullSFT when unset)."""
+        return self.config.model.init_args.get("selection") or strategy_config(FullSFT)
+
+    def build(self, name: str, selection: Namespace) -> Phase:
+        """Instantiate a fresh phase training with ``selection``; it saves the config it runs."""
+        config = self.config.clone()
+        config.model.init_args.selection = selection
+        if config.get("seed_everything") is not None:
+            L.seed_everything(config.seed_everything, workers=True)  # every phase starts from the same RNG state
+        init = self.parser.instantiate_classes(config)
+        trainer_args = dict(init.trainer)
+        trainer_args["logger"] = TensorBoardLogger(save_dir=str(self.root.parent), name=self.root.name, version=name)
+        trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
+                                     SaveConfigCallback(self.parser, config, overwrite=True)]
+        trainer = with_atomic_checkpoints(L.Trainer(**trainer_args))
+        return Phase(name, trainer, init.model, init.data)
+
+
+def with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
+    """Single-file checkpoints are written to a temporary file and renamed into place."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
+
+
+# ----------------------------------------------------------------- θ_b and Δc
+def find_bottleneck(phase: Phase) -> int:
+    """θ_b's step on the finished phase's training-accuracy curve (read from its logs, on rank 0).
+
+    Refuses θ_b = θ_0 (then Δc ≡ 0 and there is nothing to select).
+    """
+    bench = phase.benchmark
+    step: int | None = None
+    curve: list[tuple[int, float]] = []
+    if phase.trainer.is_global_zero:
+        steps, values = read_scalars(phase.run_dir, bench.train_tag)
+        curve = list(zip(steps, values))
+        detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
+                                                 patience=bench.detector.patience)
+        step = detector.final()
+        if step is not None and detector.bottleneck is None:
+            log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
+    step = phase.trainer.strategy.broadcast(step, src=0)
     if step is None or step == 0:
-        curve = list(zip(bench.detector.steps, bench.detector.values))
         raise RecipeError(
             f"no imitation bottleneck: training accuracy never fell below θ_0's (curve {curve}); "
             "probe with more steps or a larger learning rate, or evaluate more often (every_n_steps)"
         )
-    if bench.detector.bottleneck is None:
-        log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
     return step
 
 
@@ -101,32 +182,71 @@ def score_bottleneck(trainer: L.Trainer, datamodule: Any, run_dir: str | Path, s
     trainer.strategy.barrier()
 
 
-def run_recipe(build: PhaseBuilder, strategy: TokenSelectionStrategy, run_root: str | Path) -> Path:
-    """Probe SFT → θ_b → score → restart from θ_0 with ``strategy`` → report. Returns the report path."""
-    run_root = Path(run_root)
-    console.rule("[bold]T3S recipe 1/4[/bold]: probe SFT from θ_0")
-    probe = build("probe", FullSFT())
-    probe.trainer.fit(probe.student, datamodule=probe.datamodule)
-    step_b = detect_bottleneck(benchmark_callback(probe.trainer))
+def check_recipe_phase(phase: Phase) -> None:
+    """What the offline recipe needs, checked before its first training step."""
+    bench = phase.benchmark
+    if bench is None or not bench.train_accuracy:
+        raise RecipeError(
+            "the T3S recipe finds θ_b on the training-accuracy curve: add a t3s.evals.BenchmarkCallback "
+            "(train_accuracy: true) to trainer.callbacks, or give T3S a score cache (selection.init_args.scores)"
+        )
+    if not hasattr(phase.student, "hidden_states"):
+        raise RecipeError(
+            f"{type(phase.student).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
+            "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
+            "model.init_args.selection.init_args.scores"
+        )
 
-    console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
-    scores_dir = run_root / "scores"
-    score_bottleneck(probe.trainer, probe.datamodule, probe.student.run_dir, step_b, scores_dir)
-    for part in missing_scores(strategy):
-        part.scores = str(scores_dir)
 
-    name = phase_name(strategy)
-    console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(strategy).__name__}")
-    masked = build(name, strategy)
-    masked.trainer.fit(masked.student, datamodule=masked.datamodule)
+# ----------------------------------------------------------------------- recipe
+class Recipe:
+    """The offline T3S recipe over the phases of one config; :meth:`run` reads top to bottom."""
 
-    console.rule("[bold]T3S recipe 4/4[/bold]: report")
-    report = run_root / "report" / "report.md"
-    if masked.trainer.is_global_zero:
-        report = write_report([probe.student.run_dir, masked.student.run_dir], run_root / "report")
-        console.print(f"curves: tensorboard --logdir {run_root}\nreport: {report}\nθ_b: step {step_b}, "
-                      f"scores: {scores_dir}")
-    return report
+    def __init__(self, phases: PhaseFactory):
+        self.phases = phases
+        self.root = phases.root
+
+    def run(self) -> Path:
+        """Probe SFT → θ_b → score → restart from θ_0 with the anchors masked → report. Returns the report."""
+        console.rule("[bold]T3S recipe 1/4[/bold]: probe SFT from θ_0")
+        probe = self.phases.build("probe", strategy_config(FullSFT))
+        check_recipe_phase(probe)
+        probe.fit()
+        step_b = find_bottleneck(probe)
+
+        console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
+        scores_dir = self.root / "scores"
+        score_bottleneck(probe.trainer, probe.datamodule, probe.run_dir, step_b, scores_dir)
+
+        selection = with_scores(self.phases.selection, scores_dir)
+        masked = self.phases.build(phase_name(selection), selection)
+        console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
+        masked.fit()
+
+        console.rule("[bold]T3S recipe 4/4[/bold]: report")
+        report = self.root / "report" / "report.md"
+        if masked.trainer.is_global_zero:
+            report = write_report([probe.run_dir, masked.run_dir], self.root / "report")
+            console.print(f"curves: tensorboard --logdir {self.root}\nreport: {report}\nθ_b: step {step_b}, "
+                          f"scores: {scores_dir}")
+        return report
+
+
+def phase_name(selection: Namespace) -> str:
+    """``t3s``, ``inverse_t3s``, ``random`` …: the run-directory name of a phase trained with ``selection``."""
+    module, _, class_name = selection.class_path.rpartition(".")
+    return getattr(importlib.import_module(module), class_name).name
+
+
+def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str | None = None) -> None:
+    """The online variant in one ``fit``: FullSFT until the detector fires, then the student's T3S."""
+    bench = next((c for c in trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
+    if bench is None or not bench.train_accuracy:
+        raise RecipeError("online T3S watches the training-accuracy curve: add a t3s.evals.BenchmarkCallback "
+                          "(train_accuracy: true) to trainer.callbacks")
+    trainer.callbacks.append(OnlineT3SSwitch(student.selection, bench))
+    student.selection = FullSFT()
+    trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
 
 
 class OnlineT3SSwitch(L.Callback):
@@ -179,53 +299,66 @@ class OnlineT3SSwitch(L.Callback):
                                        step=step)
 
 
-#: Builds a fresh phase for one seed: (seed, name, strategy, run root) → Phase.
-SeededPhaseBuilder = Callable[[int, str, TokenSelectionStrategy, Path], Phase]
-
-
-def run_comparison(build: SeededPhaseBuilder, seeds: list[int], output: str | Path) -> Path:
+# ------------------------------------------------------------------- comparison
+class Comparison:
     """The paper's comparison on one config: SFT, T3S, −T3S, a budget-matched random mask and RRT.
 
     Per seed (data order and evaluation sampling), every method runs the same steps, LR and data order
     from the same θ_0; θ_b comes from the SFT run, which doubles as the probe. RRT is θ_0 + (θ_SFT,final −
     θ_b), evaluated once. Writes ``<output>/seed_<s>/<method>/`` runs and ``<output>/comparison.md``.
+
+    Args:
+        phases_for_seed: the phase factory of one seed (its ``root`` is ``<output>/seed_<s>``).
+        seeds: the seeds to run.
+        output: where the runs and the table go.
     """
-    from t3s.analysis.compare import write_comparison
-    from t3s.analysis.rrt import residual_transfer
 
-    output = Path(output)
-    rrt_results: dict[int, dict[str, dict[str, float]]] = {}
-    for seed in seeds:
-        root = output / f"seed_{seed}"
-        console.rule(f"[bold]compare, seed {seed}[/bold]: SFT (probe)")
-        sft = build(seed, "sft", FullSFT(), root)
-        sft.trainer.fit(sft.student, datamodule=sft.datamodule)
-        bench = benchmark_callback(sft.trainer)
-        step_b = detect_bottleneck(bench)
-        score_bottleneck(sft.trainer, sft.datamodule, sft.student.run_dir, step_b, root / "scores")
-        hf = Path(sft.student.run_dir) / "hf"
-        scores = str(root / "scores")
-        for name, strategy in (
-            ("t3s", T3S(scores=scores)),
-            ("inverse_t3s", InverseT3S(scores=scores)),
-            ("random", RandomMask(match=T3S(scores=scores), seed=seed)),
-        ):
-            console.rule(f"[bold]compare, seed {seed}[/bold]: {name}")
-            phase = build(seed, name, strategy, root)
-            phase.trainer.fit(phase.student, datamodule=phase.datamodule)
-        if sft.trainer.is_global_zero:
-            console.rule(f"[bold]compare, seed {seed}[/bold]: RRT")
-            rrt_dir = residual_transfer(hf / "step_0", hf / f"step_{step_b}", hf / "final", root / "rrt")
-            rrt_results[seed] = _evaluate_folder(bench, rrt_dir, sft.datamodule)
-    if not sft.trainer.is_global_zero:
-        return output / "comparison.md"
-    report = write_comparison(output, seeds, rrt_results)
-    console.print(f"comparison: {report}\ncurves: tensorboard --logdir {output}")
-    return report
+    def __init__(self, phases_for_seed: Any, seeds: list[int], output: str | Path):
+        self.phases_for_seed = phases_for_seed
+        self.seeds = list(seeds)
+        self.output = Path(output)
+
+    def run(self) -> Path:
+        from t3s.analysis.compare import write_comparison
+
+        rrt_results: dict[int, dict[str, dict[str, float]]] = {}
+        bottlenecks: dict[int, int] = {}
+        is_global_zero = True
+        for seed in self.seeds:
+            phases: PhaseFactory = self.phases_for_seed(seed)
+            console.rule(f"[bold]compare, seed {seed}[/bold]: SFT (probe)")
+            sft = phases.build(FullSFT.name, strategy_config(FullSFT))
+            check_recipe_phase(sft)
+            sft.fit()
+            step_b = bottlenecks[seed] = find_bottleneck(sft)
+            scores = phases.root / "scores"
+            score_bottleneck(sft.trainer, sft.datamodule, sft.run_dir, step_b, scores)
+            t3s = strategy_config(T3S, scores=str(scores))
+            for class_, selection in (
+                (T3S, t3s),
+                (InverseT3S, strategy_config(InverseT3S, scores=str(scores))),
+                (RandomMask, strategy_config(RandomMask, match=t3s, seed=seed)),
+            ):
+                console.rule(f"[bold]compare, seed {seed}[/bold]: {class_.label}")
+                phases.build(class_.name, selection).fit()
+            is_global_zero = sft.trainer.is_global_zero
+            if is_global_zero:
+                console.rule(f"[bold]compare, seed {seed}[/bold]: RRT")
+                rrt_results[seed] = evaluate_rrt(sft, step_b, phases.root / "rrt")
+        if not is_global_zero:
+            return self.output / "comparison.md"
+        report = write_comparison(self.output, self.seeds, rrt_results, bottlenecks)
+        console.print(f"comparison: {report}\ncurves: tensorboard --logdir {self.output}")
+        return report
 
 
-def _evaluate_folder(bench: BenchmarkCallback, folder: Path, datamodule: Any) -> dict[str, dict[str, float]]:
+def evaluate_rrt(sft: Phase, step_b: int, output: Path) -> dict[str, dict[str, float]]:
+    """Write RRT's θ_0 + (θ_final − θ_b) from the SFT run and evaluate it on the SFT run's tasks."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from t3s.analysis.rrt import residual_transfer
+
+    hf = sft.run_dir / "hf"
+    folder = residual_transfer(hf / "step_0", hf / f"step_{step_b}", hf / "final", output)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    return bench.evaluate_model(model, AutoTokenizer.from_pretrained(folder), datamodule)
+    return sft.benchmark.evaluate_model(model, AutoTokenizer.from_pretrained(folder), sft.datamodule)

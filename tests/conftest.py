@@ -8,6 +8,8 @@ import lightning as L
 import pytest
 import torch
 
+from t3s.data import TeacherTraceDataModule
+from t3s.students import ARStudent
 from t3s.students.checkpoints import AtomicCheckpointIO
 
 # Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two.
@@ -25,6 +27,8 @@ def shared_dir() -> Path:
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_WORLD = REPO / "configs" / "data" / "tiny"
+#: A briefly pretrained θ_0 of the tiny world, through the toy resolver (cached for the test session).
+BASE = f"${{toy_base:{TINY_WORLD},{{steps:60}}}}"
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +79,17 @@ class Record(L.Callback):
 
     def on_train_batch_end(self, trainer, *args):
         self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def make_data(world, batch=8, micro=8, **kw) -> TeacherTraceDataModule:
+    return TeacherTraceDataModule(
+        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=32,
+        global_batch_size=batch, micro_batch_size=micro, max_length=512, **kw,
+    )
+
+
+def make_student(data, **kw) -> ARStudent:
+    data.setup("fit")
+    kw.setdefault("lr", 1e-3)
+    kw.setdefault("max_grad_norm", None)
+    return ARStudent(model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw)

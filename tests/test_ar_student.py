@@ -7,26 +7,10 @@ import logging
 import lightning as L
 import pytest
 import torch
-from conftest import Record, make_trainer, tiny_model_config
+from conftest import Record, make_data, make_student, make_trainer
 from transformers import AutoModelForCausalLM
 
-from t3s.data import TeacherTraceDataModule
 from t3s.selection import T3S, FullSFT, RandomMask
-from t3s.students import ARStudent
-
-
-def make_data(world, batch=8, micro=8, **kw) -> TeacherTraceDataModule:
-    return TeacherTraceDataModule(
-        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=32,
-        global_batch_size=batch, micro_batch_size=micro, max_length=512, **kw,
-    )
-
-
-def make_student(data, **kw) -> ARStudent:
-    data.setup("fit")
-    kw.setdefault("lr", 1e-3)
-    kw.setdefault("max_grad_norm", None)
-    return ARStudent(model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw)
 
 
 class Boom(L.Callback):
@@ -119,7 +103,7 @@ def test_crash_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
 
 
 def test_all_masked_batch_gives_zero_loss_and_a_warning(tiny_world, tmp_path, caplog):
-    from t3s.scoring.cache import ScoreCache
+    from t3s.selection.scores import ScoreCache
 
     data = make_data(tiny_world, batch=4, micro=2)
     data.setup("fit")

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_WORLD
+from conftest import BASE, REPO, TINY_WORLD
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from t3s.cli import main
-
-BASE = f"${{toy_base:{TINY_WORLD},{{steps:60}}}}"  # a briefly pretrained θ_0 (cached for the session)
 
 
 def tiny_config(tmp_path: Path, name: str = "sft", steps: int = 6, **model_args) -> Path:

@@ -10,8 +10,8 @@ from conftest import tiny_model_config
 
 from t3s.data import TeacherTraceDataModule
 from t3s.data.packing import collate
-from t3s.scoring.cache import ScoreCache
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
+from t3s.selection.scores import ScoreCache
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import (
     DiffusionStudentError,

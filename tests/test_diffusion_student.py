@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from t3s.data import TeacherTraceDataModule
 from t3s.scoring import ScoreCacheError, score
-from t3s.scoring.cache import ScoreCache
 from t3s.selection import T3S
+from t3s.selection.scores import ScoreCache
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import DiffusionStudentError, attends_bidirectionally
 

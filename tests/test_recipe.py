@@ -8,10 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
-from conftest import REPO, TINY_WORLD
+from conftest import REPO, TINY_WORLD, make_data, make_student
 from lightning.pytorch.loggers import TensorBoardLogger
-from test_ar_student import make_data, make_student
-from test_cli import BASE
 
 from t3s.analysis.report import write_report
 from t3s.cli import main
@@ -77,14 +75,7 @@ def test_small_toy_shock_and_one_command_recipe(tmp_path):
 
     Builds the small toy θ_0 first (~20 s on 2 cores; cached in $T3S_CACHE for the session).
     """
-    cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
-    cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False)
-    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
-    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
-    bench.update(tasks=[])  # training accuracy only
-    config = tmp_path / "toy-small.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-
+    config = small_toy_config(tmp_path, "recipe")
     main(["fit", "--config", str(config)])
 
     root = tmp_path / "recipe" / "version_0"
@@ -136,31 +127,42 @@ def test_restart_from_reloads_weights_and_resets_the_optimizer(tmp_path):
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 0.5)  # warm-up step 1 of 2 again
 
 
+def small_toy_config(tmp_path: Path, name: str, **selection) -> Path:
+    """configs/toy-small.yaml with every output under tmp_path, training accuracy only."""
+    cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
+    cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
+    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
+    bench.update(tasks=[])
+    if selection:
+        cfg["model"]["init_args"]["selection"] = selection
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
+
+
 @pytest.mark.slow
 def test_online_t3s_switches_inside_one_fit(tmp_path):
-    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    cfg["trainer"].update(max_steps=6, default_root_dir=str(tmp_path), enable_progress_bar=False)
-    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="online")
-    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
-    # margin 0 and patience 1: the detector fires at the second evaluation whatever the curve does
-    bench.update(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=4, bottleneck_margin=0.0,
-                 bottleneck_patience=1)
-    cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S",
-                                                            "init_args": {"online": True}})
-    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
-                       limit=32, global_batch_size=8, micro_batch_size=8)
-    config = tmp_path / "online.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    """The small toy's shock confirms θ_b mid-run (default margin and patience); the switch then masks anchors."""
+    config = small_toy_config(tmp_path, "online", class_path="t3s.selection.T3S", init_args={"online": True})
     main(["fit", "--config", str(config)])
     run = tmp_path / "online" / "version_0"
+    steps, accuracy = read_scalars(run, "bench/train/avg@1")
     switch_steps, switch = read_scalars(run, "recipe/switch_step")
-    assert switch == [2.0] and switch_steps == [2]
-    assert (run / "scores" / "summary.json").is_file()
-    _, fraction = read_scalars(run, "train/selected_fraction")
+    _, bottleneck = read_scalars(run, "recipe/bottleneck_step")
+    assert len(switch) == 1 and switch_steps == [int(switch[0])]
+    step_b = int(bottleneck[0])
+    probe = [a for s, a in zip(steps, accuracy) if s <= switch[0]]
+    assert step_b == steps[probe.index(min(probe))] > 0  # θ_b is the argmin seen before the switch
+    assert accuracy[0] - min(probe) >= 0.2  # a real dip, not a forced detector
     summary = json.loads((run / "scores" / "summary.json").read_text())
-    assert fraction[:2] == [1.0, 1.0]  # FullSFT while probing
-    if summary["anchor_fraction"] > 0:
-        assert all(f < 1.0 for f in fraction[2:])  # anchors masked after the switch
+    assert 0.0 < summary["anchor_fraction"] < 1.0
+    fraction_steps, fraction = read_scalars(run, "train/selected_fraction")
+    # a step's scalars are logged at the step count before its update; the switch follows update `switch`
+    before = [f for s, f in zip(fraction_steps, fraction) if s < switch[0]]
+    after = [f for s, f in zip(fraction_steps, fraction) if s >= switch[0]]
+    assert before and all(f == 1.0 for f in before)  # FullSFT while probing
+    assert after and all(f < 1.0 for f in after)  # anchors masked after the switch
 
 
 @pytest.mark.slow

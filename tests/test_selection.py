@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from t3s.scoring.cache import ScoreCache, ScoreCacheError
 from t3s.selection import (
     T3S,
     ConfidenceMask,
@@ -19,6 +18,7 @@ from t3s.selection import (
     SelectionError,
     StudentEntropy,
 )
+from t3s.selection.scores import ScoreCache, ScoreCacheError
 
 NAN = float("nan")
 FINGERPRINT = {"tokenizer": "tok", "vocab_size": 10, "max_length": 8, "num_traces": 2, "sha256": "abc"}
@@ -104,7 +104,7 @@ def test_online_strategies_pick_top_fraction():
     ctx = context()
     ctx.entropy = torch.tensor([[NAN, NAN, 0.1, 2.0, 0.3, NAN, 5.0, 0.2, 0.05, NAN]])
     ent = StudentEntropy(fraction=0.5)
-    assert ent.online and ent.budget(ctx) == 3
+    assert ent.needs_forward_signals and ent.budget(ctx) == 3
     assert torch.equal(ent.loss_mask(ctx), mask_of("0001101000"))
     ctx.student_logprob = torch.tensor([[NAN, NAN, -1.0, -1.0, -1.0, NAN, -1.0, -1.0, -1.0, NAN]])
     ctx.reference_logprob = torch.tensor([[NAN, NAN, -0.1, -3.0, -0.5, NAN, -2.0, -0.9, -5.0, NAN]])

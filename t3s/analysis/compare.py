@@ -7,11 +7,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from t3s.analysis.figures import method_seed_figure
-from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, read_scalars
+from t3s.evals.figures import method_seed_figure
+from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
 
-METHODS = ("sft", "t3s", "inverse_t3s", "random")
-LABELS = {"sft": "SFT", "t3s": "T3S", "inverse_t3s": "−T3S", "random": "random mask", "rrt": "RRT"}
+METHODS = tuple(s.name for s in (FullSFT, T3S, InverseT3S, RandomMask))
+LABELS = {FullSFT.name: "SFT", **{s.name: s.label for s in (T3S, InverseT3S, RandomMask)}, "rrt": "RRT"}
 
 
 def _version_dir(root: Path) -> Path | None:
@@ -27,12 +28,15 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, float]]]) -> Path:
-    """``comparison.md`` + PNGs: start / min / final training (and benchmark) accuracy per method and seed."""
+def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, float]]],
+                     bottlenecks: dict[int, int]) -> Path:
+    """``comparison.md`` + PNGs: start / min / final training (and benchmark) accuracy per method and seed.
+
+    ``bottlenecks`` are the θ_b steps the runs were actually scored with (one per seed).
+    """
     rows: dict[str, dict[str, list[float]]] = {m: {"start": [], "min": [], "final": [], "dip": []} for m in METHODS}
     curves: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
     per_seed: list[str] = []
-    bottlenecks: dict[int, int | None] = {}
     for seed in seeds:
         for method in METHODS:
             run = _version_dir(output / f"seed_{seed}" / method)
@@ -47,8 +51,6 @@ def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, di
             rows[method]["final"].append(values[-1])
             rows[method]["dip"].append(values[0] - lowest)
             curves[(LABELS[method], seed)] = (steps, values)
-            if method == "sft":
-                bottlenecks[seed] = BottleneckDetector.from_run(run).final()
             per_seed.append(f"| {seed} | {LABELS[method]} | {values[0]:.3f} | {lowest:.3f} "
                             f"({steps[values.index(lowest)]}) | {values[-1]:.3f} |")
         if seed in rrt and "train" in rrt[seed]:

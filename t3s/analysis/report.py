@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from t3s.analysis.figures import comparison_figure
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.evals.figures import comparison_figure
 from t3s.scoring.scorer import summary_markdown
 
 

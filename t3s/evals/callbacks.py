@@ -90,6 +90,12 @@ class BenchmarkCallback(L.Callback):
         self._tasks: list[EvalTask] | None = None
         self._evaluated: set[int] = set()
 
+    @property
+    def train_tag(self) -> str:
+        """The TensorBoard tag of the training-accuracy curve (``bench/train/avg@<n>``, n = samples per problem)."""
+        n = int(self.sampling_overrides.get("n", SamplingParams().n))
+        return f"bench/{TRAIN_TASK}/avg@{n}"
+
     # ---------------------------------------------------------------- tasks
     def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
         if self._tasks is None:
@@ -269,7 +275,7 @@ class BenchmarkCallback(L.Callback):
         experiment = self._experiment(trainer)
         if experiment is None:
             return
-        from t3s.analysis.figures import curve_figure
+        from t3s.evals.figures import curve_figure
 
         accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
         figure = curve_figure(self.loss_history, accuracy, bottleneck=self.detector.final(), title=f"step {step}")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
-from t3s.scoring.cache import SUMMARY_FILE, ScoreCache, write_json_atomic
+from t3s.selection.scores import SUMMARY_FILE, ScoreCache, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Token selection: which response tokens enter the loss (AR) or are always corrupted (diffusion)."""
 
-from t3s.selection.base import KNOWN_SIGNALS, SelectionContext, SelectionError, TokenSelectionStrategy
+from t3s.selection.base import SelectionContext, SelectionError, TokenSelectionStrategy
+from t3s.selection.scores import ScoreCache, ScoreCacheError
 from t3s.selection.strategies import (
     T3S,
     ConfidenceMask,
@@ -8,11 +9,14 @@ from t3s.selection.strategies import (
     FullSFT,
     InverseT3S,
     RandomMask,
+    ScoredStrategy,
     StudentEntropy,
 )
 
 __all__ = [
-    "KNOWN_SIGNALS",
+    "ScoreCache",
+    "ScoreCacheError",
+    "ScoredStrategy",
     "SelectionContext",
     "SelectionError",
     "TokenSelectionStrategy",

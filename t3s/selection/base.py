@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-#: Signals a strategy may ask for. ``scores`` come from a ``t3s score`` cache; the others are computed
-#: online by the student during the forward pass.
-KNOWN_SIGNALS = frozenset({"scores", "student_logprob", "entropy", "reference_logprob"})
+#: Signals computed by the student during its forward pass (the others, ``scores``, come from a cache).
+FORWARD_SIGNALS = frozenset({"student_logprob", "entropy", "reference_logprob"})
 
 
 class SelectionError(ValueError):
@@ -58,16 +57,26 @@ class TokenSelectionStrategy:
     """Base class: every response token is trained and nothing is force-corrupted.
 
     Subclasses set ``requires`` and override ``loss_mask`` and/or ``must_corrupt``. A strategy that
-    needs a forward pass of the student to choose (``online``) also overrides ``budget`` so students
-    can normalise the loss before the forward pass.
+    needs a forward pass of the student to choose (``needs_forward_signals``) also overrides ``budget``
+    so students can normalise the loss before the forward pass. ``name`` is the run-directory name of
+    a phase trained with it and ``label`` its name in tables.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
+        if "label" not in cls.__dict__:
+            cls.label = cls.__name__
 
     @property
-    def online(self) -> bool:
-        """True if the mask depends on signals computed during the student's forward pass."""
-        return bool(self.requires & {"student_logprob", "entropy", "reference_logprob"})
+    def needs_forward_signals(self) -> bool:
+        """True if the mask depends on signals the student computes during its forward pass."""
+        return bool(self.requires & FORWARD_SIGNALS)
 
     def setup(self, data_fingerprint: dict[str, Any]) -> None:
         """Bind to the training data (load and validate caches). Called once before training."""

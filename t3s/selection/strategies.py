@@ -9,7 +9,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from t3s.scoring.cache import ScoreCache
 from t3s.selection.base import (
     SelectionContext,
     SelectionError,
@@ -17,14 +16,20 @@ from t3s.selection.base import (
     fraction_budget,
     top_fraction,
 )
+from t3s.selection.scores import ScoreCache
 
 
 class FullSFT(TokenSelectionStrategy):
     """Plain SFT: every response token is trained (the baseline)."""
 
+    name = "sft"
 
-class _ScoredStrategy(TokenSelectionStrategy):
-    """Shared plumbing for strategies that read a ``t3s score`` cache."""
+
+class ScoredStrategy(TokenSelectionStrategy):
+    """Base of the strategies that read a ``t3s score`` cache (Δc, c(θ_0)) from ``scores``.
+
+    With ``scores`` unset, ``t3s fit`` runs the recipe that writes the cache (probe → θ_b → score).
+    """
 
     requires = frozenset({"scores"})
 
@@ -40,10 +45,6 @@ class _ScoredStrategy(TokenSelectionStrategy):
             )
         cache = ScoreCache.load(self.scores)
         cache.check_matches(data_fingerprint, source=str(self.scores))
-        self._cache = cache
-
-    def attach(self, cache: ScoreCache) -> None:
-        """Use an already loaded cache (the recipe and the scorer hand one over directly)."""
         self._cache = cache
 
     @property
@@ -63,7 +64,7 @@ class _ScoredStrategy(TokenSelectionStrategy):
         return values
 
 
-class T3S(_ScoredStrategy):
+class T3S(ScoredStrategy):
     """Training-Trajectory-Aware Token Selection.
 
     Δc_t = c_t(θ_b) − c_t(θ_0). AR students drop the imitation anchors (Δc > ``threshold``) from the
@@ -90,7 +91,7 @@ class T3S(_ScoredStrategy):
         super().__init__(scores)
         self.threshold = threshold
         self.yet_to_learn_threshold = yet_to_learn_threshold
-        self.online_switch = online
+        self.online = online
         self.restart_from_base = restart_from_base
 
     def anchors(self, ctx: SelectionContext) -> torch.Tensor:
@@ -106,6 +107,9 @@ class T3S(_ScoredStrategy):
 class InverseT3S(T3S):
     """The paper's −T3S control: train *only* the imitation anchors (diffusion: force-corrupt them)."""
 
+    name = "inverse_t3s"
+    label = "−T3S"
+
     def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
         return self.anchors(ctx)
 
@@ -113,7 +117,7 @@ class InverseT3S(T3S):
         return self.anchors(ctx)
 
 
-class ConfidenceMask(_ScoredStrategy):
+class ConfidenceMask(ScoredStrategy):
     """Static control by initial confidence c(θ_0) alone.
 
     Excludes the ``fraction`` of response tokens (over the whole dataset) with the highest
@@ -152,10 +156,13 @@ class RandomMask(TokenSelectionStrategy):
     ranks and resumes.
     """
 
+    name = "random"
+    label = "random mask"
+
     def __init__(self, match: TokenSelectionStrategy | None = None, fraction: float | None = None, seed: int = 0):
         if (match is None) == (fraction is None):
             raise SelectionError("RandomMask needs exactly one of `match` (a strategy) or `fraction`")
-        if match is not None and match.online:
+        if match is not None and match.needs_forward_signals:
             raise SelectionError("RandomMask can only match a strategy with a static mask")
         self.match = match
         self.fraction = fraction
@@ -238,6 +245,7 @@ def _seed_salt(seed: int) -> int:
 
 
 __all__ = [
+    "ScoredStrategy",
     "FullSFT",
     "T3S",
     "InverseT3S",

@@ -149,7 +149,7 @@ class ARStudent(StudentModule):
         started = time.perf_counter()
         micro_batches = batch["micro_batches"]
         contexts = [self.selection_context(mb) for mb in micro_batches]
-        masks = [None if self.selection.online else self.selection.loss_mask(ctx) for ctx in contexts]
+        masks = [None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx) for ctx in contexts]
         local = sum(
             (self.selection.budget(ctx) if mask is None else int(mask.sum())) for ctx, mask in zip(contexts, masks)
         )

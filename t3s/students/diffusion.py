@@ -505,7 +505,7 @@ class DiffusionStudent(StudentModule):
                 "the diffusion student trains one trace per row, right-padded with EOS: "
                 "set data.packing: false"
             )
-        if self.selection.online:
+        if self.selection.needs_forward_signals:
             raise DiffusionStudentError(
                 f"{self.selection.describe()} chooses tokens from the student's own forward pass; the "
                 "diffusion student supports static strategies (FullSFT, T3S, InverseT3S, RandomMask)"
