@@ -1,0 +1,86 @@
+"""The package's rooms import one way (ARCHITECTURE.md): no cycle, no import from a lower room to a higher one.
+
+Every import counts, including those inside functions: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
+
+#: Lowest first; a room may import only rooms at its own level or below. ``toy`` sits beside ``recipe``.
+LAYERS = [["ops"], ["data"], ["selection"], ["scoring"], ["students"], ["evals"], ["analysis"], ["recipe", "toy"],
+          ["cli", "__main__"]]
+LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The t3s modules ``path`` imports (``from t3s.x import y`` counts as ``t3s.x.y`` when that is a module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("t3s.") and name in MODULES}
+
+
+MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def room(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_every_room_has_a_layer():
+    assert {room(m) for m in MODULES if m != "t3s"} <= set(LEVEL)
+
+
+def test_no_import_from_a_lower_room_to_a_higher_one():
+    upward = sorted(
+        f"{src} -> {dst}"
+        for src, targets in GRAPH.items() if src != "t3s"
+        for dst in targets
+        if room(src) != room(dst) and (LEVEL[room(dst)] > LEVEL[room(src)] or {room(src), room(dst)} == {"recipe", "toy"})
+    )
+    assert upward == []
+
+
+def test_no_import_cycle_between_modules():
+    """Modules import each other one way inside a room too (a module importing its own package aside)."""
+    graph = {m: {d for d in ds if d != m and not m.startswith(d + ".")} for m, ds in GRAPH.items()}
+    colour: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(path: list[str]) -> None:
+        colour[path[-1]] = "open"
+        for nxt in sorted(graph[path[-1]]):
+            if colour.get(nxt) == "open":
+                cycles.append([*path[path.index(nxt):], nxt])
+            elif nxt not in colour:
+                visit([*path, nxt])
+        colour[path[-1]] = "done"
+
+    for module in sorted(graph):
+        if module not in colour:
+            visit([module])
+    assert cycles == []
+
+
+def test_import_selection_stays_light():
+    """Strategies are configured from YAML in light processes: no transformers, rich or Lightning behind them."""
+    code = ("import sys, t3s.selection; "
+            "print(','.join(m for m in ('transformers', 'rich', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
