@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from t3s.ops import masked_nll_sum, token_logprobs
+from t3s.ops import token_logprobs
 
 N, H, V = 37, 16, 53  # N deliberately not a multiple of the chunk sizes below
 
@@ -192,19 +192,6 @@ def test_ignore_index_rows_get_zero_logprob_and_grad() -> None:
     torch.testing.assert_close(lp[keep], _naive(hidden[keep], weight, targets[keep]), atol=1e-5, rtol=1e-5)
     (g_h,) = torch.autograd.grad(lp.sum(), hidden)
     assert torch.count_nonzero(g_h[~keep]) == 0
-
-
-def test_masked_nll_sum() -> None:
-    hidden, weight, _, targets = _inputs()
-    weights = (torch.arange(N) % 2).float()
-    nll = masked_nll_sum(hidden, weight, targets, weights, chunk_size=9)
-    ref = -(_naive(hidden, weight, targets) * weights).sum()
-    torch.testing.assert_close(nll, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        masked_nll_sum(hidden, weight, targets), -_naive(hidden, weight, targets).sum(), atol=1e-4, rtol=1e-5
-    )
-    with pytest.raises(ValueError):
-        masked_nll_sum(hidden, weight, targets, with_entropy=True)
 
 
 def test_gradcheck_float64() -> None:

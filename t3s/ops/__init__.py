@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from t3s.ops.logprob import masked_nll_sum, token_logprobs
+from t3s.ops.logprob import token_logprobs
 
-__all__ = ["masked_nll_sum", "token_logprobs"]
+__all__ = ["token_logprobs"]

@@ -26,9 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["masked_nll_sum", "token_logprobs"]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+__all__ = ["token_logprobs"]
 
 
 def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
@@ -237,24 +235,3 @@ def token_logprobs(
         assert entropy is not None
         return logprobs, entropy
     return logprobs
-
-
-def masked_nll_sum(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    weights: Tensor | None = None,
-    **kwargs: Any,
-) -> Tensor:
-    """Weighted negative log-likelihood ``-(token_logprobs(...) * weights).sum()`` (fp32 scalar).
-
-    ``weights`` (``[N]``, e.g. a 0/1 token-selection mask or per-token loss weights) defaults to
-    all ones; ``kwargs`` are forwarded to :func:`token_logprobs` (``with_entropy`` is not allowed).
-    """
-    if kwargs.get("with_entropy"):
-        raise ValueError("masked_nll_sum does not return the entropy; call token_logprobs instead")
-    logprobs = token_logprobs(hidden, weight, targets, **kwargs)
-    assert isinstance(logprobs, Tensor)
-    if weights is None:
-        return -logprobs.sum()
-    return -(logprobs * weights.to(logprobs.dtype)).sum()
