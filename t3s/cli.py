@@ -29,6 +29,7 @@ from t3s.analysis.report import write_report
 from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
 from t3s.data import TeacherTraceDataModule, TraceDataError
 from t3s.evals.grade_cli import grade_file
+from t3s.evals.offline import EvaluationError
 from t3s.recipe import (
     Comparison,
     PhaseFactory,
@@ -67,6 +68,7 @@ USER_ERRORS = (
     FileNotFoundError,
     RecipeError,
     DiffusionStudentError,
+    EvaluationError,
 )
 
 
@@ -265,7 +267,50 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
     Comparison(phases_for_seed, list(seeds), output).run()
 
 
+def evaluate_command(
+    targets: list[str],
+    tasks: list[str] | None = None,
+    devices: int = 1,
+    steps: list[int] | None = None,
+    train_accuracy: bool | None = None,
+    n: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    output: str | None = None,
+) -> None:
+    """Evaluate checkpoints outside training: every ``hf/step_N`` of a run that has no result yet, or HF folders.
+
+    Args:
+        targets: phase run directories (holding ``hf/step_N`` and ``config.yaml``) or HF model folders.
+        tasks: benchmark tasks (names, YAML paths) instead of the run's own; required for a plain HF folder.
+        devices: worker processes, one per device (GPU if present), data-parallel over each task's items.
+        steps: evaluate only these steps.
+        train_accuracy: override the run's training-accuracy setting.
+        n: samples per prompt (overrides the tasks' sampling).
+        temperature: sampling temperature (0: greedy).
+        top_p: nucleus sampling.
+        max_new_tokens: generation budget per sample.
+        batch_size: prompts per generation batch.
+        output: where outputs go (default: the run directory / HF folder itself).
+    """
+    from t3s.evals.offline import evaluate_checkpoints, plan_evaluation
+
+    sampling = {k: v for k, v in (("n", n), ("temperature", temperature), ("top_p", top_p),
+                                  ("max_new_tokens", max_new_tokens)) if v is not None}
+    for target in targets:
+        plan = plan_evaluation(target, tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
+                               batch_size=batch_size, output=output)
+        rows = evaluate_checkpoints(plan, devices=devices)
+        for row in rows:
+            accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))
+            print(f"step {row['step']:>6}  {row['task']:<20} accuracy {accuracy:.4f}")
+        print(f"{target}: {len(rows)} new result(s) in {plan.output / 'eval' / 'results.jsonl'}")
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
+    "evaluate": evaluate_command,
     "compare": compare_command,
     "score": score_command,
     "rrt": rrt_command,
@@ -279,7 +324,8 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
     parser.add_function_arguments(function, as_positional=False)
-    args = _collect_list(list(args), "--runs" if name == "report" else None, "--seeds", "--overrides")
+    positional = {"report": "--runs", "evaluate": "--targets"}.get(name)
+    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps")
     cfg = parser.parse_args(args)
     return function(**cfg.as_dict())
 

@@ -44,6 +44,11 @@ class BenchmarkCallback(L.Callback):
         batch_size: prompts per generation batch.
         backend: ``hf`` (``model.generate`` on the training weights) or ``vllm`` (serves the HF folder
             of the evaluated step; ``pip install t3s[vllm]``).
+        mode: where evaluations run. ``inline``: in the training process, on the training weights (the toy,
+            small models, one process). ``subprocess``: ``t3s evaluate`` on the step's HF folder in a child
+            process, training waits for it (its results feed the curve, θ_b and the online switch).
+            ``defer``: only write the step's HF folder; run ``t3s evaluate RUN_DIR`` later (e.g. as the next
+            job). Sharded strategies (FSDP) refuse ``inline``.
         tasks_dir: extra directory searched for task YAMLs.
         bottleneck_margin: see :class:`BottleneckDetector`.
         bottleneck_patience: see :class:`BottleneckDetector`.
@@ -63,6 +68,7 @@ class BenchmarkCallback(L.Callback):
         task_limit: int | None = None,
         batch_size: int = 16,
         backend: Literal["hf", "vllm"] = "hf",
+        mode: Literal["inline", "subprocess", "defer"] = "inline",
         tasks_dir: str | None = None,
         bottleneck_margin: float = 0.05,
         bottleneck_patience: int = 2,
@@ -71,6 +77,9 @@ class BenchmarkCallback(L.Callback):
     ):
         if every_n_steps < 1:
             raise ValueError("every_n_steps must be >= 1")
+        if mode not in ("inline", "subprocess", "defer"):
+            raise ValueError(f"BenchmarkCallback mode must be inline, subprocess or defer, got {mode!r}")
+        self.mode = mode
         self.task_names = list(tasks or [])
         self.every_n_steps = every_n_steps
         self.train_accuracy = train_accuracy
@@ -99,10 +108,10 @@ class BenchmarkCallback(L.Callback):
     # ---------------------------------------------------------------- tasks
     def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
         if self._tasks is None:
-            self._tasks = self._build_tasks(trainer.datamodule)
+            self._tasks = self.build_tasks(trainer.datamodule)
         return self._tasks
 
-    def _build_tasks(self, datamodule: Any) -> list[EvalTask]:
+    def build_tasks(self, datamodule: Any) -> list[EvalTask]:
         """The benchmark tasks (``task_limit`` applied), after the training problems if ``train_accuracy``."""
         tasks = [self._load(name) for name in self.task_names]
         if self.task_limit is not None:
@@ -120,7 +129,7 @@ class BenchmarkCallback(L.Callback):
             return EvalTask(TaskSpec.from_dict(task))
         return load_task(task, tasks_dir=self.tasks_dir)
 
-    def _sampling(self, task: EvalTask) -> SamplingParams:
+    def sampling_for(self, task: EvalTask) -> SamplingParams:
         """The task's own sampling with this callback's ``sampling`` overrides on top."""
         return SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
 
@@ -128,8 +137,8 @@ class BenchmarkCallback(L.Callback):
         """Evaluate a model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
         generator = HFGenerator(model, tokenizer, batch_size=self.batch_size)
         return {
-            task.name: evaluate(task, generator, tokenizer, self._sampling(task)).metrics
-            for task in self._build_tasks(datamodule)
+            task.name: evaluate(task, generator, tokenizer, self.sampling_for(task)).metrics
+            for task in self.build_tasks(datamodule)
         }
 
     # ---------------------------------------------------------------- state
@@ -153,6 +162,16 @@ class BenchmarkCallback(L.Callback):
         self._evaluated = set(state.get("evaluated", []))
 
     # ---------------------------------------------------------------- hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse, before the first step, what cannot work: generating on weights sharded across ranks."""
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        if self.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy):
+            raise ValueError(
+                f"BenchmarkCallback mode 'inline' generates on the training weights, which "
+                f"{type(trainer.strategy).__name__} shards across ranks: use mode 'subprocess' or 'defer'"
+            )
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.log_selection_summary(trainer, pl_module)
         if trainer.global_step == 0:
@@ -189,6 +208,43 @@ class BenchmarkCallback(L.Callback):
         self._evaluated.add(step)
         if hasattr(pl_module, "ensure_hf_checkpoint"):
             pl_module.ensure_hf_checkpoint(step)
+        if self.mode == "defer":
+            return {}
+        if self.mode == "subprocess":
+            results = self._evaluate_in_child(trainer, pl_module, step)
+        else:
+            results = self._evaluate_inline(trainer, pl_module, step)
+        if TRAIN_TASK in results:
+            accuracy = _accuracy(results[TRAIN_TASK])
+            fired = self.detector.update(step, accuracy)
+            if fired is not None:
+                log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
+                            min(self.detector.values))
+        if self.mode == "inline":
+            self._log_scalars(trainer, step, results)
+        self._log_figure(trainer, step)
+        return results
+
+    def _evaluate_in_child(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
+        """``t3s evaluate <run> --steps <step>`` in a child process (rank 0); every rank reads its results."""
+        import subprocess
+        import sys
+
+        from t3s.evals.offline import read_results
+
+        run_dir = Path(pl_module.run_dir)
+        if trainer.is_global_zero:
+            command = [sys.executable, "-m", "t3s", "evaluate", str(run_dir), "--steps", str(step)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr[-4000:]}")
+        trainer.strategy.barrier()
+        results = {row["task"]: row["metrics"] for row in read_results(run_dir) if row["step"] == step}
+        for task, metrics in results.items():
+            self.history.setdefault(task, []).append((step, metrics))
+        return results
+
+    def _evaluate_inline(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
         generator = self._generator(trainer, pl_module, step)
         rank, world = trainer.global_rank, trainer.world_size
@@ -197,20 +253,12 @@ class BenchmarkCallback(L.Callback):
                 items = task.items()[rank::world]
                 # generation failures are contained per item inside evaluate(), so every rank reaches the
                 # metric sync; anything else (a broken task file) is a configuration error and raises
-                result = evaluate(task, generator, pl_module.tokenizer, self._sampling(task), items=items,
+                result = evaluate(task, generator, pl_module.tokenizer, self.sampling_for(task), items=items,
                                   device=pl_module.device)
                 results[task.name] = result.metrics
                 self.history.setdefault(task.name, []).append((step, result.metrics))
                 self._write_generations(pl_module, step, task.name, result.records, rank, world)
                 self._log_text(trainer, step, task.name, result.records)
-        if TRAIN_TASK in results:
-            accuracy = _accuracy(results[TRAIN_TASK])
-            fired = self.detector.update(step, accuracy)
-            if fired is not None:
-                log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
-                            min(self.detector.values))
-        self._log_scalars(trainer, step, results)
-        self._log_figure(trainer, step)
         return results
 
     def _generator(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Any:

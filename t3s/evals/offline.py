@@ -1,0 +1,272 @@
+"""``t3s evaluate``: evaluate a run's checkpoints outside the training process.
+
+Given a phase run directory (``<run>/hf/step_<N>`` folders plus the ``config.yaml`` Lightning saved), every
+checkpoint that has no result yet is evaluated on the run's own ``BenchmarkCallback`` tasks — training
+accuracy included, rebuilt from the run's data section — by ``devices`` worker processes, one per device,
+each holding one model at a time and data-parallel over the task items. Outputs, all inside the run::
+
+    generations/step_<N>/<task>.jsonl   every (item, sample) with its verdict
+    eval/results.jsonl                  one line per (step, task): the metrics (the resume ledger)
+    events.out.tfevents.*               bench/<task>/<metric> at step N, beside the training loss
+
+A killed evaluation restarts where it stopped: (step, task) pairs already in ``results.jsonl`` are skipped.
+Any HF folder works too (an RRT output, a hub model): then ``tasks`` must be given and outputs go to ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from t3s.evals.callbacks import BenchmarkCallback
+from t3s.evals.generation import HFGenerator
+from t3s.evals.runner import evaluate
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = Path("eval") / "results.jsonl"
+
+
+class EvaluationError(ValueError):
+    """The folder cannot be evaluated (no checkpoints, no tasks, no saved config)."""
+
+
+@dataclass
+class EvaluationPlan:
+    """What one ``t3s evaluate`` call does: which checkpoints, which benchmark settings, where outputs go.
+
+    Attributes:
+        output: the run directory (or ``output``) that receives generations, results and TensorBoard scalars.
+        checkpoints: ``(step, HF folder)`` to evaluate, in step order.
+        bench: the benchmark settings (tasks, sampling, training accuracy) of the run's callback.
+        data: the run's ``data`` config section (for training accuracy), or None.
+        done: ``(step, task)`` pairs already evaluated.
+    """
+
+    output: Path
+    checkpoints: list[tuple[int, Path]]
+    bench: dict[str, Any]
+    data: dict[str, Any] | None
+    done: set[tuple[int, str]] = field(default_factory=set)
+
+    def callback(self) -> BenchmarkCallback:
+        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k != "mode"})
+
+
+def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every ``hf/step_<N>`` of a run, by step."""
+    found = []
+    for folder in (run_dir / "hf").glob("step_*"):
+        step = folder.name.removeprefix("step_")
+        if step.isdigit() and (folder / "config.json").is_file():
+            found.append((int(step), folder))
+    return sorted(found)
+
+
+def read_results(output: str | Path) -> list[dict[str, Any]]:
+    """Every line of ``<output>/eval/results.jsonl`` (an unfinished last line, from a kill, is ignored)."""
+    path = Path(output) / RESULTS_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.yaml`` Lightning saved in a run directory."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
+                              "give --tasks to evaluate a plain HF folder")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def benchmark_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The init args of the config's ``BenchmarkCallback`` (empty when it has none)."""
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("BenchmarkCallback"):
+            return dict(callback.get("init_args") or {})
+    return {}
+
+
+def plan_evaluation(
+    target: str | Path,
+    *,
+    tasks: list[str] | None = None,
+    sampling: dict[str, Any] | None = None,
+    steps: list[int] | None = None,
+    train_accuracy: bool | None = None,
+    batch_size: int | None = None,
+    output: str | Path | None = None,
+) -> EvaluationPlan:
+    """Work out the checkpoints, settings and outputs of an evaluation of ``target`` (a run dir or an HF folder)."""
+    target = Path(target)
+    if not target.is_dir():
+        raise EvaluationError(f"{target}: no such directory")
+    if (target / "config.json").is_file() and not (target / "hf").is_dir():  # a plain HF folder
+        if not tasks:
+            raise EvaluationError(f"{target} is an HF folder, not a run: name the benchmarks with --tasks")
+        bench: dict[str, Any] = {"tasks": list(tasks), "train_accuracy": False}
+        checkpoints, data = [(0, target)], None
+        out = Path(output) if output else target
+    else:
+        config = saved_config(target)
+        bench = benchmark_settings(config)
+        if tasks is not None:
+            bench["tasks"] = list(tasks)
+        checkpoints = run_checkpoints(target)
+        if not checkpoints:
+            raise EvaluationError(f"{target}: no hf/step_<N> checkpoints to evaluate")
+        data = config.get("data")
+        out = Path(output) if output else target
+    if train_accuracy is not None:
+        bench["train_accuracy"] = train_accuracy
+    if sampling:
+        bench["sampling"] = {**(bench.get("sampling") or {}), **sampling}
+    if batch_size is not None:
+        bench["batch_size"] = batch_size
+    if not bench.get("tasks") and not bench.get("train_accuracy", True):
+        raise EvaluationError(f"{target}: nothing to evaluate (no tasks and no training accuracy)")
+    if steps is not None:
+        wanted = set(steps)
+        checkpoints = [c for c in checkpoints if c[0] in wanted]
+    done = {(int(r["step"]), str(r["task"])) for r in read_results(out)}
+    return EvaluationPlan(out, checkpoints, bench, data, done)
+
+
+def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[str, Any]]:
+    """Evaluate every checkpoint of ``plan`` that has a task left, on ``devices`` worker processes.
+
+    Returns the new ``results.jsonl`` rows. One worker evaluates in this process; several are spawned and
+    joined through a gloo process group (metrics are summed across workers, generations gathered on worker 0).
+    """
+    if devices < 1:
+        raise EvaluationError(f"--devices must be >= 1, got {devices}")
+    before = len(read_results(plan.output))
+    if devices == 1:
+        _worker(0, 1, "", plan)
+    else:
+        import torch.multiprocessing as mp
+
+        address = f"127.0.0.1:{_free_port()}"
+        mp.start_processes(_worker, args=(devices, address, plan), nprocs=devices, start_method="spawn", join=True)
+    return read_results(plan.output)[before:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world: int, address: str, plan: EvaluationPlan) -> None:
+    """One evaluation worker: every pending checkpoint in turn, its shard of every task's items."""
+    import torch.distributed as dist
+
+    if world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        host, port = address.split(":")
+        dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
+    try:
+        _evaluate_plan(plan, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _evaluate_plan(plan: EvaluationPlan, rank: int, world: int) -> None:
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bench = plan.callback()
+    datamodule = _datamodule(plan.data) if bench.train_accuracy else None
+    tasks = bench.build_tasks(datamodule)
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
+    pending = [(step, folder) for step, folder in plan.checkpoints
+               if any((step, task.name) not in plan.done for task in tasks)]
+    writer = _summary_writer(plan.output) if rank == 0 and pending else None
+    progress = tqdm(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
+    for step, folder in pending:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        generator = HFGenerator(model, tokenizer, batch_size=bench.batch_size, show_progress=False)
+        for task in tasks:
+            if (step, task.name) in plan.done:
+                progress.update()
+                continue
+            result = evaluate(task, generator, tokenizer, bench.sampling_for(task), items=task.items()[rank::world])
+            records = _gather(result.records, world)
+            if rank == 0:
+                _write_outputs(plan.output, step, folder, task.name, result.metrics, records, writer)
+            progress.set_postfix(step=step, task=task.name, acc=f"{_accuracy(result.metrics):.3f}")
+            progress.update()
+        del model, generator
+    progress.close()
+    if writer is not None:
+        writer.close()
+
+
+def _datamodule(section: dict[str, Any] | None) -> Any:
+    """The run's training data module (training accuracy evaluates on its problems)."""
+    from t3s.data import TeacherTraceDataModule
+
+    if not section:
+        raise EvaluationError("training accuracy needs the run's data section (config.yaml has none)")
+    return TeacherTraceDataModule(**section)
+
+
+def _gather(records: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:
+    if world == 1:
+        return records
+    import torch.distributed as dist
+
+    shards: list[Any] = [None] * world
+    dist.all_gather_object(shards, records)
+    return [r for shard in shards for r in shard]
+
+
+def _summary_writer(output: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(output), filename_suffix=".t3s-evaluate")
+
+
+def _write_outputs(output: Path, step: int, folder: Path, task: str, metrics: dict[str, float],
+                   records: list[dict[str, Any]], writer: Any) -> None:
+    """Generations first, then the TensorBoard scalars, then the ledger line that marks (step, task) done."""
+    generations = output / "generations" / f"step_{step}"
+    generations.mkdir(parents=True, exist_ok=True)
+    tmp = generations / f".{task}.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps({"step": step, **record}, ensure_ascii=False) + "\n")
+    tmp.replace(generations / f"{task}.jsonl")
+    for name, value in metrics.items():
+        writer.add_scalar(f"bench/{task}/{name}", value, global_step=step)
+    writer.flush()
+    ledger = output / RESULTS_FILE
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    torn = ledger.is_file() and ledger.stat().st_size > 0 and not ledger.read_bytes().endswith(b"\n")
+    with open(ledger, "a", encoding="utf-8") as f:
+        if torn:  # a line cut by a kill stays unreadable on its own line
+            f.write("\n")
+        f.write(json.dumps({"step": step, "task": task, "checkpoint": str(folder), "metrics": metrics}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _accuracy(metrics: dict[str, float]) -> float:
+    return next((v for k, v in metrics.items() if k.startswith("avg@")), float("nan"))

@@ -1,0 +1,78 @@
+"""`t3s evaluate` outside the training process, and the benchmark callback's evaluation modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BASE, REPO, TINY_WORLD
+
+from t3s.cli import main
+from t3s.evals.bottleneck import read_scalars
+from t3s.evals.offline import RESULTS_FILE, read_results
+
+GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 48}
+
+
+def tiny_run_config(tmp_path: Path, name: str, mode: str) -> Path:
+    """configs/tiny.yaml, 4 steps evaluated every 2 on 6 training problems, with the callback in ``mode``."""
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["trainer"].update(max_steps=4, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback")]
+    cfg["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, train_limit=6, sampling=GREEDY, batch_size=8,
+                                                       mode=mode)
+    cfg["trainer"]["enable_checkpointing"] = False
+    cfg["model"]["init_args"].update(model=BASE)
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=32, global_batch_size=8, micro_batch_size=8)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def verdicts(run: Path, step: int) -> list[tuple[str, str, bool]]:
+    rows = [json.loads(line) for line in (run / "generations" / f"step_{step}" / "train.jsonl").read_text().splitlines()]
+    return sorted((r["id"], r["response"], r["correct"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_deferred_run_then_two_worker_evaluate_matches_inline(tmp_path, capsys):
+    main(["fit", "--config", str(tiny_run_config(tmp_path, "inline", "inline"))])
+    main(["fit", "--config", str(tiny_run_config(tmp_path, "defer", "defer"))])
+    inline, deferred = tmp_path / "inline" / "version_0", tmp_path / "defer" / "version_0"
+    assert sorted(p.name for p in (deferred / "hf").glob("step_*")) == ["step_0", "step_2", "step_4"]
+    assert not (deferred / "generations").exists()  # defer: HF folders only
+    assert read_scalars(deferred, "bench/train/avg@1") == ([], [])
+
+    main(["evaluate", str(deferred), "--devices", "2"])
+    rows = read_results(deferred)
+    assert sorted((r["step"], r["task"]) for r in rows) == [(0, "train"), (2, "train"), (4, "train")]
+    steps, values = read_scalars(deferred, "bench/train/avg@1")
+    assert steps == [0, 2, 4]
+    assert values == [r["metrics"]["avg@1"] for r in sorted(rows, key=lambda r: r["step"])]
+    for step in (0, 2, 4):  # same weights, same greedy decoding: the same responses and verdicts as inline
+        assert verdicts(deferred, step) == verdicts(inline, step)
+    assert read_scalars(inline, "bench/train/avg@1")[1] == values
+
+    # a rerun evaluates nothing again; a lost result (as after a kill) is redone alone
+    main(["evaluate", str(deferred)])
+    assert len(read_results(deferred)) == 3
+    ledger = deferred / RESULTS_FILE
+    lines = ledger.read_text().splitlines()
+    ledger.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # the last line cut mid-write
+    capsys.readouterr()
+    main(["evaluate", str(deferred)])
+    assert "1 new result(s)" in capsys.readouterr().out
+    assert sorted(r["step"] for r in read_results(deferred)) == [0, 2, 4]
+
+
+def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for args in (["evaluate", str(tmp_path / "missing")], ["evaluate", str(tmp_path / "empty")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith("error: ")
