@@ -35,6 +35,8 @@ from t3s.recipe import (
     PhaseFactory,
     Recipe,
     RecipeError,
+    RecipePaused,
+    find_recipe_root,
     missing_scores,
     run_online,
     with_atomic_checkpoints,
@@ -103,16 +105,25 @@ def fit_command(args: Sequence[str] | None = None) -> None:
         cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
     elif getattr(selection, "online", False):
         run_online(cli.trainer, student, datamodule, ckpt_path)
-    elif ckpt_path is not None:
-        raise RecipeError("resuming the multi-phase recipe is not supported; resume a phase run instead")
     else:
-        Recipe(PhaseFactory(cli.parser, cli.config, recipe_root(cli.trainer))).run()
+        if ckpt_path not in (None, "last"):
+            raise RecipeError("the T3S recipe resumes with --ckpt_path last (each phase from its own last checkpoint)")
+        logger_config = getattr(cli.config.trainer.get("logger"), "init_args", None)
+        version_given = getattr(logger_config, "version", None) is not None
+        root = recipe_root(cli.trainer, resume=ckpt_path == "last" and not version_given)
+        try:
+            Recipe(PhaseFactory(cli.parser, cli.config, root), resume=ckpt_path == "last").run()
+        except RecipePaused as paused:
+            print(f"paused: {paused}", file=sys.stderr)
 
 
-def recipe_root(trainer: L.Trainer) -> Path:
-    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it."""
+def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
+    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it. ``resume``
+    picks the newest such folder that holds a ``recipe.json`` instead of the next free version."""
     logger = trainer.logger
     if isinstance(logger, TensorBoardLogger):
+        if resume:
+            return find_recipe_root(logger.root_dir)
         return Path(logger.log_dir)
     return Path(trainer.default_root_dir) / "t3s_recipe"
 

@@ -20,8 +20,9 @@ restarts) or from the current weights (:class:`OnlineT3SSwitch`).
 from __future__ import annotations
 
 import importlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,16 @@ class Phase:
     student: L.LightningModule
     datamodule: L.LightningDataModule
 
+    fitted: bool = False
+
     def fit(self, ckpt_path: str | None = None) -> None:
         self.trainer.fit(self.student, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.fitted = True
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.student.run_dir)
+        """``<recipe root>/<phase name>`` (known before ``fit``: a resumed recipe reads finished phases)."""
+        return Path(self.trainer.logger.log_dir)
 
     @property
     def benchmark(self) -> BenchmarkCallback | None:
@@ -116,6 +121,13 @@ class PhaseFactory:
         self.parser = parser
         self.config = config
         self.root = Path(root)
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Rank 0 of this launch (environment-based: phases may not exist yet)."""
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        return getattr(rank_zero_only, "rank", 0) == 0
 
     @property
     def selection(self) -> Namespace:
@@ -146,22 +158,26 @@ def with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
 
 # ----------------------------------------------------------------- θ_b and Δc
 def find_bottleneck(phase: Phase) -> int:
-    """θ_b's step on the finished phase's training-accuracy curve (read from its logs, on rank 0).
+    """θ_b's step on the finished phase's training-accuracy curve, read from its logs — whether the inline
+    callback, its child evaluator or a later ``t3s evaluate`` wrote them.
 
     Refuses θ_b = θ_0 (then Δc ≡ 0 and there is nothing to select).
     """
     bench = phase.benchmark
-    step: int | None = None
-    curve: list[tuple[int, float]] = []
-    if phase.trainer.is_global_zero:
-        steps, values = read_scalars(phase.run_dir, bench.train_tag)
-        curve = list(zip(steps, values))
-        detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
-                                                 patience=bench.detector.patience)
-        step = detector.final()
-        if step is not None and detector.bottleneck is None:
-            log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
-    step = phase.trainer.strategy.broadcast(step, src=0)
+    if phase.fitted:
+        phase.trainer.strategy.barrier()  # rank 0 has flushed the curve
+    steps, values = read_scalars(phase.run_dir, bench.train_tag)
+    curve = list(zip(steps, values))
+    detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
+                                             patience=bench.detector.patience)
+    step = detector.final()
+    if step is not None and detector.bottleneck is None:
+        log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
+    if step is None and bench.mode == "defer":
+        raise RecipePaused(
+            f"the probe's evaluations are deferred: run `t3s evaluate {phase.run_dir}`, then re-run this "
+            "command with --ckpt_path last to score θ_b and train the masked phase"
+        )
     if step is None or step == 0:
         raise RecipeError(
             f"no imitation bottleneck: training accuracy never fell below θ_0's (curve {curve}); "
@@ -199,29 +215,77 @@ def check_recipe_phase(phase: Phase) -> None:
 
 
 # ----------------------------------------------------------------------- recipe
-class Recipe:
-    """The offline T3S recipe over the phases of one config; :meth:`run` reads top to bottom."""
+class RecipePaused(Exception):
+    """The recipe stopped on purpose and continues with ``--ckpt_path last`` (e.g. deferred evaluations)."""
 
-    def __init__(self, phases: PhaseFactory):
+
+@dataclass
+class RecipeState:
+    """What the recipe has finished, kept in ``<run>/recipe.json`` so a killed recipe resumes where it stopped."""
+
+    probe_done: bool = False
+    bottleneck_step: int | None = None
+    scores: str | None = None
+    masked_phase: str | None = None
+    masked_done: bool = False
+
+    @classmethod
+    def load(cls, root: Path) -> RecipeState:
+        path = root / STATE_FILE
+        if not path.is_file():
+            raise RecipeError(f"{root}: no {STATE_FILE} to resume from (was this folder written by the T3S recipe?)")
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{path}: unreadable recipe state ({err})") from None
+
+    def save(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(root / STATE_FILE)
+
+
+STATE_FILE = "recipe.json"
+
+
+class Recipe:
+    """The offline T3S recipe over the phases of one config; :meth:`run` reads top to bottom.
+
+    With ``resume``, finished phases (per ``<root>/recipe.json``) are skipped and an unfinished phase
+    continues from its last checkpoint.
+    """
+
+    def __init__(self, phases: PhaseFactory, resume: bool = False):
         self.phases = phases
         self.root = phases.root
+        self.resume = resume
+        self.state = RecipeState.load(self.root) if resume else RecipeState()
 
     def run(self) -> Path:
         """Probe SFT → θ_b → score → restart from θ_0 with the anchors masked → report. Returns the report."""
-        console.rule("[bold]T3S recipe 1/4[/bold]: probe SFT from θ_0")
         probe = self.phases.build("probe", strategy_config(FullSFT))
         check_recipe_phase(probe)
-        probe.fit()
-        step_b = find_bottleneck(probe)
+        if not self.state.probe_done:
+            console.rule("[bold]T3S recipe 1/4[/bold]: probe SFT from θ_0")
+            probe.fit(ckpt_path=self._ckpt_path())
+            self._save(probe_done=True)
+        if self.state.bottleneck_step is None:
+            self._save(bottleneck_step=find_bottleneck(probe))
+        step_b = self.state.bottleneck_step
 
-        console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
         scores_dir = self.root / "scores"
-        score_bottleneck(probe.trainer, probe.datamodule, probe.run_dir, step_b, scores_dir)
+        if self.state.scores is None:
+            console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
+            score_bottleneck(probe.trainer, probe.datamodule, probe.run_dir, step_b, scores_dir)
+            self._save(scores=str(scores_dir))
 
         selection = with_scores(self.phases.selection, scores_dir)
         masked = self.phases.build(phase_name(selection), selection)
-        console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
-        masked.fit()
+        if not self.state.masked_done:
+            console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
+            masked.fit(ckpt_path=self._ckpt_path())
+            self._save(masked_phase=masked.name, masked_done=True)
 
         console.rule("[bold]T3S recipe 4/4[/bold]: report")
         report = self.root / "report" / "report.md"
@@ -230,6 +294,25 @@ class Recipe:
             console.print(f"curves: tensorboard --logdir {self.root}\nreport: {report}\nθ_b: step {step_b}, "
                           f"scores: {scores_dir}")
         return report
+
+    def _ckpt_path(self) -> str | None:
+        """A resumed recipe continues the unfinished phase from its last checkpoint (none yet: from the start)."""
+        return "last" if self.resume else None
+
+    def _save(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        if self.phases.is_global_zero:
+            self.state.save(self.root)
+
+
+def find_recipe_root(logger_root: str | Path) -> Path:
+    """The newest ``version_<k>`` under a recipe's logger folder that holds a ``recipe.json`` (for resuming)."""
+    versions = sorted((p for p in Path(logger_root).glob("version_*") if (p / STATE_FILE).is_file()),
+                      key=lambda p: int(p.name.removeprefix("version_")) if p.name[8:].isdigit() else -1)
+    if not versions:
+        raise RecipeError(f"--ckpt_path last: no recipe run to resume under {logger_root} (no version_*/{STATE_FILE})")
+    return versions[-1]
 
 
 def phase_name(selection: Namespace) -> str:
@@ -241,9 +324,10 @@ def phase_name(selection: Namespace) -> str:
 def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str | None = None) -> None:
     """The online variant in one ``fit``: FullSFT until the detector fires, then the student's T3S."""
     bench = next((c for c in trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
-    if bench is None or not bench.train_accuracy:
-        raise RecipeError("online T3S watches the training-accuracy curve: add a t3s.evals.BenchmarkCallback "
-                          "(train_accuracy: true) to trainer.callbacks")
+    if bench is None or not bench.train_accuracy or bench.mode == "defer":
+        raise RecipeError("online T3S watches the training-accuracy curve during training: add a "
+                          "t3s.evals.BenchmarkCallback (train_accuracy: true, mode inline or subprocess) to "
+                          "trainer.callbacks")
     trainer.callbacks.append(OnlineT3SSwitch(student.selection, bench))
     student.selection = FullSFT()
     trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -76,3 +76,56 @@ def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
             main(args)
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.startswith("error: ")
+
+
+def small_toy_config(tmp_path: Path, mode: str, steps: int = 20) -> Path:
+    cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
+    cfg["trainer"].update(max_steps=steps, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
+    bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
+    bench.update(tasks=[], mode=mode)
+    path = tmp_path / "toy-small.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_deferred_recipe_pauses_for_evaluate_then_resumes_with_ckpt_path_last(tmp_path, capsys):
+    """The acceptance path: defer → `t3s evaluate <probe> --devices 2` → the same command + --ckpt_path last."""
+    config = small_toy_config(tmp_path, "defer")
+    main(["fit", "--config", str(config)])
+    root = tmp_path / "recipe" / "version_0"
+    assert "paused: the probe's evaluations are deferred" in capsys.readouterr().err
+    assert json.loads((root / "recipe.json").read_text())["probe_done"] is True
+    assert not (root / "probe" / "generations").exists() and not (root / "scores").exists()
+    probe_files = {p: p.stat().st_mtime_ns for p in (root / "probe").rglob("*") if p.is_file()}
+
+    main(["evaluate", str(root / "probe"), "--devices", "2"])
+    steps, accuracy = read_scalars(root / "probe", "bench/train/avg@1")
+    assert steps == [0, 5, 10, 15, 20] and accuracy[0] - min(accuracy) >= 0.2  # the shock, evaluated afterwards
+
+    main(["fit", "--config", str(config), "--ckpt_path", "last"])
+    state = json.loads((root / "recipe.json").read_text())
+    assert state["bottleneck_step"] == steps[accuracy.index(min(accuracy))] and state["masked_done"]
+    assert (root / "report" / "report.md").is_file()
+    assert not (tmp_path / "recipe" / "version_1").exists()  # resumed in place
+    for path, mtime in probe_files.items():  # the probe was not trained again
+        if path.suffix in (".safetensors", ".ckpt"):
+            assert path.stat().st_mtime_ns == mtime, path
+    _, selected = read_scalars(root / "t3s", "train/selected_fraction")
+    assert len(selected) == 20 and all(f < 1.0 for f in selected)
+
+
+def test_misconfigured_recipe_fails_before_the_first_step(tmp_path, capsys):
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["trainer"].update(default_root_dir=str(tmp_path), callbacks=[])
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
+    cfg["model"]["init_args"].update(model=BASE, selection={"class_path": "t3s.selection.T3S"})
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"))
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config)])
+    assert exit_info.value.code == 2
+    assert "BenchmarkCallback" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("step_0"))  # nothing was trained, not even θ_0 written
