@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from t3s.data.render import END_OF_TURN_TOKENS
+
 __all__ = [
     "Generation",
     "Generator",
@@ -17,17 +19,6 @@ __all__ = [
     "default_stop_token_ids",
     "to_vllm_sampling_kwargs",
 ]
-
-# End-of-turn tokens of common chat templates (only those present in a tokenizer's vocabulary are used).
-END_OF_TURN_TOKENS = (
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<end_of_turn>",
-    "<|end|>",
-)
-
 
 @dataclass
 class SamplingParams:

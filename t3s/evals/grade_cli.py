@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.graders import GRADERS, UngradableGold
+from t3s.evals.graders import GRADERS
 from t3s.evals.metrics import BenchmarkMetrics
+from t3s.evals.verdict import UngradableGold
 
 __all__ = ["grade_file"]
 
