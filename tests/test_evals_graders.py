@@ -175,11 +175,11 @@ def test_math_ungradable_gold_raises():
 
 
 def test_math_time_limit_process_backend_kills_runaway():
-    # 9^(9^9) is evaluated as an exact integer by sympy: a C-level computation that holds the GIL
+    # 99999999^99999999 is evaluated as an exact integer by sympy: a C-level computation that holds the GIL
     verifier = MathVerifier(timeout_s=0.5, backend="process")
     try:
         start = time.monotonic()
-        v = grade_math("\\boxed{9^{9^{9}}}", "2", verifier=verifier)
+        v = grade_math("\\boxed{99999999^{99999999}}", "2", verifier=verifier)
         assert time.monotonic() - start < 5.0
         assert v.timed_out and not v.correct
         assert verifier.num_timeouts == 1

@@ -9,7 +9,7 @@ from t3s.data.render import END_OF_TURN_TOKENS
 from t3s.data.text import (
     REASONING_TAGS,
     braces_balanced,
-    concluding_phrases,
+    concluding_phrase,
     format_multiple_choice,
     last_boxed,
     matching_braces,
@@ -68,11 +68,12 @@ def test_brace_scanner_and_unwrapping() -> None:
     assert unwrap_text_commands("5^{\\text{th}}\\text{ floor \\textbf{x}}") == "5^{th} floor x"
 
 
-def test_concluding_phrases_last_first() -> None:
+def test_the_last_concluding_phrase() -> None:
     text = "The answer is a digit from 0 to 6, as shown. Hence n = 4. Done"
-    assert concluding_phrases(text)[0] == "4"
-    assert concluding_phrases("So the final answer is west.") == ["west"]
-    assert concluding_phrases("no conclusion here") == []
+    assert concluding_phrase(text) == "4"
+    assert concluding_phrase("So the final answer is west.") == "west"
+    assert concluding_phrase("The answer is 7. So the answer is") == "7"
+    assert concluding_phrase("no conclusion here") is None
 
 
 def test_one_multiple_choice_format() -> None:

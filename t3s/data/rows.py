@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCAL_SUFFIXES", "MAX_NUMBER_DIGITS", "DataFileError", "iter_file_rows", "iter_rows", "parse_json"]
+__all__ = [
+    "LOCAL_SUFFIXES",
+    "MAX_NUMBER_DIGITS",
+    "DataFileError",
+    "iter_file_rows",
+    "iter_hub_rows",
+    "iter_jsonl_rows",
+    "iter_rows",
+    "parse_json",
+]
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 #: Longest JSON number accepted (CPython refuses to convert longer integers to int by default).
@@ -68,12 +77,14 @@ def _check_strings(value: Any) -> None:
             stack.extend(item)
 
 
-def parse_json(text: str, where: str, what: str = "line") -> Any:
+def parse_json(text: str, where: str, what: str = "line", *, allow_surrogates: bool = False) -> Any:
     """Strict JSON (see the module docstring); errors are :class:`DataFileError` naming ``where`` and ``what``
-    was read (a line, a file)."""
+    was read (a line, a file). ``allow_surrogates`` lets lone surrogate escapes through (text that is only
+    searched and written back escaped, such as model responses being graded)."""
     try:
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
-        _check_strings(value)
+        if not allow_surrogates:
+            _check_strings(value)
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{where}: {what} is not valid JSON ({exc.msg} at column {exc.colno})") from None
     except _BadValue as exc:
@@ -92,11 +103,11 @@ def _utf8(data: bytes, name: str, first_line: int = 1) -> str:
         raise DataFileError(f"{name}:{line}: line is not valid UTF-8 ({exc.reason})") from None
 
 
-def _jsonl_rows(name: str, data: bytes) -> Iterator[tuple[str, Any]]:
+def _jsonl_rows(name: str, data: bytes, allow_surrogates: bool = False) -> Iterator[tuple[str, Any]]:
     for number, raw in enumerate(data.split(b"\n"), start=1):
         line = _utf8(raw, name, number).strip()
         if line:
-            yield f"{name}:{number}", parse_json(line, f"{name}:{number}")
+            yield f"{name}:{number}", parse_json(line, f"{name}:{number}", allow_surrogates=allow_surrogates)
 
 
 def _json_list_rows(name: str, text: str) -> Iterator[tuple[str, Any]]:
@@ -164,6 +175,24 @@ def _parquet_rows(path: Path, name: str) -> Iterator[tuple[str, Any]]:
         yield f"{name}:{number}", row
 
 
+def iter_jsonl_rows(
+    path: str | Path, name: str | None = None, *, allow_surrogates: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """``(location, row)`` pairs of a JSON Lines file whatever its suffix; unreadable files are one error."""
+    path = Path(path)
+    name = str(path) if name is None else name
+    yield from _jsonl_rows(name, _read_bytes(path, name), allow_surrogates)
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: no such file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
+
+
 def iter_file_rows(path: str | Path, name: str | None = None) -> Iterator[tuple[str, Any]]:
     """``(location, row)`` pairs of a local .jsonl/.json/.csv/.parquet file (``name`` is how errors call it)."""
     path = Path(path)
@@ -174,7 +203,7 @@ def iter_file_rows(path: str | Path, name: str | None = None) -> Iterator[tuple[
     elif suffix == ".csv":
         yield from _csv_rows(path, name)
     elif suffix in (".jsonl", ".json"):
-        data = path.read_bytes()
+        data = _read_bytes(path, name)
         if suffix == ".json":
             text = _utf8(data, name)
             if text.lstrip()[:1] in ("[", "{") and not _looks_like_jsonl(text):

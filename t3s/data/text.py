@@ -19,7 +19,7 @@ __all__ = [
     "REASONING_TAGS",
     "ReasoningSplit",
     "braces_balanced",
-    "concluding_phrases",
+    "concluding_phrase",
     "format_multiple_choice",
     "format_options",
     "iter_boxed",
@@ -217,25 +217,31 @@ _CONCLUSION_RE = re.compile(
     r"|\b(?:hence|thus|therefore|so)\b,?[^.!?\n]{0,80}?(?:=|\bis\b|\bequals\b)",
     re.IGNORECASE,
 )
-_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|[!?\n]|\.(?=\s|$)")
+_MAX_PHRASE_CHARS = 2_000
+_MAX_CONCLUSIONS = 20
+_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|(?<![\d)}])!|[?\n]")  # "25!" is a factorial
 
 
-def concluding_phrases(text: str) -> list[str]:
-    """The values stated by concluding sentences, the LAST one first.
+def concluding_phrase(text: str) -> str | None:
+    """The value stated by the LAST concluding sentence of ``text``, or None.
 
     A concluding sentence says "the (final) answer is X", "Answer: X", or "hence/thus/therefore/so ... = X"
-    (or "... is X"); its value is the rest of the sentence, stripped of ``*``, ``$`` and a final period. Only
-    the last :data:`MAX_SCAN_CHARS` characters are read.
+    (or "... is X"); its value is the rest of the sentence, stripped of ``*``, ``$`` and a final period. A
+    sentence with no value (the text ends after "the answer is") gives way to the one before; sentences over
+    2,000 characters state no answer. Bounded: only the last :data:`MAX_SCAN_CHARS` characters and the last
+    :data:`_MAX_CONCLUSIONS` concluding sentences are read.
     """
     text = text[-MAX_SCAN_CHARS:]
-    phrases = []
-    for m in _CONCLUSION_RE.finditer(text):
-        rest = text[m.end() : m.end() + 2000]
+    matches = [m.end() for m in _CONCLUSION_RE.finditer(text)]
+    for at in reversed(matches[-_MAX_CONCLUSIONS:]):
+        rest = text[at : at + _MAX_PHRASE_CHARS + 1]
         end = _SENTENCE_END_RE.search(rest)
+        if end is None and len(rest) > _MAX_PHRASE_CHARS:
+            continue  # a "sentence" this long states no answer (and a cut one could misstate it)
         value = (rest[: end.start()] if end else rest).strip().strip("*").strip().strip("$").strip()
         if value:
-            phrases.append(value)
-    return phrases[::-1]
+            return value
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,15 +15,17 @@ flagged ``grader_error`` and logged).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from t3s.data.text import (
     MAX_SCAN_CHARS,
     REASONING_TAGS,
-    concluding_phrases,
+    concluding_phrase,
     iter_boxed,
     last_boxed,
     split_reasoning,
@@ -48,9 +50,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+Grader = Callable[..., Verdict]
+
 #: Option letters a multiple-choice answer may use (tasks letter at most 26 options).
 MC_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-#: Longest boxed answer or concluding phrase read (a longer one is not an answer).
+#: Longest answer sent to math-verify (a longer one is graded wrong without a comparison).
 MAX_ANSWER_CHARS = 5_000
 #: Fractions are reduced only when both parts have at most this many digits (big-int division stays cheap).
 _MAX_FRACTION_DIGITS = 1_000
@@ -62,8 +66,54 @@ def _final_text(
     """``(final_text, truncated)`` of a response; final is None when the reasoning never closed."""
     tags = [*REASONING_TAGS, *((str(o), str(c)) for o, c in reasoning_tags)] if reasoning_tags else None
     split = split_reasoning(response, opened_in_prompt=think_in_prompt, tags=tags)
-    final = split.final[-MAX_SCAN_CHARS:] if split.final is not None else None
+    final = split.final
+    if final is not None and len(final) > MAX_SCAN_CHARS:  # keep the tail, from a whole word on
+        tail = final[-MAX_SCAN_CHARS:]
+        space = re.search(r"\s", tail)
+        final = tail[space.end() :] if space else ""
     return final, (not split.closed) or bool(hit_token_limit)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a grader read from a final text: the answer (None: none found), whether it is right, timed out."""
+
+    extracted: str | None
+    correct: bool
+    timed_out: bool = False
+
+
+def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]], Grader]:
+    """Make a grader from ``read_gold(gold, **kw)`` (the gold's value; raises :class:`UngradableGold`) and the
+    decorated ``read(final_text, gold_value, **kw) -> _Reading``, adding the shared reasoning handling.
+
+    The grader's keywords: ``hit_token_limit`` (generation stopped at its token limit: truncated),
+    ``think_in_prompt`` (the chat template opened the reasoning block), ``reasoning_tags`` (extra
+    ``(open, close)`` pairs besides :data:`~t3s.data.text.REASONING_TAGS`), plus the grader's own.
+    """
+
+    def wrap(read: Callable[..., _Reading]) -> Grader:
+        @functools.wraps(read)
+        def grader(
+            response: str,
+            gold: str | int,
+            *,
+            hit_token_limit: bool = False,
+            think_in_prompt: bool = False,
+            reasoning_tags: Sequence[Sequence[str]] | None = None,
+            **kw: Any,
+        ) -> Verdict:
+            gold_value = read_gold(str(gold), **kw)
+            final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
+            if final is None:
+                return Verdict(None, False, True, False)
+            got = read(final, gold_value, **kw)
+            failed = got.extracted is None and not (truncated or got.timed_out)
+            return Verdict(got.extracted, got.correct and not truncated, truncated, failed, got.timed_out)
+
+        return grader
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,7 +149,7 @@ def integer_text(s: str | int | None) -> str | None:
     """
     if s is None:
         return None
-    s = unwrap_text_commands(str(s)[:MAX_ANSWER_CHARS]).replace("\u2212", "-")
+    s = unwrap_text_commands(str(s)).replace("\u2212", "-")
     for junk in _JUNK:
         s = s.replace(junk, "")
     if "=" in s:
@@ -124,12 +174,17 @@ def integer_text(s: str | int | None) -> str | None:
     return None
 
 
+def _cut_off_box(final: str) -> bool:
+    """The final text opens a box that never closes (the answer itself was cut off)."""
+    return ("\\boxed{" in final or "\\fbox{" in final) and last_boxed(final) is None
+
+
 def _leading_integer(phrase: str) -> str | None:
-    """The integer a concluding phrase states: the whole phrase, or its first word ("4 because ...")."""
+    """The integer a concluding phrase states: the whole phrase, or its head ("4, which is even")."""
     whole = integer_text(phrase)
     if whole is not None:
         return whole
-    head = re.split(r"\s+(?:because|since|as|which|and|so|for)\b|[,;]", phrase, maxsplit=1)[0]
+    head = re.split(r"[,;]?\s+(?:because|since|as|which|so|for|by|from|in|of|when|where)\b", phrase, maxsplit=1)[0]
     return integer_text(head) if head != phrase else None
 
 
@@ -140,37 +195,31 @@ def _last_integer(text: str) -> str | None:
     return integer_text(found.group()) if found else None
 
 
-def grade_aime(
-    response: str,
-    gold: str | int,
-    *,
-    hit_token_limit: bool = False,
-    think_in_prompt: bool = False,
-    reasoning_tags: Sequence[Sequence[str]] | None = None,
-    **_: Any,
-) -> Verdict:
+def _aime_gold(gold: str, **_: Any) -> str:
+    value = integer_text(gold)
+    if value is None:
+        raise UngradableGold(gold, "aime", "not an integer")
+    return value
+
+
+@_grader(_aime_gold)
+def grade_aime(final: str, gold: str, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
     The answer is the last ``\\boxed{}`` of the final text; otherwise the value of the last concluding
     sentence ("the answer is 25", "Hence n = 25."); otherwise the last standalone integer of the final text.
     """
-    gold_int = integer_text(str(gold))
-    if gold_int is None:
-        raise UngradableGold(str(gold), "aime", "not an integer")
-    final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
-    if final is None:
-        return Verdict(None, False, True, False)
     boxed = last_boxed(final)
     if boxed is not None:
         value = integer_text(boxed)
-        extracted = value if value is not None else boxed[:200]
-    else:
-        phrases = concluding_phrases(final)
-        value = _leading_integer(phrases[0][:MAX_ANSWER_CHARS]) if phrases else _last_integer(final)
-        extracted = value if value is not None else (phrases[0][:200] if phrases else None)
-    failed = extracted is None and not truncated
-    correct = (not truncated) and value is not None and value == gold_int
-    return Verdict(extracted, correct, truncated, failed)
+        return _Reading(value if value is not None else boxed[:200], value == gold)
+    if _cut_off_box(final):
+        return _Reading(None, False)
+    phrase = concluding_phrase(final)
+    value = _leading_integer(phrase) if phrase is not None else _last_integer(final)
+    if value is None and phrase is not None:
+        return _Reading(phrase[:200], False)
+    return _Reading(value, value is not None and value == gold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -178,6 +227,9 @@ def grade_aime(
 # ----------------------------------------------------------------------------------------------------
 
 _BASE_SUBSCRIPT_RE = re.compile(r"[0-9A-Za-z]+_\{?\s*\d+\s*\}?")
+#: Marks of an answer's shape that a number lacks: a set, a ratio.
+_SHAPE_MARKS = ("\\{", ":")
+_NUMERIC_TOWER_RE = re.compile(r"\d\s*\^\s*\{?\s*\(?\s*\d+\s*\)?\s*\^")
 _WORDS_RE = re.compile(r"[A-Za-z]+(?:[ '-][A-Za-z]+)*")
 
 
@@ -193,17 +245,15 @@ def _based(s: str) -> str | None:
     return s.replace("{", "").replace("}", "") if _BASE_SUBSCRIPT_RE.fullmatch(s) else None
 
 
+def _math_gold(gold: str, *, timeout_s: float | None = None, verifier: MathVerifier | None = None, **_: Any) -> str:
+    (verifier or get_math_verifier()).check_gold(gold, timeout_s)
+    return gold
+
+
+@_grader(_math_gold)
 def grade_math(
-    response: str,
-    gold: str,
-    *,
-    hit_token_limit: bool = False,
-    think_in_prompt: bool = False,
-    reasoning_tags: Sequence[Sequence[str]] | None = None,
-    timeout_s: float | None = None,
-    verifier: MathVerifier | None = None,
-    **_: Any,
-) -> Verdict:
+    final: str, gold: str, *, timeout_s: float | None = None, verifier: MathVerifier | None = None, **_: Any
+) -> _Reading:
     """Grade a LaTeX answer with math-verify (``verify(parse(gold), parse(answer))``).
 
     The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding sentence,
@@ -213,39 +263,32 @@ def grade_math(
     limit (``timeout_s``, default the verifier's); one that exceeds it is graded wrong with
     ``timed_out=True``. Raises :class:`UngradableGold` when math-verify cannot parse ``gold``.
     """
-    verifier = verifier or get_math_verifier()
-    gold = str(gold)
-    final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
-    if final is None:
-        verifier.check(gold, "\\boxed{}", timeout_s)  # still validates the gold answer
-        return Verdict(None, False, True, False)
     answer = last_boxed(final)
     if answer is None:
-        phrases = concluding_phrases(final)
-        answer = phrases[0] if phrases else None
-    if answer is not None:
-        answer = answer[:MAX_ANSWER_CHARS]
-        words, gold_words = _plain_words(answer), _plain_words(gold)
-        if words is not None and gold_words is not None:
-            verifier.check(gold, "\\boxed{}", timeout_s)
-            return Verdict(answer, words == gold_words and not truncated, truncated, False)
-        based, gold_based = _based(answer), _based(gold)
-        if (based is None) != (gold_based is None):
-            verifier.check(gold, "\\boxed{}", timeout_s)
-            return Verdict(answer, False, truncated, False)
-        if based is not None:
-            verifier.check(gold, "\\boxed{}", timeout_s)
-            return Verdict(answer, based == gold_based and not truncated, truncated, False)
-        number = integer_text(answer) if _WORDY_INT_RE.fullmatch(answer.strip()) else None
-        pred = "\\boxed{" + (number if number is not None else answer) + "}"
-    else:
-        pred = final[-2_000:]
-    out = verifier.check(gold, pred, timeout_s)
-    if out.timed_out:
-        return Verdict(answer, False, truncated, False, timed_out=True)
-    extracted = answer if answer is not None else out.extracted
-    failed = extracted is None and not truncated
-    return Verdict(extracted, out.correct and not truncated, truncated, failed)
+        if _cut_off_box(final):
+            return _Reading(None, False)
+        answer = concluding_phrase(final)
+    if answer is None:
+        tail = final[-2_000:].replace("\u2212", "-")
+        out = (verifier or get_math_verifier()).check(gold, tail, timeout_s)
+        return _Reading(out.extracted, out.correct, out.timed_out)
+    if len(answer) > MAX_ANSWER_CHARS:
+        return _Reading(answer[:200], False)  # no benchmark answer is this long; not worth a comparison
+    answer = answer.replace("\u2212", "-")  # a unicode minus is a minus sign
+    words, gold_words = _plain_words(answer), _plain_words(gold)
+    if words is not None and gold_words is not None:
+        return _Reading(answer, words == gold_words)
+    based, gold_based = _based(answer), _based(gold)
+    if based is not None or gold_based is not None:
+        return _Reading(answer, based == gold_based)
+    if any((mark in answer) != (mark in gold) for mark in _SHAPE_MARKS):
+        return _Reading(answer, False)  # a set or a ratio is not a number (math-verify would unwrap {25} to 25)
+    if _NUMERIC_TOWER_RE.search(answer) and not _NUMERIC_TOWER_RE.search(gold):
+        return _Reading(answer, False)  # 9^{9^{9}} would be evaluated exactly; no gold without a tower equals it
+    # an exact integer however written ("5^{th} floor", "1,000") goes in plain; an equation goes as it is
+    number = integer_text(answer) if "=" not in answer else None
+    out = (verifier or get_math_verifier()).check(gold, "\\boxed{" + (number or answer) + "}", timeout_s)
+    return _Reading(answer, out.correct, out.timed_out)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,7 +303,7 @@ def normalize_exact(s: str) -> str:
     all whitespace (so "1 4 8 1 4" == "14814"), LaTeX spacing commands and a trailing period,
     and case-folds.
     """
-    s = unwrap_text_commands(str(s)[:MAX_ANSWER_CHARS])
+    s = unwrap_text_commands(str(s))
     for junk in ("$", "\\,", "\\!", "\\;", "\\ ", "{,}", "~"):
         s = s.replace(junk, " " if junk == "~" else "")
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
@@ -269,39 +312,28 @@ def normalize_exact(s: str) -> str:
     return s.casefold()
 
 
-def grade_exact(
-    response: str,
-    gold: str,
-    *,
-    hit_token_limit: bool = False,
-    think_in_prompt: bool = False,
-    reasoning_tags: Sequence[Sequence[str]] | None = None,
-    **_: Any,
-) -> Verdict:
+def _exact_gold(gold: str, **_: Any) -> str:
+    normalized = normalize_exact(gold)
+    if not normalized:
+        raise UngradableGold(gold, "exact", "empty after normalisation")
+    return normalized
+
+
+@_grader(_exact_gold)
+def grade_exact(final: str, gold: str, **_: Any) -> _Reading:
     """Normalised exact string match (see :func:`normalize_exact`).
 
     The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding sentence,
     else the last non-empty line of the final text.
     """
-    gold_norm = normalize_exact(str(gold))
-    if not gold_norm:
-        raise UngradableGold(str(gold), "exact", "empty after normalisation")
-    final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
-    if final is None:
-        return Verdict(None, False, True, False)
     raw = last_boxed(final)
     if raw is None:
-        phrases = concluding_phrases(final)
-        raw = phrases[0] if phrases else None
-    if raw is None:
-        lines = final.strip().rsplit("\n", 1)
-        raw = lines[-1].strip() or None
-    extracted = normalize_exact(raw) if raw is not None else None
-    if extracted == "":
-        extracted = None
-    failed = extracted is None and not truncated
-    correct = (not truncated) and extracted == gold_norm
-    return Verdict(extracted, correct, truncated, failed)
+        if _cut_off_box(final):
+            return _Reading(None, False)
+        phrase = concluding_phrase(final)
+        raw = phrase if phrase is not None else final.strip().rsplit("\n", 1)[-1].strip()
+    extracted = normalize_exact(raw) or None
+    return _Reading(extracted, extracted == gold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -341,38 +373,28 @@ def _mc_extract(final: str) -> str | None:
     return bare[-1] if bare else None
 
 
-def grade_mc(
-    response: str,
-    gold: str,
-    *,
-    hit_token_limit: bool = False,
-    think_in_prompt: bool = False,
-    reasoning_tags: Sequence[Sequence[str]] | None = None,
-    **_: Any,
-) -> Verdict:
+def _mc_gold(gold: str, **_: Any) -> str:
+    letter = mc_letter(gold)
+    if letter is None:
+        raise UngradableGold(gold, "mc", "not an option letter A..Z")
+    return letter
+
+
+@_grader(_mc_gold)
+def grade_mc(final: str, gold: str, **_: Any) -> _Reading:
     """Grade a multiple-choice letter (A..Z).
 
     Explicit forms -- ``\\boxed{X}``, "Answer: X", "the answer is (X)" -- are read first and the last
     occurrence wins; a final text that is only a letter counts too; otherwise the last bare "(X)".
     A letter beyond the item's options is extracted as is (and is wrong).
     """
-    gold_letter = mc_letter(str(gold))
-    if gold_letter is None:
-        raise UngradableGold(str(gold), "mc", "not an option letter A..Z")
-    final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
-    if final is None:
-        return Verdict(None, False, True, False)
     letter = _mc_extract(final)
-    failed = letter is None and not truncated
-    correct = (not truncated) and letter == gold_letter
-    return Verdict(letter, correct, truncated, failed)
+    return _Reading(letter, letter == gold)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------------
-
-Grader = Callable[..., Verdict]
 
 GRADERS: dict[str, Grader] = {
     "aime": grade_aime,

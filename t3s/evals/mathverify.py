@@ -23,6 +23,10 @@ from t3s.evals.verdict import UngradableGold
 
 __all__ = ["DEFAULT_MATH_TIMEOUT_S", "MathVerifier", "get_math_verifier"]
 
+#: Wall-clock limit of one comparison. Real answers compare in milliseconds; what takes longer is a runaway
+#: (a power tower evaluated exactly), graded wrong, so a response never costs more than a few seconds.
+DEFAULT_MATH_TIMEOUT_S = 3.0
+
 _WORKER_BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 
 
@@ -51,13 +55,13 @@ class MathVerifier:
 
     def __init__(
         self,
-        timeout_s: float = 10.0,
+        timeout_s: float | None = None,
         backend: Literal["process", "thread"] = "process",
         startup_timeout_s: float = 120.0,
     ) -> None:
         if backend not in ("process", "thread"):
             raise ValueError(f"backend must be 'process' or 'thread', got {backend!r}")
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = DEFAULT_MATH_TIMEOUT_S if timeout_s is None else float(timeout_s)
         self.backend = backend
         self.startup_timeout_s = float(startup_timeout_s)
         self.num_calls = 0
@@ -71,24 +75,34 @@ class MathVerifier:
         self._next_id = 0
 
     # -- public ---------------------------------------------------------------------------------
-    def check(self, gold: str, pred: str, timeout_s: float | None = None) -> _Outcome:
-        """Compare ``pred`` with ``gold``; raises :class:`UngradableGold` if gold cannot be parsed."""
+    def check(self, gold: str, pred: str, timeout_s: float | None = None, *, count: bool = True) -> _Outcome:
+        """Compare ``pred`` with ``gold``; raises :class:`UngradableGold` if gold cannot be parsed.
+
+        ``count=False`` leaves the call and timeout counters alone (a gold-only validation).
+        """
         if self._gold_ok.get(gold) is False:
             raise UngradableGold(gold, "math")
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         with self._lock:
-            self.num_calls += 1
+            self.num_calls += count
             if self.backend == "thread":
                 out = self._check_thread(gold, pred, limit)
             else:
                 out = self._check_process(gold, pred, limit)
         if out.timed_out:
-            self.num_timeouts += 1
+            self.num_timeouts += count
             return out
         self._gold_ok[gold] = out.gold_ok
         if not out.gold_ok:
             raise UngradableGold(gold, "math")
         return out
+
+    def check_gold(self, gold: str, timeout_s: float | None = None) -> None:
+        """Raise :class:`UngradableGold` if math-verify cannot parse ``gold`` (checked once per gold)."""
+        if self._gold_ok.get(gold) is None:
+            self.check(gold, "\\boxed{}", timeout_s, count=False)
+        elif not self._gold_ok[gold]:
+            raise UngradableGold(gold, "math")
 
     def close(self) -> None:
         """Stop the worker subprocess (if any)."""
@@ -201,11 +215,10 @@ class MathVerifier:
 
 
 _DEFAULT_VERIFIER: MathVerifier | None = None
-DEFAULT_MATH_TIMEOUT_S = 10.0
 
 
 def get_math_verifier() -> MathVerifier:
-    """The process-wide default :class:`MathVerifier` (process backend, 10 s limit), created lazily."""
+    """The process-wide default :class:`MathVerifier` (process backend, 3 s limit), created lazily."""
     global _DEFAULT_VERIFIER
     if _DEFAULT_VERIFIER is None:
         _DEFAULT_VERIFIER = MathVerifier(timeout_s=DEFAULT_MATH_TIMEOUT_S)

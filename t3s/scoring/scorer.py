@@ -114,6 +114,7 @@ def score(
         )
     meta = {"data": datamodule.fingerprint(), "base": str(base), "bottleneck": str(bottleneck)}
     cache = ScoreCache(values["base"], values["bottleneck"], offsets, meta)
+    cache.check_values(f"scores of {base} and {bottleneck}")  # a NaN checkpoint must not write a cache
     output = Path(output)
     cache.save(output)
     summary = summarize(cache, datamodule.traces, tokenizer, top_tokens=top_tokens, selection=selection)
