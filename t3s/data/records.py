@@ -60,6 +60,9 @@ def load_records(
         raise
     except DataFileError as exc:
         raise TraceDataError(str(exc)) from None
+    if not records:
+        detail = f"all {stats.rows} rows have an empty teacher reply" if stats.rows else "the file holds no rows"
+        raise TraceDataError(f"{path}: no usable teacher traces ({detail})")
     if stats.skipped_empty:
         log.warning(
             "skipped %d of %d records of %s with an empty teacher reply (no reasoning and empty answer)",

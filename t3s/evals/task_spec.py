@@ -122,12 +122,12 @@ class TaskSpec:
         _check_type(where, "seed", self.seed, (int,))
         _check_type(where, "limit", self.limit, (int,), optional=True)
         _check_type(where, "grader_kwargs", self.grader_kwargs, (dict,), optional=True)
-        if isinstance(self.fields, Mapping):
-            self.fields = _build(TaskFields, self.fields, f"{where} fields")
-        _check_type(where, "fields", self.fields, (TaskFields,))
-        if isinstance(self.sampling, Mapping):
-            self.sampling = _build(SamplingParams, self.sampling, f"{where} sampling")
-        _check_type(where, "sampling", self.sampling, (SamplingParams,))
+        for key, kind in (("fields", TaskFields), ("sampling", SamplingParams)):
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                setattr(self, key, _build(kind, value, f"{where} {key}"))
+            elif not isinstance(value, kind):
+                raise TaskError(f"{where}: {key} must be a mapping, got {type(value).__name__} {str(value)[:60]!r}")
         if self.grader not in GRADERS:
             raise TaskError(f"{where}: unknown grader {self.grader!r}; choose from {sorted(GRADERS)}")
         if self.limit is not None and self.limit < 0:
