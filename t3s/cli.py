@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from t3s.analysis.report import write_report
 from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
-from t3s.data import TeacherTraceDataModule, TraceDataError
+from t3s.data import DataFileError, TeacherTraceDataModule, TraceDataError
 from t3s.evals.grade_cli import grade_file
 from t3s.evals.offline import EvaluationError
 from t3s.recipe import (
@@ -63,6 +63,7 @@ class ConfigError(ValueError):
 USER_ERRORS = (
     ConfigError,
     TraceDataError,
+    DataFileError,  # every bad data, task or `t3s grade` input (TraceDataError, TaskError, GradeInputError)
     SelectionError,
     ScoreCacheError,
     TokenizerMismatchError,

@@ -43,3 +43,18 @@ def test_offline_from_curve_matches_online():
     steps, values = [0, 5, 10, 15, 20, 25], [1.0, 0.43, 0.5, 0.9, 1.0, 1.0]
     offline = BottleneckDetector.from_curve(list(reversed(steps)), list(reversed(values)), margin=0.2, patience=2)
     assert offline.bottleneck == 5
+
+
+def test_train_accuracy_tag_follows_the_callbacks_avg_at_k(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, is_train_accuracy_tag, read_scalars
+
+    writer = SummaryWriter(str(tmp_path))
+    for step, value in enumerate([0.9, 0.4, 0.2, 0.5, 0.8]):
+        writer.add_scalar("bench/train/avg@4", value, 10 * step)
+        writer.add_scalar("bench/math500/avg@4", 0.1, 10 * step)
+    writer.close()
+    assert is_train_accuracy_tag("bench/train/avg@4") and not is_train_accuracy_tag("bench/math500/avg@4")
+    assert read_scalars(tmp_path, TRAIN_ACCURACY_TAG) == ([0, 10, 20, 30, 40], pytest.approx([0.9, 0.4, 0.2, 0.5, 0.8]))
+    assert BottleneckDetector.from_run(tmp_path, margin=0.05, patience=2).final() == 20

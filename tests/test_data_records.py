@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from t3s.data import PRESETS, FieldMapping, TraceDataError, load_records
+from t3s.data import FIELD_PRESETS, FieldMapping, TraceDataError, load_records
 from t3s.data.text import last_boxed, split_response
 
 
@@ -53,7 +53,7 @@ def test_default_preset_prompt_response_and_messages(tmp_path: Path) -> None:
             {"question": "Pick", "options": ["x", "y"], "answer_text": "B", "answer": "B"},
         ],
     )
-    records, stats = load_records(path, PRESETS["default"])
+    records, stats = load_records(path, FIELD_PRESETS["default"])
     assert (stats.rows, stats.loaded, stats.skipped_empty) == (4, 4, 0)
     first, second, third, fourth = records
     assert (first.id, first.messages, first.reasoning, first.answer_text, first.gold) == (
@@ -73,7 +73,7 @@ def test_default_preset_prompt_response_and_messages(tmp_path: Path) -> None:
     assert third.messages == [{"role": "user", "content": "q?"}]
     assert (third.reasoning, third.answer_text) == ("r", "a")
     assert fourth.choices == ["x", "y"]
-    assert fourth.messages[0]["content"].startswith("Pick\n\nA. x\nB. y\n\nAnswer with the letter")
+    assert fourth.messages[0]["content"].startswith("Pick\n\n(A) x\n(B) y\n\nAnswer with the letter")
 
 
 def test_s1k_preset_gold_from_worked_solution(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_s1k_preset_gold_from_worked_solution(tmp_path: Path) -> None:
         "deepseek_attempt": r"The answer is $\boxed{\frac12}$.",
     }
     no_box = dict(row, solution="It is one half.")
-    records, _ = load_records(write_jsonl(tmp_path / "s1k.jsonl", [row, no_box]), PRESETS["s1k"])
+    records, _ = load_records(write_jsonl(tmp_path / "s1k.jsonl", [row, no_box]), FIELD_PRESETS["s1k"])
     assert records[0].gold == r"\frac{1}{2}"
     assert records[1].gold is None
     assert records[0].reasoning == "One split in two halves."
@@ -112,7 +112,7 @@ def test_conversations_preset_sharegpt_and_openthoughts(tmp_path: Path) -> None:
         ],
     }
     records, _ = load_records(
-        write_jsonl(tmp_path / "conv.jsonl", [sharegpt, open_thoughts]), PRESETS["conversations"]
+        write_jsonl(tmp_path / "conv.jsonl", [sharegpt, open_thoughts]), FIELD_PRESETS["conversations"]
     )
     assert records[0].messages == [
         {"role": "system", "content": "You think first."},
@@ -135,11 +135,11 @@ def test_r1_mc_preset_small(tmp_path: Path) -> None:
         "reasoning": "7 has no divisors.",
         "answer_text": "The answer is C.",
     }
-    (record,), _ = load_records(write_jsonl(tmp_path / "mc.jsonl", [row]), PRESETS["r1_mc"])
+    (record,), _ = load_records(write_jsonl(tmp_path / "mc.jsonl", [row]), FIELD_PRESETS["r1_mc"])
     assert record.messages == [
         {
             "role": "user",
-            "content": "Which is a prime?\n\nA. 4\nB. 6\nC. 7\n\n"
+            "content": "Which is a prime?\n\n(A) 4\n(B) 6\n(C) 7\n\n"
             "Answer with the letter of the correct option inside \\boxed{}, e.g. \\boxed{A}.",
         }
     ]
@@ -148,7 +148,7 @@ def test_r1_mc_preset_small(tmp_path: Path) -> None:
 
 def test_r1_mc_real_traces(shared_dir: Path) -> None:
     path = shared_dir / "data" / "r1_traces_mmlupro_200.jsonl"
-    records, stats = load_records(path, PRESETS["r1_mc"])
+    records, stats = load_records(path, FIELD_PRESETS["r1_mc"])
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert (len(records), stats.rows, stats.skipped_empty) == (200, 200, 0)
     assert [r.gold for r in records] == [row["answer_letter"] for row in rows]
@@ -158,17 +158,17 @@ def test_r1_mc_real_traces(shared_dir: Path) -> None:
     assert records[0].source == f"{path}:1" and records[-1].source == f"{path}:200"
     assert records[0].id == "8ffec765762f5030"
     prompt = records[0].messages[0]["content"]
-    assert "\nA. Mars does not have enough internal heat" in prompt and "\nJ. the greenhouse effect" in prompt
+    assert "\n(A) Mars does not have enough internal heat" in prompt and "\n(J) the greenhouse effect" in prompt
     assert all(r.reasoning and r.answer_text for r in records)
 
 
 def test_limit_is_a_reproducible_nested_subset(tmp_path: Path) -> None:
     rows = [{"id": str(i), "prompt": f"q{i}", "answer_text": f"a{i}"} for i in range(20)]
     path = write_jsonl(tmp_path / "t.jsonl", rows)
-    five, stats = load_records(path, PRESETS["default"], limit=5, seed=3)
-    again, _ = load_records(path, PRESETS["default"], limit=5, seed=3)
-    ten, _ = load_records(path, PRESETS["default"], limit=10, seed=3)
-    other, _ = load_records(path, PRESETS["default"], limit=5, seed=4)
+    five, stats = load_records(path, FIELD_PRESETS["default"], limit=5, seed=3)
+    again, _ = load_records(path, FIELD_PRESETS["default"], limit=5, seed=3)
+    ten, _ = load_records(path, FIELD_PRESETS["default"], limit=10, seed=3)
+    other, _ = load_records(path, FIELD_PRESETS["default"], limit=5, seed=4)
     ids = [r.id for r in five]
     assert stats.loaded == 5 and ids == [r.id for r in again]
     assert ids == sorted(ids, key=int)  # file order kept
@@ -180,7 +180,7 @@ def test_json_list_and_parquet(tmp_path: Path) -> None:
     rows = [{"prompt": "a", "answer_text": "b"}, {"prompt": "c", "answer_text": "d"}]
     json_path = tmp_path / "t.json"
     json_path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    records, _ = load_records(json_path, PRESETS["default"])
+    records, _ = load_records(json_path, FIELD_PRESETS["default"])
     assert [r.source for r in records] == [f"{json_path}:2", f"{json_path}:6"]
     assert [r.answer_text for r in records] == ["b", "d"]
     pa = pytest.importorskip("pyarrow")
@@ -188,7 +188,7 @@ def test_json_list_and_parquet(tmp_path: Path) -> None:
 
     parquet_path = tmp_path / "t.parquet"
     pq.write_table(pa.Table.from_pylist(rows), parquet_path)
-    records, _ = load_records(parquet_path, PRESETS["default"])
+    records, _ = load_records(parquet_path, FIELD_PRESETS["default"])
     assert [(r.messages[0]["content"], r.answer_text, r.source) for r in records] == [
         ("a", "b", f"{parquet_path}:1"),
         ("c", "d", f"{parquet_path}:2"),
@@ -208,7 +208,7 @@ def test_missing_required_field_names_file_line_and_key(tmp_path: Path) -> None:
     bad = {k: v for k, v in good.items() if k != "reasoning"}
     path = write_jsonl(tmp_path / "traces.jsonl", [good, bad])
     with pytest.raises(TraceDataError) as info:
-        load_records(path, PRESETS["r1_mc"])
+        load_records(path, FIELD_PRESETS["r1_mc"])
     assert str(info.value) == f"{path}:2: record has no field 'reasoning' (data.fields.reasoning)"
 
 
@@ -217,27 +217,27 @@ def test_override_makes_a_field_required(tmp_path: Path) -> None:
         tmp_path / "t.jsonl",
         [{"prompt": "q", "thinking": "t", "answer_text": "a"}, {"prompt": "q", "answer_text": "a"}],
     )
-    mapping = PRESETS["default"].with_overrides({"reasoning": "thinking"})
+    mapping = FIELD_PRESETS["default"].with_overrides({"reasoning": "thinking"})
     with pytest.raises(
         TraceDataError, match=r"t\.jsonl:2: record has no field 'thinking' \(data\.fields\.reasoning\)"
     ):
         load_records(path, mapping)
     with pytest.raises(TraceDataError, match=r"unknown field mapping key\(s\) \['reasonning'\]"):
-        PRESETS["default"].with_overrides({"reasonning": "x"})
+        FIELD_PRESETS["default"].with_overrides({"reasonning": "x"})
 
 
 def test_non_json_line(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text('{"prompt": "q", "answer_text": "a"}\n\n{"prompt": "q", oops}\n', encoding="utf-8")
     with pytest.raises(TraceDataError, match=r"t\.jsonl:3: line is not valid JSON"):
-        load_records(path, PRESETS["default"])
+        load_records(path, FIELD_PRESETS["default"])
 
 
 def test_non_utf8_line(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"prompt": "q", "answer_text": "a"}\n{"prompt": "caf\xe9", "answer_text": "a"}\n')
     with pytest.raises(TraceDataError, match=r"t\.jsonl:2: line is not valid UTF-8"):
-        load_records(path, PRESETS["default"])
+        load_records(path, FIELD_PRESETS["default"])
 
 
 @pytest.mark.parametrize(
@@ -267,14 +267,14 @@ def test_non_utf8_line(tmp_path: Path) -> None:
 def test_wrong_types_and_missing_parts(tmp_path: Path, row: dict, message: str) -> None:
     path = write_jsonl(tmp_path / "t.jsonl", [row])
     with pytest.raises(TraceDataError, match=message):
-        load_records(path, PRESETS["default"])
+        load_records(path, FIELD_PRESETS["default"])
 
 
 def test_non_object_row(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text("[1, 2]\n", encoding="utf-8")
     with pytest.raises(TraceDataError, match=r"t\.jsonl:1: expected a JSON object, got list"):
-        load_records(path, PRESETS["default"])
+        load_records(path, FIELD_PRESETS["default"])
 
 
 def test_empty_teacher_reply_is_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -285,7 +285,7 @@ def test_empty_teacher_reply_is_skipped_and_counted(tmp_path: Path, caplog: pyte
         {"prompt": "q4", "reasoning": "only thinking", "answer_text": ""},
     ]
     with caplog.at_level(logging.WARNING, logger="t3s.data.records"):
-        records, stats = load_records(write_jsonl(tmp_path / "t.jsonl", rows), PRESETS["default"])
+        records, stats = load_records(write_jsonl(tmp_path / "t.jsonl", rows), FIELD_PRESETS["default"])
     assert [r.messages[0]["content"] for r in records] == ["q2", "q4"]
     assert (stats.rows, stats.skipped_empty, stats.loaded) == (4, 2, 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -293,12 +293,12 @@ def test_empty_teacher_reply_is_skipped_and_counted(tmp_path: Path, caplog: pyte
 
 
 def test_unknown_file_type_and_bad_limit(tmp_path: Path) -> None:
-    path = tmp_path / "t.csv"
+    path = tmp_path / "t.txt"
     path.write_text("prompt,answer_text\n", encoding="utf-8")
-    with pytest.raises(TraceDataError, match=r"unsupported file type '\.csv'"):
-        load_records(path, PRESETS["default"])
+    with pytest.raises(TraceDataError, match=r"unsupported file type '\.txt'"):
+        load_records(path, FIELD_PRESETS["default"])
     with pytest.raises(TraceDataError, match=r"limit must be a positive number"):
-        load_records(path, PRESETS["default"], limit=0)
+        load_records(path, FIELD_PRESETS["default"], limit=0)
 
 
 def test_field_mapping_rejects_unknown_required_key() -> None:
@@ -312,10 +312,10 @@ def test_conversations_errors(tmp_path: Path) -> None:
         TraceDataError,
         match=r"c\.jsonl:1: record has no field 'conversations' \(data\.fields\.conversations\)",
     ):
-        load_records(write_jsonl(tmp_path / "c.jsonl", rows), PRESETS["conversations"])
+        load_records(write_jsonl(tmp_path / "c.jsonl", rows), FIELD_PRESETS["conversations"])
     rows = [{"conversations": [{"from": "human", "value": "hi"}]}]
     with pytest.raises(TraceDataError, match=r"field 'conversations' has no assistant turn"):
-        load_records(write_jsonl(tmp_path / "c.jsonl", rows), PRESETS["conversations"])
+        load_records(write_jsonl(tmp_path / "c.jsonl", rows), FIELD_PRESETS["conversations"])
     rows = [
         {
             "conversations": [
@@ -326,4 +326,4 @@ def test_conversations_errors(tmp_path: Path) -> None:
         }
     ]
     with pytest.raises(TraceDataError, match=r"has turns after the last assistant turn"):
-        load_records(write_jsonl(tmp_path / "c.jsonl", rows), PRESETS["conversations"])
+        load_records(write_jsonl(tmp_path / "c.jsonl", rows), FIELD_PRESETS["conversations"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from t3s.data import PRESETS, TraceDataError, TraceRecord, load_records, tokenize_trace
+from t3s.data import FIELD_PRESETS, IGNORE_INDEX, TraceDataError, TraceRecord, load_records, tokenize_trace
 from t3s.data.render import render_texts
 
 IGNORE = -100
@@ -112,13 +112,13 @@ def test_overlong_drop_and_truncate(qwen: Any) -> None:
 
 
 def test_real_r1_traces_render(qwen: Any, shared_dir: Path) -> None:
-    records, _ = load_records(shared_dir / "data" / "r1_traces_mmlupro_200.jsonl", PRESETS["r1_mc"], limit=3)
+    records, _ = load_records(shared_dir / "data" / "r1_traces_mmlupro_200.jsonl", FIELD_PRESETS["r1_mc"], limit=3)
     for i, rec in enumerate(records):
         trace = tokenize_trace(qwen, rec, i, max_length=32_768)
         assert trace is not None
         text = qwen.decode(labelled(trace))
         assert text == f"<think>\n{rec.reasoning}\n</think>\n\n{rec.answer_text}<|im_end|>"
-        assert "A. " in qwen.decode(trace.input_ids[: first_labelled(trace)])
+        assert "(A) " in qwen.decode(trace.input_ids[: first_labelled(trace)])
 
 
 def test_repo_tiny_tokenizer_renders_with_completion_only_labels(tiny_world: Path) -> None:
@@ -131,7 +131,7 @@ def test_repo_tiny_tokenizer_renders_with_completion_only_labels(tiny_world: Pat
                          reasoning="Units : 2 + 4 + 0 = 6 ;", answer_text="So the answer is \\boxed{ 4 6 }",
                          source="inline:1")
     trace = tokenize_trace(tok, record, 0, max_length=128)
-    trained = [i for i, label in zip(trace.input_ids, trace.labels) if label != -100]
+    trained = [i for i, label in zip(trace.input_ids, trace.labels) if label != IGNORE_INDEX]
     assert tok.decode(trained) == "<think> Units : 2 + 4 + 0 = 6 ; </think> So the answer is \\boxed{ 4 6 } <|im_end|>"
-    prompt = [i for i, label in zip(trace.input_ids, trace.labels) if label == -100]
+    prompt = [i for i, label in zip(trace.input_ids, trace.labels) if label == IGNORE_INDEX]
     assert tok.decode(prompt) == "<|im_start|> user add 1 2 + 3 4 . <|im_end|> <|im_start|> assistant"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from t3s.evals.grade_cli import grade_file
+from t3s.cli import main
+from t3s.evals.grade_cli import GradeInputError, grade_file
 
 
 def _write(path: Path, rows: list) -> Path:
@@ -75,7 +76,7 @@ def test_task_name_and_ungradable_math_gold(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", r"bad\.jsonl:2: invalid JSON"),
+        ("{not json", r"bad\.jsonl:2: line is not valid JSON"),
         ("[1, 2]", r"bad\.jsonl:2: expected a JSON object"),
         ('{"resp": "x"}', r"bad\.jsonl:2: missing field 'gold'"),
         ('{"resp": 5, "gold": "5"}', r"bad\.jsonl:2: field 'resp' must be a string"),
@@ -86,3 +87,47 @@ def test_malformed_rows_name_file_and_line(tmp_path, line, message):
     with pytest.raises(ValueError, match=message):
         grade_file("exact", str(src), "resp", "gold", str(tmp_path / "o.jsonl"))
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_verdicts_are_written_incrementally_and_a_rerun_resumes(tmp_path, capsys):
+    rows = [{"id": i, "resp": f"\\boxed{{{i}}}", "gold": str(i if i % 3 else i + 1)} for i in range(9)]
+    src = _write(tmp_path / "gens.jsonl", rows)
+    out = tmp_path / "v.jsonl"
+    first = grade_file("aime", str(src), "resp", "gold", str(out))
+    lines = out.read_text(encoding="utf-8").splitlines()
+    # a crash after four verdicts, in the middle of the fifth line
+    out.write_text("\n".join(lines[:4]) + "\n" + lines[4][:10], encoding="utf-8")
+    again = grade_file("aime", str(src), "resp", "gold", str(out))
+    assert again["num_resumed"] == 4 and first["num_resumed"] == 0
+    assert out.read_text(encoding="utf-8").splitlines() == lines
+    assert again["avg@1"] == first["avg@1"] == pytest.approx(6 / 9)
+    assert "resumed: kept the verdicts of the first 4 row(s)" in capsys.readouterr().out
+    # another grader's verdicts are not reused
+    assert grade_file("exact", str(src), "resp", "gold", str(out))["num_resumed"] == 0
+    # changed input rows are graded again from the first change on
+    rows[6]["resp"] = "\\boxed{0}"
+    _write(src, rows)
+    assert grade_file("exact", str(src), "resp", "gold", str(out))["num_resumed"] == 6
+
+
+def test_empty_input_truncation_count_and_lone_surrogates(tmp_path, capsys):
+    empty = _write(tmp_path / "empty.jsonl", [])
+    with pytest.raises(GradeInputError, match=r"empty\.jsonl: no generations to grade"):
+        grade_file("aime", str(empty), "resp", "gold", str(tmp_path / "o.jsonl"))
+    rows = ['{"resp": "\\ud800 \\\\boxed{5}", "gold": "5"}', {"resp": "<think>\\boxed{5}", "gold": "5"}]
+    src = _write(tmp_path / "s.jsonl", rows)
+    out = tmp_path / "s_out.jsonl"
+    metrics = grade_file("aime", str(src), "resp", "gold", str(out))
+    assert metrics["num_correct"] == 1 and metrics["num_truncated"] == 1
+    graded = _read(out)
+    assert graded[0]["resp"] == "\ud800 \\boxed{5}" and graded[0]["correct"] is True
+    assert "truncated 1 (50.00%)" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    src = _write(tmp_path / "bad.jsonl", [{"resp": "\\boxed{1}", "gold": "1"}, "{oops"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grade", "--task", "aime", "--input", str(src), "--response_field", "resp"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "bad.jsonl:2: line is not valid JSON" in err and "\n" not in err

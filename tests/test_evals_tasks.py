@@ -108,7 +108,7 @@ def test_missing_fields_and_bad_rows_report_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"d\.jsonl:3: missing field 'answer'"):
         task.items()
     path.write_text('{"problem": "1+1?", "answer": 2}\n{oops\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"d\.jsonl:2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"d\.jsonl:2: line is not valid JSON"):
         EvalTask(task.spec).items()
     path.write_text('{"id": 1, "problem": "a", "answer": 2}\n{"id": 1, "problem": "b", "answer": 3}\n')
     _write_yaml(tmp_path / "t2.yaml", "name: t2\ndataset: d.jsonl\nfields: {id: id}\ngrader: exact\n")
@@ -150,8 +150,8 @@ def test_mc_shuffle_uniform_reproducible_and_consistent(tmp_path, shared_dir):
         assert len(orders) > 1  # shuffled per sample, not only per item
     total = sum(counts.values())
     expected = total / 10
-    chi2 = sum((counts[letter] - expected) ** 2 / expected for letter in MC_LETTERS)
-    assert set(counts) == set(MC_LETTERS)
+    chi2 = sum((counts[letter] - expected) ** 2 / expected for letter in MC_LETTERS[:10])
+    assert set(counts) == set(MC_LETTERS[:10])
     assert chi2 < 40, counts  # 9 degrees of freedom: 40 is far in the tail (p ~ 1e-5)
     # the same seed gives the same orders (in a fresh task object); another seed other orders
     again = _mmlu_task(tmp_path, shared_dir)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.evals.bottleneck import BottleneckDetector, is_train_accuracy_tag, read_scalars
 from t3s.evals.figures import comparison_figure
 from t3s.scoring.scorer import summary_markdown
 
@@ -35,7 +35,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
             "tag": tag, "steps": steps, "values": values, "start": values[0], "min": values[i_min],
             "min_step": steps[i_min], "final": values[-1], "best": max(values),
         }
-    if TRAIN_ACCURACY_TAG in (b["tag"] for b in row["benchmarks"].values()):
+    if any(is_train_accuracy_tag(b["tag"]) for b in row["benchmarks"].values()):
         row["bottleneck"] = BottleneckDetector.from_run(run_dir).final()
     loss_steps, loss = read_scalars(run_dir, "train/loss")
     row["loss"] = (loss_steps, loss)

@@ -13,9 +13,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from t3s.data.fields import FIELD_PRESETS
 from t3s.data.packing import collate_rows, next_fit
-from t3s.data.records import PRESETS, Problem, TokenizedTrace, TraceDataError, TraceRecord, load_records
+from t3s.data.records import load_records
 from t3s.data.render import tokenize_trace
+from t3s.data.schema import TokenizedTrace, TraceDataError, TraceRecord
 from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
@@ -55,7 +57,7 @@ class TeacherTraceDataModule(LightningDataModule):
     Args:
         path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
-        preset: Field mapping preset, one of ``PRESETS`` (default, s1k, conversations, r1_mc).
+        preset: Field mapping preset, one of ``FIELD_PRESETS`` (default, s1k, conversations, r1_mc).
         fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
             become required.
         split: Split of a Hugging Face dataset.
@@ -98,8 +100,8 @@ class TeacherTraceDataModule(LightningDataModule):
         val_path: str | None = None,
     ) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(PRESETS)}")
+        if preset not in FIELD_PRESETS:
+            raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(FIELD_PRESETS)}")
         if overlong not in ("drop", "truncate"):
             raise TraceDataError(f"data.overlong must be 'drop' or 'truncate', got {overlong!r}")
         for name, value in (
@@ -127,7 +129,7 @@ class TeacherTraceDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.val_path = val_path
         self._val_traces: list[TokenizedTrace] | None = None
-        self.mapping = PRESETS[preset].with_overrides(fields)
+        self.mapping = FIELD_PRESETS[preset].with_overrides(fields)
         self._tokenizer: Any = None
         self._plan: StepPlan | None = None
         self.records: list[TraceRecord] = []
@@ -305,10 +307,10 @@ class TeacherTraceDataModule(LightningDataModule):
         self.setup()
         return sum(t.num_response_tokens for t in self.traces)
 
-    def problems(self) -> list[Problem]:
-        """The training problems (prompt turns and gold answer, gold may be None), in trace order."""
+    def problems(self) -> list[TraceRecord]:
+        """The training problems (records: prompt turns and gold answer, gold may be None), in trace order."""
         self.setup()
-        return [Problem(r.id, r.messages, r.gold, r.choices, r.source) for r in self.records]
+        return list(self.records)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the tokenized training data; ``sha256`` covers every trace's ids and labels."""

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from t3s.data.records import TokenizedTrace
-from t3s.data.render import IGNORE_INDEX
+from t3s.data.schema import IGNORE_INDEX, TokenizedTrace
 
 __all__ = ["MICRO_BATCH_KEYS", "collate", "collate_rows", "first_fit_decreasing", "next_fit", "rows_of"]
 

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from t3s.data.records import TokenizedTrace, TraceDataError, TraceRecord
+from t3s.data.schema import IGNORE_INDEX, TokenizedTrace, TraceDataError, TraceRecord
 
-__all__ = ["IGNORE_INDEX", "Overlong", "end_of_turn_ids", "render_texts", "tokenize_trace"]
+__all__ = ["END_OF_TURN_TOKENS", "IGNORE_INDEX", "Overlong", "end_of_turn_ids", "render_texts", "tokenize_trace"]
 
-IGNORE_INDEX = -100
 Overlong = Literal["drop", "truncate"]
 
-# End-of-turn tokens of common chat templates; only those the tokenizer knows are used.
-_END_OF_TURN_TOKENS = (
+#: End-of-turn tokens of common chat templates (ChatML/Qwen, Llama 3, Gemma, Phi, GPT-2 style, Llama 2/Mistral);
+#: only those a tokenizer knows are used. Training labels end at one; generation stops at any.
+END_OF_TURN_TOKENS = (
     "<|im_end|>",
     "<|eot_id|>",
     "<end_of_turn>",
     "<|end|>",
     "<|endoftext|>",
+    "<|end_of_text|>",
     "</s>",
     "<eos>",
 )
@@ -61,7 +62,7 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
     """Ids that close an assistant turn: the eos token and the usual template end-of-turn tokens it knows."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     unk = tokenizer.unk_token_id
-    for token in _END_OF_TURN_TOKENS:
+    for token in END_OF_TURN_TOKENS:
         token_id = tokenizer.convert_tokens_to_ids(token)
         if isinstance(token_id, int) and token_id != unk:
             ids.add(token_id)

@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from t3s.data.packing import collate_rows, rows_of
-from t3s.data.records import TokenizedTrace
+from t3s.data.schema import TokenizedTrace
 
 __all__ = ["StepDataLoader", "StepDataset", "StepPlan", "StepSampler", "micro_batches"]
 

@@ -1,85 +1,252 @@
-"""Small text helpers for teacher traces: splitting a reply into reasoning + answer, boxed answers, MC prompts."""
+"""Reasoning and answer text: the one place that splits a reply into thinking + final text, finds boxed
+answers, reads concluding sentences and formats multiple-choice prompts. Used by the data pipeline (teacher
+traces, gold answers) and by the graders alike, so the two can never disagree.
+
+Everything here is linear in the input and bounded: boxes are found with one pass over the braces of at most
+the last :data:`MAX_SCAN_CHARS` characters, so a megabyte-long or adversarial response costs milliseconds.
+This module imports only the standard library (the math-verify worker subprocess loads it by path).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_MC_INSTRUCTION",
+    "MAX_SCAN_CHARS",
+    "REASONING_TAGS",
+    "ReasoningSplit",
+    "braces_balanced",
+    "concluding_phrase",
     "format_multiple_choice",
+    "format_options",
+    "iter_boxed",
     "last_boxed",
+    "matching_braces",
     "option_letters",
+    "split_reasoning",
     "split_response",
+    "unwrap_text_commands",
 ]
 
 DEFAULT_MC_INSTRUCTION = "Answer with the letter of the correct option inside \\boxed{}, e.g. \\boxed{A}."
 
-_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
-_THOUGHT_OPEN, _THOUGHT_CLOSE = "<|begin_of_thought|>", "<|end_of_thought|>"
+#: Reasoning-block formats recognised by default, as (open, close) tags: DeepSeek-R1/Qwen3, OpenThoughts /
+#: Bespoke-Stratos, and the plain XML spellings some prompts ask for.
+REASONING_TAGS: tuple[tuple[str, str], ...] = (
+    ("<think>", "</think>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),
+    ("<thinking>", "</thinking>"),
+    ("<reasoning>", "</reasoning>"),
+    ("◁think▷", "◁/think▷"),
+)
 _SOLUTION_OPEN, _SOLUTION_CLOSE = "<|begin_of_solution|>", "<|end_of_solution|>"
+
+#: Answers are looked for in at most this many trailing characters of the final text.
+MAX_SCAN_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class ReasoningSplit:
+    """A reply split at its reasoning block.
+
+    ``reasoning``: the thinking text (stripped), None when the reply has no reasoning block. ``final``: the
+    text after the block (stripped; OpenThoughts solution markers removed), None when the block never
+    closed. ``closed``: False when the reply was cut off inside its reasoning (it holds no answer).
+    """
+
+    reasoning: str | None
+    final: str | None
+    closed: bool
+
+
+def split_reasoning(
+    text: str, *, opened_in_prompt: bool = False, tags: Sequence[tuple[str, str]] | None = None
+) -> ReasoningSplit:
+    """Split ``text`` at the LAST closing reasoning tag.
+
+    Reasoning may quote a closing tag ("...then write </think>..."), but only the last one can end it, so the
+    last closing tag of any known format (``tags``, default :data:`REASONING_TAGS`) wins. A reply that opens a
+    block and never closes it, or reopens one after the last close, is unclosed; so is a reply without tags
+    when ``opened_in_prompt`` (the chat template opened the block). A reply without tags is all final text.
+    """
+    formats = tuple(tags) if tags is not None else REASONING_TAGS
+    best: tuple[int, str, str] | None = None
+    for open_tag, close_tag in formats:
+        at = text.rfind(close_tag)
+        if at >= 0 and (best is None or at + len(close_tag) > best[0] + len(best[2])):
+            best = (at, open_tag, close_tag)
+    if best is not None:
+        at, open_tag, close_tag = best
+        head, final = text[:at], text[at + len(close_tag) :]
+        opened = head.find(open_tag)
+        reasoning = head[opened + len(open_tag) :] if opened >= 0 else head
+        if any(open_t in final for open_t, _ in formats):
+            return ReasoningSplit(reasoning.strip(), None, False)
+        if _SOLUTION_OPEN in final:
+            final = final.split(_SOLUTION_OPEN, 1)[1]
+        final = final.split(_SOLUTION_CLOSE, 1)[0]
+        return ReasoningSplit(reasoning.strip(), final.strip(), True)
+    opens = [(text.find(o), o) for o, _ in formats if o in text]
+    if opens:
+        at, open_tag = min(opens)
+        return ReasoningSplit(text[at + len(open_tag) :].strip(), None, False)
+    if opened_in_prompt:
+        return ReasoningSplit(text.strip(), None, False)
+    return ReasoningSplit(None, text.strip(), True)
 
 
 def split_response(text: str) -> tuple[str | None, str]:
-    """Split a whole teacher reply into ``(reasoning, answer)``, both stripped.
+    """A whole teacher reply as ``(reasoning, answer)``: :func:`split_reasoning`, an unclosed block giving an
+    empty answer."""
+    split = split_reasoning(text)
+    return split.reasoning, split.final or ""
 
-    Understands ``<think>...</think>answer`` (the opening tag may be missing, as in R1 outputs whose template
-    already opened the block) and the OpenThoughts markers ``<|begin_of_thought|>...<|end_of_thought|>``
-    ``<|begin_of_solution|>...<|end_of_solution|>``. A reply with no markers is all answer (reasoning None).
-    An opened but never closed thinking block is all reasoning with an empty answer.
+
+# ---------------------------------------------------------------------------------------------------------
+# Braces and boxes
+# ---------------------------------------------------------------------------------------------------------
+
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+def matching_braces(text: str) -> dict[int, int]:
+    """``{open_index: close_index}`` for every balanced ``{...}`` group; escaped ``\\{``/``\\}`` are literal.
+
+    One pass with a stack: unmatched closers are ignored, unclosed openers get no entry.
     """
-    if _THOUGHT_OPEN in text or _THOUGHT_CLOSE in text:
-        head, closed, rest = text.partition(_THOUGHT_CLOSE)
-        reasoning = head.split(_THOUGHT_OPEN, 1)[-1]
-        if not closed:
-            return reasoning.strip(), ""
-        if _SOLUTION_OPEN in rest:
-            rest = rest.split(_SOLUTION_OPEN, 1)[1]
-        answer = rest.split(_SOLUTION_CLOSE, 1)[0]
-        return reasoning.strip(), answer.strip()
-    if _THINK_CLOSE in text:
-        head, _, answer = text.partition(_THINK_CLOSE)
-        return head.split(_THINK_OPEN, 1)[-1].strip(), answer.strip()
-    if _THINK_OPEN in text:
-        return text.split(_THINK_OPEN, 1)[1].strip(), ""
-    return None, text.strip()
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_TOKEN.finditer(text):
+        token = m.group()
+        if token == "{":
+            stack.append(m.start())
+        elif token == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
-def _balanced_group(text: str, open_at: int) -> str | None:
-    """Content of the brace group whose ``{`` is at ``open_at``; None when the braces never balance."""
+def braces_balanced(text: str) -> bool:
+    """True when the unescaped ``{``/``}`` of ``text`` are balanced."""
     depth = 0
-    for i in range(open_at, len(text)):
-        char = text[i]
-        if char == "{":
+    for m in _BRACE_TOKEN.finditer(text):
+        token = m.group()
+        if token == "{":
             depth += 1
-        elif char == "}":
+        elif token == "}":
             depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-    return None
+            if depth < 0:
+                return False
+    return depth == 0
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced.
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_BARE_TOKEN_RE = re.compile(r"[^\s$]+")
 
-    ``last_boxed(r"so $\\boxed{\\frac{1}{2}}$")`` is ``"\\frac{1}{2}"``. Returns None when there is no
-    complete boxed group.
+
+def iter_boxed(text: str) -> Iterator[tuple[int, str]]:
+    """``(position, content)`` of every complete ``\\boxed{...}``/``\\fbox{...}``, in order, content stripped.
+
+    Braces are balanced (nested groups allowed, escaped braces literal): ``\\boxed{a \\} b}`` holds
+    ``a \\} b``. ``\\boxed 5.`` (TeX's brace-less form) holds the following token without a trailing period.
+    Cut-off boxes are skipped. Only the last :data:`MAX_SCAN_CHARS` characters are read.
     """
-    starts = sorted(
-        {i for command in ("\\boxed", "\\fbox") for i in _find_all(text, command + "{")}, reverse=True
-    )
-    for start in starts:
-        content = _balanced_group(text, text.index("{", start))
-        if content is not None:
-            return content.strip()
+    offset = max(0, len(text) - MAX_SCAN_CHARS)
+    window = text[offset:]
+    pairs: dict[int, int] | None = None
+    for m in _BOX_RE.finditer(window):
+        at = m.end()
+        if at < len(window) and window[at] == "{":
+            if pairs is None:
+                pairs = matching_braces(window)
+            close = pairs.get(at)
+            if close is not None:
+                yield offset + m.start(), window[at + 1 : close].strip()
+        elif at < len(window) and window[at - 1].isspace():
+            token = _BARE_TOKEN_RE.match(window, at)
+            if token and token.group().rstrip("."):
+                yield offset + m.start(), token.group().rstrip(".")
+
+
+def last_boxed(text: str | None) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, or None.
+
+    ``last_boxed(r"so $\\boxed{\\frac{1}{2}}$")`` is ``"\\frac{1}{2}"``.
+    """
+    if not text:
+        return None
+    found = None
+    for _, content in iter_boxed(text):
+        found = content
+    return found
+
+
+_TEXT_COMMAND_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{")
+
+
+def unwrap_text_commands(s: str) -> str:
+    """Replace ``\\text{x}``, ``\\textbf{x}``, ``\\mathrm{x}`` ... by ``x`` (nested ones too), in one pass."""
+    if "\\" not in s:
+        return s
+    pairs: dict[int, int] | None = None
+    drop: list[tuple[int, int]] = []
+    for m in _TEXT_COMMAND_RE.finditer(s):
+        if pairs is None:
+            pairs = matching_braces(s)
+        close = pairs.get(m.end() - 1)
+        if close is not None:
+            drop += [(m.start(), m.end()), (close, close + 1)]
+    if not drop:
+        return s
+    out, at = [], 0
+    for start, end in sorted(drop):
+        out.append(s[at:start])
+        at = end
+    out.append(s[at:])
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Concluding sentences (the unboxed fallback)
+# ---------------------------------------------------------------------------------------------------------
+
+_CONCLUSION_RE = re.compile(
+    r"\b(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?"
+    r"|\b(?:hence|thus|therefore|so)\b,?[^.!?\n]{0,80}?(?:=|\bis\b|\bequals\b)",
+    re.IGNORECASE,
+)
+_MAX_PHRASE_CHARS = 2_000
+_MAX_CONCLUSIONS = 20
+_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|(?<![\d)}])!|[?\n]")  # "25!" is a factorial
+
+
+def concluding_phrase(text: str) -> str | None:
+    """The value stated by the LAST concluding sentence of ``text``, or None.
+
+    A concluding sentence says "the (final) answer is X", "Answer: X", or "hence/thus/therefore/so ... = X"
+    (or "... is X"); its value is the rest of the sentence, stripped of ``*``, ``$`` and a final period. A
+    sentence with no value (the text ends after "the answer is") gives way to the one before; sentences over
+    2,000 characters state no answer. Bounded: only the last :data:`MAX_SCAN_CHARS` characters and the last
+    :data:`_MAX_CONCLUSIONS` concluding sentences are read.
+    """
+    text = text[-MAX_SCAN_CHARS:]
+    matches = [m.end() for m in _CONCLUSION_RE.finditer(text)]
+    for at in reversed(matches[-_MAX_CONCLUSIONS:]):
+        rest = text[at : at + _MAX_PHRASE_CHARS + 1]
+        end = _SENTENCE_END_RE.search(rest)
+        if end is None and len(rest) > _MAX_PHRASE_CHARS:
+            continue  # a "sentence" this long states no answer (and a cut one could misstate it)
+        value = (rest[: end.start()] if end else rest).strip().strip("*").strip().strip("$").strip()
+        if value:
+            return value
     return None
 
 
-def _find_all(text: str, needle: str) -> list[int]:
-    found, at = [], text.find(needle)
-    while at != -1:
-        found.append(at)
-        at = text.find(needle, at + 1)
-    return found
+# ---------------------------------------------------------------------------------------------------------
+# Multiple choice
+# ---------------------------------------------------------------------------------------------------------
 
 
 def option_letters(count: int) -> list[str]:
@@ -89,10 +256,14 @@ def option_letters(count: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(count)]
 
 
+def format_options(options: Sequence[str]) -> str:
+    """The options lettered ``(A) ...``, one per line (the one multiple-choice format of t3s)."""
+    return "\n".join(f"({letter}) {option}" for letter, option in zip(option_letters(len(options)), options))
+
+
 def format_multiple_choice(question: str, options: Sequence[str], instruction: str | None) -> str:
-    """``question``, a blank line, the options lettered ``A. ...`` one per line, a blank line, ``instruction``."""
-    lines = [f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options)]
-    parts = [question.strip(), "\n".join(lines)]
+    """``question``, a blank line, the lettered options (:func:`format_options`), a blank line, ``instruction``."""
+    parts = [question.strip(), format_options(options)]
     if instruction:
         parts.append(instruction)
     return "\n\n".join(parts)

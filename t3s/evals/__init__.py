@@ -14,21 +14,8 @@ from t3s.evals.generation import (
     to_vllm_sampling_kwargs,
 )
 from t3s.evals.grade_cli import grade_file
-from t3s.evals.graders import (
-    GRADERS,
-    MathVerifier,
-    UngradableGold,
-    Verdict,
-    get_math_verifier,
-    grade,
-    grade_aime,
-    grade_exact,
-    grade_math,
-    grade_mc,
-    last_boxed,
-    split_reasoning,
-    validate_gold,
-)
+from t3s.evals.graders import GRADERS, grade, grade_aime, grade_exact, grade_math, grade_mc, validate_gold
+from t3s.evals.mathverify import MathVerifier, get_math_verifier
 from t3s.evals.metrics import BenchmarkMetrics, avg_at_k, maj_at_k, majority_vote, pass_at_k
 from t3s.evals.runner import EvalResult, evaluate, exclude_ungradable
 from t3s.evals.tasks import (
@@ -36,13 +23,14 @@ from t3s.evals.tasks import (
     ChoiceOrder,
     EvalItem,
     EvalTask,
-    FieldMap,
+    TaskError,
+    TaskFields,
     TaskSpec,
     load_task,
     load_task_spec,
     prompt_opens_think,
-    stable_seed,
 )
+from t3s.evals.verdict import UngradableGold, Verdict
 
 __all__ = [
     "BenchmarkCallback",
@@ -54,12 +42,13 @@ __all__ = [
     "EvalItem",
     "EvalResult",
     "EvalTask",
-    "FieldMap",
     "Generation",
     "Generator",
     "HFGenerator",
     "MathVerifier",
     "SamplingParams",
+    "TaskError",
+    "TaskFields",
     "TaskSpec",
     "UngradableGold",
     "VLLMGenerator",
@@ -75,15 +64,12 @@ __all__ = [
     "grade_file",
     "grade_math",
     "grade_mc",
-    "last_boxed",
     "load_task",
     "load_task_spec",
     "maj_at_k",
     "majority_vote",
     "pass_at_k",
     "prompt_opens_think",
-    "split_reasoning",
-    "stable_seed",
     "to_vllm_sampling_kwargs",
     "validate_gold",
 ]

@@ -1,8 +1,10 @@
 """math-verify checks, usable in-process or as a killable worker subprocess.
 
-This module deliberately imports nothing from ``t3s`` (and neither torch nor transformers) so that
-:class:`t3s.evals.graders.MathVerifier` can start it as a light subprocess
-(``python -c <boot> <this file>``) and kill it when a comparison exceeds its wall-clock limit.
+This module imports no ``t3s`` package (and neither torch nor transformers) so that
+:class:`t3s.evals.mathverify.MathVerifier` can start it as a light subprocess
+(``python -c <boot> <this file>``) and kill it when a comparison exceeds its wall-clock limit. The shared
+brace scanner comes from ``t3s/data/text.py``, loaded by file path (that module uses only the standard
+library).
 math-verify's own signal-based timeouts are disabled (they only work on the main thread);
 the time limit is enforced by the caller.
 
@@ -13,12 +15,32 @@ answers each request ``{"id": int, "gold": str, "pred": str}`` with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
 import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+
+def _load_text_module() -> Any:
+    """``t3s.data.text`` without importing the ``t3s`` package (whose ``__init__`` pulls in torch)."""
+    if __package__:  # imported normally (the thread backend): the package is already loaded
+        from t3s.data import text
+
+        return text
+    path = Path(__file__).resolve().parents[1] / "data" / "text.py"
+    spec = importlib.util.spec_from_file_location("_t3s_text", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+braces_balanced = _load_text_module().braces_balanced
 
 
 def gold_text(gold: str) -> str:
@@ -33,25 +55,6 @@ def _parse(text: str) -> list[Any]:
     from math_verify import parse
 
     return parse(text, parsing_timeout=None)
-
-
-def braces_balanced(text: str) -> bool:
-    """True when the unescaped ``{``/``}`` of ``text`` are balanced."""
-    depth = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-        i += 1
-    return depth == 0
 
 
 @lru_cache(maxsize=8192)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
-#: The TensorBoard tag of the training-accuracy curve written by ``BenchmarkCallback``.
-TRAIN_ACCURACY_TAG = "bench/train/avg@1"
+#: The TensorBoard tag of the training-accuracy curve written by ``BenchmarkCallback``: ``avg@k`` for whatever
+#: number k of samples the callback draws (a pattern; :func:`read_scalars` and :func:`is_train_accuracy_tag`
+#: match it).
+TRAIN_ACCURACY_TAG = "bench/train/avg@*"
+
+
+def is_train_accuracy_tag(tag: str) -> bool:
+    """True for the training-accuracy tag of any avg@k."""
+    return fnmatchcase(tag, TRAIN_ACCURACY_TAG)
 
 
 @dataclass
@@ -72,13 +80,19 @@ class BottleneckDetector:
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
-    """All (step, value) of one scalar tag in a TensorBoard run directory, last write per step wins."""
+    """All (step, value) of one scalar tag in a TensorBoard run directory, last write per step wins.
+
+    ``tag`` may be a glob pattern (e.g. :data:`TRAIN_ACCURACY_TAG`): the first matching tag in sorted order
+    is read.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    if tag not in acc.Tags().get("scalars", []):
+    matching = sorted(t for t in acc.Tags().get("scalars", []) if fnmatchcase(t, tag))
+    if not matching:
         return [], []
+    tag = matching[0]
     by_step = {event.step: event.value for event in acc.Scalars(tag)}
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]

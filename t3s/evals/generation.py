@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from t3s.data.render import END_OF_TURN_TOKENS
+
 __all__ = [
     "Generation",
     "Generator",
@@ -17,17 +19,6 @@ __all__ = [
     "default_stop_token_ids",
     "to_vllm_sampling_kwargs",
 ]
-
-# End-of-turn tokens of common chat templates (only those present in a tokenizer's vocabulary are used).
-END_OF_TURN_TOKENS = (
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<end_of_turn>",
-    "<|end|>",
-)
-
 
 @dataclass
 class SamplingParams:
@@ -45,6 +36,11 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name, kinds in (("n", (int,)), ("temperature", (int, float)), ("top_p", (int, float)),
+                            ("top_k", (int, type(None))), ("max_new_tokens", (int,)), ("seed", (int,))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ValueError(f"{name} must be a number, got {type(value).__name__} {str(value)[:40]!r}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.temperature < 0:

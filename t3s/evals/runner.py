@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from t3s.evals.generation import Generation, Generator, SamplingParams
-from t3s.evals.graders import UngradableGold, validate_gold
+from t3s.evals.graders import validate_gold
 from t3s.evals.metrics import BenchmarkMetrics
-from t3s.evals.tasks import EvalItem, EvalTask, prompt_opens_think
+from t3s.evals.task import EvalTask, prompt_opens_think
+from t3s.evals.task_spec import EvalItem
+from t3s.evals.verdict import UngradableGold
 
 __all__ = ["EvalResult", "evaluate", "exclude_ungradable", "generate_safely"]
 
@@ -121,6 +123,7 @@ def evaluate(
     batch: dict[str, list[list[Any]]] = {
         k: [] for k in ("correct", "num_tokens", "truncated", "extraction_failed", "answers", "timed_out")
     }
+    grader_errors = 0
     for i, item in enumerate(items):
         row: dict[str, list[Any]] = {k: [] for k in batch}
         for s, gen in enumerate(gens[i]):
@@ -140,6 +143,7 @@ def evaluate(
                 "truncated": verdict.truncated,
                 "extraction_failed": verdict.extraction_failed,
                 "timed_out": verdict.timed_out,
+                "grader_error": verdict.grader_error,
             }
             order = task.choice_order(item, s)
             if order is not None:
@@ -147,6 +151,7 @@ def evaluate(
                 record["choice_seed"] = order.seed
                 record["choice_order"] = list(order.order)
             records.append(record)
+            grader_errors += verdict.grader_error
             for key, value in (
                 ("correct", verdict.correct),
                 ("num_tokens", gen.num_tokens),
@@ -158,6 +163,8 @@ def evaluate(
                 row[key].append(value)
         for key in batch:
             batch[key].append(row[key])
+    if grader_errors:
+        log.error("task %r: the grader failed on %d response(s); they are graded wrong", task.name, grader_errors)
     if items:
         metric.update(**batch)
     return EvalResult(task=task.name, metrics=metric.compute(), records=records, excluded=excluded)

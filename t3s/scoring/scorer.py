@@ -92,8 +92,12 @@ def score(
     chunk_size: int = 2048,
     top_tokens: int = 30,
     trust_remote_code: bool = False,
+    selection: Any = None,
 ) -> dict[str, Any]:
-    """Score θ_0 and θ_b on the data module's traces and write the cache and ``summary.json`` to ``output``."""
+    """Score θ_0 and θ_b on the data module's traces and write the cache and ``summary.json`` to ``output``.
+
+    The summary counts anchors and yet-to-learn tokens with ``selection``'s thresholds (a ``T3S`` strategy;
+    default: ``T3S``'s defaults)."""
     datamodule.setup("fit")
     tokenizer = datamodule.tokenizer
     for role, ckpt in (("base", base), ("bottleneck", bottleneck)):
@@ -110,21 +114,31 @@ def score(
         )
     meta = {"data": datamodule.fingerprint(), "base": str(base), "bottleneck": str(bottleneck)}
     cache = ScoreCache(values["base"], values["bottleneck"], offsets, meta)
+    cache.check_values(f"scores of {base} and {bottleneck}")  # a NaN checkpoint must not write a cache
     output = Path(output)
     cache.save(output)
-    summary = summarize(cache, datamodule.traces, tokenizer, top_tokens=top_tokens)
+    summary = summarize(cache, datamodule.traces, tokenizer, top_tokens=top_tokens, selection=selection)
     write_json_atomic(output / SUMMARY_FILE, summary)
     print_summary(summary)
     return summary
 
 
 def summarize(cache: ScoreCache, traces: list[Any], tokenizer: PreTrainedTokenizerBase, *, top_tokens: int = 30,
-              yet_to_learn_threshold: float = 0.2) -> dict[str, Any]:
-    """Anchor fraction, mean Δc and the most frequent anchor / yet-to-learn tokens, decoded."""
+              selection: Any = None) -> dict[str, Any]:
+    """Anchor fraction, mean Δc and the most frequent anchor / yet-to-learn tokens, decoded.
+
+    Anchors are tokens with Δc above ``selection.threshold`` and strongly yet-to-learn ones have Δc below
+    ``-selection.yet_to_learn_threshold`` (``selection`` a ``T3S`` strategy; default: ``T3S()``'s thresholds).
+    """
+    if selection is None or not hasattr(selection, "yet_to_learn_threshold"):
+        from t3s.selection.strategies import T3S
+
+        selection = T3S()
+    threshold, yet_to_learn_threshold = float(selection.threshold), float(selection.yet_to_learn_threshold)
     ids = torch.cat([torch.tensor(t.input_ids, dtype=torch.long) for t in traces]) if traces else torch.zeros(0)
     scored = ~torch.isnan(cache.delta)
     delta, token_ids = cache.delta[scored], ids[scored]
-    anchors = delta > 0
+    anchors = delta > threshold
     strong = delta < -yet_to_learn_threshold
 
     def top(selection: torch.Tensor) -> list[dict[str, Any]]:
@@ -144,6 +158,8 @@ def summarize(cache: ScoreCache, traces: list[Any], tokenizer: PreTrainedTokeniz
     n = int(scored.sum())
     return {
         "num_tokens": n,
+        "anchor_threshold": threshold,
+        "yet_to_learn_threshold": yet_to_learn_threshold,
         "anchor_fraction": float(anchors.float().mean()) if n else 0.0,
         "yet_to_learn_fraction": float((~anchors).float().mean()) if n else 0.0,
         f"delta_below_-{yet_to_learn_threshold}_fraction": float(strong.float().mean()) if n else 0.0,
@@ -165,7 +181,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, rows:
         f"{summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f} "
         f"(c(θ0) {summary['mean_base_logprob']:.3f} → c(θb) {summary['mean_bottleneck_logprob']:.3f})"
     )
-    table = Table("anchor token (Δc>0)", "count", "share", "yet-to-learn token", "count", "share")
+    threshold = summary.get("anchor_threshold", 0.0)
+    table = Table(f"anchor token (Δc>{threshold:g})", "count", "share", "yet-to-learn token", "count", "share")
     anchors, others = summary["top_anchor_tokens"], summary["top_yet_to_learn_tokens"]
     for i in range(min(rows, max(len(anchors), len(others)))):
         a = anchors[i] if i < len(anchors) else None
@@ -183,7 +200,8 @@ def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
         f"anchor fraction {summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f} over "
         f"{summary['num_tokens']} tokens (θ_0 = `{summary.get('base')}`, θ_b = `{summary.get('bottleneck')}`)",
         "",
-        "| anchor token (Δc>0) | count | share | yet-to-learn token | count | share |",
+        f"| anchor token (Δc>{summary.get('anchor_threshold', 0.0):g}) | count | share | yet-to-learn token | count "
+        "| share |",
         "|---|---|---|---|---|---|",
     ]
     for a, o in zip(summary["top_anchor_tokens"][:rows], summary["top_yet_to_learn_tokens"][:rows]):

@@ -36,8 +36,15 @@ class ScoreCache:
     """Per-token c(θ_0) and c(θ_b) for a tokenized dataset, looked up by (trace index, position)."""
 
     def __init__(self, base: torch.Tensor, bottleneck: torch.Tensor, offsets: torch.Tensor, meta: dict[str, Any]):
-        if base.shape != bottleneck.shape or offsets.ndim != 1 or int(offsets[-1]) != base.numel():
-            raise ScoreCacheError("score cache tensors are inconsistent (base/bottleneck/offsets sizes differ)")
+        if base.ndim != 1 or base.shape != bottleneck.shape or offsets.ndim != 1 or offsets.numel() < 1:
+            raise ScoreCacheError("score cache tensors are inconsistent (base/bottleneck/offsets shapes differ)")
+        if not base.is_floating_point() or not bottleneck.is_floating_point() or offsets.is_floating_point():
+            raise ScoreCacheError("score cache tensors have the wrong dtypes (float scores, integer offsets)")
+        steps = offsets[1:] - offsets[:-1]
+        if int(offsets[0]) != 0 or bool((steps < 0).any()) or int(offsets[-1]) != base.numel():
+            raise ScoreCacheError("score cache offsets do not index the scores (they must rise from 0 to their number)")
+        if not isinstance(meta, dict):
+            raise ScoreCacheError(f"score cache metadata must be a JSON object, got {type(meta).__name__}")
         self.base = base.float()
         self.bottleneck = bottleneck.float()
         self.delta = self.bottleneck - self.base
@@ -54,9 +61,14 @@ class ScoreCache:
                 f"no score cache at '{directory}' (expected {SCORES_FILE} and {META_FILE}); "
                 "create it with `python -m t3s score --config CFG --base θ0 --bottleneck θb --output DIR`"
             )
-        tensors = load_file(str(directory / SCORES_FILE))
-        meta = json.loads((directory / META_FILE).read_text())
-        return cls(tensors["base"], tensors["bottleneck"], tensors["offsets"], meta)
+        tensors = _read_tensors(directory / SCORES_FILE)
+        meta = _read_meta(directory / META_FILE)
+        try:
+            cache = cls(tensors["base"], tensors["bottleneck"], tensors["offsets"], meta)
+        except ScoreCacheError as err:
+            raise ScoreCacheError(f"{directory / SCORES_FILE}: {err}; re-run `t3s score`") from None
+        cache.check_values(str(directory / SCORES_FILE))
+        return cache
 
     def save(self, directory: str | Path) -> None:
         """Write the cache tensors and metadata (each file replaced atomically)."""
@@ -68,6 +80,17 @@ class ScoreCache:
         write_json_atomic(directory / META_FILE, self.meta)
 
     # -------------------------------------------------------------- checks
+    def check_values(self, source: str = "score cache") -> None:
+        """Refuse caches no scorer writes: infinite log-probs, or not one scored token."""
+        for name in ("base", "bottleneck"):
+            values = getattr(self, name)
+            scored = values[~torch.isnan(values)]
+            if not bool(torch.isfinite(scored).all()):
+                raise ScoreCacheError(f"{source}: '{name}' holds infinite log-probs; re-run `t3s score`")
+        if not bool((~torch.isnan(self.delta)).any()):
+            raise ScoreCacheError(f"{source}: no token has a score (all NaN: the checkpoints produced NaN or the "
+                                  "data has no trained tokens); re-run `t3s score` with working checkpoints")
+
     def check_matches(self, fingerprint: dict[str, Any], source: str = "") -> None:
         """Refuse a cache computed on other data, another tokenizer or another max length."""
         cached = self.meta.get("data", {})
@@ -100,6 +123,34 @@ class ScoreCache:
         out = values[flat]
         out = torch.where(valid, out, torch.full_like(out, float("nan")))
         return out.to(trace_index.device)
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error kinds for damaged files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ScoreCacheError(f"{path}: not a readable safetensors file ({first}); re-run `t3s score`") from None
+    missing = [k for k in ("base", "bottleneck", "offsets") if k not in tensors]
+    if missing:
+        raise ScoreCacheError(f"{path}: missing tensor(s) {missing}; re-run `t3s score`")
+    return tensors
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ScoreCacheError(f"{path}: not valid UTF-8 ({err.reason}); re-run `t3s score`") from None
+    except json.JSONDecodeError as err:
+        raise ScoreCacheError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); re-run `t3s score`") from None
+    except (ValueError, RecursionError) as err:
+        raise ScoreCacheError(f"{path}: unreadable JSON ({type(err).__name__}); re-run `t3s score`") from None
+    except OSError as err:
+        raise ScoreCacheError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("data", {}), dict):
+        raise ScoreCacheError(f"{path}: expected a JSON object with a 'data' fingerprint; re-run `t3s score`")
+    return meta
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

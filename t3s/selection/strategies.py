@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from t3s.ops.hashing import counter_uniform, stable_seed
 from t3s.selection.base import (
     SelectionContext,
     SelectionError,
@@ -174,11 +174,8 @@ class RandomMask(TokenSelectionStrategy):
             self.match.setup(data_fingerprint)
 
     def _priority(self, ctx: SelectionContext) -> torch.Tensor:
-        # A deterministic pseudo-random number in [0, 1) per (seed, trace, position).
-        key = (ctx.trace_index.long() * 1_000_003 + ctx.position_ids.long()) ^ _seed_salt(self.seed)
-        key = (key * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
-        key = key ^ (key >> 29)
-        return (key % 1_000_000_007).double() / 1_000_000_007
+        """A deterministic pseudo-random number in [0, 1) per (seed, trace, position)."""
+        return counter_uniform(stable_seed("t3s-random-mask", self.seed), ctx.trace_index, ctx.position_ids)
 
     def _random_subset(self, ctx: SelectionContext, k: int) -> torch.Tensor:
         n = int(ctx.response_mask.sum())
@@ -237,11 +234,6 @@ class StudentEntropy(TokenSelectionStrategy):
 
     def budget(self, ctx: SelectionContext) -> int:
         return fraction_budget(int(ctx.response_mask.sum()), self.fraction)
-
-
-def _seed_salt(seed: int) -> int:
-    digest = hashlib.sha256(f"t3s-random-mask-{seed}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
 
 
 __all__ = [
