@@ -1,42 +1,148 @@
-"""What every student family shares: optimizer and schedule, gradient clipping, cross-rank sums, and the
+"""What every student family shares: the constructor arguments for the model, the optimiser and the schedule;
+one training step (plan → loss per pass → global normalisation → clip → step → log); cross-rank sums; and the
 Hugging Face folder written next to every Lightning checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+import time
 import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
+from t3s.selection import FullSFT, TokenSelectionStrategy
 from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
+
+log = logging.getLogger(__name__)
 
 # Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
 # state after that step, which is what Lightning warns about for manual optimization.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
-class StudentModule(L.LightningModule):
-    """Base of ``ARStudent`` and ``DiffusionStudent``.
+@dataclass
+class StepStats:
+    """Additive statistics of a training step: each family subclasses it with its own named float fields.
 
-    Subclasses set ``self.model`` (an HF ``PreTrainedModel``, see :meth:`build_causal_lm`) and ``self.tokenizer``
-    in ``configure_model``, keep ``self.model_config``, and save these hyper-parameters: ``lr``,
-    ``weight_decay``, ``betas``, ``adam_eps``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
-    ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
+    Records add field by field (passes of a rank), and :meth:`all_sum` sums them over ranks.
+    """
+
+    def __add__(self, other: StepStats) -> StepStats:
+        return type(self)(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def all_sum(self, module: StudentModule) -> StepStats:
+        """The field-wise sum over every rank (identity on one process)."""
+        values = torch.tensor(dataclasses.astuple(self), dtype=torch.float64, device=module.device)
+        return type(self)(*module.all_sum(values).tolist())
+
+
+@dataclass
+class StepPlan:
+    """What a family prepares for one optimizer step before any forward pass.
+
+    Attributes:
+        passes: one item per forward/backward pass of this rank (given back to ``pass_loss``).
+        normaliser: this rank's share of the global loss normaliser (selected tokens, sequences, ...).
+        stats: statistics known before the forward passes (the passes' statistics are added to them).
+    """
+
+    passes: list[Any]
+    normaliser: float
+    stats: StepStats
+
+
+class StudentModule(L.LightningModule):
+    """Base of ``ARStudent`` and ``DiffusionStudent``: the arguments both take, and one training step.
+
+    Optimisation is manual: one training step = one step batch of the data module. A family implements
+    :meth:`plan_step` (the forward/backward passes of this rank and its share of the global normaliser),
+    :meth:`pass_loss` (the loss *sum* of one pass and its :class:`StepStats`) and :meth:`step_metrics`; this
+    class runs the passes, divides by the global normaliser (all passes, all ranks, so accumulation and
+    data parallelism leave the loss unchanged), clips, steps and logs.
 
     HF folders: ``<run_dir>/hf/step_0`` (θ_0) at the start, ``step_<N>`` at every Lightning checkpoint and
     whenever a callback asks (``ensure_hf_checkpoint``), and ``hf/final`` → the last step.
+
+    Args:
+        model: Hugging Face hub id or local path of the student (θ_0).
+        model_config: build a randomly initialised model from this config dict instead (keys as in
+            ``AutoConfig.for_model``; ``model_type`` required). For tests and tiny experiments.
+        tokenizer: tokenizer saved with every HF checkpoint (linked from ``data.tokenizer`` by the CLI;
+            defaults to ``model``).
+        selection: the token-selection strategy (default: ``FullSFT``).
+        lr: peak learning rate of AdamW (paper: 1e-5).
+        weight_decay: AdamW weight decay (matrices only; biases and norms get none).
+        betas: AdamW betas.
+        adam_eps: AdamW epsilon. Larger values (e.g. 1e-4) make updates shrink with the gradient instead of
+            keeping a fixed size once the remaining loss is small.
+        warmup_steps: linear warm-up steps from 0 to ``lr``.
+        schedule: after warm-up, ``constant``, ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr`` at
+            ``trainer.max_steps``.
+        min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
+        max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
+        dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
+        gradient_checkpointing: recompute decoder activations in backward to save memory.
+        attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``;
+            ``None``: the model's default). Packed rows need one that honours restarting ``position_ids``
+            (all three do in transformers>=5).
+        logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
+        trust_remote_code: allow model code from the hub (off unless you opt in).
+        init_seed: seed for ``model_config`` initialisation.
     """
 
-    def __init__(self) -> None:
+    #: raised for a bad constructor argument (families may use a subclass of ValueError)
+    config_error: type[ValueError] = ValueError
+    #: warned once when a step has nothing in its loss
+    empty_step_message = "every token of the global batch is masked; the loss is 0"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        selection: TokenSelectionStrategy | None = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-8,
+        warmup_steps: int = 0,
+        schedule: Literal["constant", "cosine", "linear"] = "cosine",
+        min_lr_ratio: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = "sdpa",
+        logprob_chunk_size: int = 2048,
+        trust_remote_code: bool = False,
+        init_seed: int = 0,
+    ) -> None:
         super().__init__()
+        name = type(self).__name__
+        if (model is None) == (model_config is None):
+            raise self.config_error(f"{name} needs exactly one of `model` (hub id / path) or `model_config`")
+        if model_config is not None and "model_type" not in model_config:
+            raise self.config_error("model_config needs a 'model_type' key (e.g. 'qwen3')")
         self.automatic_optimization = False
+        # collects the arguments of the whole constructor chain (a family's own ones included)
+        self.save_hyperparameters(ignore=["selection"])
+        self.model_source = model
+        self.model_config = model_config
+        self.tokenizer_source = tokenizer or model
+        self.selection = selection or FullSFT()
+        self.model: PreTrainedModel | None = None
+        self.tokenizer = None
         self._run_dir: Path | None = None
         self._last_hf_step: int | None = None
+        self._warned_empty = False
 
     # ----------------------------------------------------------------- model
     def build_causal_lm(self, source: str | None, *, bidirectional: bool = False) -> PreTrainedModel:
@@ -63,6 +169,57 @@ class StudentModule(L.LightningModule):
             kwargs["config"] = AutoConfig.from_pretrained(source, trust_remote_code=hp.trust_remote_code)
             kwargs["config"].is_causal = False
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+
+    # -------------------------------------------------------------- training
+    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+        """The passes of this rank for one step batch, its share of the normaliser, pre-forward stats."""
+        raise NotImplementedError
+
+    def pass_loss(self, item: Any) -> tuple[torch.Tensor, StepStats]:
+        """The loss *sum* of one pass (with grad; not yet normalised) and its statistics (detached)."""
+        raise NotImplementedError
+
+    def step_metrics(self, stats: StepStats, normaliser: float, elapsed: float) -> dict[str, float]:
+        """The family's ``train/*`` metrics from the step's statistics summed over ranks."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        started = time.perf_counter()
+        plan = self.plan_step(batch)
+        local = torch.tensor([plan.normaliser], device=self.device, dtype=torch.float64)
+        normaliser = float(self.all_sum(local).item())
+        if normaliser == 0 and not self._warned_empty:
+            log.warning("step %d: %s", self.global_step, self.empty_step_message)
+            self._warned_empty = True
+        scale = self.trainer.world_size / max(normaliser, 1.0)
+
+        # Every rank runs the same number of forward/backward passes (FSDP all-gathers weights in each):
+        # a rank with fewer passes repeats its last one with zero weight.
+        n_pass = int(self.all_max(torch.tensor([len(plan.passes)], device=self.device)).item())
+        stats = plan.stats
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        for k in range(n_pass):
+            real = k < len(plan.passes)
+            item = plan.passes[min(k, len(plan.passes) - 1)]
+            with nullcontext() if k == n_pass - 1 or block is None else block():
+                loss_sum, pass_stats = self.pass_loss(item)
+                self.manual_backward(loss_sum * (scale if real else 0.0))
+            if real:
+                stats = stats + pass_stats
+
+        grad_norm = self.clip_gradient_norm()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        metrics = self.step_metrics(stats.all_sum(self), normaliser, time.perf_counter() - started)
+        metrics["train/grad_norm"] = float(grad_norm)
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
+        self.log("loss", metrics["train/loss"], prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+        return torch.tensor(metrics["train/loss"])
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, Any]:
@@ -174,6 +331,9 @@ class StudentModule(L.LightningModule):
         self._run_dir = None
         _ = self.run_dir  # resolve on every rank together
         self.model.train()  # from_pretrained returns eval mode
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "fingerprint"):
+            self.selection.setup(datamodule.fingerprint())
 
     def on_train_start(self) -> None:
         self.model.train()
