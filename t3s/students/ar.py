@@ -52,13 +52,9 @@ class ARStudent(StudentModule):
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
 
     # ------------------------------------------------------------------ model
-    def configure_model(self) -> None:
-        """Load θ_0 (idempotent; Lightning calls it once the strategy is set up)."""
-        if self.model is not None:
-            return
+    def load_model(self) -> None:
+        """Load θ_0, the tokenizer, and a frozen reference model if the strategy needs one."""
         self.model = self.build_causal_lm(self.model_source)
-        if self.hparams.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.tokenizer_source is not None:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.tokenizer_source, trust_remote_code=self.hparams.trust_remote_code
@@ -177,11 +173,14 @@ class ARStudent(StudentModule):
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         nll, count = 0.0, 0
         for mb in batch["micro_batches"]:
-            ctx = self.selection_context(mb)
-            lp = self.logprobs_at(self.hidden_states(mb), mb["input_ids"], ctx.response_mask)
+            lp = self.run(self._response_logprobs, mb)
             nll += float(-lp.sum())
             count += lp.numel()
         self.log(f"{stage}/loss", nll / max(count, 1), batch_size=max(count, 1), sync_dist=True)
+
+    def _response_logprobs(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logprobs_at(self.hidden_states(mb), mb["input_ids"], self.selection_context(mb).response_mask)
+
 
 def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Place ``values`` (one per True in ``mask``) into a NaN-filled tensor shaped like ``mask``."""

@@ -20,7 +20,21 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
 from t3s.selection import FullSFT, TokenSelectionStrategy
-from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
+from t3s.students.checkpoints import (
+    hf_step_dir,
+    link_final,
+    load_hf_weights,
+    read_hf_weights,
+    save_hf_folder,
+    strip_prefix,
+)
+from t3s.students.sharding import (
+    ShardedRoot,
+    data_parallel_mesh,
+    full_state_dict,
+    load_full_state_dict,
+    shard_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +111,16 @@ class StudentModule(L.LightningModule):
         logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
+        fsdp_param_dtype: under ``ModelParallelStrategy`` (FSDP2), the dtype of the gathered weights in
+            forward and backward (``bfloat16`` with float32 stored weights: mixed precision; ``None``: the
+            stored dtype).
+        fsdp_reduce_dtype: FSDP2 dtype of the gradient reduce-scatter (``None``: the gradients' dtype).
+        fsdp_reshard_after_forward: FSDP2 frees the gathered weights of a layer after its forward (less
+            memory, one more all-gather in backward).
+        hf_dtype: dtype of the weights in ``hf/step_<N>`` folders. ``auto``: bfloat16 when the run computes
+            in bfloat16 (weights, ``fsdp_param_dtype`` or a ``bf16`` trainer precision), else the weights' dtype.
+        hf_folders: ``every_checkpoint`` writes an HF folder at every Lightning checkpoint; ``evaluated``
+            only where a callback evaluates (``ensure_hf_checkpoint``), plus ``step_0`` and the final step.
     """
 
     #: raised for a bad constructor argument (families may use a subclass of ValueError)
@@ -124,6 +148,11 @@ class StudentModule(L.LightningModule):
         logprob_chunk_size: int = 2048,
         trust_remote_code: bool = False,
         init_seed: int = 0,
+        fsdp_param_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+        fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = "float32",
+        fsdp_reshard_after_forward: bool = True,
+        hf_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        hf_folders: Literal["every_checkpoint", "evaluated"] = "every_checkpoint",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -143,8 +172,48 @@ class StudentModule(L.LightningModule):
         self._run_dir: Path | None = None
         self._last_hf_step: int | None = None
         self._warned_empty = False
+        self._sharded: list[ShardedRoot] = []  # the FSDP2 root, kept out of the module tree on purpose
 
     # ----------------------------------------------------------------- model
+    def load_model(self) -> None:
+        """Set ``self.model`` (θ_0) and ``self.tokenizer``: what a family does in ``configure_model``."""
+        raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Load θ_0 (idempotent; Lightning calls it once the strategy is set up), enable activation
+        checkpointing, and under ``ModelParallelStrategy`` shard it with FSDP2 (see :mod:`t3s.students.sharding`)."""
+        if self.model is not None:
+            return
+        self.load_model()
+        hp = self.hparams
+        if hp.gradient_checkpointing:  # per decoder layer
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is not None:
+            self._sharded = [
+                shard_model(
+                    self.model,
+                    data_parallel_mesh(self.device_mesh),
+                    param_dtype=hp.fsdp_param_dtype,
+                    reduce_dtype=hp.fsdp_reduce_dtype,
+                    reshard_after_forward=hp.fsdp_reshard_after_forward,
+                )
+            ]
+
+    @property
+    def sharded(self) -> bool:
+        """True when the weights are sharded with FSDP2."""
+        return bool(self._sharded)
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, inside the FSDP2 root's forward when sharded (every weight gathered).
+
+        Every pass that touches the model goes through here; under FSDP2 each rank must make the same
+        number of calls.
+        """
+        if self._sharded:
+            return self._sharded[0](fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
     def build_causal_lm(self, source: str | None, *, bidirectional: bool = False) -> PreTrainedModel:
         """Load ``source`` (hub id / path) or, when None, build a seeded random model from ``model_config``.
 
@@ -203,8 +272,11 @@ class StudentModule(L.LightningModule):
         for k in range(n_pass):
             real = k < len(plan.passes)
             item = plan.passes[min(k, len(plan.passes) - 1)]
-            with nullcontext() if k == n_pass - 1 or block is None else block():
-                loss_sum, pass_stats = self.pass_loss(item)
+            last = k == n_pass - 1
+            if self._sharded:  # FSDP2: reduce-scatter the gradients once, after the last pass
+                self._sharded[0].set_requires_gradient_sync(last)
+            with nullcontext() if last or block is None else block():
+                loss_sum, pass_stats = self.run(self.pass_loss, item)
                 self.manual_backward(loss_sum * (scale if real else 0.0))
             if real:
                 stats = stats + pass_stats
@@ -245,8 +317,11 @@ class StudentModule(L.LightningModule):
 
         The masked phase gets the steps left until ``trainer.max_steps``, on a schedule of that length.
         """
-        with self._full_weights():
-            load_hf_weights(self.model, folder)
+        if self._sharded:
+            load_full_state_dict(self.model, read_hf_weights(folder) if self.trainer.is_global_zero else {})
+        else:
+            with self._full_weights():
+                load_hf_weights(self.model, folder)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
         for group in self.trainer.lr_scheduler_configs[0].scheduler.optimizer.param_groups:
@@ -290,7 +365,8 @@ class StudentModule(L.LightningModule):
         params = [p for p in self.parameters() if p.grad is not None]
         if not params:
             return 0.0
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # FSDP2: the norm over every shard
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     # ----------------------------------------------------------- collectives
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -314,13 +390,31 @@ class StudentModule(L.LightningModule):
         return self._run_dir
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>``. Every rank must call it (FSDP gathers the weights)."""
-        if state_dict is None:
+        """Write ``<run_dir>/hf/step_<step>`` in ``hf_dtype``. Every rank must call it (sharded weights are
+        gathered to rank 0, on the CPU)."""
+        if self._sharded:
+            state_dict = full_state_dict(self.model)
+        elif state_dict is None:
             state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
         self._last_hf_step = step
         if not self.trainer.is_global_zero:
             return None
-        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
+        dtype = self.export_dtype()
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+        return save_hf_folder(
+            self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict, dtype=dtype
+        )
+
+    def export_dtype(self) -> torch.dtype:
+        """The dtype of the weights in HF folders (``hf_dtype``; ``auto``: see the class docstring)."""
+        hp = self.hparams
+        if hp.hf_dtype != "auto":
+            return DTYPES[hp.hf_dtype]
+        stored = next(self.model.parameters()).dtype
+        precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
+        if stored == torch.bfloat16 or hp.fsdp_param_dtype == "bfloat16" or precision.startswith("bf16"):
+            return torch.bfloat16
+        return stored
 
     def ensure_hf_checkpoint(self, step: int) -> None:
         """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
@@ -341,6 +435,8 @@ class StudentModule(L.LightningModule):
             self.ensure_hf_checkpoint(0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.hf_folders == "evaluated":
+            return
         if self._last_hf_step != self.global_step:  # a callback may have written this step already
             self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
 

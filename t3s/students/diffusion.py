@@ -178,10 +178,8 @@ class DiffusionStudent(StudentModule):
         self.skipped_sequences = 0
 
     # ------------------------------------------------------------------ model
-    def configure_model(self) -> None:
-        """Load θ_0 with bidirectional attention and resolve the special ids (idempotent)."""
-        if self.model is not None:
-            return
+    def load_model(self) -> None:
+        """Load θ_0 with bidirectional attention and resolve the special ids."""
         hp = self.hparams
         if self.tokenizer_source is not None:
             self.tokenizer = AutoTokenizer.from_pretrained(
@@ -202,8 +200,6 @@ class DiffusionStudent(StudentModule):
                     f"{name} token id {value} is outside the model's vocabulary of {vocab} embeddings; "
                     f"set model.init_args.{name}_token_id"
                 )
-        if hp.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model.train()  # from_pretrained returns eval mode
 
     def _build_model(self) -> PreTrainedModel:
@@ -256,7 +252,7 @@ class DiffusionStudent(StudentModule):
         """
         if self.attention_checked:
             return
-        self.explicit_attention_mask = needs_explicit_mask(self.model)
+        self.explicit_attention_mask = self.run(needs_explicit_mask, self.model)
         self.attention_checked = True
 
     # --------------------------------------------------------------- forward
@@ -412,7 +408,7 @@ class DiffusionStudent(StudentModule):
         weighted, normaliser = 0.0, 0.0
         for mb in batch["micro_batches"]:
             for view in self.prepare(mb, -1 - batch_idx).views:
-                lp, _ = self.corrupted_logprobs(view)
+                lp, _ = self.run(self.corrupted_logprobs, view)
                 weighted += float(view_loss_sum(lp, view))
                 normaliser += view.normaliser
         self.log(
