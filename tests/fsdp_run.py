@@ -1,13 +1,15 @@
-"""One tiny training run, launched as its own process by the FSDP2 tests: ``python fsdp_run.py SPEC.json``.
+"""Tiny training runs for the FSDP2 tests, one after the other in the same processes.
 
-The spec says the student family, the strategy, the process count and where to write; Lightning's launcher
-starts the other ranks by running this script again. Rank 0 writes ``metrics.json`` (``train/loss`` and
-``train/grad_norm`` per step) into the run folder; the weights are in its ``hf/`` folders.
+``torchrun --standalone --nproc-per-node N fsdp_run.py SPECS.json`` (or ``python fsdp_run.py SPECS.json`` for
+one process without a strategy). Each spec says the student family, the selection, the steps and where to
+write. Rank 0 writes ``metrics.json`` (``train/loss`` and ``train/grad_norm`` per step) into the run folder;
+the weights are in its ``hf/`` folders and the sharded training state in ``checkpoints/``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,14 +38,14 @@ class Metrics(L.Callback):
 
 
 class Crash(L.Callback):
-    """Ends the process at the start of step ``at`` (after the checkpoint of the step before)."""
+    """Fails on every rank at the start of step ``at`` (after the checkpoint of the step before)."""
 
     def __init__(self, at: int) -> None:
         self.at = at
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step == self.at:
-            raise SystemExit(3)
+            raise RuntimeError("simulated crash")
 
 
 class Restart(L.Callback):
@@ -78,15 +80,21 @@ def main(spec: dict) -> None:
         callbacks.append(Crash(spec["crash_at"]))
     if spec.get("restart_at"):
         callbacks.append(Restart(spec["restart_at"]))
-    devices = spec.get("devices", 1)
-    strategy = ModelParallelStrategy() if spec.get("fsdp", True) else "auto"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    sharded = world_size > 1 or spec.get("fsdp", False)
     trainer = L.Trainer(
-        max_steps=spec.get("steps", 4), accelerator="cpu", devices=devices, strategy=strategy,
-        default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False, logger=False,
-        log_every_n_steps=1, callbacks=callbacks, plugins=None if spec.get("fsdp", True) else [AtomicCheckpointIO()],
+        max_steps=spec.get("steps", 4), accelerator="cpu", devices=world_size,
+        strategy=ModelParallelStrategy() if sharded else "auto", default_root_dir=str(root),
+        enable_progress_bar=False, enable_model_summary=False, logger=False, log_every_n_steps=1,
+        callbacks=callbacks, plugins=None if sharded else [AtomicCheckpointIO()],
     )
-    trainer.fit(student, datamodule=data, ckpt_path=spec.get("resume"))
+    try:
+        trainer.fit(student, datamodule=data, ckpt_path=spec.get("resume"))
+    except RuntimeError as err:
+        if "simulated crash" not in str(err):
+            raise
 
 
 if __name__ == "__main__":
-    main(json.loads(Path(sys.argv[1]).read_text()))
+    for spec in json.loads(Path(sys.argv[1]).read_text()):
+        main(spec)
