@@ -93,3 +93,44 @@ def make_student(data, **kw) -> ARStudent:
     kw.setdefault("lr", 1e-3)
     kw.setdefault("max_grad_norm", None)
     return ARStudent(model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw)
+
+
+def tiny_trace_data(world: Path, packing: bool, **kw):
+    """The tiny world's teacher traces as a set-up data module (8 traces, global batch 4, micro-batch 2)."""
+    from t3s.data import TeacherTraceDataModule
+
+    kw = {"limit": 8, "global_batch_size": 4, "micro_batch_size": 2, "max_length": 512} | kw
+    data = TeacherTraceDataModule(
+        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), packing=packing, **kw
+    )
+    data.setup("fit")
+    return data
+
+
+def save_random_ar(path: Path, data, seed: int) -> str:
+    """A random tiny AR checkpoint (with the data's tokenizer) at ``path``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(tiny_model_config(len(data.tokenizer)))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+    model.save_pretrained(path)
+    data.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_score_caches(tiny_world, tmp_path_factory) -> dict[bool, str]:
+    """Δc caches of :func:`tiny_trace_data` (key: packing, True for AR and False for diffusion students),
+    scored with two random tiny checkpoints."""
+    from t3s.scoring import score
+
+    root = tmp_path_factory.mktemp("tiny-scores")
+    out = {}
+    for packing in (True, False):
+        data = tiny_trace_data(tiny_world, packing)
+        base = save_random_ar(root / f"base-{packing}", data, 0)
+        bottleneck = save_random_ar(root / f"bottleneck-{packing}", data, 1)
+        score(data, base, bottleneck, root / f"scores-{packing}", device="cpu")
+        out[packing] = str(root / f"scores-{packing}")
+    return out

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DistributedSampler
 
-from t3s.data import TeacherTraceDataModule
+from t3s.data import FieldMapping, TeacherTraceDataModule, TraceDataError, load_records
 
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 WORDS = ["user", "assistant", "system", "q", "a", "r"] + [f"w{i}" for i in range(30)]
@@ -112,8 +112,12 @@ def test_each_step_has_global_batch_size_traces_and_ranks_partition(
             assert batch["num_tokens"] == sum(dm.traces[i].num_response_tokens for i in halves[rank])
         for mb in dm.step_batch(step)["micro_batches"]:
             assert mb["input_ids"].shape[0] <= 2 and mb["attention_mask"].sum(1).max() <= 40
-    with pytest.raises(ValueError, match="not divisible by the world size 3"):
-        dm.step_traces(0, 0, 3)
+    # an uneven world: 3 ranks share 4 traces as 2 / 1 / 1, together the whole step
+    thirds = [dm.step_traces(0, rank, 3) for rank in range(3)]
+    assert [len(t) for t in thirds] == [2, 1, 1]
+    assert sorted(thirds[0] + thirds[1] + thirds[2]) == sorted(dm.step_traces(0))
+    with pytest.raises(ValueError, match="smaller than the world size 5"):
+        dm.step_traces(0, 0, 5)
 
 
 def test_epochs_are_permutations(tmp_path: Path, tokenizer_dir: str) -> None:
@@ -216,6 +220,20 @@ def test_overlong_drop_and_truncate_are_counted(
     assert [len(t) for t in cut.traces] == [13, 14, 15, 16] + [17] * 6
     assert sum(t.truncated for t in cut.traces) == 5
     assert "truncated 5 of 10 traces to max_length=17" in caplog.text
+
+
+def test_limit_counts_traces_left_after_the_overlong_filter(tmp_path: Path, tokenizer_dir: str) -> None:
+    # lengths 13..22, 5 fit max_length=17: a limit of 4 is 4 trained traces, a subset of the fitting five
+    fitting = {t.record.id for t in make_dm(tmp_path, tokenizer_dir, max_length=17).traces}
+    dm = make_dm(tmp_path, tokenizer_dir, max_length=17, limit=4)
+    assert len(dm.traces) == 4 and {t.record.id for t in dm.traces} <= fitting
+    assert [t.index for t in dm.traces] == [0, 1, 2, 3]
+    # without drops the subset is the plain seeded draw of the records (what it was before)
+    assert [t.record.id for t in make_dm(tmp_path, tokenizer_dir, limit=4).traces] == [
+        r.id for r in load_records(write_traces(tmp_path / "again.jsonl"), FieldMapping(), limit=4)[0]
+    ]
+    with pytest.raises(TraceDataError, match="data.limit=6 but only 5 of 10 traces fit max_length=17"):
+        make_dm(tmp_path, tokenizer_dir, max_length=17, limit=6)
 
 
 def test_fingerprint_tracks_data_and_max_length(tmp_path: Path, tokenizer_dir: str) -> None:

@@ -145,9 +145,8 @@ def test_union_semantics_and_the_controls(data, micro_batch, delta_cache):
     corrupted = prepared.views[0].corrupted
     assert torch.equal(corrupted, baseline | yet_to_learn)
     assert torch.equal(corrupted & anchors, baseline & anchors)  # anchors stay visible unless random
-    added = dict(zip(("rows", "skipped", "tokens", "primary", "added"), prepared.stats.tolist()))
-    assert added["added"] == int((yet_to_learn & ~baseline).sum()) > 0
-    assert added["primary"] == int(corrupted.sum())
+    assert prepared.stats.selection_added == int((yet_to_learn & ~baseline).sum()) > 0
+    assert prepared.stats.primary_corrupted == int(corrupted.sum())
     # the loss covers every corrupted position (llada2: one unit weight each)
     assert torch.equal(prepared.views[0].weights > 0, corrupted)
 
@@ -218,14 +217,15 @@ def test_student_attends_bidirectionally_and_a_causal_copy_does_not(data):
     assert student.explicit_attention_mask
     with torch.no_grad():
         assert torch.allclose(student.hidden_states(ids), a, atol=1e-5)
+    from t3s.evals.diffusion_generation import DiffusionGenerator
     from t3s.evals.generation import SamplingParams
 
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
     prompts = [[1, 9, 10, 11, 2, 1, 30], [1, 12, 2, 1, 30]]
     kw = {"gen_length": 8, "block_length": 4, "steps": 4, "show_progress": False}
-    explicit = student.make_generator(**kw).generate(prompts, params)
+    explicit = DiffusionGenerator.for_student(student, **kw).generate(prompts, params)
     student.model.config.is_causal = False
-    native = student.make_generator(explicit_attention_mask=False, **kw).generate(prompts, params)
+    native = DiffusionGenerator.for_student(student, explicit_attention_mask=False, **kw).generate(prompts, params)
     assert [g[0].token_ids for g in explicit] == [g[0].token_ids for g in native]
 
 
@@ -272,7 +272,7 @@ def test_rows_without_response_tokens_are_skipped(data, micro_batch):
     mb["labels"][1] = -100
     student = make_student(data, objective="llada")
     prepared = student.prepare(mb, 0)
-    rows, skipped = prepared.stats.tolist()[:2]
+    rows, skipped = prepared.stats.rows, prepared.stats.skipped
     assert (rows, skipped) == (3, 1)
     (view,) = prepared.views
     assert not bool(view.corrupted[1].any()) and view.normaliser == 3

@@ -6,11 +6,12 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
+from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import Generator, SamplingParams
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalTask
 from t3s.students import DiffusionStudent
-from t3s.students.diffusion_sampler import DiffusionGenerator, commit_schedule, diffusion_decode
+from t3s.students.diffusion_sampler import commit_schedule, diffusion_decode
 
 EOS, MASK, V = 2, 5, 73
 
@@ -133,7 +134,7 @@ def test_settings_are_validated(student):
 
 
 def test_the_student_generator_plugs_into_the_evaluation_runner(student):
-    gen = student.make_generator(gen_length=8, block_length=4, steps=4, show_progress=False)
+    gen = DiffusionGenerator.for_student(student, gen_length=8, block_length=4, steps=4, show_progress=False)
     assert (gen.mask_id, gen.eos_id, gen.pad_id) == (MASK, EOS, 0)
     task = EvalTask.from_items(
         "train_acc", [{"prompt": "add 1 2 .", "gold": "3"}, {"prompt": "add 4 4 .", "gold": "8"}],

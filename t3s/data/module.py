@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -155,22 +156,29 @@ class TeacherTraceDataModule(LightningDataModule):
         return 0
 
     def _load_traces(self, path: str, limit: int | None) -> tuple[list[TokenizedTrace], Any]:
-        """Read, validate and render one trace source with this module's mapping and policies."""
-        records, stats = load_records(
-            path, self.mapping, split=self.split, limit=limit, seed=self.seed
-        )
+        """Read, validate and render one trace source with this module's mapping and policies.
+
+        ``limit`` counts traces that are trained: records are visited in the seeded order of the subset draw
+        and the overlong ones are replaced by the next records of that order.
+        """
+        records, stats = load_records(path, self.mapping, split=self.split, limit=None, seed=self.seed)
         if self.system_prompt:
             system = {"role": "system", "content": self.system_prompt}
             for record in records:
                 if record.messages[0]["role"] != "system":
                     record.messages = [system, *record.messages]
-        traces: list[TokenizedTrace] = []
+        order = list(range(len(records)))
+        if limit is not None and limit < len(records):
+            random.Random(self.seed).shuffle(order)  # the draw of load_records' subset
+        kept: dict[int, TokenizedTrace] = {}
         dropped = 0
-        for record in records:
+        for i in order:
+            if limit is not None and len(kept) == limit:
+                break
             trace = tokenize_trace(
                 self.tokenizer,
-                record,
-                len(traces),
+                records[i],
+                0,
                 max_length=self.max_length,
                 overlong=self.overlong,
                 enable_thinking=self.enable_thinking,
@@ -178,12 +186,21 @@ class TeacherTraceDataModule(LightningDataModule):
             if trace is None:
                 dropped += 1
             else:
-                traces.append(trace)
+                kept[i] = trace
+        if limit is not None and len(kept) < limit and dropped:
+            raise TraceDataError(
+                f"{path}: data.limit={limit} but only {len(kept)} of {len(records)} traces fit "
+                f"max_length={self.max_length} ({dropped} longer); lower data.limit or raise data.max_length"
+            )
+        traces = [kept[i] for i in sorted(kept)]
+        for index, trace in enumerate(traces):
+            trace.index = index
+        examined = len(kept) + dropped
         if dropped:
             log.warning(
                 "dropped %d of %d traces longer than max_length=%d (data.overlong=%s)",
                 dropped,
-                len(records),
+                examined,
                 self.max_length,
                 self.overlong,
             )
@@ -192,7 +209,7 @@ class TeacherTraceDataModule(LightningDataModule):
             log.warning(
                 "truncated %d of %d traces to max_length=%d (data.overlong=truncate)",
                 truncated,
-                len(records),
+                examined,
                 self.max_length,
             )
         return traces, stats

@@ -3,7 +3,9 @@
 The training stream is the infinite concatenation of per-epoch permutations of the trace indices
 (epoch ``e`` is permuted by a generator seeded with ``(seed, e)``). Optimizer step ``s`` takes stream items
 ``[s*B, (s+1)*B)`` with ``B = global_batch_size``, so every step has exactly ``B`` traces whatever the packing;
-rank ``r`` of ``W`` takes every ``W``-th of them. One Lightning epoch is ``ceil(N / B)`` steps.
+rank ``r`` of ``W`` takes every ``W``-th of them (``ceil(B / W)`` or ``floor(B / W)`` traces when ``W`` does not
+divide ``B``; the students normalise over the whole global batch, so the loss is the same). One Lightning epoch
+is ``ceil(N / B)`` steps.
 """
 
 from __future__ import annotations
@@ -51,12 +53,13 @@ class StepPlan:
         return self._orders[epoch]
 
     def step_traces(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
-        """Trace indices of optimizer step ``step`` for ``rank`` of ``world_size`` (``B / W`` of them)."""
+        """Trace indices of optimizer step ``step`` for ``rank`` of ``world_size`` (every ``W``-th of the ``B``)."""
         if step < 0:
             raise ValueError(f"step must be non-negative, got {step}")
-        if self.global_batch_size % world_size != 0:
+        if self.global_batch_size < world_size:
             raise ValueError(
-                f"global_batch_size={self.global_batch_size} is not divisible by the world size {world_size}"
+                f"global_batch_size={self.global_batch_size} is smaller than the world size {world_size}: "
+                "every rank needs at least one trace per step"
             )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside the world size {world_size}")
@@ -78,7 +81,7 @@ def micro_batches(
 
 class StepDataset(Dataset):
     """Map-style dataset over optimizer-step indices: item ``s`` is the step batch of step ``s`` for one rank,
-    ``{"micro_batches": [...], "num_traces": B / W, "num_tokens": labelled tokens, "step": s}``."""
+    ``{"micro_batches": [...], "num_traces": this rank's traces, "num_tokens": labelled tokens, "step": s}``."""
 
     def __init__(
         self,

@@ -19,9 +19,12 @@ from typing import Any, Literal
 import lightning as L
 
 from t3s.evals.bottleneck import BottleneckDetector
+from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
+from t3s.evals.results import read_results
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalItem, EvalTask, TaskSpec, load_task
+from t3s.students.diffusion import DiffusionStudent
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +233,6 @@ class BenchmarkCallback(L.Callback):
         import subprocess
         import sys
 
-        from t3s.evals.offline import read_results
-
         run_dir = Path(pl_module.run_dir)
         if trainer.is_global_zero:
             command = [sys.executable, "-m", "t3s", "evaluate", str(run_dir), "--steps", str(step)]
@@ -264,9 +265,8 @@ class BenchmarkCallback(L.Callback):
     def _generator(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Any:
         if self.backend == "vllm":
             return VLLMGenerator(str(pl_module.run_dir / "hf" / f"step_{step}"))
-        make = getattr(pl_module, "make_generator", None)
-        if make is not None:
-            return make(batch_size=self.batch_size)
+        if isinstance(pl_module, DiffusionStudent):
+            return DiffusionGenerator.for_student(pl_module, batch_size=self.batch_size)
         return HFGenerator(pl_module.model, pl_module.tokenizer, batch_size=self.batch_size,
                            show_progress=trainer.is_global_zero)
 

@@ -28,12 +28,10 @@ import yaml
 
 from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import HFGenerator
+from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = Path("eval") / "results.jsonl"
-
 
 class EvaluationError(ValueError):
     """The folder cannot be evaluated (no checkpoints, no tasks, no saved config)."""
@@ -69,19 +67,6 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         if step.isdigit() and (folder / "config.json").is_file():
             found.append((int(step), folder))
     return sorted(found)
-
-
-def read_results(output: str | Path) -> list[dict[str, Any]]:
-    """Every line of ``<output>/eval/results.jsonl`` (an unfinished last line, from a kill, is ignored)."""
-    path = Path(output) / RESULTS_FILE
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:

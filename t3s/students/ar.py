@@ -9,95 +9,52 @@ micro-batches, all ranks), so gradient accumulation and data parallelism leave i
 from __future__ import annotations
 
 import copy
-import logging
-import time
-from contextlib import nullcontext
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
+from t3s.data.render import IGNORE_INDEX
 from t3s.ops.causal_lm import hidden_states, logprobs_at
-from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.base import StudentModule
+from t3s.selection import SelectionContext
+from t3s.students.base import StepPlan, StepStats, StudentModule
 
-log = logging.getLogger(__name__)
 
+@dataclass
+class ARStepStats(StepStats):
+    """Sums over the passes (and ranks) of one step of :class:`ARStudent`."""
+
+    nll_selected: float = 0.0  #: Σ −log p of the selected tokens
+    selected: float = 0.0  #: selected tokens
+    logprob_unselected: float = 0.0  #: Σ log p of the response tokens left out of the loss
+    unselected: float = 0.0  #: response tokens left out
+    tokens: float = 0.0  #: trace tokens of the rows (throughput)
+    traces: float = 0.0  #: traces in the step
+
+
+@dataclass
+class _Pass:
+    micro_batch: dict[str, torch.Tensor]
+    context: SelectionContext
+    mask: torch.Tensor | None  # None: an online strategy chooses from the forward pass
 
 
 class ARStudent(StudentModule):
     """An autoregressive student with a token-selection strategy in its loss.
 
-    Args:
-        model: Hugging Face hub id or local path of the student (θ_0).
-        model_config: build a randomly initialised model from this config dict instead (keys as in
-            ``AutoConfig.for_model``; ``model_type`` required). For tests and tiny experiments.
-        tokenizer: tokenizer saved with every HF checkpoint (linked from ``data.tokenizer`` by the CLI;
-            defaults to ``model``).
-        selection: which response tokens enter the loss (default: ``FullSFT``).
-        lr: peak learning rate of AdamW (paper: 1e-5).
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        adam_eps: AdamW epsilon. Larger values (e.g. 1e-4) make updates shrink with the gradient instead of
-            keeping a fixed size once the remaining loss is small.
-        warmup_steps: linear warm-up steps from 0 to ``lr``.
-        schedule: after warm-up, ``constant``, ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr`` at
-            ``trainer.max_steps``.
-        min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
-        max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
-        dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
-        gradient_checkpointing: recompute decoder activations in backward to save memory.
-        attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``).
-            Packed rows need one that honours restarting ``position_ids`` (all three do in transformers>=5).
-        logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
-        trust_remote_code: allow model code from the hub (off unless you opt in).
-        init_seed: seed for ``model_config`` initialisation.
+    Takes the arguments of :class:`~t3s.students.base.StudentModule` (model, tokenizer, selection, AdamW
+    and schedule, dtype, kernels); ``selection`` names the response tokens that enter the loss.
     """
 
-    def __init__(
-        self,
-        model: str | None = None,
-        model_config: dict[str, Any] | None = None,
-        tokenizer: str | None = None,
-        selection: TokenSelectionStrategy | None = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        adam_eps: float = 1e-8,
-        warmup_steps: int = 0,
-        schedule: Literal["constant", "cosine", "linear"] = "cosine",
-        min_lr_ratio: float = 0.0,
-        max_grad_norm: float | None = 1.0,
-        dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
-        gradient_checkpointing: bool = False,
-        attn_implementation: str | None = "sdpa",
-        logprob_chunk_size: int = 2048,
-        trust_remote_code: bool = False,
-        init_seed: int = 0,
-    ):
-        super().__init__()
-        if (model is None) == (model_config is None):
-            raise ValueError("ARStudent needs exactly one of `model` (hub id / path) or `model_config`")
-        if model_config is not None and "model_type" not in model_config:
-            raise ValueError("model_config needs a 'model_type' key (e.g. 'qwen3')")
-        self.save_hyperparameters(ignore=["selection"])
-        self.model_source = model
-        self.model_config = model_config
-        self.tokenizer_source = tokenizer or model
-        self.selection = selection or FullSFT()
-        self.model: PreTrainedModel | None = None
-        self.tokenizer = None
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
-        self._warned_empty = False
 
     # ------------------------------------------------------------------ model
-    def configure_model(self) -> None:
-        """Load θ_0 (idempotent; Lightning calls it once the strategy is set up)."""
-        if self.model is not None:
-            return
+    def load_model(self) -> None:
+        """Load θ_0, the tokenizer, and a frozen reference model if the strategy needs one."""
         self.model = self.build_causal_lm(self.model_source)
-        if self.hparams.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.tokenizer_source is not None:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.tokenizer_source, trust_remote_code=self.hparams.trust_remote_code
@@ -110,9 +67,6 @@ class ARStudent(StudentModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "fingerprint"):
-            self.selection.setup(datamodule.fingerprint())
         for ref in self._reference:
             ref.to(self.device)
 
@@ -138,72 +92,23 @@ class ARStudent(StudentModule):
 
     @staticmethod
     def selection_context(micro_batch: dict[str, torch.Tensor]) -> SelectionContext:
-        response = micro_batch["labels"] != -100
+        response = micro_batch["labels"] != IGNORE_INDEX
         response[:, 0] = False  # the first token of a row has no predecessor
         return SelectionContext(response, micro_batch["trace_index"], micro_batch["position_ids"])
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        started = time.perf_counter()
-        micro_batches = batch["micro_batches"]
-        contexts = [self.selection_context(mb) for mb in micro_batches]
-        masks = [None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx) for ctx in contexts]
-        local = sum(
-            (self.selection.budget(ctx) if mask is None else int(mask.sum())) for ctx, mask in zip(contexts, masks)
-        )
-        n_selected = float(self.all_sum(torch.tensor([float(local)], device=self.device)).item())
-        if n_selected == 0 and not self._warned_empty:
-            log.warning("step %d: every token of the global batch is masked; the loss is 0", self.global_step)
-            self._warned_empty = True
-        scale = self.trainer.world_size / max(n_selected, 1.0)
+    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+        """One pass per micro-batch; the normaliser counts the selected tokens (an online strategy's budget)."""
+        passes = []
+        for mb in batch["micro_batches"]:
+            ctx = self.selection_context(mb)
+            passes.append(_Pass(mb, ctx, None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx)))
+        local = sum(self.selection.budget(p.context) if p.mask is None else int(p.mask.sum()) for p in passes)
+        return StepPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
 
-        # Every rank runs the same number of forward/backward passes (FSDP all-gathers weights in each):
-        # a rank with fewer micro-batches repeats its last one with zero weight.
-        n_micro = int(self.all_max(torch.tensor([len(micro_batches)], device=self.device)).item())
-        stats = torch.zeros(6, device=self.device, dtype=torch.float64)
-        block = getattr(self.trainer.strategy, "block_backward_sync", None)
-        for i in range(n_micro):
-            real = i < len(micro_batches)
-            j = min(i, len(micro_batches) - 1)
-            with nullcontext() if i == n_micro - 1 or block is None else block():
-                nll, micro_stats = self._micro_batch_loss(micro_batches[j], contexts[j], masks[j])
-                self.manual_backward(nll * (scale if real else 0.0))
-            if real:
-                stats += micro_stats
-        stats[5] = float(batch.get("num_traces", 0))
-
-        grad_norm = self.clip_gradient_norm()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-
-        stats = self.all_sum(stats)
-        nll_sel, n_sel, lp_unsel, n_unsel, n_tokens, n_traces = stats.tolist()
-        elapsed = time.perf_counter() - started
-        loss = nll_sel / max(n_sel, 1.0)
-        metrics = {
-            "train/loss": loss,
-            "train/loss_all_tokens": (nll_sel - lp_unsel) / max(n_sel + n_unsel, 1.0),
-            "train/selected_fraction": n_sel / max(n_sel + n_unsel, 1.0),
-            "train/logprob_selected": -nll_sel / n_sel if n_sel else float("nan"),
-            "train/logprob_unselected": lp_unsel / n_unsel if n_unsel else float("nan"),
-            "train/tokens_per_s": n_tokens / max(elapsed, 1e-9),
-            "train/traces": n_traces,
-            "train/selected_tokens": n_sel,
-            "train/response_tokens": n_sel + n_unsel,
-            "train/grad_norm": float(grad_norm),
-            "train/lr": scheduler.get_last_lr()[0],
-        }
-        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
-        self.log("loss", loss, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
-        return torch.tensor(loss)
-
-    def _micro_batch_loss(
-        self, mb: dict[str, torch.Tensor], ctx: SelectionContext, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def pass_loss(self, item: _Pass) -> tuple[torch.Tensor, ARStepStats]:
         """Summed NLL of the selected tokens (with grad) and detached statistics for logging."""
+        mb, ctx, mask = item.micro_batch, item.context, item.mask
         hidden = self.hidden_states(mb)
         response = ctx.response_mask
         if mask is None:  # online strategy: score every response token, then choose
@@ -218,19 +123,28 @@ class ARStudent(StudentModule):
         nll = -lp_sel.sum()
         if lp_sel.numel() == 0:  # keep every parameter in the graph so DDP's reducer stays in step
             nll = nll + 0.0 * hidden.sum()
-        stats = torch.tensor(
-            [
-                float(-lp_sel.detach().sum()),
-                lp_sel.numel(),
-                float(lp_unsel.sum()),
-                lp_unsel.numel(),
-                int((mb["trace_index"] >= 0).sum()),
-                0,
-            ],
-            device=self.device,
-            dtype=torch.float64,
+        stats = ARStepStats(
+            nll_selected=float(-lp_sel.detach().sum()),
+            selected=float(lp_sel.numel()),
+            logprob_unselected=float(lp_unsel.sum()),
+            unselected=float(lp_unsel.numel()),
+            tokens=float((mb["trace_index"] >= 0).sum()),
         )
         return nll, stats
+
+    def step_metrics(self, stats: ARStepStats, normaliser: float, elapsed: float) -> dict[str, float]:
+        n_sel, n_unsel = stats.selected, stats.unselected
+        return {
+            "train/loss": stats.nll_selected / max(n_sel, 1.0),
+            "train/loss_all_tokens": (stats.nll_selected - stats.logprob_unselected) / max(n_sel + n_unsel, 1.0),
+            "train/selected_fraction": n_sel / max(n_sel + n_unsel, 1.0),
+            "train/logprob_selected": -stats.nll_selected / n_sel if n_sel else float("nan"),
+            "train/logprob_unselected": stats.logprob_unselected / n_unsel if n_unsel else float("nan"),
+            "train/tokens_per_s": stats.tokens / max(elapsed, 1e-9),
+            "train/traces": stats.traces,
+            "train/selected_tokens": n_sel,
+            "train/response_tokens": n_sel + n_unsel,
+        }
 
     def _online_mask(
         self, hidden: torch.Tensor, mb: dict[str, torch.Tensor], ctx: SelectionContext
@@ -259,11 +173,14 @@ class ARStudent(StudentModule):
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         nll, count = 0.0, 0
         for mb in batch["micro_batches"]:
-            ctx = self.selection_context(mb)
-            lp = self.logprobs_at(self.hidden_states(mb), mb["input_ids"], ctx.response_mask)
+            lp = self.run(self._response_logprobs, mb)
             nll += float(-lp.sum())
             count += lp.numel()
         self.log(f"{stage}/loss", nll / max(count, 1), batch_size=max(count, 1), sync_dist=True)
+
+    def _response_logprobs(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logprobs_at(self.hidden_states(mb), mb["input_ids"], self.selection_context(mb).response_mask)
+
 
 def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Place ``values`` (one per True in ``mask``) into a NaN-filled tensor shaped like ``mask``."""

@@ -1,44 +1,219 @@
-"""What every student family shares: optimizer and schedule, gradient clipping, cross-rank sums, and the
+"""What every student family shares: the constructor arguments for the model, the optimiser and the schedule;
+one training step (plan → loss per pass → global normalisation → clip → step → log); cross-rank sums; and the
 Hugging Face folder written next to every Lightning checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+import time
 import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
-from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
+from t3s.selection import FullSFT, TokenSelectionStrategy
+from t3s.students.checkpoints import (
+    hf_step_dir,
+    link_final,
+    load_hf_weights,
+    read_hf_weights,
+    save_hf_folder,
+    strip_prefix,
+)
+from t3s.students.sharding import (
+    ShardedRoot,
+    data_parallel_mesh,
+    full_state_dict,
+    load_full_state_dict,
+    shard_model,
+)
+
+log = logging.getLogger(__name__)
 
 # Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
 # state after that step, which is what Lightning warns about for manual optimization.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
-class StudentModule(L.LightningModule):
-    """Base of ``ARStudent`` and ``DiffusionStudent``.
+@dataclass
+class StepStats:
+    """Additive statistics of a training step: each family subclasses it with its own named float fields.
 
-    Subclasses set ``self.model`` (an HF ``PreTrainedModel``, see :meth:`build_causal_lm`) and ``self.tokenizer``
-    in ``configure_model``, keep ``self.model_config``, and save these hyper-parameters: ``lr``,
-    ``weight_decay``, ``betas``, ``adam_eps``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
-    ``max_grad_norm``. Optimisation is manual: one training step = one step batch.
+    Records add field by field (passes of a rank), and :meth:`all_sum` sums them over ranks.
+    """
+
+    def __add__(self, other: StepStats) -> StepStats:
+        return type(self)(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def all_sum(self, module: StudentModule) -> StepStats:
+        """The field-wise sum over every rank (identity on one process)."""
+        values = torch.tensor(dataclasses.astuple(self), dtype=torch.float64, device=module.device)
+        return type(self)(*module.all_sum(values).tolist())
+
+
+@dataclass
+class StepPlan:
+    """What a family prepares for one optimizer step before any forward pass.
+
+    Attributes:
+        passes: one item per forward/backward pass of this rank (given back to ``pass_loss``).
+        normaliser: this rank's share of the global loss normaliser (selected tokens, sequences, ...).
+        stats: statistics known before the forward passes (the passes' statistics are added to them).
+    """
+
+    passes: list[Any]
+    normaliser: float
+    stats: StepStats
+
+
+class StudentModule(L.LightningModule):
+    """Base of ``ARStudent`` and ``DiffusionStudent``: the arguments both take, and one training step.
+
+    Optimisation is manual: one training step = one step batch of the data module. A family implements
+    :meth:`plan_step` (the forward/backward passes of this rank and its share of the global normaliser),
+    :meth:`pass_loss` (the loss *sum* of one pass and its :class:`StepStats`) and :meth:`step_metrics`; this
+    class runs the passes, divides by the global normaliser (all passes, all ranks, so accumulation and
+    data parallelism leave the loss unchanged), clips, steps and logs.
 
     HF folders: ``<run_dir>/hf/step_0`` (θ_0) at the start, ``step_<N>`` at every Lightning checkpoint and
     whenever a callback asks (``ensure_hf_checkpoint``), and ``hf/final`` → the last step.
+
+    Args:
+        model: Hugging Face hub id or local path of the student (θ_0).
+        model_config: build a randomly initialised model from this config dict instead (keys as in
+            ``AutoConfig.for_model``; ``model_type`` required). For tests and tiny experiments.
+        tokenizer: tokenizer saved with every HF checkpoint (linked from ``data.tokenizer`` by the CLI;
+            defaults to ``model``).
+        selection: the token-selection strategy (default: ``FullSFT``).
+        lr: peak learning rate of AdamW (paper: 1e-5).
+        weight_decay: AdamW weight decay (matrices only; biases and norms get none).
+        betas: AdamW betas.
+        adam_eps: AdamW epsilon. Larger values (e.g. 1e-4) make updates shrink with the gradient instead of
+            keeping a fixed size once the remaining loss is small.
+        warmup_steps: linear warm-up steps from 0 to ``lr``.
+        schedule: after warm-up, ``constant``, ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr`` at
+            ``trainer.max_steps``.
+        min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
+        max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
+        dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
+        gradient_checkpointing: recompute decoder activations in backward to save memory.
+        attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``;
+            ``None``: the model's default). Packed rows need one that honours restarting ``position_ids``
+            (all three do in transformers>=5).
+        logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
+        trust_remote_code: allow model code from the hub (off unless you opt in).
+        init_seed: seed for ``model_config`` initialisation.
+        fsdp_param_dtype: under ``ModelParallelStrategy`` (FSDP2), the dtype of the gathered weights in
+            forward and backward (``bfloat16`` with float32 stored weights: mixed precision; ``None``: the
+            stored dtype).
+        fsdp_reduce_dtype: FSDP2 dtype of the gradient reduce-scatter (``None``: the gradients' dtype).
+        fsdp_reshard_after_forward: FSDP2 frees the gathered weights of a layer after its forward (less
+            memory, one more all-gather in backward).
+        hf_dtype: dtype of the weights in ``hf/step_<N>`` folders. ``auto``: bfloat16 when the run computes
+            in bfloat16 (weights, ``fsdp_param_dtype`` or a ``bf16`` trainer precision), else the weights' dtype.
+        hf_folders: ``every_checkpoint`` writes an HF folder at every Lightning checkpoint; ``evaluated``
+            only where a callback evaluates (``ensure_hf_checkpoint``), plus ``step_0`` and the final step.
     """
 
-    def __init__(self) -> None:
+    #: raised for a bad constructor argument (families may use a subclass of ValueError)
+    config_error: type[ValueError] = ValueError
+    #: warned once when a step has nothing in its loss
+    empty_step_message = "every token of the global batch is masked; the loss is 0"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        selection: TokenSelectionStrategy | None = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-8,
+        warmup_steps: int = 0,
+        schedule: Literal["constant", "cosine", "linear"] = "cosine",
+        min_lr_ratio: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = "sdpa",
+        logprob_chunk_size: int = 2048,
+        trust_remote_code: bool = False,
+        init_seed: int = 0,
+        fsdp_param_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+        fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = "float32",
+        fsdp_reshard_after_forward: bool = True,
+        hf_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        hf_folders: Literal["every_checkpoint", "evaluated"] = "every_checkpoint",
+    ) -> None:
         super().__init__()
+        name = type(self).__name__
+        if (model is None) == (model_config is None):
+            raise self.config_error(f"{name} needs exactly one of `model` (hub id / path) or `model_config`")
+        if model_config is not None and "model_type" not in model_config:
+            raise self.config_error("model_config needs a 'model_type' key (e.g. 'qwen3')")
         self.automatic_optimization = False
+        # collects the arguments of the whole constructor chain (a family's own ones included)
+        self.save_hyperparameters(ignore=["selection"])
+        self.model_source = model
+        self.model_config = model_config
+        self.tokenizer_source = tokenizer or model
+        self.selection = selection or FullSFT()
+        self.model: PreTrainedModel | None = None
+        self.tokenizer = None
         self._run_dir: Path | None = None
         self._last_hf_step: int | None = None
+        self._warned_empty = False
+        self._sharded: list[ShardedRoot] = []  # the FSDP2 root, kept out of the module tree on purpose
 
     # ----------------------------------------------------------------- model
+    def load_model(self) -> None:
+        """Set ``self.model`` (θ_0) and ``self.tokenizer``: what a family does in ``configure_model``."""
+        raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Load θ_0 (idempotent; Lightning calls it once the strategy is set up), enable activation
+        checkpointing, and under ``ModelParallelStrategy`` shard it with FSDP2 (see :mod:`t3s.students.sharding`)."""
+        if self.model is not None:
+            return
+        self.load_model()
+        hp = self.hparams
+        if hp.gradient_checkpointing:  # per decoder layer
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is not None:
+            self._sharded = [
+                shard_model(
+                    self.model,
+                    data_parallel_mesh(self.device_mesh),
+                    param_dtype=hp.fsdp_param_dtype,
+                    reduce_dtype=hp.fsdp_reduce_dtype,
+                    reshard_after_forward=hp.fsdp_reshard_after_forward,
+                )
+            ]
+
+    @property
+    def sharded(self) -> bool:
+        """True when the weights are sharded with FSDP2."""
+        return bool(self._sharded)
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, inside the FSDP2 root's forward when sharded (every weight gathered).
+
+        Every pass that touches the model goes through here; under FSDP2 each rank must make the same
+        number of calls.
+        """
+        if self._sharded:
+            return self._sharded[0](fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
     def build_causal_lm(self, source: str | None, *, bidirectional: bool = False) -> PreTrainedModel:
         """Load ``source`` (hub id / path) or, when None, build a seeded random model from ``model_config``.
 
@@ -64,6 +239,60 @@ class StudentModule(L.LightningModule):
             kwargs["config"].is_causal = False
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
+    # -------------------------------------------------------------- training
+    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+        """The passes of this rank for one step batch, its share of the normaliser, pre-forward stats."""
+        raise NotImplementedError
+
+    def pass_loss(self, item: Any) -> tuple[torch.Tensor, StepStats]:
+        """The loss *sum* of one pass (with grad; not yet normalised) and its statistics (detached)."""
+        raise NotImplementedError
+
+    def step_metrics(self, stats: StepStats, normaliser: float, elapsed: float) -> dict[str, float]:
+        """The family's ``train/*`` metrics from the step's statistics summed over ranks."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        started = time.perf_counter()
+        plan = self.plan_step(batch)
+        local = torch.tensor([plan.normaliser], device=self.device, dtype=torch.float64)
+        normaliser = float(self.all_sum(local).item())
+        if normaliser == 0 and not self._warned_empty:
+            log.warning("step %d: %s", self.global_step, self.empty_step_message)
+            self._warned_empty = True
+        scale = self.trainer.world_size / max(normaliser, 1.0)
+
+        # Every rank runs the same number of forward/backward passes (FSDP all-gathers weights in each):
+        # a rank with fewer passes repeats its last one with zero weight.
+        n_pass = int(self.all_max(torch.tensor([len(plan.passes)], device=self.device)).item())
+        stats = plan.stats
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        for k in range(n_pass):
+            real = k < len(plan.passes)
+            item = plan.passes[min(k, len(plan.passes) - 1)]
+            last = k == n_pass - 1
+            if self._sharded:  # FSDP2: reduce-scatter the gradients once, after the last pass
+                self._sharded[0].set_requires_gradient_sync(last)
+            with nullcontext() if last or block is None else block():
+                loss_sum, pass_stats = self.run(self.pass_loss, item)
+                self.manual_backward(loss_sum * (scale if real else 0.0))
+            if real:
+                stats = stats + pass_stats
+
+        grad_norm = self.clip_gradient_norm()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        metrics = self.step_metrics(stats.all_sum(self), normaliser, time.perf_counter() - started)
+        metrics["train/grad_norm"] = float(grad_norm)
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
+        self.log("loss", metrics["train/loss"], prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+        return torch.tensor(metrics["train/loss"])
+
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -88,8 +317,11 @@ class StudentModule(L.LightningModule):
 
         The masked phase gets the steps left until ``trainer.max_steps``, on a schedule of that length.
         """
-        with self._full_weights():
-            load_hf_weights(self.model, folder)
+        if self._sharded:
+            load_full_state_dict(self.model, read_hf_weights(folder) if self.trainer.is_global_zero else {})
+        else:
+            with self._full_weights():
+                load_hf_weights(self.model, folder)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
         for group in self.trainer.lr_scheduler_configs[0].scheduler.optimizer.param_groups:
@@ -133,7 +365,8 @@ class StudentModule(L.LightningModule):
         params = [p for p in self.parameters() if p.grad is not None]
         if not params:
             return 0.0
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # FSDP2: the norm over every shard
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     # ----------------------------------------------------------- collectives
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -157,13 +390,31 @@ class StudentModule(L.LightningModule):
         return self._run_dir
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>``. Every rank must call it (FSDP gathers the weights)."""
-        if state_dict is None:
+        """Write ``<run_dir>/hf/step_<step>`` in ``hf_dtype``. Every rank must call it (sharded weights are
+        gathered to rank 0, on the CPU)."""
+        if self._sharded:
+            state_dict = full_state_dict(self.model)
+        elif state_dict is None:
             state_dict = strip_prefix(self.trainer.strategy.lightning_module_state_dict(), "model.")
         self._last_hf_step = step
         if not self.trainer.is_global_zero:
             return None
-        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict)
+        dtype = self.export_dtype()
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+        return save_hf_folder(
+            self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict, dtype=dtype
+        )
+
+    def export_dtype(self) -> torch.dtype:
+        """The dtype of the weights in HF folders (``hf_dtype``; ``auto``: see the class docstring)."""
+        hp = self.hparams
+        if hp.hf_dtype != "auto":
+            return DTYPES[hp.hf_dtype]
+        stored = next(self.model.parameters()).dtype
+        precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
+        if stored == torch.bfloat16 or hp.fsdp_param_dtype == "bfloat16" or precision.startswith("bf16"):
+            return torch.bfloat16
+        return stored
 
     def ensure_hf_checkpoint(self, step: int) -> None:
         """Make sure ``hf/step_<step>`` exists for the current weights (callbacks evaluate from it)."""
@@ -174,6 +425,9 @@ class StudentModule(L.LightningModule):
         self._run_dir = None
         _ = self.run_dir  # resolve on every rank together
         self.model.train()  # from_pretrained returns eval mode
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "fingerprint"):
+            self.selection.setup(datamodule.fingerprint())
 
     def on_train_start(self) -> None:
         self.model.train()
@@ -181,6 +435,8 @@ class StudentModule(L.LightningModule):
             self.ensure_hf_checkpoint(0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.hf_folders == "evaluated":
+            return
         if self._last_hf_step != self.global_step:  # a callback may have written this step already
             self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))
 

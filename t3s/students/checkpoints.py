@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -31,12 +32,14 @@ def save_hf_folder(
     tokenizer: PreTrainedTokenizerBase | None,
     directory: str | Path,
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """``save_pretrained`` (+ tokenizer) into ``directory`` atomically.
+    """``save_pretrained`` (+ tokenizer) into ``directory`` atomically, readable by everyone (0644 / 0755).
 
     Everything is written to a sibling temporary folder that is renamed into place once complete, so a
     crash never leaves a half-written checkpoint under the final name. ``state_dict`` lets callers
-    pass weights gathered by a distributed strategy.
+    pass weights gathered by a distributed strategy; ``dtype`` is the dtype they are in (recorded in
+    ``config.json`` so ``from_pretrained(dtype="auto")`` loads them as such).
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +50,14 @@ def save_hf_folder(
     model.save_pretrained(tmp, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    if dtype is not None:
+        config = tmp / "config.json"
+        values = json.loads(config.read_text())
+        values["dtype"] = str(dtype).removeprefix("torch.")
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    for path in tmp.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    tmp.chmod(0o755)
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         directory.rename(old)
@@ -57,6 +68,24 @@ def save_hf_folder(
     return directory
 
 
+def _safetensors_files(folder: Path) -> list[str]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return ["model.safetensors"]
+
+
+def read_hf_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an HF folder's safetensors files, on the CPU."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    weights: dict[str, torch.Tensor] = {}
+    for shard in _safetensors_files(folder):
+        weights.update(load_file(str(folder / shard)))
+    return weights
+
+
 def load_hf_weights(model: torch.nn.Module, folder: str | Path) -> None:
     """Copy the safetensors weights of an HF folder into ``model`` in place (same architecture).
 
@@ -65,18 +94,11 @@ def load_hf_weights(model: torch.nn.Module, folder: str | Path) -> None:
     from safetensors import safe_open
 
     folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        import json
-
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
     weights = dict(model.named_parameters(remove_duplicate=False))
     params = {**weights, **dict(model.named_buffers())}
     loaded = set()
     with torch.no_grad():
-        for shard in shards:
+        for shard in _safetensors_files(folder):
             with safe_open(str(folder / shard), framework="pt") as f:
                 for name in f.keys():
                     if name not in params:

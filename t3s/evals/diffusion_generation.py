@@ -1,0 +1,215 @@
+"""``DiffusionGenerator``: a masked-diffusion student behind the evaluation code's ``Generator`` protocol.
+
+Batching, prompt padding, seeding and stop tokens around :func:`t3s.students.diffusion_sampler.diffusion_decode`
+(semi-autoregressive block decoding with low-confidence remasking).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids
+from t3s.students.diffusion import DiffusionStudent
+from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask
+from t3s.students.diffusion_objective import DiffusionStudentError
+from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
+
+__all__ = ["DiffusionGenerator"]
+
+
+class DiffusionGenerator:
+    """Batched semi-autoregressive sampling from a masked-diffusion model (the ``Generator`` protocol).
+
+    Prompts are expanded ``params.n`` times, sorted by length, LEFT padded (padding is kept out by the
+    attention mask and the position ids) and decoded ``batch_size`` rows at a time. Sampling at
+    ``temperature > 0`` is seeded per batch (``params.seed`` + batch index) with a private generator, so the
+    global RNG is untouched and results repeat for the same inputs and ``batch_size``. ``top_p`` / ``top_k``
+    of :class:`~t3s.evals.generation.SamplingParams` are not used (remasking relies on the full distribution).
+
+    The response canvas is ``gen_length`` tokens, or ``max_new_tokens`` rounded up to whole blocks when
+    that is smaller (the number of steps per block stays ``steps / (gen_length / block_length)``);
+    ``hit_limit`` means no stop token within ``max_new_tokens``.
+
+    Args:
+        model: a Hugging Face masked-diffusion LM (bidirectional attention).
+        tokenizer: decodes the responses; default stop tokens come from it.
+        mask_id: the mask token id.
+        eos_id: end of sequence; also what a finished row is filled with.
+        gen_length: response canvas length (a multiple of ``block_length``).
+        block_length: positions decoded per block.
+        steps: iterations over the whole canvas (default ``gen_length``: one token per iteration); a
+            multiple of the number of blocks.
+        threshold: commit every prediction with probability above this instead of the linear schedule.
+        batch_size: rows per forward pass.
+        pad_id: left padding of prompts (default: the tokenizer's pad token, else EOS).
+        stop_token_ids: tokens that end a response (default: EOS plus the tokenizer's end-of-turn tokens).
+        explicit_attention_mask: pass a 4D additive mask (for models that ignore ``config.is_causal``);
+            ``None``: find out with a tiny probe at the first call.
+        show_progress: a tqdm progress bar over batches.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        mask_id: int,
+        eos_id: int,
+        gen_length: int = 256,
+        block_length: int = 32,
+        steps: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 8,
+        pad_id: int | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        explicit_attention_mask: bool | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        if block_length < 1 or gen_length < 1 or gen_length % block_length:
+            raise ValueError(
+                f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})"
+            )
+        num_blocks = gen_length // block_length
+        steps = gen_length if steps is None else int(steps)
+        if steps < num_blocks or steps % num_blocks:
+            raise ValueError(
+                f"steps ({steps}) must be a positive multiple of the number of blocks ({num_blocks})"
+            )
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.mask_id = int(mask_id)
+        self.eos_id = int(eos_id)
+        self.gen_length = int(gen_length)
+        self.block_length = int(block_length)
+        self.steps = steps
+        self.steps_per_block = steps // num_blocks
+        self.threshold = threshold
+        self.batch_size = int(batch_size)
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad_id) if pad_id is not None else self.eos_id
+        stops = [
+            self.eos_id,
+            *(stop_token_ids if stop_token_ids is not None else default_stop_token_ids(tokenizer, model)),
+        ]
+        self.stop_token_ids = [s for s in dict.fromkeys(int(s) for s in stops) if s != self.mask_id]
+        self.explicit_attention_mask = explicit_attention_mask
+        self.show_progress = show_progress
+        try:
+            self._parts: tuple[Any, Any] | None = decoder_and_head(model)
+        except DiffusionStudentError:
+            self._parts = None  # fall back to the model's own logits
+
+    def canvas_length(self, max_new_tokens: int) -> int:
+        """Response canvas for a ``max_new_tokens`` budget: whole blocks, at most ``gen_length``."""
+        blocks = math.ceil(max_new_tokens / self.block_length)
+        return min(self.gen_length, blocks * self.block_length)
+
+    def _inputs(
+        self, prompts: list[list[int]], gen_len: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
+        width = max(len(p) for p in prompts)
+        total = width + gen_len
+        ids = torch.full((len(prompts), total), self.mask_id, dtype=torch.long)
+        keep = torch.ones((len(prompts), total), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, : width - len(p)] = self.pad_id
+            keep[i, : width - len(p)] = 0
+            ids[i, width - len(p) : width] = torch.tensor(p, dtype=torch.long)
+        positions = (keep.cumsum(dim=1) - 1).clamp(min=0)
+        padded = bool((keep == 0).any())
+        attention: torch.Tensor | None = keep if padded else None
+        if self.explicit_attention_mask:
+            dtype = next(self.model.parameters()).dtype
+            attention = torch.zeros(len(prompts), 1, total, total, dtype=dtype)
+            attention.masked_fill_(keep[:, None, None, :] == 0, torch.finfo(dtype).min)
+        attention = attention.to(device) if attention is not None else None
+        return ids.to(device), attention, positions.to(device), width
+
+    def _logits_fn(self, attention: torch.Tensor | None, positions: torch.Tensor) -> LogitsFn:
+        def logits(canvas: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+            kwargs = {"attention_mask": attention, "position_ids": positions, "use_cache": False}
+            if self._parts is None:
+                return self.model(input_ids=canvas, **kwargs).logits[select]
+            decoder, head = self._parts
+            hidden = decoder(input_ids=canvas, **kwargs).last_hidden_state[select]
+            return F.linear(hidden, head.weight, getattr(head, "bias", None))
+
+        return logits
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
+        from tqdm.auto import tqdm
+
+        for i, ids in enumerate(prompts):
+            if len(ids) == 0:
+                raise ValueError(f"prompt {i} is empty")
+        rows = sorted(
+            ((p, s) for p in range(len(prompts)) for s in range(params.n)), key=lambda r: len(prompts[r[0]])
+        )
+        out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
+        gen_len = self.canvas_length(params.max_new_tokens)
+        device = next(self.model.parameters()).device
+        batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.explicit_attention_mask is None:
+                self.explicit_attention_mask = needs_explicit_mask(self.model)
+            for b, batch in enumerate(
+                tqdm(batches, desc="diffusion generate", unit="batch", disable=not self.show_progress)
+            ):
+                ids, attention, positions, width = self._inputs(
+                    [prompts[p] for p, _ in batch], gen_len, device
+                )
+                generator = None
+                if not params.greedy:
+                    generator = torch.Generator(device=device)
+                    generator.manual_seed(int(params.seed) + b)
+                result = diffusion_decode(
+                    self._logits_fn(attention, positions),
+                    ids,
+                    width,
+                    block_length=self.block_length,
+                    steps_per_block=self.steps_per_block,
+                    mask_id=self.mask_id,
+                    eos_id=self.eos_id,
+                    stop_ids=self.stop_token_ids,
+                    temperature=float(params.temperature),
+                    threshold=self.threshold,
+                    generator=generator,
+                )
+                for (p, s), row in zip(batch, result.canvas[:, width:].tolist()):
+                    out[p][s] = self._to_generation(row[: params.max_new_tokens])
+        finally:
+            self.model.train(was_training)
+        return [[g for g in gens if g is not None] for gens in out]
+
+    def _to_generation(self, tokens: list[int]) -> Generation:
+        stops = set(self.stop_token_ids)
+        cut = next((i for i, t in enumerate(tokens) if t in stops), None)
+        kept = tokens if cut is None else tokens[:cut]
+        text = self.tokenizer.decode(kept, skip_special_tokens=False)
+        return Generation(text=text, token_ids=list(kept), num_tokens=len(kept), hit_limit=cut is None)
+
+    @classmethod
+    def for_student(cls, student: DiffusionStudent, **overrides: Any) -> DiffusionGenerator:
+        """A generator over a student's current weights: settings from its ``sampler`` argument, then
+        ``overrides``; its mask / EOS / pad ids and attention mode."""
+        student.configure_model()
+        kwargs = {**(student.hparams.sampler or {}), **overrides}
+        kwargs.setdefault("pad_id", student.pad_token_id)
+        # unknown before the first training step: the generator then checks at its first call
+        kwargs.setdefault(
+            "explicit_attention_mask", student.explicit_attention_mask if student.attention_checked else None
+        )
+        return cls(student.model, student.tokenizer, student.mask_token_id, student.eos_token_id, **kwargs)

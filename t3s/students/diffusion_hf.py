@@ -1,0 +1,129 @@
+"""Hugging Face plumbing of masked-diffusion students: special token ids, decoder/head access, and making
+sure a checkpoint attends bidirectionally (``config.is_causal=False`` or an explicit all-visible mask)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from t3s.students.diffusion_objective import DiffusionStudentError
+
+__all__ = [
+    "MASK_TOKEN_TEXT",
+    "attends_bidirectionally",
+    "decoder_and_head",
+    "full_attention_mask",
+    "needs_explicit_mask",
+    "needs_remote_code",
+    "resolve_special_ids",
+]
+
+log = logging.getLogger(__name__)
+
+MASK_TOKEN_TEXT = "<|mask|>"
+
+
+def resolve_special_ids(
+    tokenizer: Any, mask_token_id: int | None, eos_token_id: int | None, pad_token_id: int | None
+) -> tuple[int, int, int]:
+    """``(mask, eos, pad)`` ids: the given values, else the tokenizer's (mask token or ``<|mask|>``)."""
+    if mask_token_id is None and tokenizer is not None:
+        mask_token_id = getattr(tokenizer, "mask_token_id", None)
+        if mask_token_id is None:
+            candidate = tokenizer.convert_tokens_to_ids(MASK_TOKEN_TEXT)
+            if isinstance(candidate, int) and candidate != tokenizer.unk_token_id:
+                mask_token_id = candidate
+    if mask_token_id is None:
+        raise DiffusionStudentError(
+            f"no mask token: the tokenizer has no mask_token and no {MASK_TOKEN_TEXT!r} token; set "
+            "model.init_args.mask_token_id (e.g. 126336 for LLaDA-8B, 156895 for LLaDA2.0-mini)"
+        )
+    if eos_token_id is None and tokenizer is not None:
+        eos_token_id = tokenizer.eos_token_id
+    if eos_token_id is None:
+        raise DiffusionStudentError("no EOS token: the tokenizer has none; set model.init_args.eos_token_id")
+    if pad_token_id is None and tokenizer is not None:
+        pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = eos_token_id
+    if int(mask_token_id) == int(eos_token_id):
+        raise DiffusionStudentError(
+            f"mask_token_id and eos_token_id are both {mask_token_id}; they must differ"
+        )
+    return int(mask_token_id), int(eos_token_id), int(pad_token_id)
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The decoder stack (final hidden states) and the output projection of a Hugging Face LM."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if decoder is None or decoder is model or head is None:
+        raise DiffusionStudentError(
+            f"{type(model).__name__} does not expose a decoder and an output projection "
+            "(get_decoder / get_output_embeddings); the diffusion student needs both to score only the "
+            "corrupted positions"
+        )
+    return decoder, head
+
+
+def full_attention_mask(rows: int, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An explicit ``[R, 1, L, L]`` additive mask letting every position attend to every other one."""
+    return torch.zeros(rows, 1, length, length, dtype=dtype, device=device)
+
+
+@torch.no_grad()
+def attends_bidirectionally(model: nn.Module, explicit_mask: bool = False) -> bool:
+    """True if changing the last token of a short input changes the first position's final hidden state."""
+    decoder, _ = decoder_and_head(model)
+    param = next(model.parameters())
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.tensor([[1, 2, 3, 4]], device=param.device) % vocab
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % vocab
+    positions = torch.arange(4, device=param.device)[None]
+    kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False}
+    if explicit_mask:
+        kwargs["attention_mask"] = full_attention_mask(1, 4, param.dtype, param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        first = decoder(input_ids=ids, **kwargs).last_hidden_state[0, 0]
+        second = decoder(input_ids=changed, **kwargs).last_hidden_state[0, 0]
+    finally:
+        model.train(was_training)
+    return not torch.allclose(first.float(), second.float(), rtol=0.0, atol=0.0)
+
+
+def needs_explicit_mask(model: nn.Module) -> bool:
+    """False if ``model`` already attends bidirectionally, True if an explicit all-visible 4D mask makes it.
+
+    Raises:
+        DiffusionStudentError: if the model stays causal either way.
+    """
+    if attends_bidirectionally(model):
+        return False
+    if attends_bidirectionally(model, explicit_mask=True):
+        log.warning(
+            "%s ignores config.is_causal=False; passing an explicit all-visible attention mask",
+            type(model).__name__,
+        )
+        return True
+    raise DiffusionStudentError(
+        f"{type(model).__name__} stays causal with config.is_causal=False and with an explicit 4D mask; "
+        "it cannot be used as a masked-diffusion model"
+    )
+
+
+def needs_remote_code(source: str) -> bool:
+    """True if the checkpoint's architecture is only available as code from its repository."""
+    from transformers import PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(source)
+    except (OSError, ValueError):  # unreachable or not a model folder: from_pretrained reports it
+        return False
+    return "auto_map" in config and config.get("model_type") not in CONFIG_MAPPING
