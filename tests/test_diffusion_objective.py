@@ -10,6 +10,7 @@ from conftest import tiny_model_config
 
 from t3s.data import TeacherTraceDataModule
 from t3s.data.packing import collate
+from t3s.ops.hashing import hash_uniform
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
 from t3s.selection.scores import ScoreCache
 from t3s.students import DiffusionStudent
@@ -19,7 +20,6 @@ from t3s.students.diffusion import (
     attends_bidirectionally,
     check_one_trace_per_row,
     corrupt,
-    hash_uniform,
     mask_ratios,
     resolve_special_ids,
     view_loss_sum,

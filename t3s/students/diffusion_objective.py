@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from t3s.data.render import IGNORE_INDEX
+from t3s.ops.hashing import hash_uniform
 
 __all__ = [
     "AnswerLayout",
@@ -23,7 +24,6 @@ __all__ = [
     "check_one_trace_per_row",
     "corrupt",
     "draw_corruption",
-    "hash_uniform",
     "mask_ratios",
     "row_traces",
     "view_loss_sum",
@@ -88,38 +88,6 @@ def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
 def row_traces(trace_index: torch.Tensor) -> torch.Tensor:
     """Dataset index of the trace on each row (``-1`` for a row of padding only)."""
     return trace_index.amax(dim=1).clamp(min=-1)
-
-
-# splitmix64 constants as signed 64-bit integers (torch int64 arithmetic wraps around)
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-
-
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 values (torch's ``>>`` is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _mix64(x: torch.Tensor) -> torch.Tensor:
-    x = (x ^ _shift_right(x, 30)) * _MIX1
-    x = (x ^ _shift_right(x, 27)) * _MIX2
-    return x ^ _shift_right(x, 31)
-
-
-def hash_uniform(seed: int, step: int, traces: torch.Tensor, length: int, stream: int) -> torch.Tensor:
-    """``[R, length]`` float64 uniforms in [0, 1), a fixed function of (seed, step, trace, position, stream).
-
-    A counter-based generator: no state, so the draws of a trace do not depend on which micro-batch,
-    rank or row it lands in, nor on the row width.
-    """
-    device = traces.device
-    base = torch.tensor([(seed * 1_000_003 + stream) & 0x7FFFFFFFFFFFFFFF], dtype=torch.int64, device=device)
-    step_key = torch.tensor([step], dtype=torch.int64, device=device) * _GOLDEN
-    key = _mix64(_mix64(base + step_key) + traces.long()[:, None] * _GOLDEN)
-    positions = torch.arange(1, length + 1, dtype=torch.int64, device=device)
-    bits = _mix64(key + positions[None, :] * _GOLDEN)
-    return _shift_right(bits, 11).double() / float(1 << 53)
 
 
 _STREAM_RATIO, _STREAM_TOKENS = 1, 2
