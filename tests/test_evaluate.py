@@ -39,7 +39,7 @@ def verdicts(run: Path, step: int) -> list[tuple[str, str, bool]]:
 
 
 @pytest.mark.slow
-def test_deferred_run_then_two_worker_evaluate_matches_inline(tmp_path, capsys):
+def test_deferred_and_subprocess_evaluations_match_inline(tmp_path, capsys):
     main(["fit", "--config", str(tiny_run_config(tmp_path, "inline", "inline"))])
     main(["fit", "--config", str(tiny_run_config(tmp_path, "defer", "defer"))])
     inline, deferred = tmp_path / "inline" / "version_0", tmp_path / "defer" / "version_0"
@@ -56,6 +56,12 @@ def test_deferred_run_then_two_worker_evaluate_matches_inline(tmp_path, capsys):
     for step in (0, 2, 4):  # same weights, same greedy decoding: the same responses and verdicts as inline
         assert verdicts(deferred, step) == verdicts(inline, step)
     assert read_scalars(inline, "bench/train/avg@1")[1] == values
+
+    # mode subprocess: the same evaluations, run by a child `t3s evaluate` while training waits
+    main(["fit", "--config", str(tiny_run_config(tmp_path, "child", "subprocess"))])
+    child = tmp_path / "child" / "version_0"
+    assert read_scalars(child, "bench/train/avg@1") == (steps, values)
+    assert all(verdicts(child, step) == verdicts(inline, step) for step in (0, 2, 4))
 
     # a rerun evaluates nothing again; a lost result (as after a kill) is redone alone
     main(["evaluate", str(deferred)])
