@@ -17,7 +17,8 @@ from typing import Any, Literal
 import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
-from t3s.ops.causal_lm import hidden_states, logprobs_at
+from t3s.ops.causal_lm import LOSS_KERNELS, hidden_states, logprobs_at, nll_sum_at, sampled_logprob_sum
+from t3s.ops.packed_attention import resolve_attn_implementation
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StudentModule
 
@@ -47,9 +48,19 @@ class ARStudent(StudentModule):
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
         dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
         gradient_checkpointing: recompute decoder activations in backward to save memory.
-        attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``).
-            Packed rows need one that honours restarting ``position_ids`` (all three do in transformers>=5).
+        attn_implementation: transformers attention kernel. ``auto`` (default): ``flash_attention_3`` /
+            ``flash_attention_2`` when installed on CUDA, else ``flex_attention`` with a document mask on
+            CUDA, ``sdpa`` elsewhere. Any kernel keeps packed traces apart (see ``t3s.ops.packed_attention``).
         logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
+        loss_kernel: LM-head kernel of the loss on statically selected tokens: ``fused`` (default; gradients
+            built in the forward pass, 3 matmuls per trained token), ``chunked`` (recomputes the logits in
+            backward: 4 matmuls, no weight-sized buffer between forward and backward) or ``liger``
+            (Liger-Kernel's fused linear cross-entropy; CUDA and ``pip install liger-kernel``). Online
+            strategies always use the chunked log-prob kernel (they need every token's c_t).
+        unselected_logprob_sample: how many masked response tokens per micro-batch get a no-grad LM-head
+            pass to estimate ``train/logprob_unselected`` and ``train/loss_all_tokens`` (evenly spaced, sum
+            scaled to all masked tokens). ``None`` scores all of them (exact, one LM-head matmul per masked
+            token); ``0`` none (those two metrics are logged as NaN), so masked tokens cost nothing.
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
     """
@@ -70,8 +81,10 @@ class ARStudent(StudentModule):
         max_grad_norm: float | None = 1.0,
         dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
         gradient_checkpointing: bool = False,
-        attn_implementation: str | None = "sdpa",
+        attn_implementation: str | None = "auto",
         logprob_chunk_size: int = 2048,
+        loss_kernel: Literal["fused", "chunked", "liger"] = "fused",
+        unselected_logprob_sample: int | None = 128,
         trust_remote_code: bool = False,
         init_seed: int = 0,
     ):
@@ -80,7 +93,12 @@ class ARStudent(StudentModule):
             raise ValueError("ARStudent needs exactly one of `model` (hub id / path) or `model_config`")
         if model_config is not None and "model_type" not in model_config:
             raise ValueError("model_config needs a 'model_type' key (e.g. 'qwen3')")
+        if loss_kernel not in LOSS_KERNELS:
+            raise ValueError(f"unknown loss_kernel {loss_kernel!r}; choose one of {', '.join(LOSS_KERNELS)}")
+        if unselected_logprob_sample is not None and unselected_logprob_sample < 0:
+            raise ValueError(f"unselected_logprob_sample must be >= 0 or None, got {unselected_logprob_sample}")
         self.save_hyperparameters(ignore=["selection"])
+        self.hparams.attn_implementation = resolve_attn_implementation(attn_implementation)
         self.model_source = model
         self.model_config = model_config
         self.tokenizer_source = tokenizer or model
@@ -203,30 +221,34 @@ class ARStudent(StudentModule):
     def _micro_batch_loss(
         self, mb: dict[str, torch.Tensor], ctx: SelectionContext, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed NLL of the selected tokens (with grad) and detached statistics for logging."""
+        """Summed NLL of the selected tokens (with grad) and detached statistics for logging.
+
+        With a static mask only the selected tokens enter the LM head with grad (``loss_kernel``); masked
+        tokens cost at most the no-grad pass over ``unselected_logprob_sample`` of them.
+        """
         hidden = self.hidden_states(mb)
         response = ctx.response_mask
         if mask is None:  # online strategy: score every response token, then choose
             mask, lp_response = self._online_mask(hidden, mb, ctx)
             chosen = mask[response]
-            lp_sel, lp_unsel = lp_response[chosen], lp_response[~chosen].detach()
+            lp_sel = lp_response[chosen]
+            nll, n_sel = -lp_sel.sum(), lp_sel.numel()
+            lp_unsel, n_unsel = float(lp_response[~chosen].detach().sum()), int((~chosen).sum())
         else:
             mask = mask & response
-            lp_sel = self.logprobs_at(hidden, mb["input_ids"], mask)
-            with torch.no_grad():
-                lp_unsel = self.logprobs_at(hidden.detach(), mb["input_ids"], response & ~mask)
-        nll = -lp_sel.sum()
-        if lp_sel.numel() == 0:  # keep every parameter in the graph so DDP's reducer stays in step
+            hp = self.hparams
+            nll = nll_sum_at(
+                self.model, hidden, mb["input_ids"], mask, chunk_size=hp.logprob_chunk_size, kernel=hp.loss_kernel
+            )
+            n_sel = int(mask.sum())
+            lp_unsel, n_unsel = sampled_logprob_sum(
+                self.model, hidden, mb["input_ids"], response & ~mask, hp.unselected_logprob_sample,
+                chunk_size=hp.logprob_chunk_size,
+            )
+        if n_sel == 0:  # keep every parameter in the graph so DDP's reducer stays in step
             nll = nll + 0.0 * hidden.sum()
         stats = torch.tensor(
-            [
-                float(-lp_sel.detach().sum()),
-                lp_sel.numel(),
-                float(lp_unsel.sum()),
-                lp_unsel.numel(),
-                int((mb["trace_index"] >= 0).sum()),
-                0,
-            ],
+            [float(nll.detach()), n_sel, lp_unsel, n_unsel, int((mb["trace_index"] >= 0).sum()), 0],
             device=self.device,
             dtype=torch.float64,
         )
