@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.ops.causal_lm import LOSS_KERNELS, hidden_states, logprobs_at, nll_sum_at, sampled_logprob_sum
 from t3s.ops.packed_attention import resolve_attn_implementation
+from t3s.ops.speed import compile_decoder_layers
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StudentModule
 
@@ -61,6 +62,10 @@ class ARStudent(StudentModule):
             pass to estimate ``train/logprob_unselected`` and ``train/loss_all_tokens`` (evenly spaced, sum
             scaled to all masked tokens). ``None`` scores all of them (exact, one LM-head matmul per masked
             token); ``0`` none (those two metrics are logged as NaN), so masked tokens cost nothing.
+        compile_layers: ``torch.compile`` each decoder layer before the first training step (GPU; the first
+            step pays the compilation). Other speed knobs: ``gradient_checkpointing``; fused AdamW is used
+            automatically on CUDA; bf16 master weights are ``dtype: bfloat16`` with ``trainer.precision:
+            bf16-true`` (halves weight and Adam memory, e.g. an 8B model on one GPU).
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
     """
@@ -85,6 +90,7 @@ class ARStudent(StudentModule):
         logprob_chunk_size: int = 2048,
         loss_kernel: Literal["fused", "chunked", "liger"] = "fused",
         unselected_logprob_sample: int | None = 128,
+        compile_layers: bool = False,
         trust_remote_code: bool = False,
         init_seed: int = 0,
     ):
@@ -226,6 +232,8 @@ class ARStudent(StudentModule):
         With a static mask only the selected tokens enter the LM head with grad (``loss_kernel``); masked
         tokens cost at most the no-grad pass over ``unselected_logprob_sample`` of them.
         """
+        if self.hparams.compile_layers and not getattr(self, "_layers_compiled", False):
+            self._layers_compiled = compile_decoder_layers(self.model) > 0
         hidden = self.hidden_states(mb)
         response = ctx.response_mask
         if mask is None:  # online strategy: score every response token, then choose
