@@ -16,6 +16,8 @@ Contenders, in one process, on one random-init Qwen3 (same seed, same initial we
   does with gradient accumulation).
 * ``trl``        (d) TRL's ``SFTTrainer.training_step`` on TRL's own collated batch, when ``trl`` is
   importable (``pip install '.[bench]'``; never a t3s dependency). Skipped with a reason otherwise.
+  ``SFTConfig`` keeps TRL's defaults (what a user moving from TRL runs), which include gradient
+  checkpointing; pass ``--grad-ckpt`` to give every other contender checkpointing too.
 
 Procedure: before timing, the losses of (a) and (c) (and (d)) on the same batch and the same initial
 weights are compared (same normalisation: summed NLL over all response tokens of the step divided by
@@ -704,7 +706,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report[key] = head[key]
     report["loss_match"] = all(w["loss_match"] for w in report["workloads"].values())
     report.update({
-        "headline_workload": args.data[0], "device": _device_name(device), "model": args.model,
+        "headline_workload": "scoring" if args.score_only else args.data[0], "device": _device_name(device), "model": args.model,
         "precision": args.precision, "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "quick": args.quick, "versions": versions(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -58,7 +58,8 @@ def test_empty_selection_keeps_graph_and_no_grad_path():
     hidden, weight, _, targets = _inputs(n=0, bias=False)
     loss = fused_nll_sum(hidden, weight, targets)
     loss.backward()
-    assert float(loss) == 0.0 and hidden.grad is not None
+    assert float(loss) == 0.0 and hidden.grad is not None  # every input stays in the graph (DDP)
+    assert weight.grad is not None and float(weight.grad.abs().sum()) == 0.0
     h, w, _, t = _inputs(n=5, bias=False)
     with torch.no_grad():
         assert torch.allclose(fused_nll_sum(h, w, t), -token_logprobs(h, w, t).sum())

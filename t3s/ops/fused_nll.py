@@ -116,8 +116,9 @@ def fused_nll_sum(
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     compute_dtype = _compute_dtype(hidden, weight)
     targets = targets.long()
-    if hidden.shape[0] == 0:
-        return hidden.sum().to(_acc_dtype(compute_dtype)) * 0.0
+    if hidden.shape[0] == 0:  # still a function of every input, so DDP sees a (zero) gradient for each
+        zero = sum(t.sum() for t in (hidden, weight, bias) if t is not None)
+        return zero.to(_acc_dtype(compute_dtype)) * 0.0
     inputs = (hidden, weight, bias)
     needs = tuple(t is not None and t.requires_grad for t in inputs)
     if torch.is_grad_enabled() and any(needs):
