@@ -78,3 +78,22 @@ def test_quick_defaults_are_the_cpu_contract(bench):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             bench.parse_args(["--device", "cuda"])
+
+
+def test_scoring_only_and_hf_only_paths(bench, capsys):
+    scored = bench.main(["--device", "cpu", "--model", "tiny", "--score-only", "--score-length", "64", "--cycles", "1"])
+    assert scored["scoring"]["score_tokens"] == 64 and scored["tps_score"] > 0
+    hf_only = bench.main(["--device", "cpu", "--model", "tiny", "--data", "fixed", "--traces", "2", "--max-length",
+                          "32", "--cycles", "1", "--contenders", "hf_plain", "--no-score"])
+    run = hf_only["workloads"]["fixed"]
+    assert run["timed_steps"] == {"hf_plain": 1} and run["loss_match"] and "tps_t3s_full" not in run
+
+
+def test_gpu_check_dry_run_lists_steps_and_exits_0():
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_check.sh"
+    out = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for step in ("pytest -m gpu", "qwen3-1.7b", "qwen3-8b", "--score-length 32768", "gpu_check.json"):
+        assert step in out.stdout, step
