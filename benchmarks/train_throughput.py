@@ -235,6 +235,13 @@ def model_flops_per_step(config: dict[str, Any], work: Workload, n_params: int) 
     return dense + attn
 
 
+def hf_copy(model: torch.nn.Module, attn: str) -> torch.nn.Module:
+    """A copy of the initial weights for the HF-side contenders, with their own attention kernel."""
+    model = copy.deepcopy(model)
+    model.set_attn_implementation(attn)
+    return model
+
+
 def state_bytes(params: list[torch.Tensor], optimizer: torch.optim.Optimizer | None) -> int:
     """Bytes of weights plus optimizer state (gradients are counted in the step's growth)."""
     total = sum(p.numel() * p.element_size() for p in params)
@@ -302,8 +309,10 @@ class PlainHF:
     """Contender (c): the textbook loop on its own copy of the initial weights."""
 
     def __init__(self, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], n_items: int,
-                 device: torch.device, autocast: Any, fused: bool):
+                 device: torch.device, autocast: Any, fused: bool, grad_ckpt: bool = False):
         self.model = model.to(device).train()
+        if grad_ckpt:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.batches = [{k: v.to(device) for k, v in mb.items()} for mb in batches]
         self.n_items = n_items
         self.autocast = autocast
@@ -462,8 +471,8 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
 
     others: dict[str, Any] = {}
     if "hf_plain" in args.contenders:
-        others["hf_plain"] = PlainHF(copy.deepcopy(student.model), hf_batches(work, args.hf_micro_batch), n_items,
-                                     device, autocast, fused=device.type == "cuda")
+        others["hf_plain"] = PlainHF(hf_copy(student.model, args.hf_attn), hf_batches(work, args.hf_micro_batch),
+                                     n_items, device, autocast, fused=device.type == "cuda", grad_ckpt=args.grad_ckpt)
     skipped: dict[str, str] = {}
     if "trl" in args.contenders:
         try:
@@ -475,7 +484,8 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
                 skipped["trl"] = "needs the real tokenizer (../shared absent)"
             else:
                 outdir = tempfile.mkdtemp(prefix="t3s-bench-trl-")
-                others["trl"] = TRLStep(copy.deepcopy(student.model), work, args.hf_micro_batch, device, bf16, outdir)
+                others["trl"] = TRLStep(hf_copy(student.model, args.hf_attn), work, args.hf_micro_batch, device, bf16,
+                                        outdir)
 
     losses = {"t3s": t3s_loss(student, step_batch, device, autocast)}
     for name, contender in others.items():
@@ -631,7 +641,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("fp32", "bf16-mixed", "bf16-true"),
                    help="default fp32 on CPU, bf16-mixed (fp32 master weights) on CUDA")
     p.add_argument("--attn", default="auto", help="ARStudent attention (auto: flash/flex on CUDA, sdpa on CPU)")
-    p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in every contender")
+    p.add_argument("--hf-attn", default="sdpa", help="attention of the HF and TRL contenders (transformers' default)")
+    p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in t3s and the plain HF loop")
     p.add_argument("--chunk", type=int, default=2048, help="rows per chunk of the t3s LM-head kernel")
     p.add_argument("--unselected-sample", type=int, default=128, help="ARStudent unselected_logprob_sample")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
