@@ -47,6 +47,10 @@ class ScoredStrategy(TokenSelectionStrategy):
         cache.check_matches(data_fingerprint, source=str(self.scores))
         self._cache = cache
 
+    def attach(self, cache: ScoreCache) -> None:
+        """Use an in-memory cache instead of reading ``scores`` (the throughput benchmark builds one)."""
+        self._cache = cache
+
     @property
     def cache(self) -> ScoreCache:
         if self._cache is None:

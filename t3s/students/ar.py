@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.data.render import IGNORE_INDEX
-from t3s.ops.causal_lm import hidden_states, logprobs_at
+from t3s.ops.causal_lm import LOSS_KERNELS, hidden_states, logprobs_at, nll_sum_at, sampled_logprob_sum
+from t3s.ops.packed_attention import resolve_attn_implementation
+from t3s.ops.speed import compile_decoder_layers
 from t3s.selection import SelectionContext
 from t3s.students.base import StepPlan, StepStats, StudentModule
 
@@ -45,10 +47,40 @@ class ARStudent(StudentModule):
 
     Takes the arguments of :class:`~t3s.students.base.StudentModule` (model, tokenizer, selection, AdamW
     and schedule, dtype, kernels); ``selection`` names the response tokens that enter the loss.
+
+    Args:
+        attn_implementation: transformers attention kernel. ``auto`` (default): ``flash_attention_3`` /
+            ``flash_attention_2`` when installed on CUDA, else ``flex_attention`` with a document mask on
+            CUDA, ``sdpa`` elsewhere. Any kernel keeps packed traces apart (see ``t3s.ops.packed_attention``).
+        loss_kernel: LM-head kernel of the loss on statically selected tokens: ``fused`` (default; gradients
+            built in the forward pass, 3 matmuls per trained token), ``chunked`` (recomputes the logits in
+            backward: 4 matmuls, no weight-sized buffer between forward and backward) or ``liger``
+            (Liger-Kernel's fused linear cross-entropy; CUDA and ``pip install liger-kernel``). Online
+            strategies always use the chunked log-prob kernel (they need every token's c_t).
+        unselected_logprob_sample: how many masked response tokens per micro-batch get a no-grad LM-head
+            pass to estimate ``train/logprob_unselected`` and ``train/loss_all_tokens`` (evenly spaced, sum
+            scaled to all masked tokens). ``None`` scores all of them (exact, one LM-head matmul per masked
+            token); ``0`` none (those two metrics are logged as NaN), so masked tokens cost nothing.
+        compile_layers: ``torch.compile`` each decoder layer before the first training step (GPU; the first
+            step pays the compilation). Other speed knobs: ``gradient_checkpointing``; fused AdamW is used
+            automatically on CUDA; bf16 master weights are ``dtype: bfloat16`` with ``trainer.precision:
+            bf16-true`` (halves weight and Adam memory, e.g. an 8B model on one GPU).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        attn_implementation: str | None = "auto",
+        loss_kernel: Literal["fused", "chunked", "liger"] = "fused",
+        unselected_logprob_sample: int | None = 128,
+        compile_layers: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if loss_kernel not in LOSS_KERNELS:
+            raise ValueError(f"unknown loss_kernel {loss_kernel!r}; choose one of {', '.join(LOSS_KERNELS)}")
+        if unselected_logprob_sample is not None and unselected_logprob_sample < 0:
+            raise ValueError(f"unselected_logprob_sample must be >= 0 or None, got {unselected_logprob_sample}")
+        super().__init__(attn_implementation=attn_implementation, **kwargs)
+        self.hparams.attn_implementation = resolve_attn_implementation(attn_implementation)
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
 
     # ------------------------------------------------------------------ model
@@ -107,27 +139,40 @@ class ARStudent(StudentModule):
         return StepPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
 
     def pass_loss(self, item: _Pass) -> tuple[torch.Tensor, ARStepStats]:
-        """Summed NLL of the selected tokens (with grad) and detached statistics for logging."""
+        """Summed NLL of the selected tokens (with grad) and detached statistics for logging.
+
+        With a static mask only the selected tokens enter the LM head with grad (``loss_kernel``); masked
+        tokens cost at most the no-grad pass over ``unselected_logprob_sample`` of them.
+        """
         mb, ctx, mask = item.micro_batch, item.context, item.mask
+        if self.hparams.compile_layers and not getattr(self, "_layers_compiled", False):
+            self._layers_compiled = compile_decoder_layers(self.model) > 0
         hidden = self.hidden_states(mb)
         response = ctx.response_mask
         if mask is None:  # online strategy: score every response token, then choose
             mask, lp_response = self._online_mask(hidden, mb, ctx)
             chosen = mask[response]
-            lp_sel, lp_unsel = lp_response[chosen], lp_response[~chosen].detach()
+            lp_sel = lp_response[chosen]
+            nll, n_sel = -lp_sel.sum(), lp_sel.numel()
+            lp_unsel, n_unsel = float(lp_response[~chosen].detach().sum()), int((~chosen).sum())
         else:
             mask = mask & response
-            lp_sel = self.logprobs_at(hidden, mb["input_ids"], mask)
-            with torch.no_grad():
-                lp_unsel = self.logprobs_at(hidden.detach(), mb["input_ids"], response & ~mask)
-        nll = -lp_sel.sum()
-        if lp_sel.numel() == 0:  # keep every parameter in the graph so DDP's reducer stays in step
+            hp = self.hparams
+            nll = nll_sum_at(
+                self.model, hidden, mb["input_ids"], mask, chunk_size=hp.logprob_chunk_size, kernel=hp.loss_kernel
+            )
+            n_sel = int(mask.sum())
+            lp_unsel, n_unsel = sampled_logprob_sum(
+                self.model, hidden, mb["input_ids"], response & ~mask, hp.unselected_logprob_sample,
+                chunk_size=hp.logprob_chunk_size,
+            )
+        if n_sel == 0:  # keep every parameter in the graph so DDP's reducer stays in step
             nll = nll + 0.0 * hidden.sum()
         stats = ARStepStats(
-            nll_selected=float(-lp_sel.detach().sum()),
-            selected=float(lp_sel.numel()),
-            logprob_unselected=float(lp_unsel.sum()),
-            unselected=float(lp_unsel.numel()),
+            nll_selected=float(nll.detach()),
+            selected=float(n_sel),
+            logprob_unselected=float(lp_unsel),
+            unselected=float(n_unsel),
             tokens=float((mb["trace_index"] >= 0).sum()),
         )
         return nll, stats

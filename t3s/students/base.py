@@ -19,6 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
+from t3s.ops.speed import adamw_speed_kwargs
 from t3s.selection import FullSFT, TokenSelectionStrategy
 from t3s.students.checkpoints import (
     hf_step_dir,
@@ -304,6 +305,7 @@ class StudentModule(L.LightningModule):
             lr=hp.lr,
             betas=tuple(hp.betas),
             eps=hp.get("adam_eps", 1e-8),
+            **adamw_speed_kwargs(params),  # fused AdamW on CUDA
         )
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:
