@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from conftest import Record, make_trainer, tiny_model_config
+from conftest import Record, make_trainer, save_random_ar, tiny_model_config
 from transformers import AutoModelForCausalLM
 
 from t3s.data import TeacherTraceDataModule
@@ -72,21 +72,10 @@ def test_loss_is_normalised_over_the_global_batch(tiny_world, tmp_path, objectiv
         assert results[0]["train/corrupted_fraction"] == pytest.approx(0.5)
 
 
-def _save_ar(path, data, seed):
-    from transformers import AutoConfig
-
-    cfg = dict(tiny_model_config(len(data.tokenizer)))
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
-    model.save_pretrained(path)
-    data.tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def test_fit_with_t3s_from_a_real_score_cache(tiny_world, tmp_path, caplog):
     data = make_data(tiny_world, batch=4, micro=2)
     data.setup("fit")
-    base, bottleneck = _save_ar(tmp_path / "ar0", data, 0), _save_ar(tmp_path / "arb", data, 1)
+    base, bottleneck = save_random_ar(tmp_path / "ar0", data, 0), save_random_ar(tmp_path / "arb", data, 1)
     summary = score(data, base, bottleneck, tmp_path / "scores", device="cpu")
     assert summary["num_tokens"] == data.num_response_tokens  # every reply token has a Δc
 

@@ -273,6 +273,8 @@ class BenchmarkCallback(L.Callback):
     @staticmethod
     def _full_params(trainer: L.Trainer):
         """Under FSDP, gather full weights for ``generate`` (they are resharded afterwards)."""
+        if getattr(trainer.lightning_module, "sharded", False):  # FSDP2 (ModelParallelStrategy)
+            return trainer.lightning_module.gathered_weights()
         try:
             from lightning.pytorch.strategies import FSDPStrategy
             from torch.distributed.fsdp import FullyShardedDataParallel

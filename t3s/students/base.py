@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from t3s.students.sharding import (
     ShardedRoot,
     data_parallel_mesh,
     full_state_dict,
+    gathered,
     load_full_state_dict,
     shard_model,
 )
@@ -204,6 +205,13 @@ class StudentModule(L.LightningModule):
     def sharded(self) -> bool:
         """True when the weights are sharded with FSDP2."""
         return bool(self._sharded)
+
+    def gathered_weights(self) -> AbstractContextManager[None]:
+        """Full weights on every rank inside the block, no collective per forward pass (generation under
+        FSDP2, where ranks run different numbers of passes). Every rank must enter it together."""
+        if self._sharded:
+            return gathered(self._sharded[0], self.hparams.fsdp_reshard_after_forward)
+        return nullcontext()
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, inside the FSDP2 root's forward when sharded (every weight gathered).
@@ -414,7 +422,7 @@ class StudentModule(L.LightningModule):
             return DTYPES[hp.hf_dtype]
         stored = next(self.model.parameters()).dtype
         precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
-        if stored == torch.bfloat16 or hp.fsdp_param_dtype == "bfloat16" or precision.startswith("bf16"):
+        if stored == torch.bfloat16 or (self.sharded and hp.fsdp_param_dtype == "bfloat16") or precision.startswith("bf16"):
             return torch.bfloat16
         return stored
 

@@ -12,7 +12,8 @@ root's parameters before ``fn`` and reduce-scatters their gradients after backwa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from t3s.ops.causal_lm import DTYPES
 
-__all__ = ["ShardedRoot", "data_parallel_mesh", "decoder_layers", "full_state_dict", "load_full_state_dict", "shard_model"]
+__all__ = ["ShardedRoot", "data_parallel_mesh", "decoder_layers", "full_state_dict", "gathered", "load_full_state_dict", "shard_model"]
 
 
 class ShardedRoot(nn.Module):
@@ -87,11 +88,39 @@ def shard_model(
     return root
 
 
+@contextmanager
+def gathered(root: ShardedRoot, reshard_after_forward: bool = True) -> Iterator[None]:
+    """Every rank holds the full weights inside the block, and forward passes need no collective.
+
+    For work whose number of forward passes differs between ranks (generation). Every rank must enter and
+    leave it together; the weights are resharded on exit (changes made inside are not written back), and
+    the layers get ``reshard_after_forward`` back (the root keeps its weights between forward and backward).
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    root(lambda: None)  # initialises FSDP2 (the first forward of the root) if no training step ran yet
+    modules = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    for module in modules:
+        module.unshard()
+    for module in modules:
+        module.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+        for module in modules:
+            module.set_reshard_after_forward(reshard_after_forward and module is not root, recurse=False)
+
+
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded weights, gathered to CPU on rank 0 (an empty dict elsewhere). Every rank must call it."""
+    """The unsharded weights, gathered to CPU on rank 0 (an empty dict elsewhere), without the second name of
+    tied tensors. Every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    tied = set(_tied_names(model))  # gathered as separate copies: keep one name, as save_pretrained does
+    return {k: v for k, v in full.items() if k not in tied}
 
 
 def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
