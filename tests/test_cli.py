@@ -133,8 +133,14 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
                        micro_batch_size=2)
     path = tmp_path / "qwen3-tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # the recipe's probe, whose evaluations are deferred to `t3s evaluate`: it pauses after the probe
     main(["fit", "--config", str(path)])
-    hf = run_dir(tmp_path, "sft") / "hf"
+    probe = run_dir(tmp_path, "recipe") / "probe"
+    assert (probe / "hf" / "step_2").is_dir() and not (probe / "generations").exists()
+    assert (run_dir(tmp_path, "recipe") / "recipe.json").is_file()
+    # plain SFT is one flag away
+    main(["fit", "--config", str(path), "--model.init_args.selection.class_path=t3s.selection.FullSFT"])
+    hf = tmp_path / "recipe" / "version_1" / "hf"
     assert (hf / "step_2").is_dir() and (hf / "final").exists()
 
 
