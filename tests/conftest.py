@@ -62,6 +62,15 @@ def tiny_model_config(vocab_size: int, **overrides) -> dict:
     }
 
 
+def tiny_qwen3(vocab_size: int, seed: int = 0, **overrides):
+    """A seeded random tiny ``Qwen3ForCausalLM`` (``overrides`` go to its config)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = tiny_model_config(vocab_size, max_position_embeddings=128, **overrides)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+
+
 def make_trainer(root, steps, **kw) -> L.Trainer:
     kw.setdefault("logger", False)
     kw.setdefault("enable_checkpointing", False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_qwen3
 
 from t3s.data import TokenizedTrace, TraceRecord, collate, first_fit_decreasing
 from t3s.data.packing import next_fit
@@ -66,21 +67,7 @@ def test_collate_layout() -> None:
 
 
 def tiny_model(attn: str) -> torch.nn.Module:
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        attn_implementation=attn,
-    )
-    return Qwen3ForCausalLM(config).eval()
+    return tiny_qwen3(50, attn_implementation=attn).eval()
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -6,8 +6,9 @@ import importlib.util
 
 import pytest
 import torch
+from conftest import tiny_qwen3
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from t3s.evals.generation import (
     Generator,
@@ -43,21 +44,8 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 @pytest.fixture(scope="module")
 def model() -> Qwen3ForCausalLM:
-    torch.manual_seed(0)
-    cfg = Qwen3Config(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        eos_token_id=1,
-        pad_token_id=0,
-    )
     # float64 so that padded and unpadded greedy decoding cannot differ by rounding noise
-    return Qwen3ForCausalLM(cfg).to(torch.float64)
+    return tiny_qwen3(len(VOCAB), eos_token_id=1, pad_token_id=0).to(torch.float64)
 
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]

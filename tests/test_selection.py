@@ -7,17 +7,7 @@ import math
 import pytest
 import torch
 
-from t3s.selection import (
-    T3S,
-    ConfidenceMask,
-    ExcessLoss,
-    FullSFT,
-    InverseT3S,
-    RandomMask,
-    SelectionContext,
-    SelectionError,
-    StudentEntropy,
-)
+import t3s.selection as sel
 from t3s.selection.scores import ScoreCache, ScoreCacheError
 
 NAN = float("nan")
@@ -35,12 +25,12 @@ def cache_dir(tmp_path):
     return tmp_path / "scores"
 
 
-def context() -> SelectionContext:
+def context() -> sel.SelectionContext:
     # one packed row: trace 0 (positions 0..4) then trace 1 (0..3), then one pad token
     trace_index = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1, -1]])
     position_ids = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0]])
     response = torch.tensor([[0, 0, 1, 1, 1, 0, 1, 1, 1, 0]], dtype=torch.bool)
-    return SelectionContext(response, trace_index, position_ids)
+    return sel.SelectionContext(response, trace_index, position_ids)
 
 
 def mask_of(bits: str) -> torch.Tensor:
@@ -49,17 +39,17 @@ def mask_of(bits: str) -> torch.Tensor:
 
 def test_full_sft_keeps_every_response_token():
     ctx = context()
-    assert torch.equal(FullSFT().loss_mask(ctx), ctx.response_mask)
-    assert not FullSFT().must_corrupt(ctx).any()
+    assert torch.equal(sel.FullSFT().loss_mask(ctx), ctx.response_mask)
+    assert not sel.FullSFT().must_corrupt(ctx).any()
 
 
 def test_t3s_excludes_anchors_and_inverse_keeps_only_them(cache_dir):
-    t3s = T3S(scores=str(cache_dir))
+    t3s = sel.T3S(scores=str(cache_dir))
     t3s.setup(FINGERPRINT)
     ctx = context()
     # anchors: Δc > 0 -> trace0 pos2 (+0.5), trace1 pos1 (+1.0); Δc == 0 is not an anchor
     assert torch.equal(t3s.loss_mask(ctx), mask_of("0001100110"))
-    inverse = InverseT3S(scores=str(cache_dir))
+    inverse = sel.InverseT3S(scores=str(cache_dir))
     inverse.setup(FINGERPRINT)
     assert torch.equal(inverse.loss_mask(ctx), mask_of("0010001000"))
     # diffusion side: Δc < -0.2 -> trace0 pos3 (-0.5), trace1 pos2 (-0.3); -0.1 is not below
@@ -68,7 +58,7 @@ def test_t3s_excludes_anchors_and_inverse_keeps_only_them(cache_dir):
 
 
 def test_t3s_threshold_moves_the_partition(cache_dir):
-    t3s = T3S(scores=str(cache_dir), threshold=0.7, yet_to_learn_threshold=0.25)
+    t3s = sel.T3S(scores=str(cache_dir), threshold=0.7, yet_to_learn_threshold=0.25)
     t3s.setup(FINGERPRINT)
     ctx = context()
     assert torch.equal(t3s.loss_mask(ctx), mask_of("0011100110"))
@@ -76,18 +66,18 @@ def test_t3s_threshold_moves_the_partition(cache_dir):
 
 
 def test_confidence_mask_uses_base_logprob_quantile(cache_dir):
-    high = ConfidenceMask(scores=str(cache_dir), side="high", fraction=1 / 3)
+    high = sel.ConfidenceMask(scores=str(cache_dir), side="high", fraction=1 / 3)
     high.setup(FINGERPRINT)
     # base over response tokens: -1, -2, -0.5, -3, -0.1, -1 ; the top third (-0.1, -0.5) is excluded
     assert torch.equal(high.loss_mask(context()), mask_of("0011001010"))
-    low = ConfidenceMask(scores=str(cache_dir), side="low", fraction=1 / 3)
+    low = sel.ConfidenceMask(scores=str(cache_dir), side="low", fraction=1 / 3)
     low.setup(FINGERPRINT)
     assert torch.equal(low.loss_mask(context()), mask_of("0010100110"))
 
 
 def test_random_mask_matches_budget_and_is_deterministic(cache_dir):
-    t3s = T3S(scores=str(cache_dir))
-    rnd = RandomMask(match=t3s, seed=3)
+    t3s = sel.T3S(scores=str(cache_dir))
+    rnd = sel.RandomMask(match=t3s, seed=3)
     rnd.setup(FINGERPRINT)
     ctx = context()
     m = rnd.loss_mask(ctx)
@@ -95,30 +85,30 @@ def test_random_mask_matches_budget_and_is_deterministic(cache_dir):
     assert not (m & ~ctx.response_mask).any()
     assert torch.equal(m, rnd.loss_mask(context()))
     assert int(rnd.must_corrupt(ctx).sum()) == int(t3s.must_corrupt(ctx).sum()) == 2
-    other_seeds = {tuple(RandomMask(match=t3s, seed=s).loss_mask(ctx).flatten().tolist()) for s in range(8)}
+    other_seeds = {tuple(sel.RandomMask(match=t3s, seed=s).loss_mask(ctx).flatten().tolist()) for s in range(8)}
     assert len(other_seeds) > 1
-    assert int(RandomMask(fraction=0.5).loss_mask(ctx).sum()) == 3
+    assert int(sel.RandomMask(fraction=0.5).loss_mask(ctx).sum()) == 3
 
 
 def test_online_strategies_pick_top_fraction():
     ctx = context()
     ctx.entropy = torch.tensor([[NAN, NAN, 0.1, 2.0, 0.3, NAN, 5.0, 0.2, 0.05, NAN]])
-    ent = StudentEntropy(fraction=0.5)
+    ent = sel.StudentEntropy(fraction=0.5)
     assert ent.needs_forward_signals and ent.budget(ctx) == 3
     assert torch.equal(ent.loss_mask(ctx), mask_of("0001101000"))
     ctx.student_logprob = torch.tensor([[NAN, NAN, -1.0, -1.0, -1.0, NAN, -1.0, -1.0, -1.0, NAN]])
     ctx.reference_logprob = torch.tensor([[NAN, NAN, -0.1, -3.0, -0.5, NAN, -2.0, -0.9, -5.0, NAN]])
     # excess loss = CE_student - CE_ref = ref_lp - student_lp: 0.9, -2, 0.5, -1, 0.1, -4
-    assert torch.equal(ExcessLoss(fraction=1 / 3).loss_mask(ctx), mask_of("0010100000"))
+    assert torch.equal(sel.ExcessLoss(fraction=1 / 3).loss_mask(ctx), mask_of("0010100000"))
 
 
 def test_missing_or_mismatched_cache_is_refused(cache_dir, tmp_path):
-    with pytest.raises(SelectionError, match="selection.init_args.scores"):
-        T3S().setup(FINGERPRINT)
+    with pytest.raises(sel.SelectionError, match="selection.init_args.scores"):
+        sel.T3S().setup(FINGERPRINT)
     with pytest.raises(ScoreCacheError, match="no score cache"):
-        T3S(scores=str(tmp_path / "nowhere")).setup(FINGERPRINT)
+        sel.T3S(scores=str(tmp_path / "nowhere")).setup(FINGERPRINT)
     with pytest.raises(ScoreCacheError, match="max_length"):
-        T3S(scores=str(cache_dir)).setup({**FINGERPRINT, "max_length": 16})
-    with pytest.raises(SelectionError, match="exactly one"):
-        RandomMask()
+        sel.T3S(scores=str(cache_dir)).setup({**FINGERPRINT, "max_length": 16})
+    with pytest.raises(sel.SelectionError, match="exactly one"):
+        sel.RandomMask()
     assert math.isnan(float(ScoreCache.load(cache_dir).lookup("delta", torch.tensor([-1]), torch.tensor([0]))[0]))

@@ -60,13 +60,13 @@ def _read_rows(
             if hit_limit_field is not None and not isinstance(row.get(hit_limit_field), bool):
                 raise GradeInputError(f"{where}: field {hit_limit_field!r} must be true or false")
             rows.append(row)
-    except GradeInputError:
-        raise
-    except DataFileError as err:
+    except DataFileError as err:  # the row reader's own one-line errors, as this command's kind
+        if isinstance(err, GradeInputError):
+            raise
         raise GradeInputError(str(err)) from None
-    if not rows:
-        raise GradeInputError(f"{path}: no generations to grade (the file holds no rows)")
-    return rows
+    if rows:
+        return rows
+    raise GradeInputError(f"{path}: no generations to grade (the file holds no rows)")
 
 
 def _gold_text(gold: str | int | float) -> str:

@@ -116,6 +116,18 @@ def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]]
     return wrap
 
 
+def _gold_reader(parse: Callable[[str], str | None], grader: str, problem: str) -> Callable[..., str]:
+    """A gold parser: ``parse(gold)``, or :class:`UngradableGold` naming ``grader`` and ``problem`` when it fails."""
+
+    def read(gold: str, **_: Any) -> str:
+        value = parse(gold)
+        if value is None:
+            raise UngradableGold(gold, grader, problem)
+        return value
+
+    return read
+
+
 # ----------------------------------------------------------------------------------------------------
 # AIME (integers)
 # ----------------------------------------------------------------------------------------------------
@@ -195,14 +207,7 @@ def _last_integer(text: str) -> str | None:
     return integer_text(found.group()) if found else None
 
 
-def _aime_gold(gold: str, **_: Any) -> str:
-    value = integer_text(gold)
-    if value is None:
-        raise UngradableGold(gold, "aime", "not an integer")
-    return value
-
-
-@_grader(_aime_gold)
+@_grader(_gold_reader(integer_text, "aime", "not an integer"))
 def grade_aime(final: str, gold: str, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
@@ -373,14 +378,7 @@ def _mc_extract(final: str) -> str | None:
     return bare[-1] if bare else None
 
 
-def _mc_gold(gold: str, **_: Any) -> str:
-    letter = mc_letter(gold)
-    if letter is None:
-        raise UngradableGold(gold, "mc", "not an option letter A..Z")
-    return letter
-
-
-@_grader(_mc_gold)
+@_grader(_gold_reader(mc_letter, "mc", "not an option letter A..Z"))
 def grade_mc(final: str, gold: str, **_: Any) -> _Reading:
     """Grade a multiple-choice letter (A..Z).
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from t3s.ops.logprob import _acc_dtype, _chunk_logits, _compute_dtype, _forward_chunks
+from t3s.ops.logprob import _acc_dtype, _chunk_logits, _compute_dtype, _forward_chunks, backprop_chunk
 
 __all__ = ["fused_nll_sum"]
 
@@ -35,14 +35,8 @@ class _FusedNLLSum(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        targets: Tensor,
-        chunk_size: int,
-        compute_dtype: torch.dtype,
-        needs: tuple[bool, bool, bool],
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int,
+        compute_dtype: torch.dtype, needs: tuple[bool, bool, bool],
     ) -> Tensor:
         need_h, need_w, need_b = needs
         n = hidden.shape[0]
@@ -69,14 +63,8 @@ class _FusedNLLSum(torch.autograd.Function):
                 if grad_bias is not None:
                     grad_bias += probs.sum(dim=0)
                 grad_logits = probs.to(compute_dtype)
-                del probs, logits
-                if grad_hidden is not None:
-                    grad_hidden[start:stop] = grad_logits @ w
-                if grad_weight is not None:
-                    if compute_dtype == acc_dtype:
-                        grad_weight.addmm_(grad_logits.t(), h)
-                    else:
-                        grad_weight += grad_logits.t() @ h
+                del probs, logits  # in bf16 the fp32 chunk is freed before the matmuls
+                backprop_chunk(grad_logits, h, w, slice(start, stop), grad_hidden, grad_weight)
                 del grad_logits
         # Saved (not kept on ctx) so autograd frees them after backward unless the graph is retained.
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)

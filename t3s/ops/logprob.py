@@ -59,6 +59,22 @@ def _safe_targets(targets: Tensor, ignore_index: int | None) -> tuple[Tensor, Te
     return targets.masked_fill(ignored, 0), ignored
 
 
+def backprop_chunk(
+    grad_logits: Tensor, h: Tensor, w: Tensor, rows: slice, grad_hidden: Tensor | None, grad_weight: Tensor | None
+) -> None:
+    """Add one chunk's ``d/d hidden`` (into ``grad_hidden[rows]``) and ``d/d weight`` from ``d/d logits``.
+
+    ``grad_logits`` and ``h`` are in the compute dtype; ``grad_weight`` is the fp32 (fp64) accumulator.
+    """
+    if grad_hidden is not None:
+        grad_hidden[rows] = grad_logits @ w
+    if grad_weight is not None:
+        if grad_weight.dtype == h.dtype:
+            grad_weight.addmm_(grad_logits.t(), h)
+        else:
+            grad_weight += grad_logits.t() @ h
+
+
 def _forward_chunks(
     hidden: Tensor,
     weight: Tensor,
@@ -108,15 +124,8 @@ class _TokenLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        targets: Tensor,
-        ignored: Tensor | None,
-        chunk_size: int,
-        compute_dtype: torch.dtype,
-        with_entropy: bool,
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, ignored: Tensor | None,
+        chunk_size: int, compute_dtype: torch.dtype, with_entropy: bool,
     ) -> tuple[Tensor, Tensor]:
         logprobs, lse, entropy = _forward_chunks(
             hidden, weight, bias, targets, ignored, chunk_size, compute_dtype, with_entropy
@@ -163,15 +172,7 @@ class _TokenLogprobs(torch.autograd.Function):
                 grad_logits.scatter_add_(1, targets[start:stop, None], g[:, None])
                 if grad_bias is not None:
                     grad_bias += grad_logits.sum(dim=0)
-                grad_logits = grad_logits.to(compute_dtype)
-                if grad_hidden is not None:
-                    grad_hidden[start:stop] = grad_logits @ w
-                if grad_weight is not None:
-                    if compute_dtype == acc_dtype:
-                        grad_weight.addmm_(grad_logits.t(), h)
-                    else:
-                        grad_weight += grad_logits.t() @ h
-                del grad_logits
+                backprop_chunk(grad_logits.to(compute_dtype), h, w, slice(start, stop), grad_hidden, grad_weight)
 
         return (
             grad_hidden,

@@ -239,14 +239,3 @@ class StudentEntropy(TokenSelectionStrategy):
     def budget(self, ctx: SelectionContext) -> int:
         return fraction_budget(int(ctx.response_mask.sum()), self.fraction)
 
-
-__all__ = [
-    "ScoredStrategy",
-    "FullSFT",
-    "T3S",
-    "InverseT3S",
-    "ConfidenceMask",
-    "RandomMask",
-    "ExcessLoss",
-    "StudentEntropy",
-]

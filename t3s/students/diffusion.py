@@ -327,16 +327,8 @@ class DiffusionStudent(StudentModule):
         )
         traces = row_traces(mb["trace_index"])
         p, random_mask = draw_corruption(hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range))
-        views = corrupt(
-            layout,
-            random_mask,
-            must,
-            p,
-            mask_id=self.mask_token_id,
-            objective=hp.objective,
-            eps=hp.eps,
-            complementary=hp.complementary_masking,
-        )
+        views = corrupt(layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
+                        complementary=hp.complementary_masking)
         primary = views[0].corrupted
         stats = DiffusionStepStats(
             rows=float(layout.has_answer.sum()),
