@@ -174,15 +174,20 @@ def test_math_ungradable_gold_raises():
     validate_gold("math", "\\frac{1}{2}")
 
 
+def assert_times_out(verifier: MathVerifier, response: str, within_s: float) -> None:
+    """Grading ``response`` against "2" stops at the verifier's limit: wrong, counted, within ``within_s``."""
+    start = time.monotonic()
+    verdict = grade_math(response, "2", verifier=verifier)
+    assert time.monotonic() - start < within_s
+    assert verdict.timed_out and not verdict.correct
+    assert verifier.num_timeouts == 1
+
+
 def test_math_time_limit_process_backend_kills_runaway():
     # 99999999^99999999 is evaluated as an exact integer by sympy: a C-level computation that holds the GIL
     verifier = MathVerifier(timeout_s=0.5, backend="process")
     try:
-        start = time.monotonic()
-        v = grade_math("\\boxed{99999999^{99999999}}", "2", verifier=verifier)
-        assert time.monotonic() - start < 5.0
-        assert v.timed_out and not v.correct
-        assert verifier.num_timeouts == 1
+        assert_times_out(verifier, "\\boxed{99999999^{99999999}}", within_s=5.0)
         # the worker was replaced; grading continues normally
         assert grade_math("\\boxed{2}", "2", verifier=verifier, timeout_s=30).correct
     finally:
@@ -196,11 +201,7 @@ def test_math_time_limit_thread_backend(monkeypatch):
 
     monkeypatch.setattr(_mathverify_worker, "check", slow)
     verifier = MathVerifier(timeout_s=0.05, backend="thread")
-    start = time.monotonic()
-    v = grade_math("\\boxed{2}", "2", verifier=verifier)
-    assert time.monotonic() - start < 0.35
-    assert v.timed_out and not v.correct
-    assert verifier.num_timeouts == 1
+    assert_times_out(verifier, "\\boxed{2}", within_s=0.35)
     assert grade_math("\\boxed{2}", "2", verifier=verifier, timeout_s=5.0).correct
 
 

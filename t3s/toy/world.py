@@ -237,17 +237,16 @@ class ToyWorld:
         return paths
 
 
+#: What the ``tiny`` and ``toy`` worlds share: 3–4-digit teacher problems, 1–4-digit student pretraining.
+_ADDITION: dict[str, Any] = dict(seed=0, teacher_digits=(3, 4), student_digits=(1, 4), heldout_digits=(3, 4),
+                                 n_teacher_traces=256, n_heldout=128)
+
 #: The world of the toy science search (issue 4): a robust θ_0 (70% of its pretraining traces wrap the
 #: column steps in random filler) whose own style is coherent, and a teacher whose connectives carry no
 #: computed content (so every digit of a teacher trace is reasoning, shared with the student).
 _TOY = ToyWorld(
-    seed=0,
-    teacher_digits=(3, 4),
-    student_digits=(1, 4),
-    heldout_digits=(3, 4),
-    n_teacher_traces=256,
+    **_ADDITION,
     n_student_traces=2000,
-    n_heldout=128,
     teacher_style=PLAIN_TEACHER_STYLE,
     student_filler=0.7,
     filler_length=(1, 8),
@@ -259,15 +258,7 @@ _TOY = ToyWorld(
 #: down for configs/toy-small.yaml and the test suite: 2-digit problems and short filler, so a 2-layer θ_0
 #: learns it in 300 steps and plain SFT still shows the whole shock within 40 steps.
 PRESETS: dict[str, ToyWorld] = {
-    "tiny": ToyWorld(
-        seed=0,
-        teacher_digits=(3, 4),
-        student_digits=(1, 4),
-        heldout_digits=(3, 4),
-        n_teacher_traces=256,
-        n_student_traces=384,
-        n_heldout=128,
-    ),
+    "tiny": ToyWorld(**_ADDITION, n_student_traces=384),
     "toy": _TOY,
     "small": dataclasses.replace(
         _TOY,
