@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "LOCAL_SUFFIXES",
     "MAX_NUMBER_DIGITS",
     "DataFileError",
+    "errors_as",
     "iter_file_rows",
     "iter_hub_rows",
     "iter_jsonl_rows",
@@ -37,6 +39,17 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 class DataFileError(ValueError):
     """A data file (or one of its rows) cannot be used; the message is one line naming ``file:line``."""
+
+
+@contextmanager
+def errors_as(kind: type[DataFileError]) -> Iterator[None]:
+    """Re-raise any :class:`DataFileError` inside the block as ``kind`` (a subclass), message unchanged."""
+    try:
+        yield
+    except kind:
+        raise
+    except DataFileError as err:
+        raise kind(str(err)) from None
 
 
 class _BadValue(ValueError):

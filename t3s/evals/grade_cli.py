@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from t3s.data.rows import DataFileError, iter_jsonl_rows
+from t3s.data.rows import DataFileError, errors_as, iter_jsonl_rows
 from t3s.evals.graders import GRADERS, grade
 from t3s.evals.metrics import BenchmarkMetrics
 from t3s.evals.verdict import UngradableGold
@@ -45,7 +45,7 @@ def _read_rows(
     if path.is_dir():
         raise GradeInputError(f"{path}: is a directory, not a JSONL file of generations")
     rows = []
-    try:
+    with errors_as(GradeInputError):
         for where, row in iter_jsonl_rows(path, allow_surrogates=True):
             if not isinstance(row, dict):
                 raise GradeInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -60,10 +60,6 @@ def _read_rows(
             if hit_limit_field is not None and not isinstance(row.get(hit_limit_field), bool):
                 raise GradeInputError(f"{where}: field {hit_limit_field!r} must be true or false")
             rows.append(row)
-    except GradeInputError:
-        raise
-    except DataFileError as err:
-        raise GradeInputError(str(err)) from None
     if not rows:
         raise GradeInputError(f"{path}: no generations to grade (the file holds no rows)")
     return rows

@@ -83,6 +83,18 @@ class _Reading:
     timed_out: bool = False
 
 
+def _gold_reader(grader: str, parse: Callable[[str], str | None], reason: str) -> Callable[..., str]:
+    """A gold reader for :func:`_grader`: ``parse(gold)``, an empty or None result making the gold ungradable."""
+
+    def read(gold: str, **_: Any) -> str:
+        value = parse(gold)
+        if not value:
+            raise UngradableGold(gold, grader, reason)
+        return value
+
+    return read
+
+
 def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]], Grader]:
     """Make a grader from ``read_gold(gold, **kw)`` (the gold's value; raises :class:`UngradableGold`) and the
     decorated ``read(final_text, gold_value, **kw) -> _Reading``, adding the shared reasoning handling.
@@ -195,14 +207,7 @@ def _last_integer(text: str) -> str | None:
     return integer_text(found.group()) if found else None
 
 
-def _aime_gold(gold: str, **_: Any) -> str:
-    value = integer_text(gold)
-    if value is None:
-        raise UngradableGold(gold, "aime", "not an integer")
-    return value
-
-
-@_grader(_aime_gold)
+@_grader(_gold_reader("aime", integer_text, "not an integer"))
 def grade_aime(final: str, gold: str, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
@@ -312,14 +317,7 @@ def normalize_exact(s: str) -> str:
     return s.casefold()
 
 
-def _exact_gold(gold: str, **_: Any) -> str:
-    normalized = normalize_exact(gold)
-    if not normalized:
-        raise UngradableGold(gold, "exact", "empty after normalisation")
-    return normalized
-
-
-@_grader(_exact_gold)
+@_grader(_gold_reader("exact", normalize_exact, "empty after normalisation"))
 def grade_exact(final: str, gold: str, **_: Any) -> _Reading:
     """Normalised exact string match (see :func:`normalize_exact`).
 
@@ -373,14 +371,7 @@ def _mc_extract(final: str) -> str | None:
     return bare[-1] if bare else None
 
 
-def _mc_gold(gold: str, **_: Any) -> str:
-    letter = mc_letter(gold)
-    if letter is None:
-        raise UngradableGold(gold, "mc", "not an option letter A..Z")
-    return letter
-
-
-@_grader(_mc_gold)
+@_grader(_gold_reader("mc", mc_letter, "not an option letter A..Z"))
 def grade_mc(final: str, gold: str, **_: Any) -> _Reading:
     """Grade a multiple-choice letter (A..Z).
 
