@@ -27,6 +27,7 @@ __all__ = [
     "iter_hub_rows",
     "iter_jsonl_rows",
     "iter_rows",
+    "json_line",
     "parse_json",
 ]
 
@@ -105,6 +106,17 @@ def parse_json(text: str, where: str, what: str = "line", *, allow_surrogates: b
     except RecursionError:
         raise DataFileError(f"{where}: JSON nested too deeply to read") from None
     return value
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line (UTF-8 text); text holding lone surrogates is written with ``\\u`` escapes
+    instead of failing the write."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj)
+    return line + "\n"
 
 
 def _utf8(data: bytes, name: str, first_line: int = 1) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import lightning as L
 
+from t3s.data.rows import json_line
 from t3s.evals.bottleneck import BottleneckDetector
 from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
 from t3s.evals.runner import evaluate
@@ -235,9 +236,9 @@ class BenchmarkCallback(L.Callback):
         out.mkdir(parents=True, exist_ok=True)
         name = f"{task}.jsonl" if world == 1 else f"{task}.rank{rank}.jsonl"
         tmp = out / f".{name}.tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
-                f.write(json.dumps({"step": step, **record}, ensure_ascii=False) + "\n")
+                f.write(json_line({"step": step, **record}))  # a lone surrogate in a response cannot fail it
         tmp.replace(out / name)
 
     def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]]) -> None:
