@@ -25,8 +25,8 @@ from typing import Any
 from t3s.data.text import (
     MAX_SCAN_CHARS,
     REASONING_TAGS,
+    boxed_spans,
     concluding_phrase,
-    iter_boxed,
     last_boxed,
     split_reasoning,
     unwrap_text_commands,
@@ -357,10 +357,11 @@ def mc_letter(s: str | None) -> str | None:
 
 def _mc_extract(final: str) -> str | None:
     strong: list[tuple[int, str]] = []
-    for pos, content in iter_boxed(final):
-        letter = mc_letter(content)
+    for pos, start, end in reversed(boxed_spans(final)):  # the last box holding a letter
+        letter = mc_letter(final[start : min(end, start + 200)])
         if letter:
             strong.append((pos, letter))
+            break
     strong.extend((m.start(), m.group(1)) for m in _MC_ANSWER_RE.finditer(final))
     if strong:
         return max(strong, key=lambda t: t[0])[1]
