@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from t3s.data.fields import FieldMapping
-from t3s.data.rows import DataFileError, iter_rows
+from t3s.data.rows import errors_as, iter_rows
 from t3s.data.schema import LoadStats, TraceDataError, TraceRecord
 from t3s.data.validation import record_from_row
 
@@ -41,7 +41,7 @@ def load_records(
     stats = LoadStats(source=str(path), limit=limit)
     records: list[TraceRecord] = []
     first_seen: dict[str, str] = {}
-    try:
+    with errors_as(TraceDataError):
         for where, row in iter_rows(path, split):
             stats.rows += 1
             if not isinstance(row, Mapping):
@@ -56,10 +56,6 @@ def load_records(
                 )
             first_seen[record.id] = where
             records.append(record)
-    except TraceDataError:
-        raise
-    except DataFileError as exc:
-        raise TraceDataError(str(exc)) from None
     if not records:
         detail = f"all {stats.rows} rows have an empty teacher reply" if stats.rows else "the file holds no rows"
         raise TraceDataError(f"{path}: no usable teacher traces ({detail})")

@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ __all__ = [
     "LOCAL_SUFFIXES",
     "MAX_NUMBER_DIGITS",
     "DataFileError",
+    "errors_as",
     "iter_file_rows",
     "iter_hub_rows",
     "iter_jsonl_rows",
     "iter_rows",
+    "json_line",
     "parse_json",
 ]
 
@@ -37,6 +40,17 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 class DataFileError(ValueError):
     """A data file (or one of its rows) cannot be used; the message is one line naming ``file:line``."""
+
+
+@contextmanager
+def errors_as(kind: type[DataFileError]) -> Iterator[None]:
+    """Re-raise any :class:`DataFileError` inside the block as ``kind`` (a subclass), message unchanged."""
+    try:
+        yield
+    except kind:
+        raise
+    except DataFileError as err:
+        raise kind(str(err)) from None
 
 
 class _BadValue(ValueError):
@@ -92,6 +106,17 @@ def parse_json(text: str, where: str, what: str = "line", *, allow_surrogates: b
     except RecursionError:
         raise DataFileError(f"{where}: JSON nested too deeply to read") from None
     return value
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line (UTF-8 text); text holding lone surrogates is written with ``\\u`` escapes
+    instead of failing the write."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj)
+    return line + "\n"
 
 
 def _utf8(data: bytes, name: str, first_line: int = 1) -> str:

@@ -10,7 +10,7 @@ This module imports only the standard library (the math-verify worker subprocess
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -18,11 +18,11 @@ __all__ = [
     "MAX_SCAN_CHARS",
     "REASONING_TAGS",
     "ReasoningSplit",
+    "boxed_spans",
     "braces_balanced",
     "concluding_phrase",
     "format_multiple_choice",
     "format_options",
-    "iter_boxed",
     "last_boxed",
     "matching_braces",
     "option_letters",
@@ -146,41 +146,43 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _BARE_TOKEN_RE = re.compile(r"[^\s$]+")
 
 
-def iter_boxed(text: str) -> Iterator[tuple[int, str]]:
-    """``(position, content)`` of every complete ``\\boxed{...}``/``\\fbox{...}``, in order, content stripped.
+def boxed_spans(text: str) -> list[tuple[int, int, int]]:
+    """``(position, content_start, content_end)`` of every complete ``\\boxed{...}``/``\\fbox{...}``, in order.
 
     Braces are balanced (nested groups allowed, escaped braces literal): ``\\boxed{a \\} b}`` holds
     ``a \\} b``. ``\\boxed 5.`` (TeX's brace-less form) holds the following token without a trailing period.
-    Cut-off boxes are skipped. Only the last :data:`MAX_SCAN_CHARS` characters are read.
+    Cut-off boxes are skipped. Only the last :data:`MAX_SCAN_CHARS` characters are read; no content is
+    copied, so thousands of nested boxes cost one pass.
     """
     offset = max(0, len(text) - MAX_SCAN_CHARS)
-    window = text[offset:]
     pairs: dict[int, int] | None = None
-    for m in _BOX_RE.finditer(window):
+    spans = []
+    for m in _BOX_RE.finditer(text, offset):
         at = m.end()
-        if at < len(window) and window[at] == "{":
+        if at < len(text) and text[at] == "{":
             if pairs is None:
-                pairs = matching_braces(window)
+                pairs = {offset + o: offset + c for o, c in matching_braces(text[offset:]).items()}
             close = pairs.get(at)
             if close is not None:
-                yield offset + m.start(), window[at + 1 : close].strip()
-        elif at < len(window) and window[at - 1].isspace():
-            token = _BARE_TOKEN_RE.match(window, at)
-            if token and token.group().rstrip("."):
-                yield offset + m.start(), token.group().rstrip(".")
+                spans.append((m.start(), at + 1, close))
+        elif at < len(text) and text[at - 1].isspace():
+            token = _BARE_TOKEN_RE.match(text, at)
+            if token:
+                end = token.end()
+                while end > at and text[end - 1] == ".":
+                    end -= 1
+                if end > at:
+                    spans.append((m.start(), at, end))
+    return spans
 
 
 def last_boxed(text: str | None) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, or None.
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text`` (stripped), or None.
 
     ``last_boxed(r"so $\\boxed{\\frac{1}{2}}$")`` is ``"\\frac{1}{2}"``.
     """
-    if not text:
-        return None
-    found = None
-    for _, content in iter_boxed(text):
-        found = content
-    return found
+    spans = boxed_spans(text) if text else []
+    return text[spans[-1][1] : spans[-1][2]].strip() if text and spans else None
 
 
 _TEXT_COMMAND_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import lightning as L
 
+from t3s.data.rows import json_line
 from t3s.evals.bottleneck import BottleneckDetector
 from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
@@ -51,7 +52,8 @@ class BenchmarkCallback(L.Callback):
             small models, one process). ``subprocess``: ``t3s evaluate`` on the step's HF folder in a child
             process, training waits for it (its results feed the curve, θ_b and the online switch).
             ``defer``: only write the step's HF folder; run ``t3s evaluate RUN_DIR`` later (e.g. as the next
-            job). Sharded strategies (FSDP) refuse ``inline``.
+            job). Under ``ModelParallelStrategy`` (FSDP2) ``inline`` gathers a full copy of the weights on every
+            rank for generation (models that fit on one device); Lightning's FSDP1 ``FSDPStrategy`` refuses it.
         tasks_dir: extra directory searched for task YAMLs.
         bottleneck_margin: see :class:`BottleneckDetector`.
         bottleneck_patience: see :class:`BottleneckDetector`.
@@ -167,12 +169,13 @@ class BenchmarkCallback(L.Callback):
     # ---------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse, before the first step, what cannot work: generating on weights sharded across ranks."""
-        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+        from lightning.pytorch.strategies import FSDPStrategy
 
-        if self.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy):
+        if self.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(
-                f"BenchmarkCallback mode 'inline' generates on the training weights, which "
-                f"{type(trainer.strategy).__name__} shards across ranks: use mode 'subprocess' or 'defer'"
+                "BenchmarkCallback mode 'inline' generates on the training weights, which FSDPStrategy shards "
+                "across ranks: use ModelParallelStrategy (FSDP2; inline gathers a full copy on every rank, for "
+                "models that fit) or mode 'subprocess' / 'defer'"
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -291,9 +294,9 @@ class BenchmarkCallback(L.Callback):
         out.mkdir(parents=True, exist_ok=True)
         name = f"{task}.jsonl" if world == 1 else f"{task}.rank{rank}.jsonl"
         tmp = out / f".{name}.tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
-                f.write(json.dumps({"step": step, **record}, ensure_ascii=False) + "\n")
+                f.write(json_line({"step": step, **record}))  # a lone surrogate in a response cannot fail it
         tmp.replace(out / name)
 
     def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]]) -> None:

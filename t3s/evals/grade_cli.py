@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from t3s.data.rows import DataFileError, iter_jsonl_rows
+from t3s.data.rows import DataFileError, errors_as, iter_jsonl_rows, json_line
 from t3s.evals.graders import GRADERS, grade
 from t3s.evals.metrics import BenchmarkMetrics
 from t3s.evals.verdict import UngradableGold
@@ -45,7 +44,7 @@ def _read_rows(
     if path.is_dir():
         raise GradeInputError(f"{path}: is a directory, not a JSONL file of generations")
     rows = []
-    try:
+    with errors_as(GradeInputError):
         for where, row in iter_jsonl_rows(path, allow_surrogates=True):
             if not isinstance(row, dict):
                 raise GradeInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -60,10 +59,6 @@ def _read_rows(
             if hit_limit_field is not None and not isinstance(row.get(hit_limit_field), bool):
                 raise GradeInputError(f"{where}: field {hit_limit_field!r} must be true or false")
             rows.append(row)
-    except DataFileError as err:  # the row reader's own one-line errors, as this command's kind
-        if isinstance(err, GradeInputError):
-            raise
-        raise GradeInputError(str(err)) from None
     if rows:
         return rows
     raise GradeInputError(f"{path}: no generations to grade (the file holds no rows)")
@@ -75,44 +70,39 @@ def _gold_text(gold: str | int | float) -> str:
     return str(gold)
 
 
-def _dump(row: dict[str, Any]) -> str:
-    """One JSON line; text holding lone surrogates is written with escapes (as the input had it)."""
-    line = json.dumps(row, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(row)
-    return line + "\n"
-
-
-def _done_rows(output: Path, rows: list[dict[str, Any]], grader: str) -> Iterator[dict[str, Any]]:
-    """Verdict rows of an earlier run that belong to the same input rows and grader, in order."""
+def _done_rows(output: Path, rows: list[dict[str, Any]], grader: str) -> tuple[list[dict[str, Any]], int]:
+    """Verdict rows of an earlier run that belong to the same input rows and grader, in order, and the byte
+    length of that prefix of ``output`` (what a resumed run keeps)."""
+    done: list[dict[str, Any]] = []
+    kept = 0
     if not output.is_file():
-        return
+        return done, kept
     with output.open("rb") as fh:
         for raw, row in zip(fh, rows):
             if not raw.endswith(b"\n"):
-                return  # a line cut by a crash
+                break  # a line cut by a crash
             try:
-                done = json.loads(raw)
+                verdict = json.loads(raw)
             except ValueError:
-                return
-            if not isinstance(done, dict) or done.get("grader") != grader:
-                return
-            if any(done.get(k) != v for k, v in row.items() if k not in (*VERDICT_FIELDS, "grader", "excluded")):
-                return
-            yield done
+                break
+            if not isinstance(verdict, dict) or verdict.get("grader") != grader:
+                break
+            if any(verdict.get(k) != v for k, v in row.items() if k not in (*VERDICT_FIELDS, "grader", "excluded")):
+                break
+            done.append(verdict)
+            kept += len(raw)
+    return done, kept
 
 
-def _open_output(output: Path, keep: list[dict[str, Any]]) -> IO[str]:
+def _open_output(output: Path, kept: int) -> IO[str]:
+    """The output, cut after its first ``kept`` bytes (verdicts being resumed), open for appending."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fh = output.open("w", encoding="utf-8")
+        if output.is_file():
+            os.truncate(output, kept)
+        return output.open("a", encoding="utf-8")
     except OSError as err:
         raise GradeInputError(f"{output}: cannot write the verdicts ({err.strerror or err})") from None
-    fh.writelines(_dump(row) for row in keep)
-    fh.flush()
-    return fh
 
 
 def grade_file(
@@ -154,10 +144,10 @@ def grade_file(
     if out_path.exists() and in_path.exists() and out_path.resolve() == in_path.resolve():
         raise GradeInputError(f"{out_path}: the output would overwrite the input; choose another --output")
     rows = _read_rows(in_path, response_field, gold_field, hit_limit_field)
-    done = list(_done_rows(out_path, rows, grader_name))
+    done, kept = _done_rows(out_path, rows, grader_name)
     out_rows = list(done)
     bad_golds: dict[str, int] = {}
-    with _open_output(out_path, done) as fh:
+    with _open_output(out_path, kept) as fh:
         for row in rows[len(done) :]:
             gold = _gold_text(row[gold_field])
             hit = bool(row[hit_limit_field]) if hit_limit_field is not None else False
@@ -168,7 +158,7 @@ def grade_file(
                                "excluded": "ungradable gold"}
             else:
                 verdict_row = {**row, "grader": grader_name, **{k: getattr(v, k) for k in VERDICT_FIELDS}}
-            fh.write(_dump(verdict_row))
+            fh.write(json_line(verdict_row))
             fh.flush()
             out_rows.append(verdict_row)
         os.fsync(fh.fileno())

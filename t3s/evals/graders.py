@@ -25,8 +25,8 @@ from typing import Any
 from t3s.data.text import (
     MAX_SCAN_CHARS,
     REASONING_TAGS,
+    boxed_spans,
     concluding_phrase,
-    iter_boxed,
     last_boxed,
     split_reasoning,
     unwrap_text_commands,
@@ -83,6 +83,18 @@ class _Reading:
     timed_out: bool = False
 
 
+def _gold_reader(grader: str, parse: Callable[[str], str | None], reason: str) -> Callable[..., str]:
+    """A gold reader for :func:`_grader`: ``parse(gold)``, an empty or None result making the gold ungradable."""
+
+    def read(gold: str, **_: Any) -> str:
+        value = parse(gold)
+        if not value:
+            raise UngradableGold(gold, grader, reason)
+        return value
+
+    return read
+
+
 def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]], Grader]:
     """Make a grader from ``read_gold(gold, **kw)`` (the gold's value; raises :class:`UngradableGold`) and the
     decorated ``read(final_text, gold_value, **kw) -> _Reading``, adding the shared reasoning handling.
@@ -114,18 +126,6 @@ def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]]
         return grader
 
     return wrap
-
-
-def _gold_reader(parse: Callable[[str], str | None], grader: str, problem: str) -> Callable[..., str]:
-    """A gold parser: ``parse(gold)``, or :class:`UngradableGold` naming ``grader`` and ``problem`` when it fails."""
-
-    def read(gold: str, **_: Any) -> str:
-        value = parse(gold)
-        if value is None:
-            raise UngradableGold(gold, grader, problem)
-        return value
-
-    return read
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def _last_integer(text: str) -> str | None:
     return integer_text(found.group()) if found else None
 
 
-@_grader(_gold_reader(integer_text, "aime", "not an integer"))
+@_grader(_gold_reader("aime", integer_text, "not an integer"))
 def grade_aime(final: str, gold: str, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
@@ -317,14 +317,7 @@ def normalize_exact(s: str) -> str:
     return s.casefold()
 
 
-def _exact_gold(gold: str, **_: Any) -> str:
-    normalized = normalize_exact(gold)
-    if not normalized:
-        raise UngradableGold(gold, "exact", "empty after normalisation")
-    return normalized
-
-
-@_grader(_exact_gold)
+@_grader(_gold_reader("exact", normalize_exact, "empty after normalisation"))
 def grade_exact(final: str, gold: str, **_: Any) -> _Reading:
     """Normalised exact string match (see :func:`normalize_exact`).
 
@@ -364,10 +357,11 @@ def mc_letter(s: str | None) -> str | None:
 
 def _mc_extract(final: str) -> str | None:
     strong: list[tuple[int, str]] = []
-    for pos, content in iter_boxed(final):
-        letter = mc_letter(content)
+    for pos, start, end in reversed(boxed_spans(final)):  # the last box holding a letter
+        letter = mc_letter(final[start : min(end, start + 200)])
         if letter:
             strong.append((pos, letter))
+            break
     strong.extend((m.start(), m.group(1)) for m in _MC_ANSWER_RE.finditer(final))
     if strong:
         return max(strong, key=lambda t: t[0])[1]
@@ -378,7 +372,7 @@ def _mc_extract(final: str) -> str | None:
     return bare[-1] if bare else None
 
 
-@_grader(_gold_reader(mc_letter, "mc", "not an option letter A..Z"))
+@_grader(_gold_reader("mc", mc_letter, "not an option letter A..Z"))
 def grade_mc(final: str, gold: str, **_: Any) -> _Reading:
     """Grade a multiple-choice letter (A..Z).
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from t3s.data.rows import LOCAL_SUFFIXES, DataFileError, iter_file_rows, iter_hub_rows
+from t3s.data.rows import LOCAL_SUFFIXES, errors_as, iter_file_rows, iter_hub_rows
 from t3s.evals.graders import MC_LETTERS, mc_letter
 from t3s.evals.task_spec import MAX_CHOICES, EvalItem, TaskError, TaskFields, TaskSpec
 
@@ -36,12 +36,8 @@ def iter_task_rows(spec: TaskSpec) -> Iterator[tuple[str, Any]]:
         raise TaskError(f"task {spec.name!r} has no dataset (build in-memory tasks with EvalTask.from_items)")
     local = _resolve_local(spec.dataset, spec.source)
     rows = iter_file_rows(local) if local is not None else iter_hub_rows(spec.dataset, spec.split, spec.subset)
-    try:
+    with errors_as(TaskError):
         yield from rows
-    except TaskError:
-        raise
-    except DataFileError as err:
-        raise TaskError(str(err)) from None
 
 
 def _gold_to_str(value: Any, where: str) -> str:
