@@ -89,6 +89,35 @@ def test_fit_writes_loadable_hf_checkpoints_and_resumes_exactly(tiny_world, tmp_
         assert torch.allclose(resumed.model.state_dict()[name], tensor, atol=1e-6), name
 
 
+class Evaluates(L.Callback):
+    """Asks for the HF folder of step ``at``, as an evaluation callback does."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.at:
+            pl_module.ensure_hf_checkpoint(self.at)
+
+
+def test_hf_folders_only_at_evaluated_steps_in_the_export_dtype(tiny_world, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = make_data(tiny_world, batch=4, micro=2)
+    student = make_student(data, hf_folders="evaluated", hf_dtype="bfloat16")
+    ckpt = ModelCheckpoint(every_n_train_steps=1, save_top_k=1, save_last=True)
+    make_trainer(tmp_path, 3, enable_checkpointing=True, callbacks=[ckpt, Evaluates(at=2)]).fit(
+        student, datamodule=data
+    )
+    hf = tmp_path / "hf"
+    assert sorted(p.name for p in hf.iterdir()) == ["final", "step_0", "step_2", "step_3"]
+    loaded = AutoModelForCausalLM.from_pretrained(hf / "final", dtype="auto")
+    assert loaded.dtype == torch.bfloat16
+    for name, tensor in student.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor.to(torch.bfloat16)), name
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (hf / "step_3").iterdir())
+
+
 def test_crash_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -351,9 +351,7 @@ class StudentModule(L.LightningModule):
         config.scheduler = scheduler
 
     def _full_weights(self):
-        """Under FSDP, unshard the weights so they can be overwritten in place (written back on exit)."""
-        from contextlib import nullcontext
-
+        """Under FSDP1 (``FSDPStrategy``), unshard the weights so they can be overwritten in place."""
         from lightning.pytorch.strategies import FSDPStrategy
 
         if isinstance(self.trainer.strategy, FSDPStrategy):
