@@ -187,14 +187,15 @@ def find_bottleneck(phase: Phase) -> int:
 
 
 def score_bottleneck(trainer: L.Trainer, datamodule: Any, run_dir: str | Path, step_b: int,
-                     scores_dir: str | Path) -> None:
-    """Score θ_0 against θ_b (``<run_dir>/hf/step_0`` and ``step_<step_b>``) into ``scores_dir``.
+                     scores_dir: str | Path, selection: TokenSelectionStrategy | None = None) -> None:
+    """Score θ_0 against θ_b (``<run_dir>/hf/step_0`` and ``step_<step_b>``) into ``scores_dir``; the summary
+    counts anchors with ``selection``'s thresholds.
 
     Rank 0 scores; every rank waits for the cache before going on.
     """
     hf = Path(run_dir) / "hf"
     if trainer.is_global_zero:
-        score(datamodule, hf / "step_0", hf / f"step_{step_b}", scores_dir)
+        score(datamodule, hf / "step_0", hf / f"step_{step_b}", scores_dir, selection=selection)
     trainer.strategy.barrier()
 
 
@@ -275,13 +276,14 @@ class Recipe:
         step_b = self.state.bottleneck_step
 
         scores_dir = self.root / "scores"
+        selection = with_scores(self.phases.selection, scores_dir)
+        masked = self.phases.build(phase_name(selection), selection)  # reads the cache only when it trains
         if self.state.scores is None:
             console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
-            score_bottleneck(probe.trainer, probe.datamodule, probe.run_dir, step_b, scores_dir)
+            score_bottleneck(probe.trainer, probe.datamodule, probe.run_dir, step_b, scores_dir,
+                             selection=masked.student.selection)
             self._save(scores=str(scores_dir))
 
-        selection = with_scores(self.phases.selection, scores_dir)
-        masked = self.phases.build(phase_name(selection), selection)
         if not self.state.masked_done:
             console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
             masked.fit(ckpt_path=self._ckpt_path())
@@ -370,7 +372,7 @@ class OnlineT3SSwitch(L.Callback):
         hf = Path(pl_module.run_dir) / "hf"
         scores_dir = self.scores_dir or Path(pl_module.run_dir) / "scores"
         console.rule(f"[bold]online T3S[/bold]: θ_b = step {step_b} confirmed at step {step}; scoring")
-        score_bottleneck(trainer, trainer.datamodule, pl_module.run_dir, step_b, scores_dir)
+        score_bottleneck(trainer, trainer.datamodule, pl_module.run_dir, step_b, scores_dir, selection=self.strategy)
         self.strategy.scores = str(scores_dir)
         self.strategy.setup(trainer.datamodule.fingerprint())
         pl_module.selection = self.strategy
