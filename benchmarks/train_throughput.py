@@ -464,7 +464,7 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
     student = BenchStudent(model_config=config, lr=LR, max_grad_norm=1.0, schedule="constant", dtype=dtype,
                            attn_implementation=args.attn, gradient_checkpointing=args.grad_ckpt,
                            logprob_chunk_size=args.chunk, unselected_logprob_sample=args.unselected_sample)
-    with _quiet_logs():
+    with _quiet_logs(), torch.device(device):  # initialise on the device: an 8B model is slow to fill on CPU
         student.configure_model()
     student.to(device)
     step_batch = t3s_step_batch(work, args.max_length, args.t3s_micro_rows)
@@ -532,7 +532,7 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
         "t3s_masked_fraction_of_response": masked_fraction,
         "losses": losses, "loss_rel_diff": rel_diff, "loss_match": loss_match, "loss_tolerance_rel": tolerance,
         "skipped": skipped,
-        "timed_steps": {k: len(v) for k, v in timings.seconds.items() if v},
+        "timed_steps": {k: len(v) for k, v in timings.seconds.items() if v and k in args.contenders},
     }
     own_state = {}
     if student.model is not None:
@@ -542,7 +542,7 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
         opt = contender.optimizer if name == "hf_plain" else contender.trainer.optimizer
         own_state[name] = state_bytes(list(contender.model.parameters()), opt)
     for name, seconds in timings.seconds.items():
-        if not seconds:
+        if not seconds or name not in args.contenders:
             continue
         median = statistics.median(seconds)
         result[f"median_s_{name}"] = median
@@ -573,7 +573,7 @@ def run_scoring_only(args: argparse.Namespace, device: torch.device) -> dict[str
     config["max_position_embeddings"] = max(config["max_position_embeddings"], args.score_length)
     dtype = "float32" if args.precision == "fp32" else "bfloat16"
     student = ARStudent(model_config=config, dtype=dtype, attn_implementation=args.attn)
-    with _quiet_logs():
+    with _quiet_logs(), torch.device(device):
         student.configure_model()
     model = student.model.to(device)
     work = fixed_workload(1, args.score_length, config["vocab_size"])
