@@ -31,6 +31,9 @@ Numbers:
 
 * ``tps_*``: real tokens per second = non-pad tokens of the step (prompt + response, the same for every
   contender) / median seconds of one optimizer step (forward, backward, clipping, optimizer step).
+  Seconds are wall time on CUDA. On CPU they are the process's CPU time (``time.process_time``), because
+  a shared machine stretches wall time by whatever else runs; ``--wall-clock`` switches to wall time,
+  and the JSON always holds both (``median_wall_s_*``, ``wall_ratio_*``).
 * ``ratio_full_vs_hf`` = ``tps_t3s_full / tps_hf_plain`` (higher is better; CPU goal ≥ 1.0).
 * ``ratio_masked_vs_full`` = median step time of (b) / median step time of (a), i.e. how long a T3S step
   masking ~half of the response takes relative to a FullSFT step (lower is better; CPU goal < 0.9).
@@ -269,6 +272,9 @@ class PeakMemory:
             return 0
 
     def __enter__(self) -> PeakMemory:
+        self.active = memory_measured(self.device)
+        if not self.active:  # nothing to measure: no sampling thread to add CPU time
+            return self
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -285,6 +291,8 @@ class PeakMemory:
             self._peak = max(self._peak, self._rss())
 
     def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             self.growth = torch.cuda.max_memory_allocated() - self._base
@@ -297,13 +305,43 @@ class PeakMemory:
 # ---------------------------------------------------------------------------------------- contenders
 @dataclass
 class Timings:
+    """Per-contender step times on both clocks (see :class:`Clock`) and peak memory growth."""
+
     seconds: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CONTENDERS})
+    wall: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CONTENDERS})
     growth: dict[str, int] = field(default_factory=dict)
 
-    def add(self, name: str, seconds: float, growth: int, warm: bool) -> None:
+    def add(self, name: str, times: tuple[float, float], growth: int, warm: bool) -> None:
         if not warm:
-            self.seconds[name].append(seconds)
+            self.seconds[name].append(times[0])
+            self.wall[name].append(times[1])
         self.growth[name] = max(self.growth.get(name, 0), growth)
+
+
+class Clock:
+    """Times a block on the reported clock and on the wall clock: ``(reported_s, wall_s)``.
+
+    CUDA: both are wall time after a synchronize. CPU: the reported clock is this process's CPU time
+    (``time.process_time``: all threads, user + system), so that other load on a shared machine, which
+    only stretches wall time, does not enter the comparison; ``--wall-clock`` reports wall time instead.
+    """
+
+    wall_only = False
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def stop(self) -> tuple[float, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        return (wall if self.device.type == "cuda" or self.wall_only else cpu), wall
 
 
 class PlainHF:
@@ -399,25 +437,27 @@ class Alternate(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
         module.selection = self.strategies[self._name(idx)]
         self._memory = PeakMemory(self.device).__enter__()
-        self._t0 = time.perf_counter()
+        self._clock = Clock(self.device)
+        self._clock.start()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            idx: int) -> None:
+        times = self._clock.stop()
         self._memory.__exit__(None, None, None)
-        seconds = time.perf_counter() - self._t0
-        self.timings.add(self._name(idx), seconds, self._memory.growth, warm=idx < 2)
+        self.timings.add(self._name(idx), times, self._memory.growth, warm=idx < 2)
         if idx % 2 == 1:
             for name, contender in self.others.items():
                 self.timings.add(name, *_timed(contender.step, self.device), warm=idx < 2)
 
 
-def _timed(fn: Any, device: torch.device) -> tuple[float, int]:
+def _timed(fn: Any, device: torch.device) -> tuple[tuple[float, float], int]:
+    """``((reported_s, wall_s), memory growth)`` of one call of ``fn``."""
     with PeakMemory(device) as memory:
-        start = time.perf_counter()
+        clock = Clock(device)
+        clock.start()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return time.perf_counter() - start, memory.growth
+        times = clock.stop()
+    return times, memory.growth
 
 
 @contextlib.contextmanager
@@ -547,6 +587,7 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
         median = statistics.median(seconds)
         result[f"median_s_{name}"] = median
         result[f"steps_s_{name}"] = [round(s, 4) for s in seconds]
+        result[f"median_wall_s_{name}"] = statistics.median(timings.wall[name])
         result[f"tps_{name}"] = work.real_tokens / median
         if memory_measured(device):
             result[f"peak_mib_{name}"] = (own_state[name] + timings.growth[name]) / 2**20
@@ -558,6 +599,10 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
             result["ratio_peak_mem_full_vs_hf"] = result["peak_mib_t3s_full"] / result["peak_mib_hf_plain"]
     if "median_s_t3s_masked" in result and "median_s_t3s_full" in result:
         result["ratio_masked_vs_full"] = result["median_s_t3s_masked"] / result["median_s_t3s_full"]
+    if "median_wall_s_hf_plain" in result and "median_wall_s_t3s_full" in result:
+        result["wall_ratio_full_vs_hf"] = result["median_wall_s_hf_plain"] / result["median_wall_s_t3s_full"]
+    if "median_wall_s_t3s_masked" in result and "median_wall_s_t3s_full" in result:
+        result["wall_ratio_masked_vs_full"] = result["median_wall_s_t3s_masked"] / result["median_wall_s_t3s_full"]
     if "tps_trl" in result and "tps_t3s_full" in result:
         result["ratio_full_vs_trl"] = result["tps_t3s_full"] / result["tps_trl"]
     if scoring:
@@ -607,7 +652,7 @@ def time_scoring(model: torch.nn.Module, step_batch: dict[str, Any], device: tor
     score_step(model, step_batch, device, chunk)  # warm-up
     seconds, growth = [], 0
     for _ in range(repeats):
-        s, g = _timed(lambda: score_step(model, step_batch, device, chunk), device)
+        (s, _), g = _timed(lambda: score_step(model, step_batch, device, chunk), device)
         seconds.append(s)
         growth = max(growth, g)
     model.train(was_training)
@@ -657,6 +702,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--score-length", type=int, default=32_768, help="row length of --score-only")
     p.add_argument("--no-allocator-tuning", action="store_true",
                    help="keep glibc's malloc settings (slower on CPU, but per-contender peak RSS is measured)")
+    p.add_argument("--wall-clock", action="store_true",
+                   help="on CPU, report wall time instead of process CPU time (both are in the JSON)")
     p.add_argument("--json", type=Path, help="also write the final JSON object here")
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -699,6 +746,7 @@ def versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
+    Clock.wall_only = args.wall_clock
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -727,8 +775,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "wall_s": round(time.perf_counter() - started, 1),
+        "clock": "wall" if device.type == "cuda" or args.wall_clock else "process_cpu",
         "definitions": {
-            "tps": "non-pad tokens of the step / median step seconds",
+            "tps": "non-pad tokens of the step / median step seconds (clock: see 'clock'; wall_* use wall time)",
             "ratio_full_vs_hf": "tps_t3s_full / tps_hf_plain (higher is better)",
             "ratio_masked_vs_full": "median T3S step seconds / median FullSFT step seconds (lower is better)",
         },
