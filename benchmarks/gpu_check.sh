@@ -60,9 +60,9 @@ BENCH="$PY benchmarks/train_throughput.py --device cuda"
 run tests 150 $PY -m pytest -m gpu -q -p no:cacheprovider
 run r1_1.7b 150 $BENCH --model qwen3-1.7b --data r1 --traces 16 --max-length 8192 --cycles 3 --json "$WORK/r1_1.7b.json"
 run fixed_1.7b 120 $BENCH --model qwen3-1.7b --data fixed --traces 4 --max-length 8192 --cycles 3 --json "$WORK/fixed_1.7b.json"
-run 8b_t3s 120 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt \
+run 8b_t3s 150 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt \
   --contenders t3s_full t3s_masked --cycles 2 --json "$WORK/8b_t3s.json"
-run 8b_hf 100 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt \
+run 8b_hf 150 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt \
   --contenders hf_plain --cycles 2 --json "$WORK/8b_hf.json"
 run score_32k 60 $BENCH --model qwen3-1.7b --score-only --score-length 32768 --json "$WORK/score_32k.json"
 
