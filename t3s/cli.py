@@ -1,177 +1,175 @@
-"""``python -m t3s`` / ``t3s``: LightningCLI for training plus the analysis subcommands.
+"""``t3s`` / ``python -m t3s``: one dispatcher for the training commands and the analysis commands.
 
-Training (LightningCLI, omegaconf mode)::
+Training goes through LightningCLI (:mod:`t3s.train_cli`, omegaconf mode)::
 
-    python -m t3s fit --config configs/tiny.yaml
-    python -m t3s fit --config configs/qwen3.yaml --print_config
+    t3s fit                               # the shipped demo config (toy)
+    t3s fit --config toy-small            # a shipped config by name (t3s --help lists them)
+    t3s fit --config configs/tiny.yaml    # or any config file
 
-Subcommands sharing the same config file::
+The analysis commands share the training configs: ``score``, ``rrt``, ``grade``, ``report``, ``compare``.
 
-    python -m t3s score --config CFG --base θ0 --bottleneck θb --output DIR
-    python -m t3s rrt --base θ0 --bottleneck θb --final θf --output DIR
+This module imports only the standard library at the top: each command imports what it needs when it
+runs, so ``t3s --help`` and ``t3s grade`` never load torch or Lightning. Process-wide state (warning and
+log filters, the toy resolvers) is set in one place, :func:`configure_process`, when :func:`main` starts.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
+import logging
+import os
+import re
 import sys
+import warnings
+from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from jsonargparse import ArgumentParser
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import OmegaConf
+from t3s.resources import find_config, packaged_configs, packaged_configs_dir
 
-from t3s.analysis.report import write_report
-from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
-from t3s.data import TeacherTraceDataModule, TraceDataError
-from t3s.evals.grade_cli import grade_file
-from t3s.recipe import (
-    OnlineT3SSwitch,
-    Phase,
-    RecipeError,
-    benchmark_callback,
-    missing_scores,
-    run_comparison,
-    run_recipe,
-)
-from t3s.scoring.cache import ScoreCacheError
-from t3s.scoring.scorer import TokenizerMismatchError
-from t3s.selection import FullSFT, SelectionError, TokenSelectionStrategy
-from t3s.students import ARStudent
-from t3s.students.checkpoints import AtomicCheckpointIO
-from t3s.students.diffusion import DiffusionStudentError
-from t3s.toy.base import resolve_base, resolve_world
+#: The config ``fit``/``validate``/``test`` run when no ``--config`` is given.
+DEFAULT_CONFIG_NAME = "toy"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy.yaml"
+#: The LightningCLI commands, with their one-line help (``t3s fit --help`` lists every option).
+TRAINING_COMMANDS = {
+    "fit": "train a student; with T3S and no score cache, the whole recipe: probe → θ_b → score → T3S → report",
+    "validate": "teacher-forced loss of a model on the validation traces",
+    "test": "teacher-forced loss of a model on the test traces",
+    "predict": "Lightning's predict loop on the configured data",
+}
 
-# ``${toy_world:PRESET}``: a toy world written into the cache; ``${toy_base:DIR}``: its cached, pretrained θ_0.
-_register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
-_register("toy_base", resolve_base, replace=True)
-_register("toy_world", resolve_world, replace=True)
+#: Set ``T3S_DEBUG=1`` to get the full traceback of a user error instead of its one line.
+DEBUG_ENV = "T3S_DEBUG"
+
 
 class ConfigError(ValueError):
     """A config file (or a section of it) that does not parse."""
 
 
-#: Errors that are the user's input, not a bug: printed as one line, exit code 2.
-USER_ERRORS = (
-    ConfigError,
-    TraceDataError,
-    SelectionError,
-    ScoreCacheError,
-    TokenizerMismatchError,
-    CheckpointLayoutError,
-    FileNotFoundError,
-    RecipeError,
-    DiffusionStudentError,
-)
+class UsageError(ValueError):
+    """A command line that does not parse (unknown option, wrong type): printed as one line, exit code 2."""
 
 
-class T3SCLI(LightningCLI):
-    """LightningCLI with the data module's tokenizer handed to the student."""
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: printed as one line, exit code 2.
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
-
-    def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None, **kwargs: Any) -> None:
-        """Plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet: then the T3S recipe."""
-        strategy = getattr(model, "selection", None)
-        if strategy is None or not missing_scores(strategy):
-            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-        elif not isinstance(model, ARStudent):
-            raise RecipeError(
-                f"{type(model).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
-                "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
-                "model.init_args.selection.init_args.scores"
-            )
-        elif getattr(strategy, "online_switch", False):
-            bench = benchmark_callback(self.trainer)
-            self.trainer.callbacks.append(OnlineT3SSwitch(strategy, bench))
-            model.selection = FullSFT()
-            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
-        else:
-            if ckpt_path is not None:
-                raise RecipeError("resuming the multi-phase recipe is not supported; resume a phase run instead")
-            run_recipe(self._build_phase, strategy, self._recipe_root())
-
-    def _recipe_root(self) -> Path:
-        """``<save_dir>/<name>/version_<k>``: the phases log into sub-directories of it."""
-        logger = self.trainer.logger
-        if isinstance(logger, TensorBoardLogger):
-            return Path(logger.log_dir)
-        return Path(self.trainer.default_root_dir) / "t3s_recipe"
-
-    def _build_phase(self, name: str, strategy: TokenSelectionStrategy, root: Path | None = None) -> Phase:
-        """A fresh student, data module and trainer from the same config, logging to ``<root>/<name>``."""
-        if root is not None:
-            self._root = root
-        elif not hasattr(self, "_root"):
-            self._root = self._recipe_root()
-        init = self.parser.instantiate_classes(self.config)
-        student, data = self._get(init, "model"), self._get(init, "data")
-        student.selection = strategy
-        trainer_config = dict(self._get(init, "trainer", default={}))
-        trainer_config["logger"] = TensorBoardLogger(save_dir=str(self._root.parent), name=self._root.name,
-                                                     version=name)
-        extra = [self._get(init, c) for c in self._parser(self.subcommand).callback_keys]
-        trainer = _with_atomic_checkpoints(self._instantiate_trainer(trainer_config, extra))
-        return Phase(trainer, student, data)
-
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        return _with_atomic_checkpoints(super().instantiate_trainer(**kwargs))
+    Imported lazily: the modules defining them import torch, and ``t3s grade`` should not.
+    """
+    errors: list[type[BaseException]] = [ConfigError, UsageError, FileNotFoundError]
+    lazy = {
+        "t3s.data": "TraceDataError",
+        "t3s.selection": "SelectionError",
+        "t3s.scoring.cache": "ScoreCacheError",
+        "t3s.scoring.scorer": "TokenizerMismatchError",
+        "t3s.analysis.rrt": "CheckpointLayoutError",
+        "t3s.recipe": "RecipeError",
+        "t3s.students.diffusion": "DiffusionStudentError",
+        "lightning.fabric.utilities.exceptions": "MisconfigurationException",
+    }
+    for module_name, name in lazy.items():
+        module = sys.modules.get(module_name)  # only modules the command imported can have raised
+        if module is not None and hasattr(module, name):
+            errors.append(getattr(module, name))
+    return tuple(errors)
 
 
-def _with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
-    """Single-file checkpoints are written to a temporary file and renamed into place."""
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    return trainer
+# ----------------------------------------------------------------- process-wide state
+class _OnceFilter(logging.Filter):
+    """Drops Lightning's advertising tip and prints each other info line once per process (several trainers
+    run in one recipe, each announcing the same GPU/TPU availability)."""
+
+    DROP = ("💡 Tip:", "TPU available:", "HPU available:")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.DROP) or message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
 
 
-def uses_default_config(args: Sequence[str]) -> bool:
-    """``fit``/``validate``/``test`` without ``--config`` run the built-in default config."""
-    return (
-        bool(args)
-        and args[0] in ("fit", "validate", "test")
-        and DEFAULT_CONFIG.is_file()
-        and not any(a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") for a in args[1:])
-    )
+_CONFIGURED = False
 
 
-def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
-    """The LightningCLI entry point (``fit``, ``validate``, ``test``)."""
-    given = list(sys.argv[1:] if args is None else args)
-    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
-    if uses_default_config(given):
-        parser_kwargs[given[0]] = {"default_config_files": [str(DEFAULT_CONFIG)]}
-    # With explicit args (the compare subcommand, tests), the process's own argv is not the CLI's input;
-    # hiding it keeps LightningCLI from warning that both were given.
-    argv, sys.argv = sys.argv, sys.argv if args is None else sys.argv[:1]
-    try:
-        return T3SCLI(
-            model_class=L.LightningModule,
-            datamodule_class=TeacherTraceDataModule,
-            subclass_mode_model=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=parser_kwargs,
-            args=None if args is None else given,
-            run=run,
-        )
+def configure_process() -> None:
+    """Everything the command line sets for the whole process, in one place (idempotent).
+
+    - warning filters for Lightning messages that are expected here (students step their optimizer by
+      hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
+    - a log filter that drops Lightning's tip and repeated info lines;
+    - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}``.
+    """
+    global _CONFIGURED
+    for message in (
+        "Using ModelCheckpoint with manual optimization",  # the state after the step is the one we save
+        "Total length of `DataLoader` across ranks is zero",  # fit without val_path: benchmarks evaluate
+        r".*isinstance\(treespec, LeafSpec\)",  # Lightning on torch ≥ 2.10, not ours to fix
+        "LightningCLI's args parameter is intended",  # we always pass args explicitly
+        r"The '\w+_dataloader' does not have many workers",  # in-memory token rows: workers buy nothing
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    if _CONFIGURED:
+        return
+    _CONFIGURED = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_OnceFilter())
+
+    from t3s.toy.base import register_resolvers
+
+    register_resolvers()
+
+
+# ----------------------------------------------------------------- configs
+def default_config_for(args: Sequence[str]) -> Path | None:
+    """The shipped default config when ``fit``/``validate``/``test`` run without ``--config`` (and without a
+    help request, so ``fit --model.help t3s.ARStudent`` does not build the demo's θ_0 first)."""
+    if not args or args[0] not in ("fit", "validate", "test"):
+        return None
+    for a in args[1:]:
+        if a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") or a.endswith(".help") \
+                or ".help=" in a:
+            return None
+    return packaged_configs_dir() / f"{DEFAULT_CONFIG_NAME}.yaml"
+
+
+def expand_config_names(args: Sequence[str]) -> list[str]:
+    """``--config toy-small`` → the shipped ``t3s/configs/toy-small.yaml``; paths are kept as given."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = str(find_config(out[i + 1]))
+        elif a.startswith("--config="):
+            out[i] = "--config=" + str(find_config(a.removeprefix("--config=")))
+    return out
+
+
+def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Instantiate the ``data`` section of a training config (interpolations resolved from the config's
+    folder, relative data paths anchored there, like ``fit`` does)."""
+    from jsonargparse import ArgumentParser
+    from omegaconf import OmegaConf
+
+    from t3s.data import TeacherTraceDataModule
+
+    path = find_config(config).resolve()
+    cwd = Path.cwd()
+    os.chdir(path.parent)  # as jsonargparse does for ``fit``: interpolations mean the config's folder
+    try:  # only the data section: resolving ``model`` could build a toy θ_0 that scoring does not need
+        loaded = OmegaConf.load(path)
+        data = dict(OmegaConf.to_container(loaded.data, resolve=True) if "data" in loaded else {})
     finally:
-        sys.argv = argv
-
-
-# ----------------------------------------------------------------- subcommands
-def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> TeacherTraceDataModule:
-    """Instantiate the ``data`` section of a training config (interpolations resolved)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
-    data = dict(cfg.get("data") or {})
+        os.chdir(cwd)
+    for key in ("path", "tokenizer", "val_path"):
+        value = data.get(key)
+        if isinstance(value, str) and value and (path.parent / value).exists():
+            data[key] = str((path.parent / value).resolve())
     data.update(overrides or {})
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")
@@ -182,6 +180,7 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Tea
     return parser.instantiate_classes(namespace).data
 
 
+# ----------------------------------------------------------------- analysis commands
 def score_command(
     config: str,
     base: str,
@@ -223,6 +222,8 @@ def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
         final: θ_final HF folder.
         output: where to write the transferred model.
     """
+    from t3s.analysis.rrt import residual_transfer
+
     residual_transfer(base, bottleneck, final, output)
     print(f"wrote θ0 + (θfinal − θb) to {output}")
 
@@ -238,13 +239,15 @@ def grade_command(
     """Re-grade a JSONL file of generations (ours or another tool's); prints the accuracy.
 
     Args:
-        task: grader (``aime``, ``math``, ``mc``, ``exact``) or a task name / YAML path.
+        task: grader (``aime``, ``math``, ``mc``, ``exact``) or a task name (``aime24``, …) / YAML path.
         input: JSONL with one generation per line.
         response_field: field holding the model's response.
         gold_field: field holding the gold answer.
         output: where to write one verdict per input row (same order; adds extracted, correct, truncated).
         hit_limit_field: optional boolean field marking responses cut at the token limit.
     """
+    from t3s.evals.grade_cli import grade_file
+
     grade_file(task, input, response_field, gold_field, output or str(Path(input).with_suffix(".verdicts.jsonl")),
                hit_limit_field=hit_limit_field)
 
@@ -256,6 +259,8 @@ def report_command(runs: list[str], output: str | None = None) -> None:
         runs: run directories holding TensorBoard event files (e.g. ``runs/toy/t3s/version_0/probe``).
         output: output directory (default: ``report/`` inside the first run directory).
     """
+    from t3s.analysis.report import write_report
+
     print(f"wrote {write_report(runs, output)}")
 
 
@@ -269,10 +274,15 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
         overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
             keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
     """
+    from t3s.recipe import Phase, run_comparison
+    from t3s.selection import TokenSelectionStrategy
+    from t3s.train_cli import train_cli
+
     extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
     for item in extra:
         if "=" not in item:
             raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
+    config = str(find_config(config))
 
     def build(seed: int, name: str, strategy: TokenSelectionStrategy, root: Path) -> Phase:
         args = ["--config", config, *extra, f"--seed_everything={seed}", f"--data.seed={seed}"]
@@ -283,21 +293,28 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
 
 
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
-    "compare": compare_command,
     "score": score_command,
     "rrt": rrt_command,
     "grade": grade_command,
     "report": report_command,
+    "compare": compare_command,
 }
 
 
 def run_subcommand(name: str, args: Sequence[str]) -> Any:
     """Parse ``args`` against the subcommand's signature (docstring as help) and run it."""
+    from jsonargparse import ArgumentParser
+
     function = SUBCOMMANDS[name]
-    parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
+    parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
+                            allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
     args = _collect_list(list(args), "--runs" if name == "report" else None, "--seeds", "--overrides")
-    cfg = parser.parse_args(args)
+    try:
+        cfg = parser.parse_args(args)
+    except ArgumentError as err:
+        options = [o for o in parser._option_string_actions if o.startswith("--")]
+        raise UsageError(f"t3s {name}: {usage_error_line(str(err), options)}") from None
     return function(**cfg.as_dict())
 
 
@@ -328,17 +345,116 @@ def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Dispatch to an analysis subcommand or to LightningCLI."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def usage_error_line(message: str, known_options: Sequence[str]) -> str:
+    """jsonargparse's parse error (several lines, nested per class) → one line naming the key, with a suggestion."""
+    message = message.split("error:", 1)[-1].strip() if "error:" in message else message.strip()
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        option = unknown.group(1).split("=", 1)[0]
+        return f"unknown option {option}{_did_you_mean(option, known_options)}"
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    key = ".init_args.".join(keys) if keys else ""
+    rejected = re.search(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
+    if rejected:
+        class_path, option = rejected.groups()
+        full = f"{key}.init_args.{option}" if key else option
+        return f"unknown option {full}: {class_path} has no argument {option!r}" + _did_you_mean(
+            option, _init_parameters(class_path))
+    missing_class = re.search(r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?",
+                              message)
+    if missing_class and "not accessible" in message:
+        given = re.search(r"Expected a path but (\S+) either not accessible", message)
+        name = given.group(1) if given else missing_class.group(1)
+        return f"{key or 'value'}: no class {name!r}" + _class_choices(key)
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
+    noise = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+             "Expected a <class 'NoneType'>", "Given value:")
+    kept = [line for line in lines if line and not line.startswith(noise)]
+    return " ".join(kept) if kept else message
+
+
+def _class_choices(key: str) -> str:
+    """For a ``selection`` key: the strategies one can name (short names work, e.g. ``T3S``)."""
+    if not key.endswith("selection"):
+        return ""
+    import t3s.selection as selection
+
+    names = [n for n in selection.__all__ if isinstance(getattr(selection, n), type)
+             and issubclass(getattr(selection, n), selection.TokenSelectionStrategy)
+             and n != "TokenSelectionStrategy"]
+    return f"; strategies: {', '.join(f't3s.selection.{n}' for n in names)}"
+
+
+def _did_you_mean(given: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(given, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    from jsonargparse.typing import import_object
+
     try:
-        if args and args[0] in SUBCOMMANDS:
+        cls = import_object(class_path)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+
+# ----------------------------------------------------------------- help and entry point
+def help_text() -> str:
+    """``t3s --help``: every command with one line, and the shipped configs."""
+    width = max(map(len, [*TRAINING_COMMANDS, *SUBCOMMANDS])) + 2
+    lines = [
+        "usage: t3s COMMAND [options]        (python -m t3s COMMAND … is the same)",
+        "",
+        "Continual reasoning distillation with Training-Trajectory-Aware Token Selection (T3S).",
+        "",
+        "training (LightningCLI; `t3s fit --help` lists every option):",
+        *(f"  {name:<{width}}{text}" for name, text in TRAINING_COMMANDS.items()),
+        "",
+        "analysis (`t3s COMMAND --help` for the options):",
+        *(f"  {name:<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in SUBCOMMANDS.items()),
+        "",
+        f"shipped configs (--config NAME; the default is {DEFAULT_CONFIG_NAME}): {', '.join(packaged_configs())}",
+        "outputs (runs/…) are written relative to the working directory; caches go to $T3S_CACHE",
+        "(default $XDG_CACHE_HOME/t3s or ~/.cache/t3s). T3S_DEBUG=1 shows tracebacks of user errors.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Dispatch to an analysis subcommand or to LightningCLI; user mistakes exit 2 with one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return
+    if args[0] not in SUBCOMMANDS and args[0] not in TRAINING_COMMANDS:
+        close = [c for c in [*TRAINING_COMMANDS, *SUBCOMMANDS] if c.startswith(args[0][:2])]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"error: unknown command {args[0]!r}{hint}; `t3s --help` lists the commands", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        configure_process()
+        if args[0] in SUBCOMMANDS:
             run_subcommand(args[0], args[1:])
         else:
-            train_cli(None if argv is None else args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+            from t3s.train_cli import train_cli
+
+            train_cli(expand_config_names(args))
+    except Exception as err:
+        if not isinstance(err, user_errors()) or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Any:
+    # The LightningCLI class and its entry point live in t3s.train_cli (they import torch and Lightning).
+    if name in ("T3SCLI", "train_cli"):
+        from t3s import train_cli
+
+        return getattr(train_cli, name)
+    raise AttributeError(f"module 't3s.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

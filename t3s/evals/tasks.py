@@ -35,6 +35,7 @@ import yaml
 
 from t3s.evals.generation import SamplingParams
 from t3s.evals.graders import GRADERS, MC_LETTERS, Verdict, mc_letter
+from t3s.resources import packaged_tasks_dir
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -215,7 +216,7 @@ def _default_task_dirs(tasks_dir: str | os.PathLike[str] | None) -> list[Path]:
         dirs.append(Path(tasks_dir))
     if os.environ.get(TASKS_DIR_ENV):
         dirs.append(Path(os.environ[TASKS_DIR_ENV]))
-    dirs.append(Path(__file__).resolve().parents[2] / "benchmarks" / "tasks")
+    dirs.append(packaged_tasks_dir())
     return dirs
 
 
@@ -224,8 +225,8 @@ def find_task_file(
 ) -> Path:
     """Resolve a task name (``benchmarks/tasks/<name>.yaml``) or a YAML path to a file.
 
-    Bare names are looked up in ``tasks_dir``, then ``$T3S_TASKS_DIR``, then the repository's
-    ``benchmarks/tasks`` (located relative to the package).
+    Bare names are looked up in ``tasks_dir``, then ``$T3S_TASKS_DIR``, then the tasks shipped in the
+    package (``t3s/tasks``, which a checkout also shows as ``benchmarks/tasks``).
     """
     text = str(name_or_path)
     path = Path(text).expanduser()

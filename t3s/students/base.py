@@ -4,7 +4,6 @@ Hugging Face folder written next to every Lightning checkpoint."""
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
 from t3s.students.checkpoints import hf_step_dir, link_final, load_hf_weights, save_hf_folder, strip_prefix
-
-# Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
-# state after that step, which is what Lightning warns about for manual optimization.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 class StudentModule(L.LightningModule):
