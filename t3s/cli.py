@@ -248,15 +248,19 @@ def grade_command(
     """
     from t3s.evals.grade_cli import grade_file
 
-    grade_file(task, input, response_field, gold_field, output or str(Path(input).with_suffix(".verdicts.jsonl")),
-               hit_limit_field=hit_limit_field)
+    try:
+        grade_file(task, input, response_field, gold_field,
+                   output or str(Path(input).with_suffix(".verdicts.jsonl")), hit_limit_field=hit_limit_field)
+    except ValueError as err:  # grade_file's documented input errors: ``file:line: …``
+        raise ConfigError(str(err)) from None
 
 
 def report_command(runs: list[str], output: str | None = None) -> None:
     """Figures and a comparison table (start / min / final / best accuracy, θ_b) from finished runs.
 
     Args:
-        runs: run directories holding TensorBoard event files (e.g. ``runs/toy/t3s/version_0/probe``).
+        runs: run directories holding TensorBoard event files (``runs/tiny/sft/version_0``), or a recipe's
+            ``version_<k>`` folder (its phases ``probe``, ``t3s`` are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
     from t3s.analysis.report import write_report

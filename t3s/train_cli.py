@@ -37,6 +37,7 @@ class T3SCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
+        self._check_option_names(args)
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -45,6 +46,24 @@ class T3SCLI(LightningCLI):
     def _known_options(self) -> list[str]:
         parsers = [self.parser, *getattr(self, "_subcommand_parsers", {}).values()]
         return sorted({o for p in parsers for o in p._option_string_actions if o.startswith("--")})
+
+    def _check_option_names(self, args: Any) -> None:
+        """Reject an unknown ``--trainer.*`` / ``--data.*`` option before the config is loaded: loading resolves
+        its interpolations, which can build a toy θ_0 (minutes) before jsonargparse reaches the typo."""
+        if not isinstance(args, list):
+            return
+        known = set(self._known_options())
+        # options under these accept any sub-key (a class picked by class_path decides); the groups with a
+        # fixed signature (--trainer, --data) do not
+        open_prefixes = [o for o in known if o not in ("--trainer", "--data")]
+        for arg in args:
+            if not arg.startswith("--") or arg == "--":
+                continue
+            option = arg.split("=", 1)[0]
+            if option in known or any(option.startswith(p + ".") for p in open_prefixes):
+                continue
+            if option.startswith(("--trainer.", "--data.")):
+                raise UsageError(usage_error_line(f"unrecognized arguments: {option}", sorted(known)))
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a config they reject (a GPU option on a CPU machine, an unknown
@@ -129,6 +148,8 @@ def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
             candidate = file.parent / value
             if candidate.exists():
                 config[f"data.{key}"] = str(candidate.resolve())
+                if key == "tokenizer" and config.get("model.init_args.tokenizer") == value:  # the linked copy
+                    config["model.init_args.tokenizer"] = str(candidate.resolve())
                 break
 
 

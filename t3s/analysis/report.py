@@ -42,13 +42,24 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     return row
 
 
+def find_runs(path: str | Path) -> list[Path]:
+    """The run folders under ``path``: itself when it holds TensorBoard event files, else its sub-folders that
+    do (a recipe's ``<save_dir>/<name>/version_<k>`` holds one per phase: ``probe``, ``t3s``)."""
+    path = Path(path)
+    if any(path.glob("events.out.tfevents.*")):
+        return [path]
+    phases = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))) \
+        if path.is_dir() else []
+    if not phases:
+        raise FileNotFoundError(f"{path} holds no TensorBoard event files, nor do its sub-folders (point at a "
+                                "run's version_<k> folder or a recipe's)")
+    return phases
+
+
 def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -> Path:
     """Write ``report.md`` with PNG figures (accuracy per benchmark, loss) comparing ``run_dirs``."""
-    runs = [Path(r) for r in run_dirs]
-    for run in runs:
-        if not any(run.glob("events.out.tfevents.*")):
-            raise FileNotFoundError(f"{run} holds no TensorBoard event files (point at a run's version dir)")
-    output = Path(output) if output is not None else runs[0] / "report"
+    output = Path(output) if output is not None else Path(run_dirs[0]) / "report"
+    runs = [run for given in run_dirs for run in find_runs(given)]
     output.mkdir(parents=True, exist_ok=True)
     rows = [summarize_run(r) for r in runs]
     tasks = sorted({t for row in rows for t in row["benchmarks"]})

@@ -13,6 +13,8 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from t3s.ops.files import make_shareable
+
 HF_DIRNAME = "hf"
 
 
@@ -47,6 +49,7 @@ def save_hf_folder(
     model.save_pretrained(tmp, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    make_shareable(tmp)
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         directory.rename(old)
