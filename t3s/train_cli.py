@@ -168,6 +168,9 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         datamodule_class=TeacherTraceDataModule,
         subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
+        # the students build their optimizer from their own arguments (lr, betas, schedule, …);
+        # LightningCLI's --optimizer / --lr_scheduler would be offered and then fail
+        auto_configure_optimizers=False,
         parser_kwargs=parser_kwargs,
         args=given,
         run=run,

@@ -101,6 +101,8 @@ def test_a_typo_is_one_line_naming_the_key_before_any_theta0_is_built(tmp_path, 
     line = error_of(capsys, "fit", "--config", config, "--trainer.strategy=fsdp")
     assert "fsdp" in line and "GPU" in line
     assert "unknown command 'fti'" in error_of(capsys, "fti")
+    # the students configure their own optimizer: LightningCLI's --optimizer is not offered
+    assert "unknown option --optimizer" in error_of(capsys, "fit", "--config", config, "--optimizer", "AdamW")
 
 
 def test_relative_data_paths_mean_the_config_folder(tmp_path, monkeypatch):
