@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -133,6 +134,29 @@ def _with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
     """Single-file checkpoints are written to a temporary file and renamed into place."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return _with_step_progress_bar(trainer)
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar for step-based runs: ``Epoch 9`` rather than ``Epoch 9/-2`` when
+    ``max_epochs`` is unbounded, and no ``v_num`` (a recipe phase's version is a name: ``v_num: robe``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
+    """Swap Lightning's default rich bar (not one the config chose) for :class:`StepProgressBar`."""
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) is RichProgressBar:
+            trainer.callbacks[i] = StepProgressBar()
     return trainer
 
 

@@ -179,3 +179,17 @@ def test_report_accepts_a_recipe_run_folder(tmp_path):
     main(["report", str(root)])
     text = (root / "report" / "report.md").read_text()
     assert "| probe | train | 0.900 | 0.100 (5) |" in text and "| t3s | train | 0.900 | 0.600 (5) |" in text
+
+
+def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path):
+    from t3s.train_cli import StepProgressBar, train_cli
+
+    config = yaml.safe_load(random_model_config(tmp_path).read_text())
+    config["trainer"]["enable_progress_bar"] = True
+    path = tmp_path / "bar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = train_cli(["--config", str(path)], run=False)
+    bar = cli.trainer.progress_bar_callback
+    assert type(bar) is StepProgressBar
+    bar._trainer = cli.trainer
+    assert bar._get_train_description(9).strip() == "Epoch 9"
