@@ -175,10 +175,26 @@ def test_report_accepts_a_recipe_run_folder(tmp_path):
         for step, acc in ((0, 0.9), (5, dip), (10, 0.8), (15, 0.85)):
             writer.add_scalar("bench/train/avg@1", acc, step)
             writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+            writer.add_scalar("train/loss_all_tokens", 2.0 / (step + 1), step)
         writer.close()
+    token = {"token": "so", "count": 3, "share_of_occurrences": 1.0}
+    (root / "scores").mkdir()
+    (root / "scores" / "summary.json").write_text(json.dumps({
+        "anchor_fraction": 0.2, "mean_delta": 0.1, "num_tokens": 10, "top_anchor_tokens": [token],
+        "top_yet_to_learn_tokens": [token]}))
     main(["report", str(root)])
     text = (root / "report" / "report.md").read_text()
     assert "| probe | train | 0.900 | 0.100 (5) |" in text and "| t3s | train | 0.900 | 0.600 (5) |" in text
+    assert text.count("## Anchor tokens") == 1  # the phases share one score cache
+
+
+def test_comparison_figure_labels_theta0_and_each_theta_b():
+    from t3s.analysis.figures import comparison_figure
+
+    curves = {"probe": ([0, 5, 10], [0.9, 0.1, 0.8]), "t3s": ([0, 5, 10], [0.9, 0.6, 0.85])}
+    fig = comparison_figure(curves, ylabel="acc", title="t", bottlenecks={"probe": 5, "t3s": None}, baseline=0.9)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["θ_0 (0.90)", "probe", "θ_b of probe (step 5)", "t3s"]
 
 
 def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path):

@@ -47,15 +47,18 @@ def curve_figure(
 
 
 def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
-                      bottlenecks: Mapping[str, int | None] | None = None) -> Figure:
-    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked in its colour."""
+                      bottlenecks: Mapping[str, int | None] | None = None, baseline: float | None = None) -> Figure:
+    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked (dashed, labelled) in its colour;
+    ``baseline`` (θ_0's accuracy, shared by the runs) as a grey dotted line."""
     fig = _figure()
     ax = fig.subplots()
+    if baseline is not None:
+        ax.axhline(baseline, color="0.5", ls=":", lw=1.2, label=f"θ_0 ({baseline:.2f})")
     for i, (run, (s, v)) in enumerate(curves.items()):
         ax.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=run)
         step = (bottlenecks or {}).get(run)
         if step is not None:
-            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7)
+            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7, label=f"θ_b of {run} (step {step})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -37,8 +37,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         }
     if TRAIN_ACCURACY_TAG in (b["tag"] for b in row["benchmarks"].values()):
         row["bottleneck"] = BottleneckDetector.from_run(run_dir).final()
-    loss_steps, loss = read_scalars(run_dir, "train/loss")
-    row["loss"] = (loss_steps, loss)
+    row["loss"] = read_scalars(run_dir, "train/loss")
+    row["loss_all_tokens"] = read_scalars(run_dir, "train/loss_all_tokens")
     return row
 
 
@@ -77,26 +77,40 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
                   for row in rows if task in row["benchmarks"]}
         fig = comparison_figure(curves, ylabel=f"{task} accuracy", title=f"{task}: accuracy during training",
-                                bottlenecks=bottlenecks if task == "train" else None)
+                                bottlenecks=bottlenecks, baseline=_shared_start(curves))
         fig.savefig(output / f"accuracy_{task}.png")
         lines += [f"![{task} accuracy](accuracy_{task}.png)", ""]
     loss_curves = {row["run"]: row["loss"] for row in rows if row["loss"][0]}
     if loss_curves:
-        fig = comparison_figure(loss_curves, ylabel="training loss (selected tokens)", title="training loss")
+        # all-token loss when every run logs it: a T3S run's train/loss covers only its selected tokens
+        all_tokens = all(row["loss_all_tokens"][0] for row in rows if row["loss"][0])
+        if all_tokens:
+            loss_curves = {row["run"]: row["loss_all_tokens"] for row in rows if row["loss"][0]}
+        fig = comparison_figure(loss_curves, title="training loss",
+                                ylabel="training loss (all response tokens)" if all_tokens
+                                else "training loss (selected tokens)")
         fig.savefig(output / "loss.png")
         lines += ["![training loss](loss.png)", ""]
+    shown: set[Path] = set()
     for run in runs:
-        summary = _scores_summary(run)
-        if summary:
-            lines += [f"## Anchor tokens of `{run_label(run)}`", "", summary_markdown(summary), ""]
+        found = _scores_summary(run)
+        if found and found[0] not in shown:  # a recipe's phases share one score cache: show it once
+            shown.add(found[0])
+            lines += [f"## Anchor tokens of `{run_label(run)}`", "", summary_markdown(found[1]), ""]
     (output / "report.md").write_text("\n".join(lines) + "\n")
     (output / "summary.json").write_text(json.dumps(
-        [{k: v for k, v in row.items() if k != "loss"} for row in rows], indent=2))
+        [{k: v for k, v in row.items() if k not in ("loss", "loss_all_tokens")} for row in rows], indent=2))
     return output / "report.md"
 
 
-def _scores_summary(run: Path) -> dict[str, Any] | None:
+def _scores_summary(run: Path) -> tuple[Path, dict[str, Any]] | None:
     for candidate in (run / "scores" / "summary.json", run.parent / "scores" / "summary.json"):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return candidate.resolve(), json.loads(candidate.read_text())
     return None
+
+
+def _shared_start(curves: dict[str, tuple[list[int], list[float]]]) -> float | None:
+    """θ_0's accuracy when every run starts from the same θ_0 (same value at step 0), else None."""
+    starts = {round(v[0], 9) for s, v in curves.values() if s and s[0] == 0}
+    return starts.pop() if len(starts) == 1 and all(s and s[0] == 0 for s, _ in curves.values()) else None
