@@ -58,7 +58,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     Imported lazily: the modules defining them import torch, and ``t3s grade`` should not.
     """
-    errors: list[type[BaseException]] = [ConfigError, UsageError, FileNotFoundError]
+    # ImportError: an optional package a config asks for (flash-attn, vllm) is missing; raised when the
+    # model is built inside fit, so instantiate-time wrapping does not see it
+    errors: list[type[BaseException]] = [ConfigError, UsageError, FileNotFoundError, ImportError]
     lazy = {
         "t3s.data": "TraceDataError",
         "t3s.selection": "SelectionError",

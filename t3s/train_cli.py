@@ -183,7 +183,8 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
     Process-wide settings (warning filters, the toy resolvers) are made by :func:`t3s.cli.configure_process`.
     """
     given = list(sys.argv[1:] if args is None else args)
-    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf", "allow_abbrev": False, "exit_on_error": False}
+    parser_kwargs: dict[str, Any] = {"prog": "t3s", "parser_mode": "omegaconf", "allow_abbrev": False,
+                                     "exit_on_error": False}
     default = default_config_for(given)
     if default is not None:
         parser_kwargs[given[0]] = {"default_config_files": [str(default)]}

@@ -98,6 +98,8 @@ def test_a_typo_is_one_line_naming_the_key_before_any_theta0_is_built(tmp_path, 
     assert "model.init_args.lrr" in line and "did you mean lr?" in line
     line = error_of(capsys, "fit", "--config", config, "--model.init_args.selection=t3s.selection.T3SS")
     assert "T3SS" in line and "t3s.selection.T3S," in line and "t3s.selection.RandomMask" in line
+    line = error_of(capsys, "fit", "--config", config, "--model.init_args.attn_implementation=flash_attention_2")
+    assert "FlashAttention2" in line
     line = error_of(capsys, "fit", "--config", config, "--trainer.strategy=fsdp")
     assert "fsdp" in line and "GPU" in line
     assert "unknown command 'fti'" in error_of(capsys, "fti")
