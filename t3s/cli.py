@@ -105,10 +105,13 @@ def configure_process() -> None:
 
     - warning filters for Lightning messages that are expected here (students step their optimizer by
       hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
-    - a log filter that drops Lightning's tip and repeated info lines;
+    - a log filter that drops Lightning's tip and repeated info lines; no Hugging Face download/load/save
+      bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
     - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}``.
     """
     global _CONFIGURED
+    # transformers' "Loading weights" / "Writing model shards" bars at every checkpoint and θ_b reload
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for message in (
         "Using ModelCheckpoint with manual optimization",  # the state after the step is the one we save
         "Total length of `DataLoader` across ranks is zero",  # fit without val_path: benchmarks evaluate

@@ -67,6 +67,13 @@ def test_help_lists_every_command_with_a_line_and_loads_no_torch():
     assert "  compare " in out and "LOADED []" in out
 
 
+def test_console_stays_quiet_about_weight_loads(tmp_path):
+    """No transformers progress bar per checkpoint write or weight load once the command line has started."""
+    out = python("import t3s.cli; t3s.cli.configure_process(); "
+                 "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    assert out.strip() == "False"
+
+
 def test_toy_resolvers_are_opt_in():
     out = python("from omegaconf import OmegaConf; import t3s.cli, t3s.toy, t3s.toy.base; "
                  "print(OmegaConf.has_resolver('toy_base'), OmegaConf.has_resolver('toy_world')); "
