@@ -1,175 +1,133 @@
-"""``python -m t3s`` / ``t3s``: LightningCLI for training plus the analysis subcommands.
+"""``t3s`` / ``python -m t3s``: one dispatcher for the training commands and the analysis commands.
 
-Training (LightningCLI, omegaconf mode)::
+Training goes through LightningCLI (:mod:`t3s.train_cli`, omegaconf mode)::
 
-    python -m t3s fit --config configs/tiny.yaml
-    python -m t3s fit --config configs/qwen3.yaml --print_config
+    t3s fit                               # the shipped demo config (toy)
+    t3s fit --config toy-small            # a shipped config by name (t3s --help lists them)
+    t3s fit --config configs/tiny.yaml    # or any config file
 
-Subcommands sharing the same config file::
+The analysis commands share the training configs: ``score``, ``rrt``, ``grade``, ``report``, ``compare``.
 
-    python -m t3s score --config CFG --base θ0 --bottleneck θb --output DIR
-    python -m t3s rrt --base θ0 --bottleneck θb --final θf --output DIR
+This module imports only the standard library at the top: each command imports what it needs when it
+runs, so ``t3s --help`` and ``t3s grade`` never load torch or Lightning. Process-wide state (warning and
+log filters, the toy resolvers) is set in one place, :func:`configure_process`, when :func:`main` starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import warnings
+from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from jsonargparse import ArgumentParser
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import OmegaConf
-
-from t3s.analysis.report import write_report
-from t3s.analysis.rrt import CheckpointLayoutError, residual_transfer
-from t3s.data import DataFileError, TeacherTraceDataModule, TraceDataError
-from t3s.evals.grade_cli import grade_file
-from t3s.evals.offline import EvaluationError
-from t3s.recipe import (
-    Comparison,
-    PhaseFactory,
-    Recipe,
-    RecipeError,
-    RecipePaused,
-    find_recipe_root,
-    missing_scores,
-    run_online,
-    with_atomic_checkpoints,
-)
-from t3s.scoring.scorer import TokenizerMismatchError
-from t3s.selection import SelectionError
-from t3s.selection.scores import ScoreCacheError
-from t3s.students.diffusion import DiffusionStudentError
-from t3s.toy.base import resolve_base, resolve_world
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy.yaml"
-
-# ``${toy_world:PRESET}``: a toy world written into the cache; ``${toy_base:DIR}``: its cached, pretrained θ_0.
-_register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
-_register("toy_base", resolve_base, replace=True)
-_register("toy_world", resolve_world, replace=True)
-
-class ConfigError(ValueError):
-    """A config file (or a section of it) that does not parse."""
-
-
-#: Errors that are the user's input, not a bug: printed as one line, exit code 2.
-USER_ERRORS = (
+from t3s.resources import find_config, packaged_configs
+from t3s.usage import (
+    DEBUG_ENV,
+    DEFAULT_CONFIG_NAME,
     ConfigError,
-    TraceDataError,
-    DataFileError,  # every bad data, task or `t3s grade` input (TraceDataError, TaskError, GradeInputError)
-    SelectionError,
-    ScoreCacheError,
-    TokenizerMismatchError,
-    CheckpointLayoutError,
-    FileNotFoundError,
-    RecipeError,
-    DiffusionStudentError,
-    EvaluationError,
+    UsageError,
+    usage_error_line,
+    user_errors,
 )
 
+#: The LightningCLI commands, with their one-line help (``t3s fit --help`` lists every option).
+TRAINING_COMMANDS = {
+    "fit": "train a student; with T3S and no score cache, the whole recipe: probe → θ_b → score → T3S → report",
+    "validate": "teacher-forced loss of a model on the validation traces",
+    "test": "teacher-forced loss of a model on the test traces",
+    "predict": "Lightning's predict loop on the configured data",
+}
 
-class T3SCLI(LightningCLI):
-    """LightningCLI with the data module's tokenizer handed to the student.
+# ----------------------------------------------------------------- process-wide state
+class _OnceFilter(logging.Filter):
+    """Drops Lightning's advertising tip and prints each other info line once per process (several trainers
+    run in one recipe, each announcing the same GPU/TPU availability)."""
 
-    With ``run=False`` it parses the ``fit`` options alone (plus ``--ckpt_path``): :func:`fit_command`
-    decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
+    DROP = ("💡 Tip:", "TPU available:", "HPU available:")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.DROP) or message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+_CONFIGURED = False
+
+
+def configure_process() -> None:
+    """Everything the command line sets for the whole process, in one place (idempotent).
+
+    - warning filters for Lightning messages that are expected here (students step their optimizer by
+      hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
+    - a log filter that drops Lightning's tip and repeated info lines; no Hugging Face download/load/save
+      bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
+    - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}``.
     """
+    global _CONFIGURED
+    # transformers' "Loading weights" / "Writing model shards" bars at every checkpoint and θ_b reload
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for message in (
+        "Using ModelCheckpoint with manual optimization",  # the state after the step is the one we save
+        "Total length of `DataLoader` across ranks is zero",  # fit without val_path: benchmarks evaluate
+        r".*isinstance\(treespec, LeafSpec\)",  # Lightning on torch ≥ 2.10, not ours to fix
+        "LightningCLI's args parameter is intended",  # we always pass args explicitly
+        r"The '\w+_dataloader' does not have many workers",  # in-memory token rows: workers buy nothing
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    if _CONFIGURED:
+        return
+    _CONFIGURED = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_OnceFilter())
 
-    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
-        self.fit_only = not run
-        super().__init__(*args, run=run, **kwargs)
+    from t3s.toy.base import register_resolvers
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
-        if self.fit_only:
-            parser.add_argument("--ckpt_path", type=str | None, default=None,
-                                help="checkpoint to resume from (path, or 'last')")
-
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        return with_atomic_checkpoints(super().instantiate_trainer(**kwargs))
-
-
-def fit_command(args: Sequence[str] | None = None) -> None:
-    """``t3s fit``: plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet — then the
-    online variant (``T3S(online=true)``) or the multi-phase recipe (probe → θ_b → score → restart)."""
-    cli = train_cli(args, run=False)
-    student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
-    selection = getattr(student, "selection", None)
-    if not missing_scores(selection):
-        cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
-    elif getattr(selection, "online", False):
-        run_online(cli.trainer, student, datamodule, ckpt_path)
-    else:
-        if ckpt_path not in (None, "last"):
-            raise RecipeError("the T3S recipe resumes with --ckpt_path last (each phase from its own last checkpoint)")
-        logger_config = getattr(cli.config.trainer.get("logger"), "init_args", None)
-        version_given = getattr(logger_config, "version", None) is not None
-        root = recipe_root(cli.trainer, resume=ckpt_path == "last" and not version_given)
-        try:
-            Recipe(PhaseFactory(cli.parser, cli.config, root), resume=ckpt_path == "last").run()
-        except RecipePaused as paused:
-            print(f"paused: {paused}", file=sys.stderr)
+    register_resolvers()
 
 
-def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
-    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it. ``resume``
-    picks the newest such folder that holds a ``recipe.json`` instead of the next free version."""
-    logger = trainer.logger
-    if isinstance(logger, TensorBoardLogger):
-        if resume:
-            return find_recipe_root(logger.root_dir)
-        return Path(logger.log_dir)
-    return Path(trainer.default_root_dir) / "t3s_recipe"
+# ----------------------------------------------------------------- configs
+def expand_config_names(args: Sequence[str]) -> list[str]:
+    """``--config toy-small`` → the shipped ``t3s/configs/toy-small.yaml``; paths are kept as given."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = str(find_config(out[i + 1]))
+        elif a.startswith("--config="):
+            out[i] = "--config=" + str(find_config(a.removeprefix("--config=")))
+    return out
 
 
-def uses_default_config(args: Sequence[str]) -> bool:
-    """``fit``/``validate``/``test`` without ``--config`` run the built-in default config."""
-    return (
-        bool(args)
-        and args[0] in ("fit", "validate", "test")
-        and DEFAULT_CONFIG.is_file()
-        and not any(a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") for a in args[1:])
-    )
+def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Instantiate the ``data`` section of a training config (interpolations resolved from the config's
+    folder, relative data paths anchored there, like ``fit`` does)."""
+    from jsonargparse import ArgumentParser
+    from omegaconf import OmegaConf
 
+    from t3s.data import TeacherTraceDataModule
 
-def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
-    """The LightningCLI entry point: ``validate`` / ``test`` / ``predict`` subcommands, or, with
-    ``run=False``, the ``fit`` options alone (``args`` without the subcommand)."""
-    given = list(sys.argv[1:] if args is None else args)
-    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf"}
-    if run and uses_default_config(given):
-        parser_kwargs[given[0]] = {"default_config_files": [str(DEFAULT_CONFIG)]}
-    elif not run and uses_default_config(["fit", *given]):
-        parser_kwargs.update(default_config_files=[str(DEFAULT_CONFIG)], prog="t3s fit")
-    # With explicit args (the compare subcommand, tests), the process's own argv is not the CLI's input;
-    # hiding it keeps LightningCLI from warning that both were given.
-    argv, sys.argv = sys.argv, sys.argv if args is None else sys.argv[:1]
-    try:
-        return T3SCLI(
-            model_class=L.LightningModule,
-            datamodule_class=TeacherTraceDataModule,
-            subclass_mode_model=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=parser_kwargs,
-            args=None if args is None else given,
-            run=run,
-        )
+    path = find_config(config).resolve()
+    cwd = Path.cwd()
+    os.chdir(path.parent)  # as jsonargparse does for ``fit``: interpolations mean the config's folder
+    try:  # only the data section: resolving ``model`` could build a toy θ_0 that scoring does not need
+        loaded = OmegaConf.load(path)
+        data = dict(OmegaConf.to_container(loaded.data, resolve=True) if "data" in loaded else {})
     finally:
-        sys.argv = argv
-
-
-# ----------------------------------------------------------------- subcommands
-def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> TeacherTraceDataModule:
-    """Instantiate the ``data`` section of a training config (interpolations resolved)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
-    data = dict(cfg.get("data") or {})
+        os.chdir(cwd)
+    for key in ("path", "tokenizer", "val_path"):
+        value = data.get(key)
+        if isinstance(value, str) and value and (path.parent / value).exists():
+            data[key] = str((path.parent / value).resolve())
     data.update(overrides or {})
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")
@@ -180,6 +138,7 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Tea
     return parser.instantiate_classes(namespace).data
 
 
+# ----------------------------------------------------------------- analysis commands
 def score_command(
     config: str,
     base: str,
@@ -221,6 +180,8 @@ def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
         final: θ_final HF folder.
         output: where to write the transferred model.
     """
+    from t3s.analysis.rrt import residual_transfer
+
     residual_transfer(base, bottleneck, final, output)
     print(f"wrote θ0 + (θfinal − θb) to {output}")
 
@@ -236,24 +197,32 @@ def grade_command(
     """Re-grade a JSONL file of generations (ours or another tool's); prints the accuracy.
 
     Args:
-        task: grader (``aime``, ``math``, ``mc``, ``exact``) or a task name / YAML path.
+        task: grader (``aime``, ``math``, ``mc``, ``exact``) or a task name (``aime24``, …) / YAML path.
         input: JSONL with one generation per line.
         response_field: field holding the model's response.
         gold_field: field holding the gold answer.
         output: where to write one verdict per input row (same order; adds extracted, correct, truncated).
         hit_limit_field: optional boolean field marking responses cut at the token limit.
     """
-    grade_file(task, input, response_field, gold_field, output or str(Path(input).with_suffix(".verdicts.jsonl")),
-               hit_limit_field=hit_limit_field)
+    from t3s.evals.grade_cli import grade_file
+
+    try:
+        grade_file(task, input, response_field, gold_field,
+                   output or str(Path(input).with_suffix(".verdicts.jsonl")), hit_limit_field=hit_limit_field)
+    except ValueError as err:  # grade_file's documented input errors: ``file:line: …``
+        raise ConfigError(str(err)) from None
 
 
 def report_command(runs: list[str], output: str | None = None) -> None:
     """Figures and a comparison table (start / min / final / best accuracy, θ_b) from finished runs.
 
     Args:
-        runs: run directories holding TensorBoard event files (e.g. ``runs/toy/t3s/version_0/probe``).
+        runs: run directories holding TensorBoard event files (``runs/tiny/sft/version_0``), or a recipe's
+            ``version_<k>`` folder (its phases ``probe``, ``t3s`` are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
+    from t3s.analysis.report import write_report
+
     print(f"wrote {write_report(runs, output)}")
 
 
@@ -267,16 +236,14 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
         overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
             keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
     """
+    from t3s.recipe import Comparison
+    from t3s.train_cli import phases_for_seed
+
     extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
     for item in extra:
         if "=" not in item:
             raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
-
-    def phases_for_seed(seed: int) -> PhaseFactory:
-        cli = train_cli(["--config", config, *extra, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False)
-        return PhaseFactory(cli.parser, cli.config, Path(output) / f"seed_{seed}")
-
-    Comparison(phases_for_seed, list(seeds), output).run()
+    Comparison(phases_for_seed(str(find_config(config)), extra, output), list(seeds), output).run()
 
 
 def evaluate_command(
@@ -292,12 +259,12 @@ def evaluate_command(
     batch_size: int | None = None,
     output: str | None = None,
 ) -> None:
-    """Evaluate checkpoints outside training: every ``hf/step_N`` of a run that has no result yet, or HF folders.
+    """Evaluate checkpoints outside training: every hf/step_N of a run that has no result yet, or HF folders.
 
     Args:
         targets: phase run directories (holding ``hf/step_N`` and ``config.yaml``) or HF model folders.
         tasks: benchmark tasks (names, YAML paths) instead of the run's own; required for a plain HF folder.
-        devices: worker processes, one per device (GPU if present), data-parallel over each task's items.
+        devices: worker processes, one per device (a GPU each when there are GPUs), data-parallel over items.
         steps: evaluate only these steps.
         train_accuracy: override the run's training-accuracy setting.
         n: samples per prompt (overrides the tasks' sampling).
@@ -323,22 +290,29 @@ def evaluate_command(
 
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_command,
-    "compare": compare_command,
     "score": score_command,
     "rrt": rrt_command,
     "grade": grade_command,
     "report": report_command,
+    "compare": compare_command,
 }
 
 
 def run_subcommand(name: str, args: Sequence[str]) -> Any:
     """Parse ``args`` against the subcommand's signature (docstring as help) and run it."""
+    from jsonargparse import ArgumentParser
+
     function = SUBCOMMANDS[name]
-    parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0])
+    parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
+                            allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
     positional = {"report": "--runs", "evaluate": "--targets"}.get(name)
     args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps")
-    cfg = parser.parse_args(args)
+    try:
+        cfg = parser.parse_args(args)
+    except ArgumentError as err:
+        options = [o for o in parser._option_string_actions if o.startswith("--")]
+        raise UsageError(f"t3s {name}: {usage_error_line(str(err), options)}") from None
     return function(**cfg.as_dict())
 
 
@@ -369,19 +343,65 @@ def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[
     return out
 
 
+# ----------------------------------------------------------------- help and entry point
+def help_text() -> str:
+    """``t3s --help``: every command with one line, and the shipped configs."""
+    width = max(map(len, [*TRAINING_COMMANDS, *SUBCOMMANDS])) + 2
+    lines = [
+        "usage: t3s COMMAND [options]        (python -m t3s COMMAND … is the same)",
+        "",
+        "Continual reasoning distillation with Training-Trajectory-Aware Token Selection (T3S).",
+        "",
+        "training (LightningCLI; `t3s fit --help` lists every option):",
+        *(f"  {name:<{width}}{text}" for name, text in TRAINING_COMMANDS.items()),
+        "",
+        "analysis (`t3s COMMAND --help` for the options):",
+        *(f"  {name:<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in SUBCOMMANDS.items()),
+        "",
+        f"shipped configs (--config NAME; the default is {DEFAULT_CONFIG_NAME}): {', '.join(packaged_configs())}",
+        "outputs (runs/…) are written relative to the working directory; caches go to $T3S_CACHE",
+        "(default $XDG_CACHE_HOME/t3s or ~/.cache/t3s). T3S_DEBUG=1 shows tracebacks of user errors.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Dispatch to an analysis subcommand or to LightningCLI."""
+    """Dispatch to an analysis subcommand or to LightningCLI; user mistakes exit 2 with one line."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return
+    if args[0] not in SUBCOMMANDS and args[0] not in TRAINING_COMMANDS:
+        close = [c for c in [*TRAINING_COMMANDS, *SUBCOMMANDS] if c.startswith(args[0][:2])]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"error: unknown command {args[0]!r}{hint}; `t3s --help` lists the commands", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        if args and args[0] in SUBCOMMANDS:
+        configure_process()
+        if args[0] in SUBCOMMANDS:
             run_subcommand(args[0], args[1:])
-        elif args and args[0] == "fit":
-            fit_command(args[1:])
+        elif args[0] == "fit":
+            from t3s.train_cli import fit_command
+
+            fit_command(expand_config_names(args[1:]))
         else:
-            train_cli(None if argv is None else args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+            from t3s.train_cli import train_cli
+
+            train_cli(expand_config_names(args))
+    except Exception as err:
+        if not isinstance(err, user_errors()) or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Any:
+    # The LightningCLI class and its entry point live in t3s.train_cli (they import torch and Lightning).
+    if name in ("T3SCLI", "train_cli"):
+        from t3s import train_cli
+
+        return getattr(train_cli, name)
+    raise AttributeError(f"module 't3s.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,15 @@ class PhaseFactory:
         parser: the ``fit`` parser (``LightningCLI(run=False).parser``).
         config: its parsed config (``LightningCLI(run=False).config``).
         root: the recipe's run directory.
+        prepare_trainer: applied to each phase's trainer (default: atomic single-file checkpoints).
     """
 
-    def __init__(self, parser: LightningArgumentParser, config: Namespace, root: str | Path):
+    def __init__(self, parser: LightningArgumentParser, config: Namespace, root: str | Path,
+                 prepare_trainer: Callable[[L.Trainer], L.Trainer] | None = None):
         self.parser = parser
         self.config = config
         self.root = Path(root)
+        self.prepare_trainer = prepare_trainer or with_atomic_checkpoints
 
     @property
     def is_global_zero(self) -> bool:
@@ -145,7 +149,7 @@ class PhaseFactory:
         trainer_args["logger"] = TensorBoardLogger(save_dir=str(self.root.parent), name=self.root.name, version=name)
         trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
                                      SaveConfigCallback(self.parser, config, overwrite=True)]
-        trainer = with_atomic_checkpoints(L.Trainer(**trainer_args))
+        trainer = self.prepare_trainer(L.Trainer(**trainer_args))
         return Phase(name, trainer, init.model, init.data)
 
 

@@ -16,6 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from t3s.ops.files import make_shareable
+
 _INDEX = "model.safetensors.index.json"
 _SINGLE = "model.safetensors"
 
@@ -87,5 +89,6 @@ def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Pat
             del out
     if output.exists():
         shutil.rmtree(output)
+    make_shareable(tmp)
     tmp.rename(output)
     return output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -290,7 +289,6 @@ class TeacherTraceDataModule(LightningDataModule):
         trainer = self.trainer
         fitting = trainer is not None and trainer.state.fn == "fit"
         if self.val_path is None and fitting:
-            warnings.filterwarnings("ignore", message="Total length of `DataLoader` across ranks is zero")
             return DataLoader([], batch_size=None)
         if self.val_path is not None and self._val_traces is None:
             self._val_traces, _ = self._load_traces(self.val_path, limit=None)

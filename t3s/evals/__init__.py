@@ -1,75 +1,63 @@
-"""Evaluation: benchmark tasks, answer graders, generation backends and metrics."""
+"""Evaluation: benchmark tasks, answer graders, generation backends, metrics and offline evaluation.
+
+The names below are imported on first use, so ``t3s grade`` (graders, tasks) does not load Lightning
+through the callback and the generation backends.
+"""
 
 from __future__ import annotations
 
-from t3s.evals.bottleneck import BottleneckDetector
-from t3s.evals.callbacks import BenchmarkCallback
-from t3s.evals.generation import (
-    Generation,
-    Generator,
-    HFGenerator,
-    SamplingParams,
-    VLLMGenerator,
-    default_stop_token_ids,
-    to_vllm_sampling_kwargs,
-)
-from t3s.evals.grade_cli import grade_file
-from t3s.evals.graders import GRADERS, grade, grade_aime, grade_exact, grade_math, grade_mc, validate_gold
-from t3s.evals.mathverify import MathVerifier, get_math_verifier
-from t3s.evals.metrics import BenchmarkMetrics, avg_at_k, maj_at_k, majority_vote, pass_at_k
-from t3s.evals.runner import EvalResult, evaluate, exclude_ungradable
-from t3s.evals.tasks import (
-    DEFAULT_INSTRUCTION,
-    ChoiceOrder,
-    EvalItem,
-    EvalTask,
-    TaskError,
-    TaskFields,
-    TaskSpec,
-    load_task,
-    load_task_spec,
-    prompt_opens_think,
-)
-from t3s.evals.verdict import UngradableGold, Verdict
+import importlib
+from typing import Any
 
-__all__ = [
-    "BenchmarkCallback",
-    "BottleneckDetector",
-    "DEFAULT_INSTRUCTION",
-    "GRADERS",
-    "BenchmarkMetrics",
-    "ChoiceOrder",
-    "EvalItem",
-    "EvalResult",
-    "EvalTask",
-    "Generation",
-    "Generator",
-    "HFGenerator",
-    "MathVerifier",
-    "SamplingParams",
-    "TaskError",
-    "TaskFields",
-    "TaskSpec",
-    "UngradableGold",
-    "VLLMGenerator",
-    "Verdict",
-    "avg_at_k",
-    "default_stop_token_ids",
-    "evaluate",
-    "exclude_ungradable",
-    "get_math_verifier",
-    "grade",
-    "grade_aime",
-    "grade_exact",
-    "grade_file",
-    "grade_math",
-    "grade_mc",
-    "load_task",
-    "load_task_spec",
-    "maj_at_k",
-    "majority_vote",
-    "pass_at_k",
-    "prompt_opens_think",
-    "to_vllm_sampling_kwargs",
-    "validate_gold",
-]
+_EXPORTS = {
+    "BottleneckDetector": "t3s.evals.bottleneck",
+    "BenchmarkCallback": "t3s.evals.callbacks",
+    "Generation": "t3s.evals.generation",
+    "Generator": "t3s.evals.generation",
+    "HFGenerator": "t3s.evals.generation",
+    "SamplingParams": "t3s.evals.generation",
+    "VLLMGenerator": "t3s.evals.generation",
+    "default_stop_token_ids": "t3s.evals.generation",
+    "to_vllm_sampling_kwargs": "t3s.evals.generation",
+    "grade_file": "t3s.evals.grade_cli",
+    "GRADERS": "t3s.evals.graders",
+    "grade": "t3s.evals.graders",
+    "grade_aime": "t3s.evals.graders",
+    "grade_exact": "t3s.evals.graders",
+    "grade_math": "t3s.evals.graders",
+    "grade_mc": "t3s.evals.graders",
+    "validate_gold": "t3s.evals.graders",
+    "MathVerifier": "t3s.evals.mathverify",
+    "get_math_verifier": "t3s.evals.mathverify",
+    "BenchmarkMetrics": "t3s.evals.metrics",
+    "avg_at_k": "t3s.evals.metrics",
+    "maj_at_k": "t3s.evals.metrics",
+    "majority_vote": "t3s.evals.metrics",
+    "pass_at_k": "t3s.evals.metrics",
+    "EvalResult": "t3s.evals.runner",
+    "evaluate": "t3s.evals.runner",
+    "exclude_ungradable": "t3s.evals.runner",
+    "DEFAULT_INSTRUCTION": "t3s.evals.tasks",
+    "ChoiceOrder": "t3s.evals.tasks",
+    "EvalItem": "t3s.evals.tasks",
+    "EvalTask": "t3s.evals.tasks",
+    "TaskError": "t3s.evals.tasks",
+    "TaskFields": "t3s.evals.tasks",
+    "TaskSpec": "t3s.evals.tasks",
+    "load_task": "t3s.evals.tasks",
+    "load_task_spec": "t3s.evals.tasks",
+    "prompt_opens_think": "t3s.evals.tasks",
+    "UngradableGold": "t3s.evals.verdict",
+    "Verdict": "t3s.evals.verdict",
+    "evaluate_checkpoints": "t3s.evals.offline",
+    "plan_evaluation": "t3s.evals.offline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 't3s.evals' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 Curve = tuple[Sequence[int], Sequence[float]]
+
+
+def _figure() -> Figure:
+    # A bare Figure (no pyplot): no global backend to set, nothing kept alive in pyplot's registry.
+    return Figure(figsize=(8, 4.5), dpi=100)
 
 
 def curve_figure(
@@ -22,7 +23,8 @@ def curve_figure(
 ) -> Figure:
     """Training loss (left axis) and accuracy per task (right axis) against step, θ_b marked."""
     steps, values = _as_curve(loss)
-    fig, ax_loss = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig = _figure()
+    ax_loss = fig.subplots()
     if steps:
         ax_loss.plot(steps, values, color="tab:gray", lw=1.2, label="train loss")
     ax_loss.set_xlabel("optimizer step")
@@ -45,14 +47,18 @@ def curve_figure(
 
 
 def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
-                      bottlenecks: Mapping[str, int | None] | None = None) -> Figure:
-    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked in its colour."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+                      bottlenecks: Mapping[str, int | None] | None = None, baseline: float | None = None) -> Figure:
+    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked (dashed, labelled) in its colour;
+    ``baseline`` (θ_0's accuracy, shared by the runs) as a grey dotted line."""
+    fig = _figure()
+    ax = fig.subplots()
+    if baseline is not None:
+        ax.axhline(baseline, color="0.5", ls=":", lw=1.2, label=f"θ_0 ({baseline:.2f})")
     for i, (run, (s, v)) in enumerate(curves.items()):
         ax.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=run)
         step = (bottlenecks or {}).get(run)
         if step is not None:
-            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7)
+            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7, label=f"θ_b of {run} (step {step})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -70,7 +76,8 @@ def _as_curve(points: Sequence[tuple[int, float]] | Curve) -> Curve:
 
 def method_seed_figure(curves: Mapping[tuple[str, int], Curve], *, ylabel: str, title: str) -> Figure:
     """One colour per method, one line style per seed (the multi-seed comparison)."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig = _figure()
+    ax = fig.subplots()
     methods = list(dict.fromkeys(m for m, _ in curves))
     seeds = list(dict.fromkeys(s for _, s in curves))
     styles = ["-", "--", ":", "-."]

@@ -35,6 +35,7 @@ from t3s.evals.generation import SamplingParams
 from t3s.evals.task import EvalTask, prompt_opens_think
 from t3s.evals.task_spec import DEFAULT_INSTRUCTION, ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
 from t3s.ops.hashing import stable_seed
+from t3s.resources import packaged_tasks_dir
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -84,7 +85,7 @@ def task_search_dirs(tasks_dir: str | os.PathLike[str] | None = None) -> list[Pa
         dirs.append(Path(tasks_dir))
     if os.environ.get(TASKS_DIR_ENV):
         dirs.append(Path(os.environ[TASKS_DIR_ENV]))
-    dirs.append(Path(__file__).resolve().parents[2] / "benchmarks" / "tasks")
+    dirs.append(packaged_tasks_dir())
     return dirs
 
 
@@ -93,8 +94,8 @@ def find_task_file(
 ) -> Path:
     """Resolve a task name (``benchmarks/tasks/<name>.yaml``) or a YAML path to a file.
 
-    Bare names are looked up in ``tasks_dir``, then ``$T3S_TASKS_DIR``, then the repository's
-    ``benchmarks/tasks`` (located relative to the package).
+    Bare names are looked up in ``tasks_dir``, then ``$T3S_TASKS_DIR``, then the tasks shipped in the
+    package (``t3s/tasks``, which a checkout also shows as ``benchmarks/tasks``).
     """
     text = str(name_or_path)
     path = Path(text).expanduser()

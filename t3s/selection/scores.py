@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from t3s.ops.files import make_shareable
+
 SCORES_FILE = "scores.safetensors"
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
@@ -76,6 +78,7 @@ class ScoreCache:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (SCORES_FILE + ".tmp")
         save_file({"base": self.base, "bottleneck": self.bottleneck, "offsets": self.offsets}, str(tmp))
+        make_shareable(tmp)
         tmp.replace(directory / SCORES_FILE)
         write_json_atomic(directory / META_FILE, self.meta)
 

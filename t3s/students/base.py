@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import math
 import time
-import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +38,6 @@ from t3s.students.sharding import (
 )
 
 log = logging.getLogger(__name__)
-
-# Students step their optimizer by hand (one step batch = one step); checkpoints are meant to hold the
-# state after that step, which is what Lightning warns about for manual optimization.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 @dataclass

@@ -14,6 +14,8 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from t3s.ops.files import make_shareable
+
 HF_DIRNAME = "hf"
 
 
@@ -55,9 +57,7 @@ def save_hf_folder(
         values = json.loads(config.read_text())
         values["dtype"] = str(dtype).removeprefix("torch.")
         config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    for path in tmp.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    tmp.chmod(0o755)
+    make_shareable(tmp)
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         directory.rename(old)

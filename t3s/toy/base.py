@@ -7,29 +7,30 @@ tokenizer and the seed, so only the first run pays for it.
 
 In a config, ``${toy_base:DIR}`` resolves to the cached base for the toy world written in ``DIR``
 (``student_traces.jsonl`` and ``tokenizer/``); further arguments override the recipe, e.g.
-``${toy_base:configs/data/tiny,{steps:200,seed:1}}``.
+``${toy_base:data/tiny,{steps:200,seed:1}}``. A relative ``DIR`` is relative to the folder of the config
+file it is written in (jsonargparse parses a config file from its folder), or to the working directory
+when given on the command line. The resolvers are opt-in: :func:`register_resolvers` (the command line
+calls it at start), so resolving an interpolation in other code never pretrains a model by surprise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
-
-# jsonargparse parses a config with the working directory set to the config's folder; relative paths in
-# ``${toy_base:...}`` mean the directory the command was launched from, like every other path in a config.
-_LAUNCH_DIR = Path.cwd()
 
 #: Bump when the pretraining code changes in a way that changes the weights.
 RECIPE_VERSION = 1
@@ -73,7 +74,10 @@ class BaseRecipe:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("T3S_CACHE", Path.home() / ".cache" / "t3s"))
+    """``$T3S_CACHE``, else ``$XDG_CACHE_HOME/t3s``, else ``~/.cache/t3s``: toy worlds and their θ_0."""
+    if os.environ.get("T3S_CACHE"):
+        return Path(os.environ["T3S_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "t3s"
 
 
 def _fingerprint(world_dir: Path, recipe: BaseRecipe) -> str:
@@ -105,14 +109,33 @@ def _build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Pat
     """``target`` once it holds ``marker``; otherwise ``build`` it into a staging folder, renamed into place
     (under a file lock, so concurrent runs build it once and never see a half-written folder)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another process that is building %s", target)
+        lock.acquire()
+    try:
         if not (target / marker).is_file():
             staging = target.with_name(target.name + ".tmp")
             if staging.exists():
                 shutil.rmtree(staging)
             build(staging)
             staging.rename(target)
+    finally:
+        lock.release()
     return target
+
+
+def _progress_bar() -> Any:
+    """The θ_0 build's progress bar, saying what it builds rather than Lightning's ``Epoch 4/-2``."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class PretrainProgress(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "pretraining toy θ_0"
+
+    return PretrainProgress()
 
 
 def _pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
@@ -142,8 +165,11 @@ def _pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
         trainer = L.Trainer(
             max_steps=recipe.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
             enable_model_summary=False, default_root_dir=tmp, log_every_n_steps=50,
+            callbacks=[_progress_bar()],
         )
-        trainer.fit(student, datamodule=data)
+        # on stderr: this runs while a config is parsed, and ``--print_config`` prints the config on stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(student, datamodule=data)
         final = Path(tmp) / "hf" / f"step_{recipe.steps}"
         shutil.copytree(final, out)
     (out / "t3s_base_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
@@ -153,7 +179,7 @@ def resolve_base(world_dir: str, overrides: dict[str, Any] | None = None) -> str
     """OmegaConf resolver ``${toy_base:DIR}`` or ``${toy_base:DIR,{steps:60,seed:1}}`` → path of the cached θ_0."""
     path = Path(world_dir)
     recipe = BaseRecipe(**dict(overrides or {}))
-    return str(pretrained_base(path if path.is_absolute() else _LAUNCH_DIR / path, recipe))
+    return str(pretrained_base(path.expanduser().resolve(), recipe))
 
 
 def world_dir(preset: str) -> Path:
@@ -168,3 +194,12 @@ def world_dir(preset: str) -> Path:
 def resolve_world(preset: str) -> str:
     """OmegaConf resolver ``${toy_world:PRESET}`` → directory of the written toy world."""
     return str(world_dir(preset))
+
+
+def register_resolvers() -> None:
+    """Register ``${toy_world:PRESET}`` and ``${toy_base:DIR[,{recipe}]}`` with OmegaConf (idempotent)."""
+    from omegaconf import OmegaConf
+
+    register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+    register("toy_base", resolve_base, replace=True)
+    register("toy_world", resolve_world, replace=True)

@@ -1,0 +1,222 @@
+"""LightningCLI for the training commands (``fit``, ``validate``, ``test``, ``predict``).
+
+:mod:`t3s.cli` dispatches here only for those commands, so the analysis commands and ``t3s --help`` do
+not pay for importing torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import ArgumentError
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from t3s.data import TeacherTraceDataModule
+from t3s.recipe import (
+    PhaseFactory,
+    Recipe,
+    RecipeError,
+    RecipePaused,
+    find_recipe_root,
+    missing_scores,
+    run_online,
+    with_atomic_checkpoints,
+)
+from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
+
+#: ``data`` options that name files; relative values are anchored at the config file's folder.
+DATA_PATH_KEYS = ("path", "tokenizer", "val_path")
+
+
+class T3SCLI(LightningCLI):
+    """LightningCLI with the data module's tokenizer handed to the student.
+
+    With ``run=False`` it parses the ``fit`` options alone (plus ``--ckpt_path``): :func:`fit_command`
+    then decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
+    """
+
+    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+        self.fit_only = not run
+        super().__init__(*args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
+        if self.fit_only:
+            parser.add_argument("--ckpt_path", type=str | None, default=None,
+                                help="checkpoint to resume from (a path, or 'last'; the recipe resumes with 'last')")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
+        self._check_option_names(args)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise UsageError(usage_error_line(str(err), self._known_options())) from None
+
+    def _known_options(self) -> list[str]:
+        parsers = [self.parser, *getattr(self, "_subcommand_parsers", {}).values()]
+        return sorted({o for p in parsers for o in p._option_string_actions if o.startswith("--")})
+
+    def _check_option_names(self, args: Any) -> None:
+        """Reject an unknown ``--trainer.*`` / ``--data.*`` option before the config is loaded: loading resolves
+        its interpolations, which can build a toy θ_0 (minutes) before jsonargparse reaches the typo."""
+        if not isinstance(args, list):
+            return
+        known = set(self._known_options())
+        # options under these accept any sub-key (a class picked by class_path decides); the groups with a
+        # fixed signature (--trainer, --data) do not
+        open_prefixes = [o for o in known if o not in ("--trainer", "--data")]
+        for arg in args:
+            if not arg.startswith("--") or arg == "--":
+                continue
+            option = arg.split("=", 1)[0]
+            if option in known or any(option.startswith(p + ".") for p in open_prefixes):
+                continue
+            if option.startswith(("--trainer.", "--data.")):
+                raise UsageError(usage_error_line(f"unrecognized arguments: {option}", sorted(known)))
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a config they reject (a GPU option on a CPU machine, an unknown
+        strategy or attention kernel, a model that is neither a folder nor a hub id) is one line."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, OSError, ImportError, RuntimeError) as err:
+            if os.environ.get(DEBUG_ENV) or isinstance(err, user_errors()):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"the config does not build ({type(err).__name__}): {first}") from err
+
+    def before_instantiate_classes(self) -> None:
+        """Relative data paths written in a config file mean that file's folder (when the file is there)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        anchor_data_paths(config, [Path(str(p.absolute)) for p in config.get("config") or []])
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        return prepare_trainer(super().instantiate_trainer(**kwargs))
+
+
+def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
+    """Every CLI trainer: atomic single-file checkpoints and a step-based progress bar."""
+    return _with_step_progress_bar(with_atomic_checkpoints(trainer))
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar for step-based runs: ``Epoch 9`` rather than ``Epoch 9/-2`` when
+    ``max_epochs`` is unbounded, and no ``v_num`` (a recipe phase's version is a name: ``v_num: robe``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
+    """Swap Lightning's default rich bar (not one the config chose) for :class:`StepProgressBar`."""
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) is RichProgressBar:
+            trainer.callbacks[i] = StepProgressBar()
+    return trainer
+
+
+
+def fit_command(args: Sequence[str]) -> None:
+    """``t3s fit``: plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet — then the
+    online variant (``T3S(online=true)``) or the multi-phase recipe (probe → θ_b → score → restart)."""
+    cli = train_cli(args, run=False)
+    student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
+    selection = getattr(student, "selection", None)
+    if not missing_scores(selection):
+        cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+    elif getattr(selection, "online", False):
+        run_online(cli.trainer, student, datamodule, ckpt_path)
+    else:
+        if ckpt_path not in (None, "last"):
+            raise RecipeError("the T3S recipe resumes with --ckpt_path last (each phase from its own last checkpoint)")
+        logger_config = getattr(cli.config.trainer.get("logger"), "init_args", None)
+        version_given = getattr(logger_config, "version", None) is not None
+        resume = ckpt_path == "last"
+        root = recipe_root(cli.trainer, resume=resume and not version_given)
+        phases = PhaseFactory(cli.parser, cli.config, root, prepare_trainer=prepare_trainer)
+        try:
+            Recipe(phases, resume=resume).run()
+        except RecipePaused as paused:
+            print(f"paused: {paused}", file=sys.stderr)
+
+
+def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
+    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it. ``resume``
+    picks the newest such folder that holds a ``recipe.json`` instead of the next free version."""
+    logger = trainer.logger
+    if isinstance(logger, TensorBoardLogger):
+        if resume:
+            return find_recipe_root(logger.root_dir)
+        return Path(logger.log_dir)
+    return Path(trainer.default_root_dir) / "t3s_recipe"
+
+
+def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -> Callable[[int], PhaseFactory]:
+    """``t3s compare``: the phase factory of each seed (data order and evaluation sampling set to the seed)."""
+
+    def build(seed: int) -> PhaseFactory:
+        cli = train_cli(["--config", config, *overrides, f"--seed_everything={seed}", f"--data.seed={seed}"],
+                        run=False)
+        return PhaseFactory(cli.parser, cli.config, Path(output) / f"seed_{seed}",
+                            prepare_trainer=prepare_trainer)
+
+    return build
+
+
+def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
+    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` that exist relative to a config file's
+    folder (the last file first) as absolute paths; anything else (hub ids, cwd-relative paths) is kept."""
+    for key in DATA_PATH_KEYS:
+        value = config.get(f"data.{key}")
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        for file in reversed(config_files):
+            candidate = file.parent / value
+            if candidate.exists():
+                config[f"data.{key}"] = str(candidate.resolve())
+                if key == "tokenizer" and config.get("model.init_args.tokenizer") == value:  # the linked copy
+                    config["model.init_args.tokenizer"] = str(candidate.resolve())
+                break
+
+
+def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
+    """The LightningCLI entry point: ``validate`` / ``test`` / ``predict`` subcommands, or, with ``run=False``,
+    the ``fit`` options alone (``args`` without the subcommand; see :func:`fit_command`).
+
+    Process-wide settings (warning filters, the toy resolvers) are made by :func:`t3s.cli.configure_process`.
+    """
+    given = list(sys.argv[1:] if args is None else args)
+    parser_kwargs: dict[str, Any] = {"prog": "t3s" if run else "t3s fit", "parser_mode": "omegaconf",
+                                     "allow_abbrev": False, "exit_on_error": False}
+    default = default_config_for(given if run else ["fit", *given])
+    if default is not None and run:
+        parser_kwargs[given[0]] = {"default_config_files": [str(default)]}
+    elif default is not None:
+        parser_kwargs["default_config_files"] = [str(default)]
+    return T3SCLI(
+        model_class=L.LightningModule,
+        datamodule_class=TeacherTraceDataModule,
+        subclass_mode_model=True,
+        save_config_kwargs={"overwrite": True},
+        # the students build their optimizer from their own arguments (lr, betas, schedule, …);
+        # LightningCLI's --optimizer / --lr_scheduler would be offered and then fail
+        auto_configure_optimizers=False,
+        parser_kwargs=parser_kwargs,
+        args=given,
+        run=run,
+    )

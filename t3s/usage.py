@@ -1,0 +1,129 @@
+"""What the command line tells a user who made a mistake: the error kinds printed as one line (exit 2),
+"did you mean" suggestions, and which config runs when none is named. Standard library only at import,
+shared by the dispatcher (:mod:`t3s.cli`) and the LightningCLI commands (:mod:`t3s.train_cli`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from t3s.resources import packaged_configs_dir
+
+#: The config ``fit``/``validate``/``test`` run when no ``--config`` is given.
+DEFAULT_CONFIG_NAME = "toy"
+
+#: Set ``T3S_DEBUG=1`` to get the full traceback of a user error instead of its one line.
+DEBUG_ENV = "T3S_DEBUG"
+
+
+class ConfigError(ValueError):
+    """A config file (or a section of it) that does not parse."""
+
+
+class UsageError(ValueError):
+    """A command line that does not parse (unknown option, wrong type): printed as one line, exit code 2."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: printed as one line, exit code 2.
+
+    Imported lazily: the modules defining them import torch, and ``t3s grade`` should not.
+    """
+    # ImportError: an optional package a config asks for (flash-attn, vllm) is missing; raised when the
+    # model is built inside fit, so instantiate-time wrapping does not see it
+    errors: list[type[BaseException]] = [ConfigError, UsageError, FileNotFoundError, ImportError]
+    lazy = {
+        "t3s.data": "TraceDataError",
+        "t3s.selection": "SelectionError",
+        "t3s.selection.scores": "ScoreCacheError",
+        "t3s.data.rows": "DataFileError",
+        "t3s.evals.offline": "EvaluationError",
+        "t3s.scoring.scorer": "TokenizerMismatchError",
+        "t3s.analysis.rrt": "CheckpointLayoutError",
+        "t3s.recipe": "RecipeError",
+        "t3s.students.diffusion": "DiffusionStudentError",
+        "lightning.fabric.utilities.exceptions": "MisconfigurationException",
+    }
+    for module_name, name in lazy.items():
+        module = sys.modules.get(module_name)  # only modules the command imported can have raised
+        if module is not None and hasattr(module, name):
+            errors.append(getattr(module, name))
+    return tuple(errors)
+
+
+def default_config_for(args: Sequence[str]) -> Path | None:
+    """The shipped default config when ``fit``/``validate``/``test`` run without ``--config`` (and without a
+    help request, so ``fit --model.help t3s.ARStudent`` does not build the demo's θ_0 first)."""
+    if not args or args[0] not in ("fit", "validate", "test"):
+        return None
+    for a in args[1:]:
+        if a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") or a.endswith(".help") \
+                or ".help=" in a:
+            return None
+    return packaged_configs_dir() / f"{DEFAULT_CONFIG_NAME}.yaml"
+
+
+def usage_error_line(message: str, known_options: Sequence[str]) -> str:
+    """jsonargparse's parse error (several lines, nested per class) → one line naming the key, with a suggestion."""
+    message = message.split("error:", 1)[-1].strip() if "error:" in message else message.strip()
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        option = unknown.group(1).split("=", 1)[0]
+        return f"unknown option {option}{_did_you_mean(option, known_options)}"
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    key = ".init_args.".join(keys) if keys else ""
+    rejected = re.search(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
+    if rejected:
+        class_path, option = rejected.groups()
+        full = f"{key}.init_args.{option}" if key else option
+        return f"unknown option {full}: {class_path} has no argument {option!r}" + _did_you_mean(
+            option, _init_parameters(class_path))
+    missing_class = re.search(r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?",
+                              message)
+    if missing_class and "not accessible" in message:
+        given = re.search(r"Expected a path but (\S+) either not accessible", message)
+        name = given.group(1) if given else missing_class.group(1)
+        return f"{key or 'value'}: no class {name!r}" + _class_choices(key)
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
+    noise = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+             "Expected a <class 'NoneType'>", "Given value:")
+    kept = [line for line in lines if line and not line.startswith(noise)]
+    return " ".join(kept) if kept else message
+
+
+def _class_choices(key: str) -> str:
+    """For a ``selection`` key: the strategies one can name (short names work, e.g. ``T3S``)."""
+    if not key.endswith("selection"):
+        return ""
+    import t3s.selection as selection
+
+    names = [n for n in selection.__all__ if isinstance(getattr(selection, n), type)
+             and issubclass(getattr(selection, n), selection.TokenSelectionStrategy)
+             and n != "TokenSelectionStrategy"]
+    return f"; strategies: {', '.join(f't3s.selection.{n}' for n in names)}"
+
+
+def _did_you_mean(given: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(given, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    from jsonargparse.typing import import_object
+
+    try:
+        cls = import_object(class_path)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []  # a family's own arguments, then those it forwards to its base with **kwargs
+    for klass in getattr(cls, "__mro__", [cls]):
+        if "__init__" in vars(klass):
+            for name, param in inspect.signature(klass.__init__).parameters.items():
+                if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                    names.append(name)
+    return list(dict.fromkeys(names))
