@@ -24,6 +24,7 @@ STEPS=(
   "fixed_1.7b | train_throughput.py --device cuda --model qwen3-1.7b --data fixed --traces 4 --max-length 8192 --cycles 3"
   "8b_t3s     | train_throughput.py --device cuda --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt --contenders t3s_full t3s_masked --cycles 2"
   "8b_hf      | the same with --contenders hf_plain (one 8B model with Adam at a time fits)"
+  "fsdp2_1gpu | python -m t3s fit --config configs/tiny.yaml on ModelParallelStrategy (FSDP2), 1 GPU, bf16 compute, 10 steps, inline evaluation on gathered weights"
   "score_32k  | train_throughput.py --device cuda --model qwen3-1.7b --score-only --score-length 32768 (no-grad, bf16, chunked c_t: tok/s and peak memory)"
   "combine    | merge every step's JSON into $RESULTS/gpu_check.json"
 )
@@ -64,6 +65,9 @@ run 8b_t3s 150 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192
   --contenders t3s_full t3s_masked --cycles 2 --json "$WORK/8b_t3s.json"
 run 8b_hf 150 $BENCH --model qwen3-8b --data fixed --traces 2 --max-length 8192 --precision bf16-true --grad-ckpt \
   --contenders hf_plain --cycles 2 --json "$WORK/8b_hf.json"
+run fsdp2_1gpu 150 $PY -m t3s fit --config configs/tiny.yaml --trainer.accelerator=gpu --trainer.devices=1 \
+  --trainer.strategy.class_path=ModelParallelStrategy --model.init_args.fsdp_param_dtype=bfloat16 \
+  --trainer.max_steps=10 --trainer.default_root_dir="$WORK/fsdp2" --trainer.logger.init_args.save_dir="$WORK/fsdp2"
 run score_32k 60 $BENCH --model qwen3-1.7b --score-only --score-length 32768 --json "$WORK/score_32k.json"
 
 $PY - "$WORK" "$RESULTS/gpu_check.json" <<'PY'

@@ -11,7 +11,7 @@ import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
@@ -51,6 +51,9 @@ class T3SCLI(LightningCLI):
         if self.fit_only:
             parser.add_argument("--ckpt_path", type=str | None, default=None,
                                 help="checkpoint to resume from (a path, or 'last'; the recipe resumes with 'last')")
+            parser.add_argument("--eval_mode", type=Literal["inline", "subprocess", "defer"] | None, default=None,
+                                help="set the mode of every BenchmarkCallback: inline, subprocess or defer "
+                                     "(then run `t3s evaluate RUN_DIR`)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
@@ -97,6 +100,8 @@ class T3SCLI(LightningCLI):
         """Relative data paths written in a config file mean that file's folder (when the file is there)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         anchor_data_paths(config, [Path(str(p.absolute)) for p in config.get("config") or []])
+        if config.get("eval_mode"):
+            set_benchmark_mode(config, config.eval_mode)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         return prepare_trainer(super().instantiate_trainer(**kwargs))
@@ -176,6 +181,13 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
                             prepare_trainer=prepare_trainer)
 
     return build
+
+
+def set_benchmark_mode(config: Any, mode: str) -> None:
+    """``--eval_mode``: the ``mode`` of every ``BenchmarkCallback`` in ``trainer.callbacks``."""
+    for callback in config.get("trainer.callbacks") or []:
+        if str(getattr(callback, "class_path", "")).endswith("BenchmarkCallback"):
+            callback.init_args.mode = mode
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:

@@ -101,7 +101,8 @@ def make_student(data, **kw) -> ARStudent:
     data.setup("fit")
     kw.setdefault("lr", 1e-3)
     kw.setdefault("max_grad_norm", None)
-    return ARStudent(model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw)
+    kw.setdefault("model_config", tiny_model_config(len(data.tokenizer)))
+    return ARStudent(tokenizer=data.tokenizer.name_or_path, **kw)
 
 
 def tiny_trace_data(world: Path, packing: bool, **kw):

@@ -7,7 +7,7 @@ import logging
 import lightning as L
 import pytest
 import torch
-from conftest import Record, make_data, make_student, make_trainer
+from conftest import Record, make_data, make_student, make_trainer, tiny_model_config
 from transformers import AutoModelForCausalLM
 
 from t3s.selection import T3S, FullSFT, RandomMask
@@ -173,3 +173,22 @@ def test_optimizer_options_reach_adamw(tiny_world, tmp_path):
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
     assert decay["eps"] == 1e-3 and decay["betas"] == (0.8, 0.9)
+
+
+def test_selective_activation_checkpointing_recomputes_every_nth_layer_with_the_same_gradients(tiny_world):
+    data = make_data(tiny_world)
+    mb = next(iter(data.train_dataloader()))["micro_batches"][0]
+    grads, flags = [], []
+    for kw in ({}, {"gradient_checkpointing": True, "checkpoint_every_n_layers": 2}):
+        student = make_student(data, model_config=tiny_model_config(len(data.tokenizer), num_hidden_layers=4), **kw)
+        student.configure_model()
+        student.model.train()
+        flags.append([getattr(layer, "gradient_checkpointing", False) for layer in student.model.model.layers])
+        (item,) = student.plan_step({"micro_batches": [mb]}).passes
+        loss, _ = student.pass_loss(item)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in student.model.named_parameters() if p.grad is not None})
+    assert flags == [[False] * 4, [True, False, True, False]]
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6, rtol=1e-5), name

@@ -84,12 +84,12 @@ def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
         assert capsys.readouterr().err.startswith("error: ")
 
 
-def small_toy_config(tmp_path: Path, mode: str, steps: int = 20) -> Path:
+def small_toy_config(tmp_path: Path, steps: int = 20) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=steps, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
-    bench.update(tasks=[], mode=mode)
+    bench.update(tasks=[])
     path = tmp_path / "toy-small.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -98,8 +98,8 @@ def small_toy_config(tmp_path: Path, mode: str, steps: int = 20) -> Path:
 @pytest.mark.slow
 def test_deferred_recipe_pauses_for_evaluate_then_resumes_with_ckpt_path_last(tmp_path, capsys):
     """The acceptance path: defer → `t3s evaluate <probe> --devices 2` → the same command + --ckpt_path last."""
-    config = small_toy_config(tmp_path, "defer")
-    main(["fit", "--config", str(config)])
+    config = small_toy_config(tmp_path)
+    main(["fit", "--config", str(config), "--eval_mode", "defer"])
     root = tmp_path / "recipe" / "version_0"
     assert "paused: the probe's evaluations are deferred" in capsys.readouterr().err
     assert json.loads((root / "recipe.json").read_text())["probe_done"] is True
@@ -110,7 +110,7 @@ def test_deferred_recipe_pauses_for_evaluate_then_resumes_with_ckpt_path_last(tm
     steps, accuracy = read_scalars(root / "probe", "bench/train/avg@1")
     assert steps == [0, 5, 10, 15, 20] and accuracy[0] - min(accuracy) >= 0.2  # the shock, evaluated afterwards
 
-    main(["fit", "--config", str(config), "--ckpt_path", "last"])
+    main(["fit", "--config", str(config), "--eval_mode", "defer", "--ckpt_path", "last"])
     state = json.loads((root / "recipe.json").read_text())
     assert state["bottleneck_step"] == steps[accuracy.index(min(accuracy))] and state["masked_done"]
     assert (root / "report" / "report.md").is_file()

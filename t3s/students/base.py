@@ -102,6 +102,9 @@ class StudentModule(L.LightningModule):
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
         dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
         gradient_checkpointing: recompute decoder activations in backward to save memory.
+        checkpoint_every_n_layers: with ``gradient_checkpointing``, recompute only every N-th decoder layer
+            (selective activation checkpointing: ``2`` keeps the activations of half the layers, a middle
+            ground between speed and memory; ``1``: every layer).
         attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``;
             ``None``: the model's default). Packed rows need one that honours restarting ``position_ids``
             (all three do in transformers>=5).
@@ -141,6 +144,7 @@ class StudentModule(L.LightningModule):
         max_grad_norm: float | None = 1.0,
         dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
         gradient_checkpointing: bool = False,
+        checkpoint_every_n_layers: int = 1,
         attn_implementation: str | None = "sdpa",
         logprob_chunk_size: int = 2048,
         trust_remote_code: bool = False,
@@ -185,6 +189,7 @@ class StudentModule(L.LightningModule):
         hp = self.hparams
         if hp.gradient_checkpointing:  # per decoder layer
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            select_checkpointed_layers(self.model, hp.get("checkpoint_every_n_layers", 1))
         if self.device_mesh is not None:
             self._sharded = [
                 shard_model(
@@ -450,6 +455,22 @@ class StudentModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
+
+
+def select_checkpointed_layers(model: torch.nn.Module, every_n: int) -> list[bool]:
+    """Keep activation checkpointing on every ``every_n``-th decoder layer only (selective checkpointing).
+
+    Acts on transformers' per-layer ``gradient_checkpointing`` flags (set by ``gradient_checkpointing_enable``);
+    returns the flag of each decoder layer.
+    """
+    if every_n < 1:
+        raise ValueError(f"checkpoint_every_n_layers must be >= 1, got {every_n}")
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = layer.gradient_checkpointing and index % every_n == 0
+    return [layer.gradient_checkpointing for layer in layers]
 
 
 def make_schedule(kind: str, warmup: int, total: int, min_ratio: float):
