@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,8 +94,7 @@ class T3SCLI(LightningCLI):
         except (ValueError, OSError, ImportError, RuntimeError) as err:
             if os.environ.get(DEBUG_ENV) or isinstance(err, user_errors()):
                 raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ConfigError(f"the config does not build ({type(err).__name__}): {first}") from err
+            raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
     def before_instantiate_classes(self) -> None:
         """Relative data paths written in a config file mean that file's folder (when the file is there)."""
@@ -102,6 +102,8 @@ class T3SCLI(LightningCLI):
         anchor_data_paths(config, [Path(str(p.absolute)) for p in config.get("config") or []])
         if config.get("eval_mode"):
             set_benchmark_mode(config, config.eval_mode)
+        if self.fit_only and config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
+            resume_in_place(config, check_checkpoint_file(config.ckpt_path))
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         return prepare_trainer(super().instantiate_trainer(**kwargs))
@@ -181,6 +183,46 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
                             prepare_trainer=prepare_trainer)
 
     return build
+
+
+def build_error_line(err: BaseException) -> str:
+    """The informative line of an instantiation error: jsonargparse wraps a class's own ``ValueError`` in a
+    "Does not validate against any of the Union subtypes" report whose ``Errors:`` list holds it."""
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    if "Errors:" in lines:
+        reasons = [line.lstrip("- ").strip() for line in lines[lines.index("Errors:") + 1:] if line.startswith("- ")]
+        reasons = [r for r in reasons if not r.startswith("Expected a <class 'NoneType'>")]
+        if reasons:
+            return reasons[0]
+    return f"({type(err).__name__}) {lines[0]}" if lines else type(err).__name__
+
+
+def check_checkpoint_file(ckpt_path: str) -> Path:
+    """``--ckpt_path``: a checkpoint that exists and is whole (a Lightning file is a zip archive whose
+    directory sits at its end, so a truncated or foreign file is refused before any model is built)."""
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise ConfigError(f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({err}); "
+                              "truncated or not a checkpoint") from None
+    return path
+
+
+def resume_in_place(config: Any, checkpoint: Path) -> None:
+    """A run resumed from ``…/version_<k>/checkpoints/…`` logs into ``version_<k>`` again (one curve, one
+    ``hf/``), unless the config names a logger version itself."""
+    logger_args = getattr(config.get("trainer.logger"), "init_args", None)
+    if logger_args is None or getattr(logger_args, "version", None) is not None:
+        return
+    for parent in checkpoint.resolve().parents:
+        if parent.name.startswith("version_") and parent.name[8:].isdigit():
+            logger_args.version = int(parent.name[8:])
+            return
 
 
 def set_benchmark_mode(config: Any, mode: str) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 
+from t3s.cli import main
 from t3s.data import TeacherTraceDataModule
 from t3s.students import ARStudent
 from t3s.students.checkpoints import AtomicCheckpointIO
@@ -144,3 +146,33 @@ def tiny_score_caches(tiny_world, tmp_path_factory) -> dict[bool, str]:
         score(data, base, bottleneck, root / f"scores-{packing}", device="cpu")
         out[packing] = str(root / f"scores-{packing}")
     return out
+
+
+def random_model_config(tmp_path: Path, folder: str = "cfg", relative_data: bool = False) -> Path:
+    """A 1-step config with a random tiny student (no θ_0 to build), written under ``tmp_path/folder``."""
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["trainer"].update(max_steps=1, default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False,
+                          callbacks=[])
+    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path / "runs"), name="sft")
+    cfg["model"]["init_args"].pop("model")
+    cfg["model"]["init_args"]["model_config"] = tiny_model_config(128)  # the tiny world has 73 tokens
+    where = tmp_path / folder
+    where.mkdir(parents=True, exist_ok=True)
+    if relative_data:
+        (where / "world").symlink_to(TINY_WORLD)
+        data = {"path": "world/teacher_traces.jsonl", "tokenizer": "world/tokenizer"}
+    else:
+        data = {"path": str(TINY_WORLD / "teacher_traces.jsonl"), "tokenizer": str(TINY_WORLD / "tokenizer")}
+    cfg["data"].update(**data, limit=16, global_batch_size=8, micro_batch_size=8)
+    path = where / "random.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def error_of(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-from conftest import REPO, TINY_WORLD, tiny_model_config
+from conftest import REPO, error_of, random_model_config
 
 from t3s.cli import help_text, load_datamodule, main
 from t3s.resources import find_config, packaged_configs, packaged_configs_dir, packaged_tasks_dir
@@ -24,36 +23,6 @@ def python(code: str, cwd: Path | None = None) -> str:
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
-
-
-def random_model_config(tmp_path: Path, folder: str = "cfg", relative_data: bool = False) -> Path:
-    """A 1-step config with a random tiny student (no θ_0 to build), written under ``tmp_path/folder``."""
-    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    cfg["trainer"].update(max_steps=1, default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False,
-                          callbacks=[])
-    cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path / "runs"), name="sft")
-    cfg["model"]["init_args"].pop("model")
-    cfg["model"]["init_args"]["model_config"] = tiny_model_config(128)  # the tiny world has 73 tokens
-    where = tmp_path / folder
-    where.mkdir(parents=True, exist_ok=True)
-    if relative_data:
-        (where / "world").symlink_to(TINY_WORLD)
-        data = {"path": "world/teacher_traces.jsonl", "tokenizer": "world/tokenizer"}
-    else:
-        data = {"path": str(TINY_WORLD / "teacher_traces.jsonl"), "tokenizer": str(TINY_WORLD / "tokenizer")}
-    cfg["data"].update(**data, limit=16, global_batch_size=8, micro_batch_size=8)
-    path = where / "random.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def error_of(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) >= 1 and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
-    return err[-1]
 
 
 def test_help_lists_every_command_with_a_line_and_loads_no_torch():

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from t3s.ops.files import make_shareable
+from t3s.ops.hf_folders import check_finite, check_hf_folder
 
 _INDEX = "model.safetensors.index.json"
 _SINGLE = "model.safetensors"
@@ -54,6 +55,8 @@ class _LazyTensors:
 
 def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path) -> Path:
     """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0)."""
+    for folder in (base, bottleneck, final):
+        check_hf_folder(folder)
     base_t, bott_t, final_t = _LazyTensors(base), _LazyTensors(bottleneck), _LazyTensors(final)
     names = set(base_t.map)
     for label, other in (("bottleneck", bott_t), ("final", final_t)):
@@ -80,6 +83,8 @@ def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Pat
                 t0, tb, tf = base_t.get(name), bott_t.get(name), final_t.get(name)
                 if not (t0.shape == tb.shape == tf.shape):
                     raise CheckpointLayoutError(f"tensor '{name}' has shapes {t0.shape}, {tb.shape}, {tf.shape}")
+                for source, tensor in ((base, t0), (bottleneck, tb), (final, tf)):
+                    check_finite([(name, tensor)], source)
                 if t0.is_floating_point():
                     out[name] = (t0.float() + (tf.float() - tb.float())).to(t0.dtype)
                 else:

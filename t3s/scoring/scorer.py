@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
+from t3s.ops.hf_folders import CheckpointError, check_finite, check_hf_folder, looks_local
 from t3s.selection.scores import SUMMARY_FILE, ScoreCache, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,17 @@ def checkpoint_logprobs(
     trust_remote_code: bool = False,
 ) -> torch.Tensor:
     """Teacher-forced c_t of every trained token under one checkpoint, flat and aligned with ``offsets``."""
+    if looks_local(checkpoint):
+        check_hf_folder(checkpoint)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(checkpoint), dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
         ).to(device)
     except OSError as err:
         raise FileNotFoundError(f"cannot load checkpoint '{checkpoint}': {str(err).splitlines()[0]}") from None
+    except (RuntimeError, ValueError) as err:  # e.g. weights whose shapes do not match config.json
+        raise CheckpointError(f"cannot load checkpoint '{checkpoint}': {str(err).strip().splitlines()[0]}") from None
+    check_finite(model.named_parameters(), checkpoint)
     model.eval()
     out = torch.full((int(offsets[-1]),), float("nan"))
     batches = list(batches) if not hasattr(batches, "__len__") else batches

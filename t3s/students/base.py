@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from t3s.ops.causal_lm import DTYPES
+from t3s.ops.hf_folders import check_finite, check_hf_folder, looks_local
 from t3s.ops.speed import adamw_speed_kwargs
 from t3s.selection import FullSFT, TokenSelectionStrategy
 from t3s.students.checkpoints import (
@@ -161,6 +162,19 @@ class StudentModule(L.LightningModule):
             raise self.config_error(f"{name} needs exactly one of `model` (hub id / path) or `model_config`")
         if model_config is not None and "model_type" not in model_config:
             raise self.config_error("model_config needs a 'model_type' key (e.g. 'qwen3')")
+        for key, value, valid, what in (
+            ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
+            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+            ("adam_eps", adam_eps, adam_eps > 0, "a positive number"),
+            ("betas", betas, all(0 <= b < 1 for b in betas), "two numbers in [0, 1)"),
+            ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+            ("max_grad_norm", max_grad_norm, max_grad_norm is None or max_grad_norm > 0, "positive or null"),
+            ("logprob_chunk_size", logprob_chunk_size, logprob_chunk_size >= 1, ">= 1"),
+            ("checkpoint_every_n_layers", checkpoint_every_n_layers, checkpoint_every_n_layers >= 1, ">= 1"),
+        ):
+            if not valid:
+                raise self.config_error(f"model.init_args.{key} must be {what}, got {value!r}")
         self.automatic_optimization = False
         # collects the arguments of the whole constructor chain (a family's own ones included)
         self.save_hyperparameters(ignore=["selection"])
@@ -243,10 +257,14 @@ class StudentModule(L.LightningModule):
                 torch.manual_seed(hp.init_seed)
                 model = AutoModelForCausalLM.from_config(config, **kwargs)
             return model.to(dtype if dtype != "auto" else torch.float32)
+        if looks_local(source):
+            check_hf_folder(source)
         if bidirectional:
             kwargs["config"] = AutoConfig.from_pretrained(source, trust_remote_code=hp.trust_remote_code)
             kwargs["config"].is_causal = False
-        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        check_finite(model.named_parameters(), source)
+        return model
 
     # -------------------------------------------------------------- training
     def plan_step(self, batch: dict[str, Any]) -> StepPlan:
@@ -432,6 +450,8 @@ class StudentModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._run_dir = None
         _ = self.run_dir  # resolve on every rank together
+        if self.trainer.is_global_zero:
+            remove_stale_temporaries(self.run_dir)
         self.model.train()  # from_pretrained returns eval mode
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "fingerprint"):
@@ -455,6 +475,23 @@ class StudentModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what an interrupted write left in a run folder (``hf/.step_N.tmp-*``, ``.last.ckpt.tmp-*``)."""
+    import shutil
+
+    stale = [p for folder in (run_dir / "hf", run_dir / "checkpoints") if folder.is_dir()
+             for p in folder.glob(".*.tmp-*")]
+    stale += [p for p in (run_dir / "hf").glob(".*.old-*")] if (run_dir / "hf").is_dir() else []
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run in %s", len(stale), run_dir)
+    return stale
 
 
 def select_checkpointed_layers(model: torch.nn.Module, every_n: int) -> list[bool]:

@@ -1,0 +1,51 @@
+"""Checks on Hugging Face model folders before they are used: present, a model, readable, finite.
+
+A folder a user names (θ_0, a checkpoint to score, RRT inputs) fails with one line naming the file and
+what is wrong, instead of a loader traceback or, worse, silently wrong numbers from NaN weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """An HF model folder that cannot be used: missing, not a model, unreadable or non-finite weights."""
+
+
+def looks_local(source: str | Path) -> bool:
+    """A local path rather than a hub id (``org/name``): it exists, or is written like a path."""
+    text = str(source)
+    return Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
+
+
+def check_hf_folder(folder: str | Path) -> Path:
+    """The folder, if it is a loadable HF model: ``config.json`` and weight files whose headers read."""
+    from safetensors import safe_open
+
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{folder}: no such model folder")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise CheckpointError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights and not any(path.glob("*.bin")):
+        raise CheckpointError(f"{folder}: no weights (*.safetensors) next to config.json")
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises several kinds for a bad header
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{file}: unreadable safetensors file ({reason}); truncated or not a checkpoint") from None
+    return path
+
+
+def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: str | Path) -> None:
+    """Refuse weights with NaN or Inf, naming the first such tensor."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: tensor '{name}' holds NaN or Inf values; refusing to use these weights")
