@@ -62,7 +62,12 @@ class T3SCLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise UsageError(usage_error_line(str(err), self._known_options())) from None
+            message = str(err)
+            configs = [a.split("=", 1)[-1] if "=" in a else b for a, b in zip(args, [*args[1:], ""])
+                       if a in ("-c", "--config") or a.startswith("--config=")] if isinstance(args, list) else []
+            if configs:  # a YAML syntax error names "<unicode string>": name the file instead
+                message = message.replace('"<unicode string>"', configs[-1])
+            raise UsageError(usage_error_line(message, self._known_options())) from None
 
     def _known_options(self) -> list[str]:
         parsers = [self.parser, *getattr(self, "_subcommand_parsers", {}).values()]

@@ -91,3 +91,17 @@ def test_resume_continues_in_the_same_folder_and_cleans_interrupted_writes(tmp_p
     assert not (tmp_path / "runs" / "sft" / "version_1").exists()  # one run folder, one curve
     assert (run / "hf" / "step_4").is_dir()
     assert not list(run.rglob(".*.tmp-*"))
+
+
+def test_yaml_syntax_errors_and_bad_tokenizers_are_one_line_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_steps: [1\n")
+    assert str(bad) in error_of(capsys, "fit", "--config", str(bad))
+    config = str(random_model_config(tmp_path))
+    (tmp_path / "tok_empty").mkdir()
+    (tmp_path / "tok_bad").mkdir()
+    (tmp_path / "tok_bad" / "tokenizer.json").write_text("{garbage")
+    (tmp_path / "tok_bad" / "tokenizer_config.json").write_text("{}")
+    for name in ("tok_empty", "tok_bad", "tok_missing"):
+        line = error_of(capsys, "fit", "--config", config, f"--data.tokenizer={tmp_path / name}")
+        assert str(tmp_path / name) in line and "data.tokenizer" in line, line

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +50,24 @@ class ScoringBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for group in self.groups:
             yield collate_rows([[self.traces[i] for i in row] for row in group], self.pad_id)
+
+
+def load_tokenizer(source: str) -> Any:
+    """``AutoTokenizer.from_pretrained(source)``; a missing, empty or corrupt tokenizer is one line
+    (:class:`TraceDataError` naming ``data.tokenizer``), not a loader traceback."""
+    from transformers import AutoTokenizer
+
+    path = Path(source).expanduser()
+    if path.exists() and not (path.is_dir() and any(path.glob("tokenizer*"))):
+        raise TraceDataError(f"{source}: not a tokenizer folder (no tokenizer.json / tokenizer_config.json) "
+                             "(data.tokenizer)")
+    if not path.exists() and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
+        raise TraceDataError(f"{source}: no such tokenizer folder (data.tokenizer)")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TraceDataError(f"{source}: cannot load the tokenizer ({reason}) (data.tokenizer)") from None
 
 
 class TeacherTraceDataModule(LightningDataModule):
@@ -140,9 +159,7 @@ class TeacherTraceDataModule(LightningDataModule):
     def tokenizer(self) -> Any:
         """The student's tokenizer (loaded on first use)."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
         return self._tokenizer
 
     @property
