@@ -297,6 +297,7 @@ class Recipe:
         report = self.root / "report" / "report.md"
         if masked.trainer.is_global_zero:
             report = write_report([probe.run_dir, masked.run_dir], self.root / "report")
+            console.print(results_table([probe, masked], probe.benchmark.train_tag, step_b))
             console.print(f"curves: tensorboard --logdir {self.root}\nreport: {report}\nθ_b: step {step_b}, "
                           f"scores: {scores_dir}")
         return report
@@ -310,6 +311,23 @@ class Recipe:
             setattr(self.state, key, value)
         if self.phases.is_global_zero:
             self.state.save(self.root)
+
+
+def results_table(phases: list[Phase], tag: str, step_b: int) -> Any:
+    """The recipe's end: training accuracy of each phase at its start, minimum (step) and end."""
+    from rich.table import Table
+
+    table = Table(title=f"training accuracy ({tag}); θ_b = step {step_b}")
+    for column in ("phase", "start", "minimum (step)", "final"):
+        table.add_column(column)
+    for phase in phases:
+        steps, values = read_scalars(phase.run_dir, tag)
+        if not values:
+            table.add_row(phase.name, "—", "—", "—")
+            continue
+        low = min(values)
+        table.add_row(phase.name, f"{values[0]:.3f}", f"{low:.3f} ({steps[values.index(low)]})", f"{values[-1]:.3f}")
+    return table
 
 
 def find_recipe_root(logger_root: str | Path) -> Path:

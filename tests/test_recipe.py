@@ -70,7 +70,7 @@ def test_report_compares_two_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_toy_shock_and_one_command_recipe(tmp_path):
+def test_small_toy_shock_and_one_command_recipe(tmp_path, capsys):
     """configs/toy-small.yaml end to end, as a user runs it: Imitation Shock on plain SFT, then the recipe.
 
     Builds the small toy θ_0 first (~20 s on 2 cores; cached in $T3S_CACHE for the session).
@@ -107,6 +107,9 @@ def test_small_toy_shock_and_one_command_recipe(tmp_path):
     t3s_steps, _ = read_scalars(root / "t3s", "bench/train/avg@1")
     assert t3s_steps == steps
     assert (root / "report" / "report.md").is_file()
+    out = capsys.readouterr().out  # a line per evaluation, a results table at the end
+    assert f"[eval] step 5: train avg@1 {accuracy[1]:.3f}" in out
+    assert "minimum (step)" in out and f"{min(accuracy):.3f} ({bottleneck})" in out
 
 
 def test_restart_from_reloads_weights_and_resets_the_optimizer(tmp_path):

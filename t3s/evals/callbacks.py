@@ -229,6 +229,8 @@ class BenchmarkCallback(L.Callback):
         if self.mode == "inline":
             self._log_scalars(trainer, step, results)
         self._log_figure(trainer, step)
+        if results and trainer.is_global_zero:
+            print(accuracy_line(step, results), flush=True)
         return results
 
     def _evaluate_in_child(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
@@ -354,6 +356,16 @@ def training_task(problems: list[Any], grader: str, *, limit: int | None = None,
     ]
     return EvalTask.from_items(TRAIN_TASK, items, grader=grader, instruction=instruction, system_prompt=system,
                                sampling=SamplingParams())
+
+
+def accuracy_line(step: int, results: dict[str, dict[str, float]]) -> str:
+    """The console line of one evaluation: ``[eval] step 5: train avg@1 0.020 | heldout avg@1 0.031``."""
+    parts = []
+    for task, metrics in results.items():
+        name = next((k for k in metrics if k.startswith("avg@")), None)
+        if name is not None:
+            parts.append(f"{task} {name} {metrics[name]:.3f}")
+    return f"[eval] step {step}: " + " | ".join(parts)
 
 
 def _accuracy(metrics: dict[str, float]) -> float:
