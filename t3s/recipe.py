@@ -105,7 +105,12 @@ class Phase:
 
     @property
     def benchmark(self) -> BenchmarkCallback | None:
-        return next((c for c in self.trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
+        return benchmark_of(self.trainer)
+
+
+def benchmark_of(trainer: L.Trainer) -> BenchmarkCallback | None:
+    """The trainer's ``BenchmarkCallback`` (the training-accuracy curve θ_b is read from), if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
 
 
 class PhaseFactory:
@@ -347,7 +352,7 @@ def phase_name(selection: Namespace) -> str:
 
 def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str | None = None) -> None:
     """The online variant in one ``fit``: FullSFT until the detector fires, then the student's T3S."""
-    bench = next((c for c in trainer.callbacks if isinstance(c, BenchmarkCallback)), None)
+    bench = benchmark_of(trainer)
     if bench is None or not bench.train_accuracy or bench.mode == "defer":
         raise RecipeError("online T3S watches the training-accuracy curve during training: add a "
                           "t3s.evals.BenchmarkCallback (train_accuracy: true, mode inline or subprocess) to "
