@@ -5,6 +5,13 @@ is therefore trained — through the real ``ARStudent`` and ``TeacherTraceDataMo
 traces, and cached under ``$T3S_CACHE`` (default ``~/.cache/t3s``) keyed by the recipe, the data, the
 tokenizer and the seed, so only the first run pays for it.
 
+The θ_0 of the shipped configs (``toy``, ``toy-small``, ``tiny``) ships inside the package
+(``t3s/toy/bases/<key>``), built here once by this very code. Pretraining is a long chain of float
+operations whose result depends on the torch build and the number of CPU threads (seen: greedy accuracy
+0.91, 0.82 and 0.63 for the same recipe), so a θ_0 built on the user's machine would tell a different story
+from the README's. The shipped one makes the demo start from the same weights everywhere;
+``T3S_TOY_REBUILD=1`` pretrains locally instead.
+
 In a config, ``${toy_base:DIR}`` resolves to the cached base for the toy world written in ``DIR``
 (``student_traces.jsonl`` and ``tokenizer/``); further arguments override the recipe, e.g.
 ``${toy_base:data/tiny,{steps:200,seed:1}}``. A relative ``DIR`` is relative to the folder of the config
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when the pretraining code changes in a way that changes the weights.
 RECIPE_VERSION = 1
+
+#: Set to 1 to pretrain θ_0 locally even where the package ships one for the same key.
+REBUILD_ENV = "T3S_TOY_REBUILD"
 
 
 def tiny_qwen3(vocab_size: int) -> dict[str, Any]:
@@ -80,25 +90,58 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "t3s"
 
 
-def _fingerprint(world_dir: Path, recipe: BaseRecipe) -> str:
+def _tokenizer_identity(tokenizer_dir: Path) -> bytes:
+    """What the tokenizer does (its model, added tokens and chat template), not how its files are laid out,
+    so another ``tokenizers`` / ``transformers`` release writing the same tokenizer keeps the same key."""
+    spec = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    template_file = tokenizer_dir / "chat_template.jinja"
+    config_file = tokenizer_dir / "tokenizer_config.json"
+    if template_file.is_file():
+        template = template_file.read_text(encoding="utf-8")
+    elif config_file.is_file():
+        template = json.loads(config_file.read_text(encoding="utf-8")).get("chat_template")
+    else:
+        template = None
+    identity = {
+        "model": spec.get("model"),
+        "added_tokens": [[t.get("id"), t.get("content")] for t in spec.get("added_tokens", [])],
+        "chat_template": template,
+    }
+    return json.dumps(identity, sort_keys=True).encode()
+
+
+def base_key(world_dir: Path, recipe: BaseRecipe) -> str:
+    """The θ_0 cache key: the recipe, the student traces and the tokenizer's behaviour."""
     h = hashlib.sha256()
     h.update(json.dumps({"recipe": asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True).encode())
     h.update((world_dir / "student_traces.jsonl").read_bytes())
-    for name in sorted(os.listdir(world_dir / "tokenizer")):
-        h.update(name.encode())
-        h.update((world_dir / "tokenizer" / name).read_bytes())
+    h.update(_tokenizer_identity(world_dir / "tokenizer"))
     return h.hexdigest()[:16]
 
 
+def shipped_base(key: str) -> Path | None:
+    """The θ_0 the package ships for ``key`` (see the module docstring), if any."""
+    from t3s.resources import package_folder
+
+    folder = package_folder("toy") / "bases" / key
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
 def pretrained_base(world_dir: str | Path, recipe: BaseRecipe | None = None) -> Path:
-    """The cached θ_0 for the toy world in ``world_dir``, pretraining it first if needed."""
+    """The cached θ_0 for the toy world in ``world_dir``: the shipped one for this key, else pretrained once."""
     world_dir = Path(world_dir).resolve()
     recipe = recipe or BaseRecipe()
     if not (world_dir / "student_traces.jsonl").is_file():
         raise FileNotFoundError(f"{world_dir} has no student_traces.jsonl: write the toy world there first")
-    target = cache_root() / "toy_base" / _fingerprint(world_dir, recipe)
+    key = base_key(world_dir, recipe)
+    target = cache_root() / "toy_base" / key
+    shipped = None if os.environ.get(REBUILD_ENV, "") not in ("", "0") else shipped_base(key)
 
     def build(staging: Path) -> None:
+        if shipped is not None:
+            log.info("using the θ_0 shipped with t3s (%s)", shipped)
+            shutil.copytree(shipped, staging)
+            return
         log.warning("pretraining the toy θ_0 (%d steps, cached at %s)", recipe.steps, target)
         _pretrain(world_dir, recipe, staging)
 
@@ -173,6 +216,10 @@ def _pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
         final = Path(tmp) / "hf" / f"step_{recipe.steps}"
         shutil.copytree(final, out)
     (out / "t3s_base_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    import torch
+
+    built_with = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "python": sys.version.split()[0]}
+    (out / "t3s_base_build.json").write_text(json.dumps(built_with, indent=2))
 
 
 def resolve_base(world_dir: str, overrides: dict[str, Any] | None = None) -> str:
