@@ -33,5 +33,6 @@ def test_evaluate_uses_the_diffusion_sampler_and_matches_the_inline_callback(tmp
     assert [(r["step"], r["task"]) for r in read_results(tmp_path / "offline")] == [(0, "train"), (2, "train"), (4, "train")]
     for step in (0, 2, 4):  # same weights, same sampler settings, greedy: the same responses and verdicts
         assert verdicts(tmp_path / "offline", step) == verdicts(run, step)
+        assert all(response for _, response, _ in verdicts(run, step))  # real sampler output, not empty strings
     inline = read_scalars(run, "bench/train/avg@1")
     assert read_scalars(tmp_path / "offline", "bench/train/avg@1") == inline and inline[0] == [0, 2, 4]
