@@ -87,9 +87,13 @@ class _Worker:
         code = self.process.wait(timeout=60)
         return VLLMError(f"vLLM worker (GPUs {self.gpus}, {self.python}) exited with code {code}; its log is above")
 
-    def close(self, timeout: float = 120) -> int:
-        """Ask the worker to drop its engine and exit; kill it if it does not within ``timeout`` seconds."""
-        if self.process.poll() is None:
+    def close(self, timeout: float = 120, graceful: bool = True) -> int:
+        """Ask the worker to drop its engine and exit; kill it if it does not within ``timeout`` seconds
+        (at once when not ``graceful``: after an error it may still be generating)."""
+        if self.process.poll() is None and not graceful:
+            self.process.kill()
+            self.process.wait()
+        elif self.process.poll() is None:
             try:
                 self.call(op="exit")
             except (VLLMError, OSError, ValueError):
@@ -117,7 +121,7 @@ class VLLMWorkerPool:
     """
 
     def __init__(self, devices: int = 1, python: str | None = None, engine: dict[str, Any] | None = None) -> None:
-        self.python = python or sys.executable
+        self.python = os.path.expanduser(python) if python else sys.executable
         self.engine = dict(engine or {})
         tp = int(self.engine.get("tensor_parallel_size", 1))
         self.gpus = worker_devices(devices, tp, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -129,14 +133,14 @@ class VLLMWorkerPool:
         try:
             self.workers = [_Worker(self.python, self.engine, gpus) for gpus in self.gpus]
         except BaseException:
-            self.close()
+            self.close(graceful=False)
             raise
 
     def __enter__(self) -> VLLMWorkerPool:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(graceful=kind is None)
 
     def load(self, folder: str | Path, tokenizer: Any) -> VLLMWorkerPool:
         """Serve ``folder`` on every worker (built, reloaded in place, or in a fresh process)."""
@@ -176,9 +180,9 @@ class VLLMWorkerPool:
         return Generation(text=text, token_ids=kept, num_tokens=len(kept),
                           hit_limit=cut is None and finish_reason == "length")
 
-    def close(self) -> list[int]:
-        """Close every worker; their exit codes."""
-        codes = [worker.close() for worker in self.workers]
+    def close(self, graceful: bool = True) -> list[int]:
+        """Close every worker (killed when not ``graceful``); their exit codes."""
+        codes = [worker.close(graceful=graceful) for worker in self.workers]
         self.workers = []
         return codes
 
