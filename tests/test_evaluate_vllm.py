@@ -88,3 +88,29 @@ def test_workers_get_tensor_parallel_groups_of_the_visible_gpus():
     for devices, tp, visible in ((3, 2, None), (1, 2, None), (4, 1, "0,1")):
         with pytest.raises(VLLMError):
             worker_devices(devices, tp, visible)
+
+
+def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly(tmp_path, monkeypatch):
+    from conftest import TINY_WORLD, tiny_qwen3
+    from transformers import AutoTokenizer
+
+    from t3s.evals.generation import SamplingParams
+    from t3s.evals.vllm_pool import VLLMWorkerPool
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    small, wide = tmp_path / "small", tmp_path / "wide"
+    tiny_qwen3(len(tokenizer), seed=1).save_pretrained(small)
+    tiny_qwen3(len(tokenizer), seed=2, hidden_size=48).save_pretrained(wide)
+    log = tmp_path / "engine.log"
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_VLLM))
+    monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
+    prompt = [tokenizer.encode("1 + 2 =")]
+    greedy = SamplingParams(n=2, temperature=0.0, max_new_tokens=5)
+    pool = VLLMWorkerPool(1, python=sys.executable, engine={"dtype": "float32"})
+    first = pool.load(small, tokenizer).generate(prompt, greedy)
+    second = pool.load(wide, tokenizer).generate(prompt, greedy)
+    assert pool.restarts == 1  # hidden size 48 is another engine: a fresh process, not a reload
+    assert [e["event"] for e in events(log)] == ["init", "init"]
+    assert len(first[0]) == len(second[0]) == 2 and first[0][0].num_tokens <= 5
+    assert first[0][0].token_ids != second[0][0].token_ids  # the second answer came from the second model
+    assert pool.close() == [0]
