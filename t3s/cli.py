@@ -258,6 +258,9 @@ def evaluate_command(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     output: str | None = None,
+    backend: str | None = None,
+    python: str | None = None,
+    vllm: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate checkpoints outside training: every hf/step_N of a run that has no result yet, or HF folders.
 
@@ -273,6 +276,10 @@ def evaluate_command(
         max_new_tokens: generation budget per sample.
         batch_size: prompts per generation batch.
         output: where outputs go (default: the run directory / HF folder itself).
+        backend: hf or vllm (default: the run's BenchmarkCallback backend, else hf).
+        python: interpreter of the vLLM environment (default: this one); README, "Evaluating with vLLM".
+        vllm: vllm.LLM options, e.g. --vllm.tensor_parallel_size 2 --vllm.gpu_memory_utilization 0.9
+            (also max_model_len, dtype, enable_prefix_caching, …); on top of the run's callback `vllm:` mapping.
     """
     from t3s.evals.offline import evaluate_checkpoints, plan_evaluation
 
@@ -280,7 +287,7 @@ def evaluate_command(
                                   ("max_new_tokens", max_new_tokens)) if v is not None}
     for target in targets:
         plan = plan_evaluation(target, tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
-                               batch_size=batch_size, output=output)
+                               batch_size=batch_size, output=output, backend=backend, python=python, vllm=vllm)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
             accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))
@@ -308,6 +315,8 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     parser.add_function_arguments(function, as_positional=False)
     positional = {"report": "--runs", "evaluate": "--targets"}.get(name)
     args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps")
+    if name == "evaluate":
+        args = _collect_mapping(args, "--vllm")
     try:
         cfg = parser.parse_args(args)
     except ArgumentError as err:
@@ -341,6 +350,32 @@ def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[
             out.append(args[i])
             i += 1
     return out
+
+
+def _collect_mapping(args: list[str], flag: str) -> list[str]:
+    """``--vllm.tensor_parallel_size 2 --vllm.dtype=bfloat16`` become one ``--vllm '{"tensor_parallel_size": 2, …}'``
+    (values read as YAML scalars: numbers, booleans, strings)."""
+    import yaml
+
+    mapping: dict[str, Any] = {}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(flag + "."):
+            key, eq, value = arg[len(flag) + 1 :].partition("=")
+            if not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"{arg} needs a value")
+                value, i = args[i + 1], i + 1
+            mapping[key] = yaml.safe_load(value)
+        elif arg == flag and i + 1 < len(args):
+            mapping.update(yaml.safe_load(args[i + 1]) or {})
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return [*out, flag, json.dumps(mapping)] if mapping else out
 
 
 # ----------------------------------------------------------------- help and entry point

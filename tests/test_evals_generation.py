@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from conftest import tiny_qwen3
@@ -14,7 +12,6 @@ from t3s.evals.generation import (
     Generator,
     HFGenerator,
     SamplingParams,
-    VLLMGenerator,
     default_stop_token_ids,
     to_vllm_sampling_kwargs,
 )
@@ -115,7 +112,7 @@ def test_default_stop_tokens_include_end_of_turn(shared_dir):
     )
 
 
-def test_vllm_sampling_kwargs_and_import_guard():
+def test_vllm_sampling_kwargs():
     kw = to_vllm_sampling_kwargs(
         SamplingParams(n=4, temperature=0.6, top_p=0.95, top_k=None, max_new_tokens=100, seed=3)
     )
@@ -124,9 +121,6 @@ def test_vllm_sampling_kwargs_and_import_guard():
     assert to_vllm_sampling_kwargs(SamplingParams(top_k=0))["top_k"] == -1
     greedy = to_vllm_sampling_kwargs(SamplingParams(temperature=0.0))
     assert greedy["temperature"] == 0.0 and greedy["top_p"] == 1.0
-    if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(ImportError, match=r"pip install t3s\[vllm\]"):
-            VLLMGenerator("some/model")
     with pytest.raises(ValueError):
         SamplingParams(n=0)
 

@@ -16,7 +16,6 @@ _EXPORTS = {
     "Generator": "t3s.evals.generation",
     "HFGenerator": "t3s.evals.generation",
     "SamplingParams": "t3s.evals.generation",
-    "VLLMGenerator": "t3s.evals.generation",
     "default_stop_token_ids": "t3s.evals.generation",
     "to_vllm_sampling_kwargs": "t3s.evals.generation",
     "grade_file": "t3s.evals.grade_cli",

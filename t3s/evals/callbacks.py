@@ -21,7 +21,7 @@ import lightning as L
 from t3s.data.rows import json_line
 from t3s.evals.bottleneck import BottleneckDetector
 from t3s.evals.diffusion_generation import DiffusionGenerator
-from t3s.evals.generation import HFGenerator, SamplingParams, VLLMGenerator
+from t3s.evals.generation import HFGenerator, SamplingParams
 from t3s.evals.results import read_results
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalItem, EvalTask, TaskSpec, load_task
@@ -46,8 +46,12 @@ class BenchmarkCallback(L.Callback):
         sampling: overrides of the sampling parameters for every task (e.g. ``{n: 1, temperature: 0}``).
         task_limit: evaluate at most this many items of each benchmark.
         batch_size: prompts per generation batch.
-        backend: ``hf`` (``model.generate`` on the training weights) or ``vllm`` (serves the HF folder
-            of the evaluated step; ``pip install t3s[vllm]``).
+        backend: ``hf`` (``model.generate``, or the diffusion sampler for a ``DiffusionStudent``) or ``vllm``
+            (engines in a separate vLLM environment, through ``t3s evaluate``: needs mode ``subprocess`` or
+            ``defer``; README, "Evaluating with vLLM").
+        vllm: ``vllm.LLM`` options of the vLLM backend (``tensor_parallel_size``, ``gpu_memory_utilization``,
+            ``max_model_len``, ``dtype``, ``enable_prefix_caching``, …).
+        python: the vLLM environment's interpreter (default: the training one).
         mode: where evaluations run. ``inline``: in the training process, on the training weights (the toy,
             small models, one process). ``subprocess``: ``t3s evaluate`` on the step's HF folder in a child
             process, training waits for it (its results feed the curve, θ_b and the online switch).
@@ -74,6 +78,8 @@ class BenchmarkCallback(L.Callback):
         batch_size: int = 16,
         backend: Literal["hf", "vllm"] = "hf",
         mode: Literal["inline", "subprocess", "defer"] = "inline",
+        vllm: dict[str, Any] | None = None,
+        python: str | None = None,
         tasks_dir: str | None = None,
         bottleneck_margin: float = 0.05,
         bottleneck_patience: int = 2,
@@ -84,6 +90,9 @@ class BenchmarkCallback(L.Callback):
             raise ValueError("every_n_steps must be >= 1")
         if mode not in ("inline", "subprocess", "defer"):
             raise ValueError(f"BenchmarkCallback mode must be inline, subprocess or defer, got {mode!r}")
+        if backend == "vllm" and mode == "inline":
+            raise ValueError("BenchmarkCallback backend 'vllm' runs in its own environment through `t3s evaluate`: "
+                             "set mode 'subprocess' or 'defer'")
         self.mode = mode
         self.task_names = list(tasks or [])
         self.every_n_steps = every_n_steps
@@ -95,6 +104,8 @@ class BenchmarkCallback(L.Callback):
         self.task_limit = task_limit
         self.batch_size = batch_size
         self.backend = backend
+        self.vllm = dict(vllm or {})
+        self.python = python
         self.tasks_dir = tasks_dir
         self.num_text_samples = num_text_samples
         self.seed = seed
@@ -268,8 +279,6 @@ class BenchmarkCallback(L.Callback):
         return results
 
     def _generator(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Any:
-        if self.backend == "vllm":
-            return VLLMGenerator(str(pl_module.run_dir / "hf" / f"step_{step}"))
         if isinstance(pl_module, DiffusionStudent):
             return DiffusionGenerator.for_student(pl_module, batch_size=self.batch_size)
         return HFGenerator(pl_module.model, pl_module.tokenizer, batch_size=self.batch_size,

@@ -1,4 +1,5 @@
-"""Sampling responses from a student: a small Generator protocol with HF and vLLM backends."""
+"""Sampling responses from a student: a small Generator protocol, its HF backend, and vLLM's sampling arguments
+(the vLLM backend is :mod:`t3s.evals.vllm_pool`, engines in their own environment)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ __all__ = [
     "Generator",
     "HFGenerator",
     "SamplingParams",
-    "VLLMGenerator",
     "default_stop_token_ids",
     "to_vllm_sampling_kwargs",
 ]
@@ -219,43 +219,3 @@ def to_vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "max_tokens": int(params.max_new_tokens),
         "seed": int(params.seed),
     }
-
-
-class VLLMGenerator:
-    """Generation with vLLM (optional dependency: ``pip install t3s[vllm]``).
-
-    ``model_path`` is a local checkpoint directory or hub id; ``engine_kwargs`` go to ``vllm.LLM``
-    (e.g. ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``dtype``).
-    """
-
-    def __init__(self, model_path: str, **engine_kwargs: Any) -> None:
-        try:
-            import vllm
-        except ImportError as err:
-            raise ImportError(
-                "VLLMGenerator needs vLLM, which is not installed: pip install t3s[vllm]"
-            ) from err
-        self._vllm = vllm
-        self.model_path = model_path
-        self.llm = vllm.LLM(model=model_path, **engine_kwargs)
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
-        sampling = self._vllm.SamplingParams(**to_vllm_sampling_kwargs(params))
-        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
-        results = self.llm.generate(inputs, sampling, use_tqdm=True)
-        eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
-        out: list[list[Generation]] = []
-        for res in results:
-            gens = []
-            for o in res.outputs:
-                ids = list(o.token_ids)
-                if ids and eos is not None and ids[-1] == eos:
-                    ids.pop()
-                gens.append(
-                    Generation(
-                        text=o.text, token_ids=ids, num_tokens=len(ids), hit_limit=o.finish_reason == "length"
-                    )
-                )
-            out.append(gens)
-        return out

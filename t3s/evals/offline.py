@@ -11,6 +11,12 @@ each holding one model at a time and data-parallel over the task items. Outputs,
 
 A killed evaluation restarts where it stopped: (step, task) pairs already in ``results.jsonl`` are skipped.
 Any HF folder works too (an RRT output, a hub model): then ``tasks`` must be given and outputs go to ``output``.
+
+Backends: ``hf`` (``model.generate``, or the diffusion sampler when the run's student is a
+``DiffusionStudent`` / the folder's config says ``is_causal: false``; one process per device, joined by gloo)
+and ``vllm`` (:class:`~t3s.evals.vllm_pool.VLLMWorkerPool`: engines in the vLLM environment, one per
+``tensor_parallel_size`` GPUs, reused across checkpoints). Only generation differs: prompts, grading, the
+ledger and TensorBoard are the same code for both.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ import torch
 import yaml
 
 from t3s.evals.callbacks import BenchmarkCallback
-from t3s.evals.generation import HFGenerator
+from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
 
@@ -47,6 +54,7 @@ class EvaluationPlan:
         bench: the benchmark settings (tasks, sampling, training accuracy) of the run's callback.
         data: the run's ``data`` config section (for training accuracy), or None.
         done: ``(step, task)`` pairs already evaluated.
+        model: the run's ``model`` config section (which student family, its sampler), or None.
     """
 
     output: Path
@@ -54,9 +62,14 @@ class EvaluationPlan:
     bench: dict[str, Any]
     data: dict[str, Any] | None
     done: set[tuple[int, str]] = field(default_factory=set)
+    model: dict[str, Any] | None = None
 
     def callback(self) -> BenchmarkCallback:
-        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k != "mode"})
+        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k not in ("mode", "backend", "python", "vllm")})
+
+    @property
+    def backend(self) -> str:
+        return str(self.bench.get("backend") or "hf")
 
 
 def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -95,8 +108,14 @@ def plan_evaluation(
     train_accuracy: bool | None = None,
     batch_size: int | None = None,
     output: str | Path | None = None,
+    backend: str | None = None,
+    python: str | None = None,
+    vllm: dict[str, Any] | None = None,
 ) -> EvaluationPlan:
-    """Work out the checkpoints, settings and outputs of an evaluation of ``target`` (a run dir or an HF folder)."""
+    """Work out the checkpoints, settings and outputs of an evaluation of ``target`` (a run dir or an HF folder).
+
+    ``backend``, ``python`` and ``vllm`` (engine options) override the run's callback settings of those names.
+    """
     target = Path(target)
     if not target.is_dir():
         raise EvaluationError(f"{target}: no such directory")
@@ -104,7 +123,7 @@ def plan_evaluation(
         if not tasks:
             raise EvaluationError(f"{target} is an HF folder, not a run: name the benchmarks with --tasks")
         bench: dict[str, Any] = {"tasks": list(tasks), "train_accuracy": False}
-        checkpoints, data = [(0, target)], None
+        checkpoints, data, model = [(0, target)], None, None
         out = Path(output) if output else target
     else:
         config = saved_config(target)
@@ -114,7 +133,7 @@ def plan_evaluation(
         checkpoints = run_checkpoints(target)
         if not checkpoints:
             raise EvaluationError(f"{target}: no hf/step_<N> checkpoints to evaluate")
-        data = config.get("data")
+        data, model = config.get("data"), config.get("model")
         out = Path(output) if output else target
     if train_accuracy is not None:
         bench["train_accuracy"] = train_accuracy
@@ -122,25 +141,36 @@ def plan_evaluation(
         bench["sampling"] = {**(bench.get("sampling") or {}), **sampling}
     if batch_size is not None:
         bench["batch_size"] = batch_size
+    if backend is not None:
+        bench["backend"] = backend
+    if python is not None:
+        bench["python"] = python
+    if vllm:
+        bench["vllm"] = {**(bench.get("vllm") or {}), **vllm}
+    if bench.get("backend", "hf") not in ("hf", "vllm"):
+        raise EvaluationError(f"--backend must be hf or vllm, got {bench['backend']!r}")
     if not bench.get("tasks") and not bench.get("train_accuracy", True):
         raise EvaluationError(f"{target}: nothing to evaluate (no tasks and no training accuracy)")
     if steps is not None:
         wanted = set(steps)
         checkpoints = [c for c in checkpoints if c[0] in wanted]
     done = {(int(r["step"]), str(r["task"])) for r in read_results(out)}
-    return EvaluationPlan(out, checkpoints, bench, data, done)
+    return EvaluationPlan(out, checkpoints, bench, data, done, model)
 
 
 def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[str, Any]]:
     """Evaluate every checkpoint of ``plan`` that has a task left, on ``devices`` worker processes.
 
-    Returns the new ``results.jsonl`` rows. One worker evaluates in this process; several are spawned and
-    joined through a gloo process group (metrics are summed across workers, generations gathered on worker 0).
+    Returns the new ``results.jsonl`` rows. HF backend: one worker evaluates in this process; several are
+    spawned and joined through a gloo process group (metrics are summed across workers, generations gathered
+    on worker 0). vLLM backend: this process renders, grades and writes; the workers only generate.
     """
     if devices < 1:
         raise EvaluationError(f"--devices must be >= 1, got {devices}")
     before = len(read_results(plan.output))
-    if devices == 1:
+    if plan.backend == "vllm":
+        _evaluate_with_vllm(plan, devices)
+    elif devices == 1:
         _worker(0, 1, "", plan)
     else:
         import torch.multiprocessing as mp
@@ -171,23 +201,25 @@ def _worker(rank: int, world: int, address: str, plan: EvaluationPlan) -> None:
             dist.destroy_process_group()
 
 
-def _evaluate_plan(plan: EvaluationPlan, rank: int, world: int) -> None:
+def _evaluate_plan(plan: EvaluationPlan, rank: int, world: int, serve: Callable[[Path, Any], Generator] | None = None) -> None:
+    """Every pending checkpoint: ``serve(folder, tokenizer)`` gives its generator (default: an HF model here)."""
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     bench = plan.callback()
     datamodule = _datamodule(plan.data) if bench.train_accuracy else None
     tasks = bench.build_tasks(datamodule)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
+    serve = serve or (lambda folder, tokenizer: _hf_generator(plan, bench, folder, tokenizer, device))
     pending = [(step, folder) for step, folder in plan.checkpoints
                if any((step, task.name) not in plan.done for task in tasks)]
     writer = _summary_writer(plan.output) if rank == 0 and pending else None
     progress = tqdm(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
+    generator: Generator | None = None
     for step, folder in pending:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-        generator = HFGenerator(model, tokenizer, batch_size=bench.batch_size, show_progress=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=_trust_remote_code(plan))
+        generator = None  # the previous checkpoint's model is freed before the next one loads
+        generator = serve(folder, tokenizer)
         for task in tasks:
             if (step, task.name) in plan.done:
                 progress.update()
@@ -198,10 +230,67 @@ def _evaluate_plan(plan: EvaluationPlan, rank: int, world: int) -> None:
                 _write_outputs(plan.output, step, folder, task.name, result.metrics, records, writer)
             progress.set_postfix(step=step, task=task.name, acc=f"{_accuracy(result.metrics):.3f}")
             progress.update()
-        del model, generator
     progress.close()
     if writer is not None:
         writer.close()
+
+
+def _evaluate_with_vllm(plan: EvaluationPlan, devices: int) -> None:
+    """The vLLM backend: one pool of engines for every checkpoint, this process doing the rest."""
+    from t3s.evals.vllm_pool import VLLMError, VLLMWorkerPool
+
+    if plan.checkpoints and _is_diffusion(plan, plan.checkpoints[0][1]):
+        raise EvaluationError("the vLLM backend serves autoregressive models; evaluate a diffusion student "
+                              "with --backend hf (its own sampler)")
+    try:
+        with VLLMWorkerPool(devices, python=plan.bench.get("python"), engine=plan.bench.get("vllm")) as pool:
+            _evaluate_plan(plan, 0, 1, serve=pool.load)
+    except VLLMError as err:
+        raise EvaluationError(str(err)) from None
+
+
+def _trust_remote_code(plan: EvaluationPlan) -> bool:
+    return bool(((plan.model or {}).get("init_args") or {}).get("trust_remote_code", False))
+
+
+def _is_diffusion(plan: EvaluationPlan, folder: Path) -> bool:
+    """A diffusion student's checkpoint: the run trained a ``DiffusionStudent``, or the folder is bidirectional."""
+    if plan.model is not None:
+        return str(plan.model.get("class_path", "")).endswith("DiffusionStudent")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return config.get("is_causal") is False
+
+
+def _hf_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, tokenizer: Any,
+                  device: torch.device) -> Generator:
+    """The HF backend's generator for one checkpoint: ``model.generate``, or the diffusion sampler."""
+    if _is_diffusion(plan, folder):
+        return _diffusion_generator(plan, bench, folder, tokenizer, device)
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=_trust_remote_code(plan))
+    return HFGenerator(model.to(device).eval(), tokenizer, batch_size=bench.batch_size, show_progress=False)
+
+
+#: ``DiffusionStudent`` arguments that matter for sampling (the rest configure training).
+DIFFUSION_SAMPLING_ARGS = ("mask_token_id", "eos_token_id", "pad_token_id", "sampler", "trust_remote_code",
+                           "attn_implementation")
+
+
+def _diffusion_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, tokenizer: Any,
+                         device: torch.device) -> Generator:
+    """The run's diffusion sampler (its ``sampler`` settings and special ids) over the folder's weights."""
+    from t3s.evals.diffusion_generation import DiffusionGenerator
+    from t3s.students import DiffusionStudent
+
+    args = (plan.model or {}).get("init_args") or {}
+    student = DiffusionStudent(model=str(folder), tokenizer=str(folder),
+                               dtype="bfloat16" if device.type == "cuda" else "float32",
+                               **{k: args[k] for k in DIFFUSION_SAMPLING_ARGS if k in args})
+    student.configure_model()
+    student.model.to(device)
+    return DiffusionGenerator.for_student(student, batch_size=bench.batch_size, show_progress=False)
 
 
 def _datamodule(section: dict[str, Any] | None) -> Any:

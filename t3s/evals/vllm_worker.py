@@ -1,0 +1,149 @@
+"""One vLLM generation worker of ``t3s evaluate --backend vllm``: a standalone script, run by the vLLM interpreter.
+
+vLLM pins its own torch and transformers, so it lives in its own environment (README, "Evaluating with
+vLLM") and t3s is not installed there. This file is therefore run by path (``python vllm_worker.py``) and
+imports only the standard library, ``vllm`` and ``safetensors`` (a vLLM dependency); prompts arrive as token
+ids and responses leave as token ids: rendering, decoding, grading, the ledger and TensorBoard all stay in
+the parent process, exactly as with the HF backend.
+
+Protocol: one JSON object per line on stdin, one answer per line on the original stdout (vLLM's own output
+is moved to stderr, so it never corrupts the channel)::
+
+    (start)                                  -> {"ok": true, "ready": true, "vllm": "<version>"}
+    {"op": "load", "model": FOLDER}          -> {"ok": true, "engine": "built" | "reloaded" | "restart"}
+    {"op": "generate", "prompts": [[id…]…], "sampling": {vllm.SamplingParams kwargs}}
+                                             -> {"ok": true, "outputs": [[{"token_ids": […], "finish_reason": "stop"}…]…]}
+    {"op": "exit"}                           -> {"ok": true}, then the engine is dropped and the process exits 0
+
+One ``vllm.LLM`` is built at the first ``load`` and reused for every later checkpoint: the new weights are
+loaded into the running engine (``LLM.collective_rpc`` runs :func:`load_folder_weights` on every
+tensor-parallel rank: ``model.load_weights`` with the folder's safetensors) and the prefix cache is reset
+(cached KV blocks belong to the old weights). A checkpoint with another architecture, or an engine that
+cannot reload in place, answers ``restart``: the parent then starts a fresh worker for that checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+#: config.json keys that may differ between checkpoints of one run without changing the engine's shape.
+VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
+
+
+def architecture(folder: str) -> dict[str, Any]:
+    """The parts of ``config.json`` the engine was built for (two checkpoints of one run agree on them)."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
+
+
+def folder_weights(folder: str):
+    """``(name, tensor)`` for every tensor of the folder's safetensors files, one at a time (HF names)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, f.get_tensor(name)
+
+
+def load_folder_weights(worker: Any, folder: str) -> bool:
+    """Run on every vLLM worker (``collective_rpc``): load a folder's weights into the served model."""
+    worker.model_runner.model.load_weights(weights=folder_weights(folder))
+    return True
+
+
+class Engine:
+    """The worker's one ``vllm.LLM`` and the checkpoint it serves."""
+
+    def __init__(self, vllm: Any, options: dict[str, Any]) -> None:
+        self.vllm = vllm
+        self.options = options
+        self.llm: Any = None
+        self.shape: dict[str, Any] | None = None
+
+    def load(self, folder: str) -> str:
+        shape = architecture(folder)
+        if self.llm is None:
+            self.llm = self.vllm.LLM(model=folder, tokenizer=folder, **self.options)
+            self.shape = shape
+            return "built"
+        if shape != self.shape:
+            return "restart"
+        try:
+            self.llm.collective_rpc(load_folder_weights, args=(folder,))
+        except Exception as err:  # noqa: BLE001 - an engine without in-place reload: a fresh process instead
+            print(f"t3s vllm worker: in-place weight reload failed ({err}); restarting", file=sys.stderr)
+            return "restart"
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the previous weights
+        return "reloaded"
+
+    def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        if self.llm is None:
+            raise RuntimeError("generate before load")
+        params = self.vllm.SamplingParams(**sampling)
+        results = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        return [[{"token_ids": list(o.token_ids), "finish_reason": o.finish_reason} for o in r.outputs]
+                for r in results]
+
+
+def serve(requests: Any, answers: Any, options: dict[str, Any]) -> int:
+    """Answer requests until ``exit`` (or the parent closes stdin)."""
+    def answer(**payload: Any) -> None:
+        answers.write(json.dumps(payload) + "\n")
+        answers.flush()
+
+    try:
+        import vllm
+    except ImportError as err:
+        answer(ok=False, error=f"{sys.executable} cannot import vllm ({err})")
+        return 3
+    answer(ok=True, ready=True, vllm=getattr(vllm, "__version__", "?"))
+    engine = Engine(vllm, options)
+    for line in requests:
+        request = json.loads(line)
+        op = request.get("op")
+        try:
+            if op == "load":
+                answer(ok=True, engine=engine.load(request["model"]))
+            elif op == "generate":
+                answer(ok=True, outputs=engine.generate(request["prompts"], request["sampling"]))
+            elif op == "exit":
+                break
+            else:
+                answer(ok=False, error=f"unknown op {op!r}")
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which stops the evaluation
+            answer(ok=False, error=f"{type(err).__name__}: {err}")
+    engine.llm = None  # drop the engine (and its GPU memory) before the exit answer
+    import gc
+
+    gc.collect()
+    answer(ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", default="{}", help="vllm.LLM keyword arguments, as JSON")
+    args = parser.parse_args(argv)
+    # run by path, this file's folder is sys.path[0]: its siblings (tasks.py, metrics.py…) must not shadow packages
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    # the protocol keeps the real stdout; everything else written to fd 1 (vLLM's logs, prints) goes to stderr
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    # collective_rpc ships load_folder_weights (a function) to vLLM's engine processes
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    return serve(sys.stdin, answers, json.loads(args.engine))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

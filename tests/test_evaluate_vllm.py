@@ -1,0 +1,116 @@
+"""`t3s evaluate --backend vllm`: the whole worker-process path, run with a stand-in `vllm` over a tiny HF model.
+
+vLLM itself is not installable here (it pins its own torch), so ``tests/fixtures/fake_vllm`` — a real
+package named ``vllm`` implementing ``LLM.generate`` / ``SamplingParams`` / ``collective_rpc`` with
+transformers — is put on the workers' PYTHONPATH. Everything else is the product: the worker script run by
+``--python``, its line protocol, one engine per worker reused across checkpoints, ``CUDA_VISIBLE_DEVICES``
+per worker, the parent's decoding, grading, ledger and TensorBoard scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from test_evaluate import tiny_run_config, verdicts
+
+from t3s.cli import main
+from t3s.evals.bottleneck import read_scalars
+from t3s.evals.results import read_results
+from t3s.evals.vllm_pool import VLLMError, worker_devices
+
+FAKE_VLLM = REPO / "tests" / "fixtures" / "fake_vllm"
+
+
+@pytest.fixture(scope="module")
+def deferred_run(tmp_path_factory) -> Path:
+    """configs/tiny.yaml, 4 steps, HF folders at steps 0, 2 and 4 and no evaluation (mode defer)."""
+    root = tmp_path_factory.mktemp("vllm")
+    main(["fit", "--config", str(tiny_run_config(root, "defer", "defer"))])
+    return root / "defer" / "version_0"
+
+
+def events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_vllm_backend_reuses_one_engine_per_worker_and_matches_hf(deferred_run, tmp_path, monkeypatch):
+    main(["evaluate", str(deferred_run), "--output", str(tmp_path / "hf"), "--devices", "1"])
+    log = tmp_path / "engine.log"
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_VLLM))
+    monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    main(["evaluate", str(deferred_run), "--output", str(tmp_path / "vllm"), "--backend", "vllm",
+          "--python", sys.executable, "--devices", "2", "--vllm.max_model_len", "256",
+          "--vllm.enable_prefix_caching=true"])
+
+    seen = events(log)
+    built = [e for e in seen if e["event"] == "init"]
+    assert len(built) == 2  # two workers, each constructed its engine once for the three checkpoints
+    assert sorted(e["cuda_visible_devices"] for e in built) == ["0", "1"]
+    assert all(e["options"] == {"max_model_len": 256, "enable_prefix_caching": True} for e in built)
+    assert all(e["model"].endswith("step_0") for e in built)
+    for pid in {e["pid"] for e in built}:  # steps 2 and 4: weights loaded into the running engine
+        mine = [e["event"] for e in seen if e["pid"] == pid]
+        assert mine.count("load_weights") == 2 and mine.count("reset_prefix_cache") == 2
+        with pytest.raises(ProcessLookupError):  # the worker exited (and was reaped)
+            os.kill(pid, 0)
+
+    for step in (0, 2, 4):  # greedy decoding: the same responses and verdicts as the HF backend
+        assert verdicts(tmp_path / "vllm", step) == verdicts(tmp_path / "hf", step)
+    assert read_scalars(tmp_path / "vllm", "bench/train/avg@1") == read_scalars(tmp_path / "hf", "bench/train/avg@1")
+    assert [r["step"] for r in read_results(tmp_path / "vllm")] == [0, 2, 4]
+
+
+@pytest.mark.slow
+def test_vllm_backend_without_vllm_is_one_line_naming_the_interpreter(deferred_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(deferred_run), "--output", str(tmp_path), "--backend", "vllm", "--python", sys.executable])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert sys.executable in err and "Evaluating with vLLM" in err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(deferred_run), "--backend", "vllm", "--python", str(tmp_path / "no-python")])
+    assert "cannot run it" in capsys.readouterr().err
+
+
+def test_workers_get_tensor_parallel_groups_of_the_visible_gpus():
+    assert worker_devices(4, 2) == ["0,1", "2,3"]
+    assert worker_devices(4, 2, "4,5,6,7") == ["4,5", "6,7"]
+    assert worker_devices(8, 1, "0,1,2,3,4,5,6,7") == [str(i) for i in range(8)]
+    for devices, tp, visible in ((3, 2, None), (1, 2, None), (4, 1, "0,1")):
+        with pytest.raises(VLLMError):
+            worker_devices(devices, tp, visible)
+
+
+def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly(tmp_path, monkeypatch):
+    from conftest import TINY_WORLD, tiny_qwen3
+    from transformers import AutoTokenizer
+
+    from t3s.evals.generation import SamplingParams
+    from t3s.evals.vllm_pool import VLLMWorkerPool
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    small, wide = tmp_path / "small", tmp_path / "wide"
+    tiny_qwen3(len(tokenizer), seed=1).save_pretrained(small)
+    tiny_qwen3(len(tokenizer), seed=2, hidden_size=48).save_pretrained(wide)
+    log = tmp_path / "engine.log"
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_VLLM))
+    monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
+    prompt = [tokenizer.encode("1 + 2 =")]
+    greedy = SamplingParams(n=2, temperature=0.0, max_new_tokens=5)
+    pool = VLLMWorkerPool(1, python=sys.executable, engine={"dtype": "float32"})
+    first = pool.load(small, tokenizer).generate(prompt, greedy)
+    second = pool.load(wide, tokenizer).generate(prompt, greedy)
+    assert pool.restarts == 1  # hidden size 48 is another engine: a fresh process, not a reload
+    assert [e["event"] for e in events(log)] == ["init", "init"]
+    assert len(first[0]) == len(second[0]) == 2 and first[0][0].num_tokens <= 5
+    assert first[0][0].token_ids != second[0][0].token_ids  # the second answer came from the second model
+    assert pool.close() == [0]
