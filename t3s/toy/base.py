@@ -143,7 +143,7 @@ def pretrained_base(world_dir: str | Path, recipe: BaseRecipe | None = None) -> 
             shutil.copytree(shipped, staging)
             return
         log.warning("pretraining the toy θ_0 (%d steps, cached at %s)", recipe.steps, target)
-        _pretrain(world_dir, recipe, staging)
+        pretrain(world_dir, recipe, staging)
 
     return _build_once(target, "config.json", build)
 
@@ -181,7 +181,7 @@ def _progress_bar() -> Any:
     return PretrainProgress()
 
 
-def _pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
+def pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
     """Pretrain θ_0 on the world's student traces and write its HF folder to ``out``."""
     import lightning as L
 
