@@ -288,9 +288,48 @@ def evaluate_command(
         print(f"{target}: {len(rows)} new result(s) in {plan.output / 'eval' / 'results.jsonl'}")
 
 
+def diagnose_command(
+    run: str,
+    bottleneck_step: int | None = None,
+    threshold: float = 0.0,
+    probe_traces: int = 32,
+    lr: float | None = None,
+    devices: int = 1,
+    micro_batch_size: int | None = None,
+    output: str | None = None,
+) -> None:
+    """Trajectory diagnostics of a finished phase: group confidences, gradient interaction, loss transfer.
+
+    Args:
+        run: a phase run directory (``hf/step_N``, ``config.yaml``; e.g. ``<recipe run>/probe``).
+        bottleneck_step: θ_b's step (default: read from the phase's training-accuracy curve, as the recipe does).
+        threshold: anchors are tokens with Δc = c(θ_b) − c(θ_0) above this (T3S: 0).
+        probe_traces: traces in the fixed probe batch of the gradient and transfer measurements.
+        lr: learning rate of the one-step intervention (default: the run's peak ``lr``).
+        devices: worker processes (one per GPU when there are GPUs; gloo on CPU).
+        micro_batch_size: rows per forward pass (default: the run's data config).
+        output: where the JSON and figures go (default: ``<run>/diagnostics``).
+    """
+    from t3s.analysis.diagnose import JSON_FILE, plan_diagnostics, run_diagnostics
+
+    plan = plan_diagnostics(run, bottleneck_step=bottleneck_step, threshold=threshold, probe_traces=probe_traces,
+                            lr=lr, micro_batch_size=micro_batch_size, output=output)
+    report = run_diagnostics(plan, devices=devices)
+    for entry in report["steps"]:
+        acc = entry["train_accuracy"]
+        conf = entry["confidence"]
+        print(f"step {entry['step']:>6}  acc {'  -  ' if acc is None else f'{acc:.3f}'}  "
+              f"c(anchor) {conf['anchor']['mean']:+.3f}  c(ytl) {conf['yet_to_learn']['mean']:+.3f}  "
+              f"ytl below θ0 {conf['yet_to_learn']['below_base']:.2f}  |g_a|/|g_o| {entry['grad_norm_ratio']:.2f}  "
+              f"cos {entry['grad_cosine']:+.2f}")
+    print(f"θ_b = step {report['bottleneck_step']} ({report['bottleneck_source']}); wrote {plan.output / JSON_FILE} "
+          f"and {len(report['figures'])} figures in {report['seconds']:.0f} s")
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_command,
     "score": score_command,
+    "diagnose": diagnose_command,
     "rrt": rrt_command,
     "grade": grade_command,
     "report": report_command,
@@ -306,8 +345,9 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
                             allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
-    positional = {"report": "--runs", "evaluate": "--targets"}.get(name)
-    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps")
+    positional = {"report": "--runs", "evaluate": "--targets", "diagnose": "--run"}.get(name)
+    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps",
+                         single=name == "diagnose")
     try:
         cfg = parser.parse_args(args)
     except ArgumentError as err:
@@ -316,14 +356,14 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     return function(**cfg.as_dict())
 
 
-def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[str]:
+def _collect_list(args: list[str], positional: str | None, *flags: str, single: bool = False) -> list[str]:
     """Shell-style lists: ``report RUN RUN --output D`` and ``--seeds 0 1 2`` become JSON list values."""
     out: list[str] = []
     i = 0
     if positional is not None:
         n = next((j for j, a in enumerate(args) if a.startswith("-")), len(args))
-        if n:
-            out += [positional, json.dumps(args[:n])]
+        if n:  # ``single``: one positional value, given as it is
+            out += [positional, args[0] if single and n == 1 else json.dumps(args[:n])]
         i = n
     while i < len(args):
         if args[i] in flags:
