@@ -202,3 +202,40 @@ def test_diagnose_contract_on_a_toy_small_probe(tmp_path, capsys):
     steps, ratio = read_scalars(phase, "diagnostics/grad_norm_ratio")
     assert steps == [0, 5, 10] and ratio[0] == pytest.approx(report["steps"][0]["grad_norm_ratio"], rel=1e-5)
     assert f"θ_b = step {report['bottleneck_step']} (curve)" in out
+
+
+def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
+    """DiagnosticsCallback during a tiny fit (CSV logger): at step 2 its numbers are the offline ones on hf/step_2."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from t3s.analysis import DiagnosticsCallback
+    from t3s.analysis.trajectories import answer_spans, token_groups
+    from t3s.scoring.scorer import score
+    from t3s.selection.scores import ScoreCache
+
+    score(tiny_data(), tiny_run / "hf" / "step_0", tiny_run / "hf" / "step_2", tmp_path / "scores")
+    data = tiny_data()
+    student = make_student(data, lr=3e-3)
+    callback = DiagnosticsCallback(scores=str(tmp_path / "scores"), every_n_steps=2, probe_traces=8,
+                                   micro_batch_size=2)
+    trainer = make_trainer(tmp_path / "run", 4, logger=CSVLogger(tmp_path, name="csv"), enable_checkpointing=True,
+                           callbacks=[callback, ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2,
+                                                                save_top_k=-1)])
+    trainer.fit(student, datamodule=data)
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    logged = {int(r["step"]): r for r in rows if r.get("diagnostics/grad_cosine")}
+    assert sorted(logged) == [0, 2, 4]
+
+    from transformers import AutoModelForCausalLM
+
+    cache = ScoreCache.load(tmp_path / "scores")
+    offsets = data_offsets(data.traces)
+    groups = token_groups(cache.base, cache.bottleneck, answer_spans(data.traces, data.tokenizer, offsets))
+    probe = probe_batch(data, groups.ids, offsets, traces=8, micro_batch_size=2)
+    model = AutoModelForCausalLM.from_pretrained(str(Path(trainer.log_dir) / "hf" / "step_2")).eval()
+    offline = gradient_interaction(model, probe, (0, 1), (2, 3))
+    for key, value in offline.items():
+        assert float(logged[2][f"diagnostics/{key}"]) == pytest.approx(value, rel=1e-4), key
+    assert float(logged[2]["diagnostics/confidence/anchor"]) < 0
