@@ -17,23 +17,29 @@ def _mark_bottleneck(ax: Any, step: int) -> None:
 
 
 def confidence_figure(report: dict[str, Any]) -> Figure:
-    """Mean c per group over steps with its interquartile band; θ_b marked. Left: the two sides; right: the
-    four groups."""
+    """Mean c per group over steps with its interquartile band (left: the two sides; middle: the four groups),
+    and the share of each side's tokens below their θ_0 confidence (right); θ_b marked."""
     steps = [e["step"] for e in report["steps"]]
-    fig = _figure(11, 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
+    fig = _figure(15, 4.5)
+    axes = fig.subplots(1, 3)
     for ax, names, title in ((axes[0], ["anchor", "yet_to_learn"], "anchors vs yet-to-learn"),
                              (axes[1], report["groups"], "the four groups")):
         for i, name in enumerate(names):
             stats = [e["confidence"][name] for e in report["steps"]]
-            mean = [s["mean"] for s in stats]
-            ax.plot(steps, mean, marker="o", ms=3, lw=1.6, color=f"C{i}", label=name)
+            ax.plot(steps, [s["mean"] for s in stats], marker="o", ms=3, lw=1.6, color=f"C{i}", label=name)
             ax.fill_between(steps, [s["p25"] for s in stats], [s["p75"] for s in stats], color=f"C{i}", alpha=0.15)
+        ax.set_ylabel("c_t = log p (mean, 25–75% band)")
+        ax.set_title(title)
+    for i, name in enumerate(["anchor", "yet_to_learn"]):
+        axes[2].plot(steps, [e["confidence"][name]["below_base"] for e in report["steps"]], marker="o", ms=3,
+                     lw=1.6, color=f"C{i}", label=name)
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("share of tokens below their c(θ_0)")
+    axes[2].set_title("tokens still below θ_0")
+    for ax in axes:
         _mark_bottleneck(ax, report["bottleneck_step"])
         ax.set_xlabel("optimizer step")
-        ax.set_title(title)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("c_t = log p (mean, 25–75% band)")
     fig.tight_layout()
     return fig
 
