@@ -142,6 +142,7 @@ def test_transfer_matrix_diagonal_is_negative(diagnosed):
     assert report["transfer_matrix_step"] == 2
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tiny_run, diagnosed, tmp_path):
     one = diagnosed[0]
     plan = plan_diagnostics(tiny_run, bottleneck_step=2, probe_traces=8, micro_batch_size=2, output=tmp_path)

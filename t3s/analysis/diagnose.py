@@ -160,6 +160,8 @@ def _worker(rank: int, world: int, address: str, plan: DiagnosticsPlan) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         host, port = address.split(":")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(_device(rank))
         dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
     try:
         _diagnose(plan, rank, world)

@@ -41,15 +41,15 @@ class ProbeBatch:
     micro_batches: list[dict[str, torch.Tensor]]
     groups: list[torch.Tensor]
     num_groups: int = 4
+    device: torch.device = torch.device("cpu")
 
     def to(self, device: torch.device | str) -> ProbeBatch:
         return ProbeBatch([{k: v.to(device) for k, v in mb.items()} for mb in self.micro_batches],
-                          [g.to(device) for g in self.groups], self.num_groups)
+                          [g.to(device) for g in self.groups], self.num_groups, torch.device(device))
 
     def counts(self) -> torch.Tensor:
         """Tokens per group over the whole probe (all ranks), float64."""
-        local = torch.zeros(self.num_groups, dtype=torch.float64, device=self.groups[0].device if self.groups
-                            else "cpu")
+        local = torch.zeros(self.num_groups, dtype=torch.float64, device=self.device)
         for g in self.groups:
             local += torch.bincount(g[g >= 0], minlength=self.num_groups).to(local)
         return all_sum(local)
@@ -79,7 +79,7 @@ def probe_batch(datamodule: Any, group_ids: torch.Tensor, offsets: torch.Tensor,
 @torch.no_grad()
 def group_loss_sums(model: nn.Module, probe: ProbeBatch, chunk_size: int = 2048) -> torch.Tensor:
     """Summed NLL of each group's tokens over the whole probe (``[G]`` float64, all ranks)."""
-    sums = torch.zeros(probe.num_groups, dtype=torch.float64, device=probe.groups[0].device)
+    sums = torch.zeros(probe.num_groups, dtype=torch.float64, device=probe.device)
     for mb, g in zip(probe.micro_batches, probe.groups):
         mask = g >= 0
         lp = logprobs_at(model, hidden_states(model, mb["input_ids"], mb["position_ids"]), mb["input_ids"], mask,
@@ -96,7 +96,7 @@ def group_gradient(model: nn.Module, probe: ProbeBatch, members: Sequence[int], 
     total = float(counts[list(members)].sum())
     params = [p for p in model.parameters() if p.requires_grad]
     model.zero_grad(set_to_none=True)
-    wanted = torch.tensor(list(members), device=probe.groups[0].device)
+    wanted = torch.tensor(list(members), device=probe.device)
     for mb, g in zip(probe.micro_batches, probe.groups):
         mask = torch.isin(g, wanted)
         if total == 0 or not mask.any():

@@ -186,8 +186,9 @@ def score_step(datamodule: Any, checkpoint: str | Path, offsets: torch.Tensor, *
         return values
     import torch.distributed as dist
 
-    scored = (~torch.isnan(values)).float()
-    summed = torch.nan_to_num(values, nan=0.0)
+    on = torch.device(device) if dist.get_backend() != "gloo" else torch.device("cpu")  # NCCL: device tensors
+    scored = (~torch.isnan(values)).float().to(on)
+    summed = torch.nan_to_num(values, nan=0.0).to(on)
     dist.all_reduce(summed)
     dist.all_reduce(scored)
-    return torch.where(scored > 0, summed, torch.full_like(summed, float("nan")))
+    return torch.where(scored > 0, summed, torch.full_like(summed, float("nan"))).cpu()
