@@ -149,6 +149,7 @@ def score_command(
     micro_batch_size: int | None = None,
     chunk_size: int = 2048,
     trust_remote_code: bool = False,
+    checkpoints: list[str] | None = None,
 ) -> None:
     """Score every training token under θ_0 and θ_b and write the Δc cache T3S reads.
 
@@ -162,6 +163,8 @@ def score_command(
         micro_batch_size: rows per forward pass (default: the data config's).
         chunk_size: rows per chunk of the log-prob kernel.
         trust_remote_code: allow the checkpoints' own model code (e.g. Ling-mini-2.0 as a selector).
+        checkpoints: also score these HF folders or run directories (``<run>/hf/step_*``, or ``<run>``: all its
+            ``hf/step_N``) into ``<output>/trajectories`` (one file per checkpoint, a per-group summary).
     """
     from t3s.scoring.scorer import score
 
@@ -169,6 +172,29 @@ def score_command(
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
+    if checkpoints:
+        from t3s.analysis.trajectories import expand_checkpoints, score_trajectories
+        from t3s.selection.scores import ScoreCache
+
+        found = expand_checkpoints(checkpoints)
+        missing = [str(folder) for _, folder in found if not (folder / "config.json").is_file()]
+        if not found or missing:
+            raise ConfigError(f"score --checkpoints: not HF folders or run directories: {missing or checkpoints}")
+        cache = ScoreCache.load(output)
+        device = device if device != "auto" else ("cuda" if _cuda() else "cpu")
+        summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base, cache.bottleneck,
+                                     micro_batch_size=micro_batch_size, chunk_size=chunk_size, device=device)
+        for entry in summary["steps"]:
+            conf = entry["confidence"]
+            print(f"step {entry['step']:>6}  c(anchor) {conf['anchor']['mean']:+.3f}  c(yet-to-learn) "
+                  f"{conf['yet_to_learn']['mean']:+.3f}  below θ0 {conf['yet_to_learn']['below_base']:.2f}")
+        print(f"wrote c_t of {len(found)} checkpoint(s) to {Path(output) / 'trajectories'}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
@@ -346,7 +372,7 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
                             allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
     positional = {"report": "--runs", "evaluate": "--targets", "diagnose": "--run"}.get(name)
-    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps",
+    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps", "--checkpoints",
                          single=name == "diagnose")
     try:
         cfg = parser.parse_args(args)

@@ -89,6 +89,17 @@ def test_trajectories_equal_per_checkpoint_scores(tiny_run, diagnosed, tmp_path)
         torch.testing.assert_close(cache.load(step), scored.bottleneck, atol=1e-6, rtol=0, equal_nan=True)
         if step == 2:  # θ_b: the diagnostics' anchor fraction is the scorer's
             assert report["anchor_fraction"] == pytest.approx(summary["anchor_fraction"])
+    # `t3s score --checkpoints <run>` writes the same trajectories and their per-group summary
+    main(["score", "--config", str(tiny_run / "config.yaml"), "--base", str(tiny_run / "hf" / "step_0"),
+          "--bottleneck", str(tiny_run / "hf" / "step_2"), "--output", str(tmp_path / "cli"),
+          "--checkpoints", str(tiny_run)])
+    from_score = Trajectories(tmp_path / "cli" / "trajectories", data.fingerprint(), data_offsets(data.traces))
+    for step in (0, 2, 4):
+        torch.testing.assert_close(from_score.load(step), cache.load(step), atol=1e-6, rtol=0, equal_nan=True)
+    summary = json.loads((tmp_path / "cli" / "trajectories" / "summary.json").read_text())
+    assert [e["step"] for e in summary["steps"]] == [0, 2, 4]
+    assert summary["steps"][2]["confidence"]["anchor"]["mean"] == pytest.approx(
+        report["steps"][2]["confidence"]["anchor"]["mean"])
     # the group confidences are the means of those values
     values, base = cache.load(4), cache.load(0)
     anchor = (cache.load(2) - base) > 0

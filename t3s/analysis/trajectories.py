@@ -29,6 +29,9 @@ from t3s.scoring.scorer import checkpoint_logprobs
 from t3s.selection.scores import write_json_atomic
 
 META_FILE = "meta.json"
+#: Fingerprint keys that must agree for cached values to be reused (as for a score cache: the sha256 covers
+#: every token id and label).
+MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
 OFFSETS_FILE = "offsets.safetensors"
 
 #: The four groups when the traces have reasoning and answer spans.
@@ -132,7 +135,8 @@ class Trajectories:
         self.offsets = offsets.long()
         self.directory.mkdir(parents=True, exist_ok=True)
         meta = self._meta()
-        if meta.get("data") != fingerprint:  # other data: start over
+        cached = meta.get("data") or {}
+        if any(cached.get(k) != fingerprint.get(k) for k in MATCH_KEYS):  # other data: start over
             meta = {"data": fingerprint, "checkpoints": {}}
             for stale in self.directory.glob("step_*.safetensors"):
                 stale.unlink()
@@ -192,3 +196,49 @@ def score_step(datamodule: Any, checkpoint: str | Path, offsets: torch.Tensor, *
     dist.all_reduce(summed)
     dist.all_reduce(scored)
     return torch.where(scored > 0, summed, torch.full_like(summed, float("nan"))).cpu()
+
+
+def checkpoint_step(folder: str | Path, default: int) -> int:
+    """The step of an ``hf/step_<N>`` folder (``default`` for any other name)."""
+    name = Path(folder).name.removeprefix("step_")
+    return int(name) if name.isdigit() else default
+
+
+def expand_checkpoints(items: list[str]) -> list[tuple[int, Path]]:
+    """``(step, folder)`` by step from HF folders and run directories (a run gives its ``hf/step_<N>``)."""
+    found: dict[int, Path] = {}
+    for i, item in enumerate(items):
+        path = Path(item)
+        if (path / "hf").is_dir() and not (path / "config.json").is_file():
+            for folder in path.glob("hf/step_*"):
+                if (folder / "config.json").is_file() and folder.name.removeprefix("step_").isdigit():
+                    found[checkpoint_step(folder, 0)] = folder
+        else:
+            found[checkpoint_step(path, -(i + 1))] = path
+    return sorted(found.items())
+
+
+def score_trajectories(datamodule: Any, checkpoints: list[tuple[int, Path]], output: str | Path, base: torch.Tensor,
+                       bottleneck: torch.Tensor, *, threshold: float = 0.0, micro_batch_size: int | None = None,
+                       chunk_size: int = 2048, device: str = "cpu") -> dict[str, Any]:
+    """c_t of every training token under each checkpoint into a trajectory cache at ``output``, one file at a
+    time, and ``summary.json`` there: per step and group, mean c and the share below c(θ_0).
+
+    The groups are those of :func:`token_groups` on ``base`` (θ_0) and ``bottleneck`` (θ_b) scores.
+    """
+    datamodule.setup("fit")
+    offsets = data_offsets(datamodule.traces)
+    cache = Trajectories(output, datamodule.fingerprint(), offsets)
+    groups = token_groups(base, bottleneck, answer_spans(datamodule.traces, datamodule.tokenizer, offsets), threshold)
+    steps = []
+    for step, folder in checkpoints:
+        if cache.has(step, folder):
+            values = cache.load(step)
+        else:
+            values = score_step(datamodule, folder, offsets, device=device, micro_batch_size=micro_batch_size,
+                                chunk_size=chunk_size)
+            cache.save(step, folder, values)
+        steps.append({"step": step, "checkpoint": str(folder), "confidence": group_confidence(values, base, groups)})
+    summary = {"groups": list(groups.names), "threshold": threshold, "steps": steps}
+    write_json_atomic(Path(output) / "summary.json", summary)
+    return summary
