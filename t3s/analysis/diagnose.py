@@ -93,7 +93,9 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
     if not run.is_dir():
         raise DiagnosticsError(f"{run}: no such directory (give a phase run directory, e.g. <run>/probe)")
     if not (run / "config.yaml").is_file():
-        raise DiagnosticsError(f"{run}: not a run directory written by `t3s fit` (no config.yaml)")
+        phases = [p.name for p in sorted(run.iterdir()) if (p / "hf").is_dir()]
+        hint = f"; a recipe run: give one of its phases, e.g. {run / phases[0]}" if phases else ""
+        raise DiagnosticsError(f"{run}: not a run directory written by `t3s fit` (no config.yaml){hint}")
     found = dict(run_checkpoints(run))
     if not found:
         raise DiagnosticsError(f"{run}: no hf/step_<N> checkpoints to diagnose")
