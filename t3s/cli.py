@@ -149,6 +149,7 @@ def score_command(
     micro_batch_size: int | None = None,
     chunk_size: int = 2048,
     trust_remote_code: bool = False,
+    checkpoints: list[str] | None = None,
 ) -> None:
     """Score every training token under θ_0 and θ_b and write the Δc cache T3S reads.
 
@@ -162,6 +163,8 @@ def score_command(
         micro_batch_size: rows per forward pass (default: the data config's).
         chunk_size: rows per chunk of the log-prob kernel.
         trust_remote_code: allow the checkpoints' own model code (e.g. Ling-mini-2.0 as a selector).
+        checkpoints: also score these HF folders or run directories (``<run>/hf/step_*``, or ``<run>``: all its
+            ``hf/step_N``) into ``<output>/trajectories`` (one file per checkpoint, a per-group summary).
     """
     from t3s.scoring.scorer import score
 
@@ -169,6 +172,29 @@ def score_command(
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
+    if checkpoints:
+        from t3s.analysis.trajectories import expand_checkpoints, score_trajectories
+        from t3s.selection.scores import ScoreCache
+
+        found = expand_checkpoints(checkpoints)
+        missing = [str(folder) for _, folder in found if not (folder / "config.json").is_file()]
+        if not found or missing:
+            raise ConfigError(f"score --checkpoints: not HF folders or run directories: {missing or checkpoints}")
+        cache = ScoreCache.load(output)
+        device = device if device != "auto" else ("cuda" if _cuda() else "cpu")
+        summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base, cache.bottleneck,
+                                     micro_batch_size=micro_batch_size, chunk_size=chunk_size, device=device)
+        for entry in summary["steps"]:
+            conf = entry["confidence"]
+            print(f"step {entry['step']:>6}  c(anchor) {conf['anchor']['mean']:+.3f}  c(yet-to-learn) "
+                  f"{conf['yet_to_learn']['mean']:+.3f}  below θ0 {conf['yet_to_learn']['below_base']:.2f}")
+        print(f"wrote c_t of {len(found)} checkpoint(s) to {Path(output) / 'trajectories'}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
@@ -295,9 +321,48 @@ def evaluate_command(
         print(f"{target}: {len(rows)} new result(s) in {plan.output / 'eval' / 'results.jsonl'}")
 
 
+def diagnose_command(
+    run: str,
+    bottleneck_step: int | None = None,
+    threshold: float = 0.0,
+    probe_traces: int = 32,
+    lr: float | None = None,
+    devices: int = 1,
+    micro_batch_size: int | None = None,
+    output: str | None = None,
+) -> None:
+    """Trajectory diagnostics of a finished phase: group confidences, gradient interaction, loss transfer.
+
+    Args:
+        run: a phase run directory (``hf/step_N``, ``config.yaml``; e.g. ``<recipe run>/probe``).
+        bottleneck_step: θ_b's step (default: read from the phase's training-accuracy curve, as the recipe does).
+        threshold: anchors are tokens with Δc = c(θ_b) − c(θ_0) above this (T3S: 0).
+        probe_traces: traces in the fixed probe batch of the gradient and transfer measurements.
+        lr: learning rate of the one-step intervention (default: the run's peak ``lr``).
+        devices: worker processes (one per GPU when there are GPUs; gloo on CPU).
+        micro_batch_size: rows per forward pass (default: the run's data config).
+        output: where the JSON and figures go (default: ``<run>/diagnostics``).
+    """
+    from t3s.analysis.diagnose import JSON_FILE, plan_diagnostics, run_diagnostics
+
+    plan = plan_diagnostics(run, bottleneck_step=bottleneck_step, threshold=threshold, probe_traces=probe_traces,
+                            lr=lr, micro_batch_size=micro_batch_size, output=output)
+    report = run_diagnostics(plan, devices=devices)
+    for entry in report["steps"]:
+        acc = entry["train_accuracy"]
+        conf = entry["confidence"]
+        print(f"step {entry['step']:>6}  acc {'  -  ' if acc is None else f'{acc:.3f}'}  "
+              f"c(anchor) {conf['anchor']['mean']:+.3f}  c(ytl) {conf['yet_to_learn']['mean']:+.3f}  "
+              f"ytl below θ0 {conf['yet_to_learn']['below_base']:.2f}  |g_a|/|g_o| {entry['grad_norm_ratio']:.2f}  "
+              f"cos {entry['grad_cosine']:+.2f}")
+    print(f"θ_b = step {report['bottleneck_step']} ({report['bottleneck_source']}); wrote {plan.output / JSON_FILE} "
+          f"and {len(report['figures'])} figures in {report['seconds']:.0f} s")
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_command,
     "score": score_command,
+    "diagnose": diagnose_command,
     "rrt": rrt_command,
     "grade": grade_command,
     "report": report_command,
@@ -313,8 +378,9 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
                             allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
-    positional = {"report": "--runs", "evaluate": "--targets"}.get(name)
-    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps")
+    positional = {"report": "--runs", "evaluate": "--targets", "diagnose": "--run"}.get(name)
+    args = _collect_list(list(args), positional, "--seeds", "--overrides", "--tasks", "--steps", "--checkpoints",
+                         single=name == "diagnose")
     if name == "evaluate":
         args = _collect_mapping(args, "--vllm")
     try:
@@ -325,14 +391,14 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     return function(**cfg.as_dict())
 
 
-def _collect_list(args: list[str], positional: str | None, *flags: str) -> list[str]:
+def _collect_list(args: list[str], positional: str | None, *flags: str, single: bool = False) -> list[str]:
     """Shell-style lists: ``report RUN RUN --output D`` and ``--seeds 0 1 2`` become JSON list values."""
     out: list[str] = []
     i = 0
     if positional is not None:
         n = next((j for j, a in enumerate(args) if a.startswith("-")), len(args))
-        if n:
-            out += [positional, json.dumps(args[:n])]
+        if n:  # ``single``: one positional value, given as it is
+            out += [positional, args[0] if single and n == 1 else json.dumps(args[:n])]
         i = n
     while i < len(args):
         if args[i] in flags:

@@ -43,6 +43,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         "t3s.selection.scores": "ScoreCacheError",
         "t3s.data.rows": "DataFileError",
         "t3s.evals.offline": "EvaluationError",
+        "t3s.analysis.diagnose": "DiagnosticsError",
         "t3s.ops.hf_folders": "CheckpointError",
         "t3s.scoring.scorer": "TokenizerMismatchError",
         "t3s.analysis.rrt": "CheckpointLayoutError",
