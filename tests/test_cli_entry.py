@@ -36,6 +36,18 @@ def test_help_lists_every_command_with_a_line_and_loads_no_torch():
     assert "  compare " in out and "LOADED []" in out
 
 
+def test_grade_loads_neither_torch_nor_lightning(tmp_path):
+    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the time."""
+    gens = tmp_path / "gens.jsonl"
+    gens.write_text(json.dumps({"response": "<think>x</think> \\boxed{ 2 5 }", "gold": "25"}) + "\n")
+    heavy = "('torch', 'lightning', 'transformers', 'torchmetrics')"
+    for task in ("aime24", "math", "exact"):
+        out = python(f"import sys, t3s.cli; t3s.cli.main(['grade', '--task', '{task}', '--input', {str(gens)!r}, "
+                     f"'--output', {str(tmp_path / (task + '.jsonl'))!r}]); "
+                     f"print('LOADED', [m for m in {heavy} if m in sys.modules])")
+        assert "(1/1 correct)" in out and "LOADED []" in out, out
+
+
 def test_console_stays_quiet_about_weight_loads(tmp_path):
     """No transformers progress bar per checkpoint write or weight load once the command line has started."""
     out = python("import t3s.cli; t3s.cli.configure_process(); "
