@@ -184,7 +184,9 @@ def test_comparison_figure_labels_theta0_and_each_theta_b():
     curves = {"probe": ([0, 5, 10], [0.9, 0.1, 0.8]), "t3s": ([0, 5, 10], [0.9, 0.6, 0.85])}
     fig = comparison_figure(curves, ylabel="acc", title="t", bottlenecks={"probe": 5, "t3s": None}, baseline=0.9)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["θ_0 (0.90)", "probe", "θ_b of probe (step 5)", "t3s"]
+    assert labels == ["θ_0 (0.90)", "probe", "t3s", "θ_b (step 5)"]  # one θ_b: no run named, its own colour
+    fig = comparison_figure(curves, ylabel="acc", title="t", bottlenecks={"probe": 5, "t3s": 10})
+    assert fig.axes[0].get_legend_handles_labels()[1][-2:] == ["θ_b of probe (step 5)", "θ_b of t3s (step 10)"]
 
 
 def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path):

@@ -134,8 +134,9 @@ class HFGenerator:
         batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         fork_devices = [device] if device.type == "cuda" else []
         try:
+            # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
             for b, batch in enumerate(
-                tqdm(batches, desc="generate", unit="batch", disable=not self.show_progress)
+                tqdm(batches, desc="generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
             ):
                 input_ids, attention_mask = self._left_pad([prompts[p] for p, _ in batch], device)
                 with torch.random.fork_rng(devices=fork_devices):

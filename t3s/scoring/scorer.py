@@ -73,7 +73,7 @@ def checkpoint_logprobs(
     model.eval()
     out = torch.full((int(offsets[-1]),), float("nan"))
     batches = list(batches) if not hasattr(batches, "__len__") else batches
-    for mb in tqdm(batches, desc=desc, unit="batch", leave=False):
+    for mb in tqdm(batches, desc=desc, unit="batch", leave=False, disable=len(batches) < 2 or None):
         mb = {k: v.to(device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
         mask = mb["labels"] != -100
         mask[:, 0] = False
