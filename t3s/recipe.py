@@ -430,9 +430,10 @@ class OnlineT3SSwitch(L.Callback):
             pl_module.restart_from(hf / "step_0")
         self.switched_at = step
         self.bench.log_selection_summary(trainer, pl_module)
-        if trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
-                                       step=step)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
+                                   step=step)
 
 
 # ------------------------------------------------------------------- comparison

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from conftest import REPO, TINY_WORLD, make_data, make_student
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from t3s.analysis.report import report_figures, summarize_run
@@ -21,6 +21,7 @@ from t3s.evals import BenchmarkCallback
 from t3s.evals.bottleneck import read_scalars
 from t3s.evals.figures import comparison_figure, curve_figure
 from t3s.evals.scalars import scalar_tags
+from t3s.recipe import phase_loggers
 from t3s.train_cli import prepare_trainer
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
@@ -99,6 +100,64 @@ def test_csv_metrics_are_read_like_tensorboard_scalars(tmp_path):
     logger.save()
     assert read_scalars(logger.log_dir, "bench/train/avg@*") == ([0, 5], [0.5, 0.25])
     assert read_scalars(logger.log_dir, "train/loss") == ([0, 5], [2.0, 1.5])
+
+
+# ------------------------------------------------------------------------------------ other loggers
+class MediaLogger(Logger):
+    """A logger of the W&B kind (``log_image``, ``log_text``, no TensorBoard experiment), kept in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[tuple[int | None, dict]] = []
+        self.images: list[tuple[str, int | None, list]] = []
+        self.texts: list[tuple[str, int | None]] = []
+
+    @property
+    def name(self) -> str:
+        return "media"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_image(self, key, images, step=None, **kwargs) -> None:
+        self.images.append((key, step, list(images)))
+
+    def log_text(self, key, columns=None, data=None, step=None, **kwargs) -> None:
+        self.texts.append((key, step))
+
+
+def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
+    data = make_data(TINY_WORLD, batch=8, micro=8)
+    media = MediaLogger()
+    bench = BenchmarkCallback(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=8)
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=[CSVLogger(tmp_path, name="run"), media],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[bench], log_every_n_steps=1)
+    trainer.fit(make_student(data), datamodule=data)
+    run = Path(trainer.log_dir)
+    assert read_scalars(run, "bench/train/avg@1")[0] == [0, 2, 4]  # from metrics.csv
+    assert [step for step, m in media.metrics if "bench/train/avg@1" in m] == [0, 2, 4]
+    assert [(key, step) for key, step, _ in media.images] == [("curves/loss_and_accuracy", s) for s in (0, 2, 4)]
+    assert all(Path(images[0]) == run / "figures" / "loss_and_accuracy.png" for _, _, images in media.images)
+    assert ("samples/train", 2) in media.texts
+
+
+def test_recipe_phases_log_into_their_folder_with_the_configured_file_logger(tmp_path):
+    root = tmp_path / "recipe" / "version_0"
+    media = MediaLogger()
+    loggers = phase_loggers([media, CSVLogger(tmp_path / "elsewhere")], root, "probe")
+    assert [type(x) for x in loggers] == [CSVLogger, MediaLogger] and loggers[1] is media
+    assert Path(loggers[0].log_dir) == root / "probe"
+    (default,) = phase_loggers(None, root, "t3s")
+    assert isinstance(default, TensorBoardLogger) and Path(default.log_dir) == root / "t3s"
+    assert [type(x) for x in phase_loggers(media, root, "t3s")] == [TensorBoardLogger, MediaLogger]
 
 
 # --------------------------------------------------------------------------- the recipe, as a user runs it

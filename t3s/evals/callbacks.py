@@ -59,7 +59,7 @@ class BenchmarkCallback(L.Callback):
         tasks_dir: extra directory searched for task YAMLs.
         bottleneck_margin: see :class:`BottleneckDetector`.
         bottleneck_patience: see :class:`BottleneckDetector`.
-        num_text_samples: generations shown in TensorBoard's text panel per task and evaluation.
+        num_text_samples: generations shown per task and evaluation in TensorBoard's text panel (or ``log_text``).
         seed: seed of the training-problem subset.
     """
 
