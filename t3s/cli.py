@@ -66,7 +66,7 @@ _CONFIGURED = False
 
 
 #: Commands that need neither torch nor Lightning (nor the toy world's resolvers, which import transformers).
-LIGHT_COMMANDS = frozenset({"grade"})
+LIGHT_COMMANDS = frozenset({"grade", "report"})
 
 
 def configure_process(toy_resolvers: bool = True) -> None:

@@ -48,6 +48,25 @@ def test_grade_loads_neither_torch_nor_lightning(tmp_path):
         assert "(1/1 correct)" in out and "LOADED []" in out, out
 
 
+def test_report_loads_neither_torch_nor_lightning(tmp_path):
+    """`t3s report` on a recipe folder written by a CSVLogger (hand-made here), anchor summary included."""
+    root = tmp_path / "recipe" / "version_0"
+    for phase, values in (("probe", (0.9, 0.1, 0.8)), ("t3s", (0.9, 0.5, 0.95))):
+        (root / phase).mkdir(parents=True)
+        rows = ["step,bench/train/avg@1,train/loss"] + [f"{5 * i},{v},{2.0 - i}" for i, v in enumerate(values)]
+        (root / phase / "metrics.csv").write_text("\n".join(rows) + "\n")
+    token = {"token": "so", "count": 3, "share_of_occurrences": 1.0}
+    (root / "scores").mkdir()
+    (root / "scores" / "summary.json").write_text(json.dumps({
+        "anchor_fraction": 0.2, "mean_delta": 0.1, "num_tokens": 10, "top_anchor_tokens": [token],
+        "top_yet_to_learn_tokens": [token]}))
+    out = python(f"import sys, t3s.cli; t3s.cli.main(['report', {str(root)!r}]); "
+                 "print('LOADED', [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])")
+    assert "LOADED []" in out, out
+    text = (root / "report" / "report.md").read_text()
+    assert "| probe | train | 0.900 | 0.100 (5) |" in text and text.count("## Anchor tokens") == 1
+
+
 def test_console_stays_quiet_about_weight_loads(tmp_path):
     """No transformers progress bar per checkpoint write or weight load once the command line has started."""
     out = python("import t3s.cli; t3s.cli.configure_process(); "

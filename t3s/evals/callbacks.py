@@ -191,7 +191,7 @@ class BenchmarkCallback(L.Callback):
         summary_file = Path(scores) / "summary.json" if scores else None
         if not trainer.is_global_zero or summary_file is None or not summary_file.is_file():
             return
-        from t3s.scoring.scorer import summary_markdown
+        from t3s.scoring.summary_text import summary_markdown
 
         text = summary_markdown(json.loads(summary_file.read_text()))
         self._log_text_panel(trainer, "selection/anchor_tokens", text, trainer.global_step)
