@@ -186,7 +186,7 @@ class BenchmarkCallback(L.Callback):
             self.run(trainer, pl_module)
 
     def log_selection_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Show what the strategy masks (the score cache's anchor-token summary) in TensorBoard's text panel."""
+        """Show what the strategy masks (the score cache's anchor-token summary) in the loggers' text panels."""
         scores = scores_dir_of(getattr(pl_module, "selection", None))
         summary_file = Path(scores) / "summary.json" if scores else None
         if not trainer.is_global_zero or summary_file is None or not summary_file.is_file():
