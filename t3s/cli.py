@@ -222,8 +222,9 @@ def report_command(runs: list[str], output: str | None = None) -> None:
     """Figures and a comparison table (start / min / final / best accuracy, θ_b) from finished runs.
 
     Args:
-        runs: run directories holding TensorBoard event files (``runs/tiny/sft/version_0``), or a recipe's
-            ``version_<k>`` folder (its phases ``probe``, ``t3s`` are compared).
+        runs: run directories holding logged scalars, TensorBoard event files or a CSVLogger's ``metrics.csv``
+            (``runs/tiny/sft/version_0``), or a recipe's ``version_<k>`` folder (its phases ``probe``, ``t3s``
+            are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
     from t3s.analysis.report import write_report
