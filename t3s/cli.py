@@ -65,14 +65,19 @@ class _OnceFilter(logging.Filter):
 _CONFIGURED = False
 
 
-def configure_process() -> None:
+#: Commands that need neither torch nor Lightning (nor the toy world's resolvers, which import transformers).
+LIGHT_COMMANDS = frozenset({"grade", "report"})
+
+
+def configure_process(toy_resolvers: bool = True) -> None:
     """Everything the command line sets for the whole process, in one place (idempotent).
 
     - warning filters for Lightning messages that are expected here (students step their optimizer by
       hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
     - a log filter that drops Lightning's tip and repeated info lines; no Hugging Face download/load/save
       bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
-    - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}``.
+    - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}`` (unless ``toy_resolvers``
+      is false: :data:`LIGHT_COMMANDS` read no config).
     """
     global _CONFIGURED
     # transformers' "Loading weights" / "Writing model shards" bars at every checkpoint and θ_b reload
@@ -85,15 +90,15 @@ def configure_process() -> None:
         r"The '\w+_dataloader' does not have many workers",  # in-memory token rows: workers buy nothing
     ):
         warnings.filterwarnings("ignore", message=message)
-    if _CONFIGURED:
-        return
-    _CONFIGURED = True
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_OnceFilter())
+    if not _CONFIGURED:
+        _CONFIGURED = True
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.fabric.utilities.seed"):  # "Seed set to 0" once, not once per recipe phase
+            logging.getLogger(name).addFilter(_OnceFilter())
+    if toy_resolvers:
+        from t3s.toy.base import register_resolvers
 
-    from t3s.toy.base import register_resolvers
-
-    register_resolvers()
+        register_resolvers()
 
 
 # ----------------------------------------------------------------- configs
@@ -243,8 +248,9 @@ def report_command(runs: list[str], output: str | None = None) -> None:
     """Figures and a comparison table (start / min / final / best accuracy, θ_b) from finished runs.
 
     Args:
-        runs: run directories holding TensorBoard event files (``runs/tiny/sft/version_0``), or a recipe's
-            ``version_<k>`` folder (its phases ``probe``, ``t3s`` are compared).
+        runs: run directories holding logged scalars, TensorBoard event files or a CSVLogger's ``metrics.csv``
+            (``runs/tiny/sft/version_0``), or a recipe's ``version_<k>`` folder (its phases ``probe``, ``t3s``
+            are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
     from t3s.analysis.report import write_report
@@ -478,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: unknown command {args[0]!r}{hint}; `t3s --help` lists the commands", file=sys.stderr)
         raise SystemExit(2)
     try:
-        configure_process()
+        configure_process(toy_resolvers=args[0] not in LIGHT_COMMANDS)
         if args[0] in SUBCOMMANDS:
             run_subcommand(args[0], args[1:])
         elif args[0] == "fit":

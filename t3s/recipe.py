@@ -30,7 +30,7 @@ from typing import Any
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rich.console import Console
 
@@ -151,11 +151,34 @@ class PhaseFactory:
             L.seed_everything(config.seed_everything, workers=True)  # every phase starts from the same RNG state
         init = self.parser.instantiate_classes(config)
         trainer_args = dict(init.trainer)
-        trainer_args["logger"] = TensorBoardLogger(save_dir=str(self.root.parent), name=self.root.name, version=name)
+        trainer_args["logger"] = phase_loggers(trainer_args.get("logger"), self.root, name)
         trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
                                      SaveConfigCallback(self.parser, config, overwrite=True)]
         trainer = self.prepare_trainer(L.Trainer(**trainer_args))
         return Phase(name, trainer, init.model, init.data)
+
+
+# ---------------------------------------------------------------------- loggers
+def phase_loggers(configured: Any, root: Path, phase: str) -> list[Logger]:
+    """The loggers of one phase: a file logger writing into ``<root>/<phase>`` (the configured
+    ``TensorBoardLogger`` or ``CSVLogger`` class; a ``TensorBoardLogger`` when none is configured), first, so
+    that it is the run directory; any other configured logger (W&B, MLflow, …) after it, as configured.
+
+    θ_b, the recipe's table and the report read the file logger's scalars (:mod:`t3s.evals.scalars`).
+    """
+    given = [] if configured in (None, True, False) else list(configured) if isinstance(configured, list) \
+        else [configured]
+    file_class = next((type(x) for x in given if isinstance(x, (TensorBoardLogger, CSVLogger))), TensorBoardLogger)
+    extra: dict[str, Any] = {"default_hp_metric": False} if issubclass(file_class, TensorBoardLogger) else {}
+    run_logger = file_class(save_dir=str(root.parent), name=root.name, version=phase, **extra)
+    return [run_logger, *(x for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
+
+
+def curves_hint(trainer: L.Trainer, root: Path) -> str:
+    """Where to watch a recipe's curves: TensorBoard on its folder, else the phases' metrics and figures."""
+    if isinstance(trainer.logger, TensorBoardLogger):
+        return f"tensorboard --logdir {root}"
+    return f"{root}/<phase>/metrics.csv and {root}/<phase>/figures/"
 
 
 def with_atomic_checkpoints(trainer: L.Trainer) -> L.Trainer:
@@ -303,7 +326,7 @@ class Recipe:
         if masked.trainer.is_global_zero:
             report = write_report([probe.run_dir, masked.run_dir], self.root / "report")
             console.print(results_table([probe, masked], probe.benchmark.train_tag, step_b))
-            console.print(f"curves: tensorboard --logdir {self.root}\nreport: {report}\nθ_b: step {step_b}, "
+            console.print(f"curves: {curves_hint(masked.trainer, self.root)}\nreport: {report}\nθ_b: step {step_b}, "
                           f"scores: {scores_dir}")
         return report
 
@@ -322,7 +345,7 @@ def results_table(phases: list[Phase], tag: str, step_b: int) -> Any:
     """The recipe's end: training accuracy of each phase at its start, minimum (step) and end."""
     from rich.table import Table
 
-    table = Table(title=f"training accuracy ({tag}); θ_b = step {step_b}")
+    table = Table(title=f"training accuracy, θ_b = step {step_b}", caption=tag)
     for column in ("phase", "start", "minimum (step)", "final"):
         table.add_column(column)
     for phase in phases:
@@ -407,9 +430,10 @@ class OnlineT3SSwitch(L.Callback):
             pl_module.restart_from(hf / "step_0")
         self.switched_at = step
         self.bench.log_selection_summary(trainer, pl_module)
-        if trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
-                                       step=step)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
+                                   step=step)
 
 
 # ------------------------------------------------------------------- comparison

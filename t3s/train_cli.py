@@ -17,7 +17,7 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
 from t3s.recipe import (
@@ -115,7 +115,11 @@ class T3SCLI(LightningCLI):
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
-    """Every CLI trainer: atomic single-file checkpoints and a step-based progress bar."""
+    """Every CLI trainer: atomic single-file checkpoints, a step-based progress bar, and no ``hp_metric``
+    placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger._default_hp_metric = False  # what TensorBoardLogger(default_hp_metric=False) sets
     return _with_step_progress_bar(with_atomic_checkpoints(trainer))
 
 
@@ -171,7 +175,7 @@ def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
     """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it. ``resume``
     picks the newest such folder that holds a ``recipe.json`` instead of the next free version."""
     logger = trainer.logger
-    if isinstance(logger, TensorBoardLogger):
+    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
         if resume:
             return find_recipe_root(logger.root_dir)
         return Path(logger.log_dir)

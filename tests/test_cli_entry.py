@@ -36,6 +36,37 @@ def test_help_lists_every_command_with_a_line_and_loads_no_torch():
     assert "  compare " in out and "LOADED []" in out
 
 
+def test_grade_loads_neither_torch_nor_lightning(tmp_path):
+    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the time."""
+    gens = tmp_path / "gens.jsonl"
+    gens.write_text(json.dumps({"response": "<think>x</think> \\boxed{ 2 5 }", "gold": "25"}) + "\n")
+    heavy = "('torch', 'lightning', 'transformers', 'torchmetrics')"
+    for task in ("aime24", "math", "exact"):
+        out = python(f"import sys, t3s.cli; t3s.cli.main(['grade', '--task', '{task}', '--input', {str(gens)!r}, "
+                     f"'--output', {str(tmp_path / (task + '.jsonl'))!r}]); "
+                     f"print('LOADED', [m for m in {heavy} if m in sys.modules])")
+        assert "(1/1 correct)" in out and "LOADED []" in out, out
+
+
+def test_report_loads_neither_torch_nor_lightning(tmp_path):
+    """`t3s report` on a recipe folder written by a CSVLogger (hand-made here), anchor summary included."""
+    root = tmp_path / "recipe" / "version_0"
+    for phase, values in (("probe", (0.9, 0.1, 0.8)), ("t3s", (0.9, 0.5, 0.95))):
+        (root / phase).mkdir(parents=True)
+        rows = ["step,bench/train/avg@1,train/loss"] + [f"{5 * i},{v},{2.0 - i}" for i, v in enumerate(values)]
+        (root / phase / "metrics.csv").write_text("\n".join(rows) + "\n")
+    token = {"token": "so", "count": 3, "share_of_occurrences": 1.0}
+    (root / "scores").mkdir()
+    (root / "scores" / "summary.json").write_text(json.dumps({
+        "anchor_fraction": 0.2, "mean_delta": 0.1, "num_tokens": 10, "top_anchor_tokens": [token],
+        "top_yet_to_learn_tokens": [token]}))
+    out = python(f"import sys, t3s.cli; t3s.cli.main(['report', {str(root)!r}]); "
+                 "print('LOADED', [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])")
+    assert "LOADED []" in out, out
+    text = (root / "report" / "report.md").read_text()
+    assert "| probe | train | 0.900 | 0.100 (5) |" in text and text.count("## Anchor tokens") == 1
+
+
 def test_console_stays_quiet_about_weight_loads(tmp_path):
     """No transformers progress bar per checkpoint write or weight load once the command line has started."""
     out = python("import t3s.cli; t3s.cli.configure_process(); "
@@ -172,7 +203,9 @@ def test_comparison_figure_labels_theta0_and_each_theta_b():
     curves = {"probe": ([0, 5, 10], [0.9, 0.1, 0.8]), "t3s": ([0, 5, 10], [0.9, 0.6, 0.85])}
     fig = comparison_figure(curves, ylabel="acc", title="t", bottlenecks={"probe": 5, "t3s": None}, baseline=0.9)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["θ_0 (0.90)", "probe", "θ_b of probe (step 5)", "t3s"]
+    assert labels == ["θ_0 (0.90)", "probe", "t3s", "θ_b (step 5)"]  # one θ_b: no run named, its own colour
+    fig = comparison_figure(curves, ylabel="acc", title="t", bottlenecks={"probe": 5, "t3s": 10})
+    assert fig.axes[0].get_legend_handles_labels()[1][-2:] == ["θ_b of probe (step 5)", "θ_b of t3s (step 10)"]
 
 
 def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path):

@@ -131,3 +131,49 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "bad.jsonl:2: line is not valid JSON" in err and "\n" not in err
+
+
+def _toy_generations() -> list[dict]:
+    """Responses in the toy world's own wordings (digits spelled one by one), boxed and unboxed, right and wrong."""
+    from t3s.toy.styles import STUDENT_STYLE, TEACHER_STYLE
+    from t3s.toy.task import Problem, spell_digits
+
+    rows = []
+    for i, problem in enumerate([Problem(48, 96), Problem(7, 5), Problem(355, 645), Problem(12, 30)]):
+        for style in (STUDENT_STYLE, TEACHER_STYLE):
+            think = f"<think> {style.reasoning(problem)} </think>"
+            spelled = spell_digits(problem.total)
+            wrong = spell_digits(problem.total + 1)
+            for form, text in (("boxed", style.answer_text(problem)), ("plain", f"Result : {spelled}"),
+                               ("sentence", f"the sum is {spelled} ."), ("wrong", f"Result : \\boxed{{ {wrong} }}")):
+                rows.append({"id": f"{i}-{form}", "response": f"{think} {text}", "gold": str(problem.total)})
+    return rows
+
+
+@pytest.mark.parametrize("grader", ["aime", "math"])
+def test_spaced_digit_answers_grade_the_same_under_aime_and_math(tmp_path, grader):
+    """The toy's answers spell digits one by one; math-verify alone read "1 4 4" as 4 (0/64 in a real run)."""
+    rows = _toy_generations()
+    src = _write(tmp_path / "toy.jsonl", rows)
+    metrics = grade_file(grader, str(src), "response", "gold", str(tmp_path / f"{grader}.jsonl"))
+    verdicts = _read(tmp_path / f"{grader}.jsonl")
+    assert [v["correct"] for v in verdicts] == [not r["id"].endswith("wrong") for r in rows]
+    assert metrics["num_correct"] == 24 and metrics["num_graded"] == 32
+    assert {v["extracted"] for v in verdicts if v["id"] == "0-boxed"} == {"144"}
+
+
+def test_exact_grader_agrees_on_the_boxed_toy_answers(tmp_path):
+    rows = [r for r in _toy_generations() if r["id"].endswith(("boxed", "wrong"))]
+    src = _write(tmp_path / "toy.jsonl", rows)
+    by_grader = {g: grade_file(g, str(src), "response", "gold", str(tmp_path / f"{g}.jsonl"))["num_correct"]
+                 for g in ("exact", "aime", "math")}
+    assert by_grader == {"exact": 8, "aime": 8, "math": 8}
+
+
+def test_only_unambiguous_digit_runs_are_joined():
+    from t3s.data.text import join_spaced_digits
+
+    assert join_spaced_digits("so the sum is 1 4 4 8 3 .") == "so the sum is 14483 ."
+    assert join_spaced_digits("\\boxed{ 1 0 }") == "\\boxed{ 10 }"
+    for kept in ("12 34", "1  2", "1, 2", "3.1 4", "x_1 2", "2^3 4", "1 2/3", "1 2.5", "a1 2"):
+        assert join_spaced_digits(kept) == kept, kept

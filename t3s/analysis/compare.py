@@ -9,6 +9,7 @@ from typing import Any
 
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, read_scalars
 from t3s.evals.figures import method_seed_figure
+from t3s.evals.scalars import has_scalars
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
 
 METHODS = tuple(s.name for s in (FullSFT, T3S, InverseT3S, RandomMask))
@@ -17,7 +18,7 @@ LABELS = {FullSFT.name: "SFT", **{s.name: s.label for s in (T3S, InverseT3S, Ran
 
 def _version_dir(root: Path) -> Path | None:
     runs = sorted(root.glob("version_*")) if root.is_dir() else []
-    return runs[-1] if runs else (root if any(root.glob("events.out.tfevents.*")) else None)
+    return runs[-1] if runs else (root if root.is_dir() and has_scalars(root) else None)
 
 
 def _stats(values: list[float]) -> str:

@@ -1,4 +1,5 @@
-"""``t3s report``: figures and a comparison table from finished runs' TensorBoard logs."""
+"""``t3s report``: figures and a comparison table from finished runs' logged scalars (TensorBoard event files,
+a ``CSVLogger``'s ``metrics.csv`` or the evaluation ledger: :mod:`t3s.evals.scalars`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.bottleneck import BottleneckDetector, is_train_accuracy_tag, read_scalars
+import yaml
+from matplotlib.figure import Figure
+
+from t3s.evals.bottleneck import BottleneckDetector, is_train_accuracy_tag, read_scalars, scored_bottleneck
 from t3s.evals.figures import comparison_figure
-from t3s.scoring.scorer import summary_markdown
+from t3s.evals.scalars import has_scalars, scalar_tags
+from t3s.scoring.summary_text import summary_markdown
 
 
 def run_label(run_dir: Path) -> str:
@@ -17,11 +22,18 @@ def run_label(run_dir: Path) -> str:
 
 
 def accuracy_tags(run_dir: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    return [t for t in scalar_tags(run_dir) if t.startswith("bench/") and "/avg@" in t]
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return sorted(t for t in acc.Tags().get("scalars", []) if t.startswith("bench/") and "/avg@" in t)
+
+def run_scores_dir(run_dir: Path) -> str | None:
+    """The score cache a run trained with, from the config it saved (``config.yaml``), else None."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        selection = config["model"]["init_args"]["selection"]["init_args"] or {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    scores = selection.get("scores") or ((selection.get("match") or {}).get("init_args") or {}).get("scores")
+    return str(scores) if scores else None
 
 
 def summarize_run(run_dir: Path) -> dict[str, Any]:
@@ -35,7 +47,11 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
             "tag": tag, "steps": steps, "values": values, "start": values[0], "min": values[i_min],
             "min_step": steps[i_min], "final": values[-1], "best": max(values),
         }
-    if any(is_train_accuracy_tag(b["tag"]) for b in row["benchmarks"].values()):
+    # θ_b of a run trained on a score cache is the step the cache was scored at, not its own curve's minimum
+    scored = scored_bottleneck(run_scores_dir(run_dir))
+    if scored is not None:
+        row["bottleneck"] = scored
+    elif any(is_train_accuracy_tag(b["tag"]) for b in row["benchmarks"].values()):
         row["bottleneck"] = BottleneckDetector.from_run(run_dir).final()
     row["loss"] = read_scalars(run_dir, "train/loss")
     row["loss_all_tokens"] = read_scalars(run_dir, "train/loss_all_tokens")
@@ -43,16 +59,16 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 
 
 def find_runs(path: str | Path) -> list[Path]:
-    """The run folders under ``path``: itself when it holds TensorBoard event files, else its sub-folders that
-    do (a recipe's ``<save_dir>/<name>/version_<k>`` holds one per phase: ``probe``, ``t3s``)."""
+    """The run folders under ``path``: itself when it holds logged scalars (TensorBoard event files, a
+    ``metrics.csv``), else its sub-folders that do (a recipe's ``<save_dir>/<name>/version_<k>`` holds one
+    per phase: ``probe``, ``t3s``)."""
     path = Path(path)
-    if any(path.glob("events.out.tfevents.*")):
+    if has_scalars(path):
         return [path]
-    phases = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))) \
-        if path.is_dir() else []
+    phases = sorted(p for p in path.iterdir() if p.is_dir() and has_scalars(p)) if path.is_dir() else []
     if not phases:
-        raise FileNotFoundError(f"{path} holds no TensorBoard event files, nor do its sub-folders (point at a "
-                                "run's version_<k> folder or a recipe's)")
+        raise FileNotFoundError(f"{path} holds no logged scalars (TensorBoard event files or metrics.csv), nor do "
+                                "its sub-folders (point at a run's version_<k> folder or a recipe's)")
     return phases
 
 
@@ -62,7 +78,6 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     runs = [run for given in run_dirs for run in find_runs(given)]
     output.mkdir(parents=True, exist_ok=True)
     rows = [summarize_run(r) for r in runs]
-    tasks = sorted({t for row in rows for t in row["benchmarks"]})
     lines = ["# t3s report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
     lines += ["| run | benchmark | start | min (step) | final | best | θ_b step |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -72,25 +87,9 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
                 f"| {b['best']:.3f} | {row.get('bottleneck', '') if task == 'train' else ''} |"
             )
     lines.append("")
-    bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
-    for task in tasks:
-        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
-                  for row in rows if task in row["benchmarks"]}
-        fig = comparison_figure(curves, ylabel=f"{task} accuracy", title=f"{task}: accuracy during training",
-                                bottlenecks=bottlenecks, baseline=_shared_start(curves))
-        fig.savefig(output / f"accuracy_{task}.png")
-        lines += [f"![{task} accuracy](accuracy_{task}.png)", ""]
-    loss_curves = {row["run"]: row["loss"] for row in rows if row["loss"][0]}
-    if loss_curves:
-        # all-token loss when every run logs it: a T3S run's train/loss covers only its selected tokens
-        all_tokens = all(row["loss_all_tokens"][0] for row in rows if row["loss"][0])
-        if all_tokens:
-            loss_curves = {row["run"]: row["loss_all_tokens"] for row in rows if row["loss"][0]}
-        fig = comparison_figure(loss_curves, title="training loss",
-                                ylabel="training loss (all response tokens)" if all_tokens
-                                else "training loss (selected tokens)")
-        fig.savefig(output / "loss.png")
-        lines += ["![training loss](loss.png)", ""]
+    for name, (alt, fig) in report_figures(rows).items():
+        fig.savefig(output / name)
+        lines += [f"![{alt}]({name})", ""]
     shown: set[Path] = set()
     for run in runs:
         found = _scores_summary(run)
@@ -101,6 +100,28 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     (output / "summary.json").write_text(json.dumps(
         [{k: v for k, v in row.items() if k not in ("loss", "loss_all_tokens")} for row in rows], indent=2))
     return output / "report.md"
+
+
+def report_figures(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Figure]]:
+    """The report's figures by file name (with their alt text): accuracy per benchmark (θ_0's shared start as a
+    baseline, θ_b marked) and the training loss over all response tokens when every run logs it (a T3S
+    run's ``train/loss`` covers only its selected tokens)."""
+    figures: dict[str, tuple[str, Figure]] = {}
+    bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
+    for task in sorted({t for row in rows for t in row["benchmarks"]}):
+        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
+                  for row in rows if task in row["benchmarks"]}
+        figures[f"accuracy_{task}.png"] = (f"{task} accuracy", comparison_figure(
+            curves, ylabel=f"{task} accuracy", title=f"{task}: accuracy during training",
+            bottlenecks=bottlenecks, baseline=_shared_start(curves)))
+    logged = [row for row in rows if row["loss"][0]]
+    if logged:
+        all_tokens = all(row["loss_all_tokens"][0] for row in logged)
+        key = "loss_all_tokens" if all_tokens else "loss"
+        figures["loss.png"] = ("training loss", comparison_figure(
+            {row["run"]: row[key] for row in logged}, title="training loss",
+            ylabel="training loss (all response tokens)" if all_tokens else "training loss (selected tokens)"))
+    return figures
 
 
 def _scores_summary(run: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -1,34 +1,40 @@
 """Teacher-trace data: row reading, records and field presets, chat-template rendering with completion-only
-labels, packing, and the ``TeacherTraceDataModule`` that turns traces into optimizer-step batches."""
+labels, packing, and the ``TeacherTraceDataModule`` that turns traces into optimizer-step batches.
+
+The names below are imported on first use, so reading rows or answer text (``t3s grade``) loads no torch,
+transformers or Lightning.
+"""
 
 from __future__ import annotations
 
-from t3s.data.fields import FIELD_PRESETS, FieldMapping
-from t3s.data.module import ScoringBatches, TeacherTraceDataModule
-from t3s.data.packing import collate, collate_rows, first_fit_decreasing
-from t3s.data.records import load_records
-from t3s.data.render import tokenize_trace
-from t3s.data.rows import DataFileError, iter_rows
-from t3s.data.schema import IGNORE_INDEX, LoadStats, TokenizedTrace, TraceDataError, TraceRecord
-from t3s.data.steps import StepPlan, StepSampler
+import importlib
+from typing import Any
 
-__all__ = [
-    "FIELD_PRESETS",
-    "IGNORE_INDEX",
-    "DataFileError",
-    "FieldMapping",
-    "LoadStats",
-    "ScoringBatches",
-    "StepPlan",
-    "StepSampler",
-    "TeacherTraceDataModule",
-    "TokenizedTrace",
-    "TraceDataError",
-    "TraceRecord",
-    "collate",
-    "collate_rows",
-    "first_fit_decreasing",
-    "iter_rows",
-    "load_records",
-    "tokenize_trace",
-]
+_EXPORTS = {
+    "FIELD_PRESETS": "t3s.data.fields",
+    "FieldMapping": "t3s.data.fields",
+    "ScoringBatches": "t3s.data.module",
+    "TeacherTraceDataModule": "t3s.data.module",
+    "collate": "t3s.data.packing",
+    "collate_rows": "t3s.data.packing",
+    "first_fit_decreasing": "t3s.data.packing",
+    "load_records": "t3s.data.records",
+    "tokenize_trace": "t3s.data.render",
+    "DataFileError": "t3s.data.rows",
+    "iter_rows": "t3s.data.rows",
+    "IGNORE_INDEX": "t3s.data.schema",
+    "LoadStats": "t3s.data.schema",
+    "TokenizedTrace": "t3s.data.schema",
+    "TraceDataError": "t3s.data.schema",
+    "TraceRecord": "t3s.data.schema",
+    "StepPlan": "t3s.data.steps",
+    "StepSampler": "t3s.data.steps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 't3s.data' has no attribute {name!r}")

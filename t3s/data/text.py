@@ -23,6 +23,7 @@ __all__ = [
     "concluding_phrase",
     "format_multiple_choice",
     "format_options",
+    "join_spaced_digits",
     "last_boxed",
     "matching_braces",
     "option_letters",
@@ -183,6 +184,20 @@ def last_boxed(text: str | None) -> str | None:
     """
     spans = boxed_spans(text) if text else []
     return text[spans[-1][1] : spans[-1][2]].strip() if text and spans else None
+
+
+# Two or more lone digits, each one space apart ("1 4 4 8 3"), not touching a word, a decimal point, a digit
+# group or an exponent / subscript / fraction on either side (so "3.1 4", "x_1 2", "2^3 4" stay as written).
+_SPACED_DIGITS_RE = re.compile(r"(?<![\w.,^/\\])\d(?: \d)+(?![\w^_/]|[.,]\d)", re.ASCII)
+
+
+def join_spaced_digits(text: str) -> str:
+    """Digits written one by one ("the sum is 1 4 4 8 3", a tokenizer that spaces digits) joined into
+    the number they spell ("14483"). Only runs of single digits separated by single spaces are joined;
+    "12 34", "1  2", "1, 2" and digits glued to a letter, a decimal point, ``^``, ``_`` or ``/`` are left."""
+    if " " not in text:
+        return text
+    return _SPACED_DIGITS_RE.sub(lambda m: m.group().replace(" ", ""), text)
 
 
 _TEXT_COMMAND_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+
+from t3s.evals.scalars import read_scalars
 
 #: The TensorBoard tag of the training-accuracy curve written by ``BenchmarkCallback``: ``avg@k`` for whatever
 #: number k of samples the callback draws (a pattern; :func:`read_scalars` and :func:`is_train_accuracy_tag`
@@ -72,27 +75,21 @@ class BottleneckDetector:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, tag: str = TRAIN_ACCURACY_TAG, **kwargs: float) -> BottleneckDetector:
-        """Offline: read a finished run's TensorBoard logs and detect θ_b on its training-accuracy curve."""
+        """Offline: read a finished run's logged scalars (any file logger, :mod:`t3s.evals.scalars`) and detect θ_b
+        on its training-accuracy curve."""
         steps, values = read_scalars(run_dir, tag)
         if not steps:
             raise ValueError(f"no '{tag}' scalars under {run_dir}: was BenchmarkCallback(train_accuracy=true) on?")
         return cls.from_curve(steps, values, **kwargs)
 
 
-def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
-    """All (step, value) of one scalar tag in a TensorBoard run directory, last write per step wins.
-
-    ``tag`` may be a glob pattern (e.g. :data:`TRAIN_ACCURACY_TAG`): the first matching tag in sorted order
-    is read.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    matching = sorted(t for t in acc.Tags().get("scalars", []) if fnmatchcase(t, tag))
-    if not matching:
-        return [], []
-    tag = matching[0]
-    by_step = {event.step: event.value for event in acc.Scalars(tag)}
-    steps = sorted(by_step)
-    return steps, [by_step[s] for s in steps]
+def scored_bottleneck(scores_dir: str | Path | None) -> int | None:
+    """The θ_b step a score cache was computed with (its ``meta.json`` names ``…/hf/step_<N>``), else None."""
+    if not scores_dir:
+        return None
+    meta = Path(scores_dir) / "meta.json"
+    try:
+        name = Path(str(json.loads(meta.read_text(encoding="utf-8")).get("bottleneck", ""))).name
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else None

@@ -1,9 +1,11 @@
 """``BenchmarkCallback``: the bottleneck-and-recovery curve, evaluated during training.
 
 Evaluates θ_0 before the first step and then every ``every_n_steps`` optimizer steps (each evaluated
-step also gets an HF folder, so any of them can become θ_b), logs ``bench/<task>/<metric>`` to
-TensorBoard together with a loss-and-accuracy figure and sample generations, and writes every
-generation as JSONL under ``<run>/generations/step_<N>/``. The training-accuracy task (``train``)
+step also gets an HF folder, so any of them can become θ_b), logs ``bench/<task>/<metric>`` through the
+trainer's loggers (any Lightning logger) together with a loss-and-accuracy figure (TensorBoard's
+``add_figure`` or a logger's ``log_image``; always also ``<run>/figures/loss_and_accuracy.png``) and sample
+generations (TensorBoard's text panel or a logger's ``log_text``), and writes every generation as JSONL
+under ``<run>/generations/step_<N>/``. The training-accuracy task (``train``)
 feeds a :class:`~t3s.evals.bottleneck.BottleneckDetector`.
 """
 
@@ -19,7 +21,7 @@ from typing import Any, Literal
 import lightning as L
 
 from t3s.data.rows import json_line
-from t3s.evals.bottleneck import BottleneckDetector
+from t3s.evals.bottleneck import BottleneckDetector, scored_bottleneck
 from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import HFGenerator, SamplingParams
 from t3s.evals.results import read_results
@@ -61,7 +63,7 @@ class BenchmarkCallback(L.Callback):
         tasks_dir: extra directory searched for task YAMLs.
         bottleneck_margin: see :class:`BottleneckDetector`.
         bottleneck_patience: see :class:`BottleneckDetector`.
-        num_text_samples: generations shown in TensorBoard's text panel per task and evaluation.
+        num_text_samples: generations shown per task and evaluation in TensorBoard's text panel (or ``log_text``).
         seed: seed of the training-problem subset.
     """
 
@@ -195,21 +197,20 @@ class BenchmarkCallback(L.Callback):
             self.run(trainer, pl_module)
 
     def log_selection_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Show what the strategy masks (the score cache's anchor-token summary) in TensorBoard's text panel."""
-        experiment = self._experiment(trainer)
-        scores = getattr(getattr(pl_module, "selection", None), "scores", None)
+        """Show what the strategy masks (the score cache's anchor-token summary) in the loggers' text panels."""
+        scores = scores_dir_of(getattr(pl_module, "selection", None))
         summary_file = Path(scores) / "summary.json" if scores else None
-        if experiment is None or summary_file is None or not summary_file.is_file():
+        if not trainer.is_global_zero or summary_file is None or not summary_file.is_file():
             return
-        from t3s.scoring.scorer import summary_markdown
+        from t3s.scoring.summary_text import summary_markdown
 
         text = summary_markdown(json.loads(summary_file.read_text()))
-        experiment.add_text("selection/anchor_tokens", text, global_step=trainer.global_step)
+        self._log_text_panel(trainer, "selection/anchor_tokens", text, trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            self.loss_history.append((trainer.global_step, float(loss)))
+        if loss is not None:  # the step just taken, as its train/loss scalar is logged (the optimizer has stepped)
+            self.loss_history.append((trainer.global_step - 1, float(loss)))
         if trainer.global_step % self.every_n_steps == 0:
             self.run(trainer, pl_module)
 
@@ -238,8 +239,8 @@ class BenchmarkCallback(L.Callback):
                 log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
                             min(self.detector.values))
         if self.mode == "inline":
-            self._log_scalars(trainer, step, results)
-        self._log_figure(trainer, step)
+            self._log_scalars(trainer, step, results, pl_module)
+        self._log_figure(trainer, step, pl_module)
         if results and trainer.is_global_zero:
             print(accuracy_line(step, results), flush=True)
         return results
@@ -310,40 +311,70 @@ class BenchmarkCallback(L.Callback):
                 f.write(json_line({"step": step, **record}))  # a lone surrogate in a response cannot fail it
         tmp.replace(out / name)
 
-    def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]]) -> None:
-        if trainer.logger is None or not trainer.is_global_zero:
+    def bottleneck_step(self, pl_module: Any) -> int | None:
+        """θ_b as this run knows it: the step its score cache was computed with (a T3S phase), else the
+        detector's once recovery is confirmed; None before that."""
+        scored = scored_bottleneck(scores_dir_of(getattr(pl_module, "selection", None)))
+        return scored if scored is not None else self.detector.bottleneck
+
+    def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]], pl_module: Any) -> None:
+        if not trainer.loggers or not trainer.is_global_zero:
             return
         metrics = {f"bench/{task}/{k}": v for task, m in results.items() for k, v in m.items()}
-        if self.detector.final() is not None:
-            metrics["bench/bottleneck_step"] = float(self.detector.final())
-        trainer.logger.log_metrics(metrics, step=step)
-
-    def _experiment(self, trainer: L.Trainer) -> Any:
-        if not trainer.is_global_zero or trainer.logger is None:
-            return None
-        experiment = getattr(trainer.logger, "experiment", None)
-        return experiment if hasattr(experiment, "add_figure") else None
+        step_b = self.bottleneck_step(pl_module)
+        if step_b is not None:
+            metrics["bench/bottleneck_step"] = float(step_b)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
 
     def _log_text(self, trainer: L.Trainer, step: int, task: str, records: list[dict[str, Any]]) -> None:
-        experiment = self._experiment(trainer)
-        if experiment is None or not records:
+        if not records or not trainer.is_global_zero:
             return
         lines = [f"**step {step}, task {task}**", ""]
         for record in records[: self.num_text_samples]:
             verdict = "correct" if record["correct"] else "wrong"
             lines += [f"- `{record['id']}` gold `{record['gold']}` extracted `{record['extracted']}` ({verdict})",
                       "", "    " + record["response"][:2000].replace("\n", "\n    "), ""]
-        experiment.add_text(f"samples/{task}", "\n".join(lines), global_step=step)
+        self._log_text_panel(trainer, f"samples/{task}", "\n".join(lines), step)
 
-    def _log_figure(self, trainer: L.Trainer, step: int) -> None:
-        experiment = self._experiment(trainer)
-        if experiment is None:
+    @staticmethod
+    def _log_text_panel(trainer: L.Trainer, key: str, text: str, step: int) -> None:
+        """Markdown text to every logger that shows text: TensorBoard's text panel, or ``log_text`` (W&B)."""
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None) if _is_tensorboard(logger) else None
+            if experiment is not None:
+                experiment.add_text(key, text, global_step=step)
+            elif callable(getattr(logger, "log_text", None)):
+                _contained(logger.log_text, key=key, columns=["text"], data=[[text]], step=step)
+
+    def _log_figure(self, trainer: L.Trainer, step: int, pl_module: Any) -> None:
+        """The loss-and-accuracy figure: ``<run>/figures/loss_and_accuracy.png`` (replaced at each evaluation)
+        and every logger that takes figures (TensorBoard's ``add_figure``, else ``log_image``)."""
+        if not trainer.is_global_zero:
             return
         from t3s.evals.figures import curve_figure
 
         accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
-        figure = curve_figure(self.loss_history, accuracy, bottleneck=self.detector.final(), title=f"step {step}")
-        experiment.add_figure("curves/loss_and_accuracy", figure, global_step=step, close=True)
+        figure = curve_figure(self.loss_history, accuracy, title=f"step {step}",
+                              bottleneck=self.bottleneck_step(pl_module), lowest=self.lowest_so_far())
+        png = Path(pl_module.run_dir) / "figures" / "loss_and_accuracy.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        tmp = png.with_name(f".{png.name}.tmp")
+        figure.savefig(tmp, format="png")
+        tmp.replace(png)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None) if _is_tensorboard(logger) else None
+            if experiment is not None:
+                experiment.add_figure("curves/loss_and_accuracy", figure, global_step=step, close=False)
+            elif callable(getattr(logger, "log_image", None)):
+                _contained(logger.log_image, key="curves/loss_and_accuracy", images=[str(png)], step=step)
+
+    def lowest_so_far(self) -> int | None:
+        """The step of the lowest training accuracy so far when it lies below θ_0's (a candidate θ_b), else None."""
+        values = self.detector.values
+        if len(values) < 2 or min(values) >= values[0]:
+            return None
+        return self.detector.steps[values.index(min(values))]
 
 
 def training_task(problems: list[Any], grader: str, *, limit: int | None = None, seed: int = 0,
@@ -375,6 +406,26 @@ def accuracy_line(step: int, results: dict[str, dict[str, float]]) -> str:
         if name is not None:
             parts.append(f"{task} {name} {metrics[name]:.3f}")
     return f"[eval] step {step}: " + " | ".join(parts)
+
+
+def scores_dir_of(selection: Any) -> str | None:
+    """The score cache a selection strategy reads (a budget-matched random mask: its match's), if any."""
+    scores = getattr(selection, "scores", None)
+    if scores is None and getattr(selection, "match", None) is not None:
+        scores = getattr(selection.match, "scores", None)
+    return str(scores) if scores else None
+
+
+def _is_tensorboard(logger: Any) -> bool:
+    return hasattr(getattr(logger, "experiment", None), "add_figure")
+
+
+def _contained(log_call: Any, **kwargs: Any) -> None:
+    """A logger's optional media call (``log_image``, ``log_text``): its failure is a warning, not a lost run."""
+    try:
+        log_call(**kwargs)
+    except Exception as err:  # noqa: BLE001 - a third-party logger may raise anything
+        log.warning("%s failed: %s", getattr(log_call, "__qualname__", "a logger call"), err)
 
 
 def _accuracy(metrics: dict[str, float]) -> float:

@@ -165,8 +165,9 @@ class DiffusionGenerator:
         try:
             if self.explicit_attention_mask is None:
                 self.explicit_attention_mask = needs_explicit_mask(self.model)
+            # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
             for b, batch in enumerate(
-                tqdm(batches, desc="diffusion generate", unit="batch", disable=not self.show_progress)
+                tqdm(batches, desc="diffusion generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
             ):
                 ids, attention, positions, width = self._inputs(
                     [prompts[p] for p, _ in batch], gen_len, device

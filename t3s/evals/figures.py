@@ -10,8 +10,13 @@ Curve = tuple[Sequence[int], Sequence[float]]
 
 
 def _figure() -> Figure:
-    # A bare Figure (no pyplot): no global backend to set, nothing kept alive in pyplot's registry.
-    return Figure(figsize=(8, 4.5), dpi=100)
+    # A bare Figure (no pyplot): no global backend to set, nothing kept alive in pyplot's registry. The
+    # constrained layout makes room for a legend placed outside the axes, where it cannot cover a curve.
+    return Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+
+
+#: θ_b's colour in every figure: a colour no run or task line uses (they take C0, C1, … in order).
+BOTTLENECK_COLOR = "tab:red"
 
 
 def curve_figure(
@@ -19,9 +24,15 @@ def curve_figure(
     accuracy: Mapping[str, Curve],
     *,
     bottleneck: int | None = None,
+    lowest: int | None = None,
     title: str = "",
 ) -> Figure:
-    """Training loss (left axis) and accuracy per task (right axis) against step, θ_b marked."""
+    """Training loss (left axis) and accuracy per task (right axis) against step; legend outside the axes.
+
+    ``bottleneck``: θ_b once it is known (confirmed by recovery, or the step the run's score cache was
+    computed with), a red dashed line "θ_b (step N)". ``lowest``: before that, the lowest training accuracy
+    so far, a grey dotted line "min so far (step N)". Neither is drawn at step 0 (θ_0 is no bottleneck).
+    """
     steps, values = _as_curve(loss)
     fig = _figure()
     ax_loss = fig.subplots()
@@ -34,37 +45,49 @@ def curve_figure(
         ax_acc.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=f"{task} accuracy")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(-0.02, 1.02)
-    if bottleneck is not None:
-        ax_acc.axvline(bottleneck, color="tab:red", ls="--", lw=1.2, label=f"θ_b (step {bottleneck})")
+    if bottleneck:
+        ax_acc.axvline(bottleneck, color=BOTTLENECK_COLOR, ls="--", lw=1.2, label=f"θ_b (step {bottleneck})")
+    elif lowest:
+        ax_acc.axvline(lowest, color="0.4", ls=":", lw=1.2, label=f"min so far (step {lowest})")
     handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
     labels = ax_loss.get_legend_handles_labels()[1] + ax_acc.get_legend_handles_labels()[1]
     if handles:
-        ax_acc.legend(handles, labels, loc="lower right", fontsize=8)
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     if title:
         ax_loss.set_title(title)
-    fig.tight_layout()
     return fig
 
 
 def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
                       bottlenecks: Mapping[str, int | None] | None = None, baseline: float | None = None) -> Figure:
-    """One line per run (e.g. SFT vs T3S accuracy), each run's θ_b marked (dashed, labelled) in its colour;
-    ``baseline`` (θ_0's accuracy, shared by the runs) as a grey dotted line."""
+    """One line per run (e.g. SFT vs T3S accuracy); ``baseline`` (θ_0's accuracy, shared by the runs) as a grey
+    dotted line; θ_b as a red dashed line, labelled, with a marker on each curve at that step (one line per
+    distinct θ_b: the runs of one recipe share the probe's). Legend outside the axes."""
     fig = _figure()
     ax = fig.subplots()
     if baseline is not None:
         ax.axhline(baseline, color="0.5", ls=":", lw=1.2, label=f"θ_0 ({baseline:.2f})")
     for i, (run, (s, v)) in enumerate(curves.items()):
         ax.plot(s, v, marker="o", ms=3, lw=1.6, color=f"C{i}", label=run)
-        step = (bottlenecks or {}).get(run)
-        if step is not None:
-            ax.axvline(step, color=f"C{i}", ls="--", lw=1.0, alpha=0.7, label=f"θ_b of {run} (step {step})")
+    by_step: dict[int, list[str]] = {}
+    for run, step in (bottlenecks or {}).items():
+        if step is not None and run in curves:
+            by_step.setdefault(step, []).append(run)
+    styles = ["--", "-.", (0, (5, 1, 1, 1))]
+    for j, (step, runs) in enumerate(sorted(by_step.items())):
+        whose = "" if len(by_step) == 1 else f" of {', '.join(runs)}"
+        ax.axvline(step, color=BOTTLENECK_COLOR, ls=styles[j % len(styles)], lw=1.1,
+                   label=f"θ_b{whose} (step {step})")
+        for run in curves:
+            s, v = curves[run]
+            if step in s:
+                ax.plot([step], [v[list(s).index(step)]], marker="v", ms=7, ls="none", color=BOTTLENECK_COLOR,
+                        zorder=3)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if curves:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        fig.legend(loc="outside right upper", fontsize=8)
     return fig
 
 
@@ -91,6 +114,5 @@ def method_seed_figure(curves: Mapping[tuple[str, int], Curve], *, ylabel: str, 
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    fig.legend(loc="outside right upper", fontsize=8)
     return fig

@@ -16,7 +16,6 @@ from typing import IO, Any
 
 from t3s.data.rows import DataFileError, errors_as, iter_jsonl_rows, json_line
 from t3s.evals.graders import GRADERS, grade
-from t3s.evals.metrics import BenchmarkMetrics
 from t3s.evals.verdict import UngradableGold
 
 __all__ = ["GradeInputError", "grade_file"]
@@ -174,25 +173,23 @@ def _report(
 ) -> dict[str, float]:
     graded_rows = [r for r in out_rows if not r.get("excluded")]
     graded = len(graded_rows)
-    metrics: dict[str, float] = {"avg@1": 0.0}
-    if graded:
-        tokens = [[int(r["num_tokens"])] for r in graded_rows if _is_count(r.get("num_tokens"))]
-        metric = BenchmarkMetrics(n=1)
-        metric.update(
-            correct=[[bool(r["correct"])] for r in graded_rows],
-            truncated=[[bool(r.get("truncated"))] for r in graded_rows],
-            extraction_failed=[[bool(r.get("extraction_failed"))] for r in graded_rows],
-            timed_out=[[bool(r.get("timed_out"))] for r in graded_rows],
-            num_tokens=tokens if len(tokens) == graded else None,
-        )
-        metrics = metric.compute()
-        metrics.pop("num_items", None)
-        metrics.pop("num_samples", None)
-        if len(tokens) != graded:
-            metrics.pop("mean_tokens", None)
     num_correct = sum(1 for r in graded_rows if r.get("correct") is True)
     num_truncated = sum(1 for r in graded_rows if r.get("truncated"))
     errors = sum(1 for r in graded_rows if r.get("grader_error"))
+
+    def rate(flag: str) -> float:
+        return sum(1 for r in graded_rows if r.get(flag)) / graded if graded else 0.0
+
+    # each row is one sample (n = 1), so the metrics are plain rates (no torch: t3s grade stays light)
+    metrics: dict[str, float] = {
+        "avg@1": num_correct / graded if graded else 0.0,
+        "truncation_rate": rate("truncated"),
+        "extraction_failure_rate": rate("extraction_failed"),
+        "timeout_rate": rate("timed_out"),
+    }
+    tokens = [float(r["num_tokens"]) for r in graded_rows if _is_count(r.get("num_tokens"))]
+    if graded and len(tokens) == graded:
+        metrics["mean_tokens"] = sum(tokens) / graded
     metrics.update(
         num_rows=float(len(out_rows)),
         num_graded=float(graded),

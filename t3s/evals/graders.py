@@ -27,6 +27,7 @@ from t3s.data.text import (
     REASONING_TAGS,
     boxed_spans,
     concluding_phrase,
+    join_spaced_digits,
     last_boxed,
     split_reasoning,
     unwrap_text_commands,
@@ -71,6 +72,8 @@ def _final_text(
         tail = final[-MAX_SCAN_CHARS:]
         space = re.search(r"\s", tail)
         final = tail[space.end() :] if space else ""
+    if final is not None:  # "1 4 4 8 3" (digits spelled one by one) is the number 14483 for every grader
+        final = join_spaced_digits(final)
     return final, (not split.closed) or bool(hit_token_limit)
 
 

@@ -74,7 +74,8 @@ class BenchmarkMetrics(Metric):
     correctness, and optionally token counts, truncation / extraction-failure flags and extracted
     answers (for maj@n). :meth:`compute` returns a dict of floats::
 
-        avg@{n}, pass@{k} for k in pass_ks (k <= n), maj@{n} (if answers were given),
+        avg@{n}, pass@{k} for k in pass_ks (k <= n) and maj@{n} (if answers were given) when n > 1 (with one
+        sample both equal avg@1),
         mean_tokens, truncation_rate, extraction_failure_rate, timeout_rate, num_items, num_samples
     """
 
@@ -170,8 +171,9 @@ class BenchmarkMetrics(Metric):
 
         out: dict[str, float] = {f"avg@{self.n}": ratio(self.sum_avg, items)}
         for j, k in enumerate(self.pass_ks):
-            out[f"pass@{k}"] = ratio(self.sum_pass[j], items)
-        if int(self.num_maj_items):
+            if self.n > 1:  # with one sample, pass@1 is avg@1 again
+                out[f"pass@{k}"] = ratio(self.sum_pass[j], items)
+        if int(self.num_maj_items) and self.n > 1:  # and so is the majority of one answer
             out[f"maj@{self.n}"] = ratio(self.sum_maj, int(self.num_maj_items))
         out["mean_tokens"] = ratio(self.sum_tokens, int(self.num_token_samples))
         out["truncation_rate"] = ratio(self.num_truncated, samples)

@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from t3s.evals.generation import SamplingParams
+from t3s.evals.sampling import SamplingParams
 from t3s.evals.task import EvalTask, prompt_opens_think
 from t3s.evals.task_spec import DEFAULT_INSTRUCTION, ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.ops.hashing import stable_seed
+from t3s.ops.seeds import stable_seed
 from t3s.resources import packaged_tasks_dir
 
 __all__ = [

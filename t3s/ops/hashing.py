@@ -1,7 +1,7 @@
 """Deterministic hashing: the one source of stateless pseudo-random numbers in t3s (torch only).
 
 * :func:`stable_seed` turns any labels (a task seed, an item id, a sample index) into a 63-bit integer via
-  SHA-256: the same in every process, unlike ``hash()``.
+  SHA-256: the same in every process, unlike ``hash()`` (defined in :mod:`t3s.ops.seeds`, torch-free).
 * :func:`counter_uniform` is a counter-based generator (splitmix64 finaliser folded over integer counters):
   a float64 in [0, 1) that is a fixed function of a start key and the counters, so a draw never depends on
   which micro-batch, rank or row its element lands in.
@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
+
+from t3s.ops.seeds import stable_seed
 
 __all__ = ["counter_uniform", "hash_bits", "hash_uniform", "stable_seed"]
 
@@ -21,12 +21,6 @@ _INT63 = 0x7FFFFFFFFFFFFFFF
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from ``parts`` (joined by their ``str``) via SHA-256, stable across processes."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:

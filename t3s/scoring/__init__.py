@@ -1,6 +1,27 @@
-"""Trajectory scoring: per-token log-probs at θ_0 and θ_b, and the cache T3S reads."""
+"""Trajectory scoring: per-token log-probs at θ_0 and θ_b, and the cache T3S reads.
 
-from t3s.scoring.scorer import TokenizerMismatchError, check_tokenizer_matches, score, summarize
-from t3s.selection.scores import ScoreCache, ScoreCacheError
+The names below are imported on first use, so the cache summary's Markdown form
+(:mod:`t3s.scoring.summary_text`, used by ``t3s report``) loads no torch.
+"""
 
-__all__ = ["ScoreCache", "ScoreCacheError", "TokenizerMismatchError", "check_tokenizer_matches", "score", "summarize"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TokenizerMismatchError": "t3s.scoring.scorer",
+    "check_tokenizer_matches": "t3s.scoring.scorer",
+    "score": "t3s.scoring.scorer",
+    "summarize": "t3s.scoring.scorer",
+    "ScoreCache": "t3s.selection.scores",
+    "ScoreCacheError": "t3s.selection.scores",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 't3s.scoring' has no attribute {name!r}")

@@ -73,7 +73,7 @@ def checkpoint_logprobs(
     model.eval()
     out = torch.full((int(offsets[-1]),), float("nan"))
     batches = list(batches) if not hasattr(batches, "__len__") else batches
-    for mb in tqdm(batches, desc=desc, unit="batch", leave=False):
+    for mb in tqdm(batches, desc=desc, unit="batch", leave=False, disable=len(batches) < 2 or None):
         mb = {k: v.to(device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
         mask = mb["labels"] != -100
         mask[:, 0] = False
@@ -199,18 +199,3 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, rows:
         )
     console.print(table)
 
-
-def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
-    """The anchor / yet-to-learn token summary as a Markdown table (TensorBoard text panel, reports)."""
-    lines = [
-        f"anchor fraction {summary['anchor_fraction']:.3f}, mean Δc {summary['mean_delta']:+.3f} over "
-        f"{summary['num_tokens']} tokens (θ_0 = `{summary.get('base')}`, θ_b = `{summary.get('bottleneck')}`)",
-        "",
-        f"| anchor token (Δc>{summary.get('anchor_threshold', 0.0):g}) | count | share | yet-to-learn token | count "
-        "| share |",
-        "|---|---|---|---|---|---|",
-    ]
-    for a, o in zip(summary["top_anchor_tokens"][:rows], summary["top_yet_to_learn_tokens"][:rows]):
-        lines.append(f"| `{a['token']}` | {a['count']} | {a['share_of_occurrences']:.2f} | `{o['token']}` "
-                     f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
-    return "\n".join(lines)

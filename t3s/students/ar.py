@@ -179,17 +179,21 @@ class ARStudent(StudentModule):
 
     def step_metrics(self, stats: ARStepStats, normaliser: float, elapsed: float) -> dict[str, float]:
         n_sel, n_unsel = stats.selected, stats.unselected
-        return {
+        metrics = {
             "train/loss": stats.nll_selected / max(n_sel, 1.0),
             "train/loss_all_tokens": (stats.nll_selected - stats.logprob_unselected) / max(n_sel + n_unsel, 1.0),
             "train/selected_fraction": n_sel / max(n_sel + n_unsel, 1.0),
-            "train/logprob_selected": -stats.nll_selected / n_sel if n_sel else float("nan"),
-            "train/logprob_unselected": stats.logprob_unselected / n_unsel if n_unsel else float("nan"),
             "train/tokens_per_s": stats.tokens / max(elapsed, 1e-9),
             "train/traces": stats.traces,
             "train/selected_tokens": n_sel,
             "train/response_tokens": n_sel + n_unsel,
         }
+        # a mean over no tokens is not logged (SFT leaves none out: no NaN curve of unselected log-probs)
+        if n_sel:
+            metrics["train/logprob_selected"] = -stats.nll_selected / n_sel
+        if n_unsel:
+            metrics["train/logprob_unselected"] = stats.logprob_unselected / n_unsel
+        return metrics
 
     def _online_mask(
         self, hidden: torch.Tensor, mb: dict[str, torch.Tensor], ctx: SelectionContext
