@@ -5,8 +5,7 @@ Everything is imported on first use, so ``t3s report`` loads no torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from t3s.lazy import lazy_exports
 
 _HOMES = {
     "DiagnosticsCallback": "t3s.analysis.diagnostics_callback",
@@ -16,7 +15,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 't3s.analysis' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -7,8 +7,7 @@ transformers or Lightning.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t3s.lazy import lazy_exports
 
 _EXPORTS = {
     "FIELD_PRESETS": "t3s.data.fields",
@@ -34,7 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 't3s.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ through the callback and the generation backends.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t3s.lazy import lazy_exports
 
 _EXPORTS = {
     "BottleneckDetector": "t3s.evals.bottleneck",
@@ -53,10 +52,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 't3s.evals' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -6,8 +6,7 @@ The names below are imported on first use, so the cache summary's Markdown form
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t3s.lazy import lazy_exports
 
 _EXPORTS = {
     "TokenizerMismatchError": "t3s.scoring.scorer",
@@ -21,7 +20,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 't3s.scoring' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
