@@ -8,7 +8,8 @@ The five signs (Shen et al., 2026), read from each run's ``diagnostics.json``:
 2. yet-to-learn tokens dip below their θ_0 confidence by θ_b and recover after it (partly: above the θ_b
    value at the end; fully: back to θ_0); also the share of them still below their own θ_0 value at the end;
 3. the anchor/other gradient-norm ratio is > 1 at θ_0 and smaller at θ_b;
-4. the two gradients point against each other in the crash: the lowest cosine over checkpoints 0…θ_b is < 0;
+4. the two gradients point against each other in the crash: the lowest cosine over checkpoints 0…θ_b is
+   clearly negative (< −0.1; the paper reports −0.4…−0.5);
 5. one optimizer step on anchors only raises the other tokens' loss (at θ_0 and at θ_b).
 """
 
@@ -18,6 +19,9 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+#: A cosine below this counts as the two gradients pointing against each other (noise sits around ±0.05).
+NEGATIVE_COSINE = -0.1
 
 
 def signs(report: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def signs(report: dict[str, Any]) -> dict[str, Any]:
         "ratio": [first["grad_norm_ratio"], bottleneck["grad_norm_ratio"]],
         "ratio_shrinks": first["grad_norm_ratio"] > 1 and bottleneck["grad_norm_ratio"] < first["grad_norm_ratio"],
         "min_cosine_in_crash": min(crash) if crash else None,
-        "negative_cosine": bool(crash) and min(crash) < 0,
+        "negative_cosine": bool(crash) and min(crash) < NEGATIVE_COSINE,
         "anchor_step_raises_others": [first["intervention"]["anchor"]["yet_to_learn"],
                                       bottleneck["intervention"]["anchor"]["yet_to_learn"]],
     }
@@ -67,10 +71,27 @@ def markdown(rows: list[dict[str, Any]]) -> str:
               f"({r['other_below_base_at_end']:.0%})"
         ratio = f"{mark(r['ratio_shrinks'])} {r['ratio'][0]:.2f} → {r['ratio'][1]:.2f}"
         cos = r["min_cosine_in_crash"]
-        cos_text = f"{mark(r['negative_cosine'])} {cos:+.2f}" if cos is not None else "—"
+        cos_text = f"{mark(r['negative_cosine'])} {cos:+.3f}" if cos is not None else "—"
         step = r["anchor_step_raises_others"]
         raises = f"{mark(step[0] > 0)} {step[0]:+.3f} / {step[1]:+.3f}"
         lines.append(f"| {r['run']} | {r['bottleneck_step']} | {acc} | {anc} | {dip} | {ratio} | {cos_text} | {raises} |")
+    return "\n".join(lines)
+
+
+def step_table(report: dict[str, Any]) -> str:
+    """Per diagnosed step of one run: accuracy, group confidences, gradient interaction, anchor-only step."""
+    lines = [
+        "| step | train acc | c anchor | c yet-to-learn | yet-to-learn below θ_0 | ‖g_a‖/‖g_o‖ | cos "
+        "| anchor step: Δ anchor / Δ others |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sorted(report["steps"], key=lambda s: s["step"]):
+        conf, step = s["confidence"], s["intervention"]["anchor"]
+        lines.append(
+            f"| {s['step']} | {s['train_accuracy']:.3f} | {conf['anchor']['mean']:.3f} | "
+            f"{conf['yet_to_learn']['mean']:.3f} | {conf['yet_to_learn']['below_base']:.2f} | "
+            f"{s['grad_norm_ratio']:.2f} | {s['grad_cosine']:+.2f} | {step['anchor']:+.3f} / {step['yet_to_learn']:+.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -78,9 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path, help="diagnostics.json files")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--steps", action="store_true", help="also print the first report's per-step table")
     args = parser.parse_args()
-    rows = [signs(json.loads(path.read_text())) for path in args.reports]
+    reports = [json.loads(path.read_text()) for path in args.reports]
+    rows = [signs(report) for report in reports]
     print(markdown(rows))
+    if args.steps:
+        print()
+        print(step_table(reports[0]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
