@@ -251,3 +251,17 @@ def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
     for key, value in offline.items():
         assert float(logged[2][f"diagnostics/{key}"]) == pytest.approx(value, rel=1e-4), key
     assert float(logged[2]["diagnostics/confidence/anchor"]) < 0
+
+
+def test_callback_refuses_a_sharded_strategy_before_training():
+    """Under FSDP / ModelParallelStrategy the gradients are shards: one line, before any step."""
+    import lightning as L
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from t3s.analysis import DiagnosticsCallback
+    from t3s.analysis.diagnose import DiagnosticsError
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, strategy=ModelParallelStrategy(), logger=False,
+                        enable_progress_bar=False)
+    with pytest.raises(DiagnosticsError, match="ModelParallelStrategy"):
+        DiagnosticsCallback(scores="unused").on_fit_start(trainer, None)

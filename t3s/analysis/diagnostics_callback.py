@@ -48,6 +48,15 @@ class DiagnosticsCallback(L.Callback):
         self.names: tuple[str, ...] = ()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        from t3s.analysis.diagnose import DiagnosticsError
+
+        if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
+            raise DiagnosticsError(
+                f"DiagnosticsCallback needs whole gradients on every process (one device or DDP), not "
+                f"{type(trainer.strategy).__name__}'s shards: remove it from trainer.callbacks and run "
+                "`t3s diagnose <run>` on the finished run")
         datamodule = trainer.datamodule
         datamodule.setup("fit")
         offsets = data_offsets(datamodule.traces)
