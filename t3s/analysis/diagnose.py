@@ -17,7 +17,6 @@ pattern of ``t3s evaluate``: each scores a share of the data and holds a share o
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from t3s.analysis.trajectories import (
 )
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
 from t3s.evals.offline import benchmark_settings, run_checkpoints
+from t3s.ops.workers import run_on_workers
 from t3s.selection.scores import write_json_atomic
 
 OUTPUT_DIR = "diagnostics"
@@ -141,35 +141,10 @@ def run_diagnostics(plan: DiagnosticsPlan, devices: int = 1) -> dict[str, Any]:
     """Run every measurement of ``plan`` on ``devices`` worker processes; returns the JSON report."""
     if devices < 1:
         raise DiagnosticsError(f"--devices must be >= 1, got {devices}")
-    if devices == 1:
-        _worker(0, 1, "", plan)
-    else:
-        import torch.multiprocessing as mp
-
-        from t3s.evals.offline import _free_port
-
-        address = f"127.0.0.1:{_free_port()}"
-        mp.start_processes(_worker, args=(devices, address, plan), nprocs=devices, start_method="spawn", join=True)
+    run_on_workers(_diagnose, (plan,), devices)
     import json
 
     return json.loads((plan.output / JSON_FILE).read_text(encoding="utf-8"))
-
-
-def _worker(rank: int, world: int, address: str, plan: DiagnosticsPlan) -> None:
-    import torch.distributed as dist
-
-    if world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        host, port = address.split(":")
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(_device(rank))
-        dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
-    try:
-        _diagnose(plan, rank, world)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
 
 
 def _device(rank: int) -> torch.device:
@@ -186,7 +161,7 @@ def _broadcast(obj: Any, world: int) -> Any:
     return box[0]
 
 
-def _diagnose(plan: DiagnosticsPlan, rank: int, world: int) -> None:
+def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 

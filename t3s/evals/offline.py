@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
+from t3s.ops.workers import run_on_workers
 
 log = logging.getLogger(__name__)
 
@@ -170,38 +170,12 @@ def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[st
     before = len(read_results(plan.output))
     if plan.backend == "vllm":
         _evaluate_with_vllm(plan, devices)
-    elif devices == 1:
-        _worker(0, 1, "", plan)
     else:
-        import torch.multiprocessing as mp
-
-        address = f"127.0.0.1:{_free_port()}"
-        mp.start_processes(_worker, args=(devices, address, plan), nprocs=devices, start_method="spawn", join=True)
+        run_on_workers(_evaluate_plan, (plan,), devices, backend="gloo")
     return read_results(plan.output)[before:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker(rank: int, world: int, address: str, plan: EvaluationPlan) -> None:
-    """One evaluation worker: every pending checkpoint in turn, its shard of every task's items."""
-    import torch.distributed as dist
-
-    if world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        host, port = address.split(":")
-        dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
-    try:
-        _evaluate_plan(plan, rank, world)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-
-
-def _evaluate_plan(plan: EvaluationPlan, rank: int, world: int, serve: Callable[[Path, Any], Generator] | None = None) -> None:
+def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[[Path, Any], Generator] | None = None) -> None:
     """Every pending checkpoint: ``serve(folder, tokenizer)`` gives its generator (default: an HF model here)."""
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -244,7 +218,7 @@ def _evaluate_with_vllm(plan: EvaluationPlan, devices: int) -> None:
                               "with --backend hf (its own sampler)")
     try:
         with VLLMWorkerPool(devices, python=plan.bench.get("python"), engine=plan.bench.get("vllm")) as pool:
-            _evaluate_plan(plan, 0, 1, serve=pool.load)
+            _evaluate_plan(0, 1, plan, serve=pool.load)
     except VLLMError as err:
         raise EvaluationError(str(err)) from None
 
