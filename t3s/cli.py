@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from t3s.resources import find_config, packaged_configs
+from t3s.resources import find_config, overlay_base, packaged_configs
 from t3s.usage import (
     DEBUG_ENV,
     DEFAULT_CONFIG_NAME,
@@ -103,13 +103,27 @@ def configure_process(toy_resolvers: bool = True) -> None:
 
 # ----------------------------------------------------------------- configs
 def expand_config_names(args: Sequence[str]) -> list[str]:
-    """``--config toy-small`` → the shipped ``t3s/configs/toy-small.yaml``; paths are kept as given."""
+    """``--config toy-small`` → the shipped ``t3s/configs/toy-small.yaml``; paths are kept as given.
+
+    Raises:
+        UsageError: an overlay config (``qwen3-32b``) given with no config before it.
+    """
     out = list(args)
+    configs: list[Path] = []
     for i, a in enumerate(out):
         if a in ("-c", "--config") and i + 1 < len(out):
-            out[i + 1] = str(find_config(out[i + 1]))
+            given, index, prefix = out[i + 1], i + 1, ""
         elif a.startswith("--config="):
-            out[i] = "--config=" + str(find_config(a.removeprefix("--config=")))
+            given, index, prefix = a.removeprefix("--config="), i, "--config="
+        else:
+            continue
+        path = find_config(given)
+        base = overlay_base(path)
+        if base and not configs:
+            raise UsageError(f"{given} is an overlay on {base}, not a whole config: give it after that config, "
+                             f"--config {base} --config {given}")
+        configs.append(path)
+        out[index] = prefix + str(path)
     return out
 
 
@@ -451,6 +465,15 @@ def _collect_mapping(args: list[str], flag: str) -> list[str]:
 
 
 # ----------------------------------------------------------------- help and entry point
+def shipped_config_names() -> list[str]:
+    """The shipped configs' names, an overlay followed by what it extends (``qwen3-32b (after qwen3)``)."""
+    names = []
+    for name in packaged_configs():
+        base = overlay_base(find_config(name))
+        names.append(f"{name} (after {base})" if base else name)
+    return names
+
+
 def help_text() -> str:
     """``t3s --help``: every command with one line, and the shipped configs."""
     width = max(map(len, [*TRAINING_COMMANDS, *SUBCOMMANDS])) + 2
@@ -465,7 +488,7 @@ def help_text() -> str:
         "analysis (`t3s COMMAND --help` for the options):",
         *(f"  {name:<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in SUBCOMMANDS.items()),
         "",
-        f"shipped configs (--config NAME; the default is {DEFAULT_CONFIG_NAME}): {', '.join(packaged_configs())}",
+        f"shipped configs (--config NAME; the default is {DEFAULT_CONFIG_NAME}): {', '.join(shipped_config_names())}",
         "outputs (runs/…) are written relative to the working directory; caches go to $T3S_CACHE",
         "(default $XDG_CACHE_HOME/t3s or ~/.cache/t3s). T3S_DEBUG=1 shows tracebacks of user errors.",
     ]

@@ -15,6 +15,9 @@ from pathlib import Path
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
+#: First line of an overlay config: ``# t3s overlay on: qwen3`` (it is given after that config, never alone).
+OVERLAY_MARKER = "# t3s overlay on:"
+
 
 def package_folder(name: str) -> Path:
     """A folder of data files inside the installed ``t3s`` package."""
@@ -35,6 +38,14 @@ def packaged_configs() -> list[str]:
     """Names of the shipped configs, as ``--config NAME`` takes them."""
     folder = packaged_configs_dir()
     return sorted(p.stem for p in folder.iterdir() if p.suffix in CONFIG_SUFFIXES)
+
+
+def overlay_base(path: Path) -> str | None:
+    """The config an overlay file extends (named on its first line, :data:`OVERLAY_MARKER`); None for a whole
+    config."""
+    with Path(path).open(encoding="utf-8") as f:
+        first = f.readline()
+    return first.removeprefix(OVERLAY_MARKER).strip() or None if first.startswith(OVERLAY_MARKER) else None
 
 
 def is_config_name(text: str) -> bool:

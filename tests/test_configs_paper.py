@@ -1,5 +1,5 @@
-"""The paper-scale configs (Qwen3-8B S1K-200, the Qwen3-32B overlay, LLaDA2.0-mini) parse, and their data presets
-read rows with the hub datasets' column names."""
+"""The paper-scale configs (Qwen3-8B S1K-200, the Qwen3-32B and BOBA-200 overlays, LLaDA2.0-mini) parse, overlays
+are refused alone, and the data presets read rows with the hub datasets' column names."""
 
 from __future__ import annotations
 
@@ -43,6 +43,45 @@ def test_qwen3_and_its_32b_overlay_parse(capsys):
         assert set(bench["vllm"]) == {"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype",
                                       "enable_prefix_caching"}
         assert bench["vllm"]["max_model_len"] >= 32768
+
+
+def test_boba200_overlay_is_qwen3_with_the_traces_left_to_the_command_line(capsys):
+    base = printed_config(capsys, "qwen3")
+    boba = printed_config(capsys, "qwen3", "qwen3-boba200")
+    assert boba["data"]["path"] is None and boba["data"]["preset"] == "default"
+    assert boba["trainer"]["default_root_dir"] == "runs/qwen3-boba200"
+    assert boba["trainer"]["logger"]["init_args"]["save_dir"] == "runs/qwen3-boba200"
+    same = ("model", "seed_everything")
+    assert all(boba[key] == base[key] for key in same) and bench_args(boba) == bench_args(base)
+    assert {k: v for k, v in boba["data"].items() if k not in ("path", "preset")} == \
+        {k: v for k, v in base["data"].items() if k not in ("path", "preset")}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "qwen3", "--config", "qwen3-boba200", "--data.path", "org/boba-200",
+              "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["path"] == "org/boba-200"
+
+
+def test_boba200_without_traces_stops_before_loading_anything(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "qwen3", "--config", "qwen3-boba200"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith("error: data.path is not set")
+
+
+@pytest.mark.parametrize("overlay", ["qwen3-32b", "configs/qwen3-boba200.yaml"])
+def test_an_overlay_alone_is_refused_with_the_command_to_run(capsys, overlay: str):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", overlay])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert f"--config qwen3 --config {overlay}" in err
+
+
+def test_help_marks_the_overlays(capsys):
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert "qwen3-32b (after qwen3)" in out and "qwen3-boba200 (after qwen3)" in out and "toy-small" in out
 
 
 def test_llada2_mini_evaluates_through_the_evaluator(capsys):

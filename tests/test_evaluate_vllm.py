@@ -1,6 +1,6 @@
 """`t3s evaluate --backend vllm`: the whole worker-process path, run with a stand-in `vllm` over a tiny HF model.
 
-vLLM itself is not installable here (it pins its own torch), so ``tests/fixtures/fake_vllm`` — a real
+vLLM cannot run here (it needs a GPU and pins torch 2.14.0), so ``tests/fixtures/fake_vllm`` — a real
 package named ``vllm`` implementing ``LLM.generate`` / ``SamplingParams`` / ``collective_rpc`` with
 transformers — is put on the workers' PYTHONPATH. Everything else is the product: the worker script run by
 ``--python``, its line protocol, one engine per worker reused across checkpoints, ``CUDA_VISIBLE_DEVICES``
@@ -57,7 +57,8 @@ def test_vllm_backend_reuses_one_engine_per_worker_and_matches_hf(deferred_run, 
     assert all(e["model"].endswith("step_0") for e in built)
     for pid in {e["pid"] for e in built}:  # steps 2 and 4: weights loaded into the running engine
         mine = [e["event"] for e in seen if e["pid"] == pid]
-        assert mine.count("load_weights") == 2 and mine.count("reset_prefix_cache") == 2
+        assert mine.count("reload_weights") == 2 and mine.count("load_weights") == 2  # vLLM's own reload
+        assert mine.count("reset_prefix_cache") == 2
         with pytest.raises(ProcessLookupError):  # the worker exited (and was reaped)
             os.kill(pid, 0)
 
@@ -114,3 +115,35 @@ def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly
     assert len(first[0]) == len(second[0]) == 2 and first[0][0].num_tokens <= 5
     assert first[0][0].token_ids != second[0][0].token_ids  # the second answer came from the second model
     assert pool.close() == [0]
+
+
+@pytest.mark.parametrize("engine_reloads", [True, False], ids=["reload_weights", "fallback"])
+def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypatch, engine_reloads: bool):
+    """vLLM's own ``reload_weights(weights_path=…)`` where the worker has it, else the tensors loaded by t3s's
+    function; either way the engine serves the new weights (the greedy answer is the new model's)."""
+    from conftest import TINY_WORLD, tiny_qwen3
+    from transformers import AutoTokenizer
+
+    from t3s.evals.generation import SamplingParams
+    from t3s.evals.vllm_pool import VLLMWorkerPool
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny_qwen3(len(tokenizer), seed=1).save_pretrained(first)
+    tiny_qwen3(len(tokenizer), seed=2).save_pretrained(second)
+    log = tmp_path / "engine.log"
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_VLLM))
+    monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
+    if not engine_reloads:
+        monkeypatch.setenv("T3S_FAKE_VLLM_WITHOUT_RELOAD", "1")
+    prompt = [tokenizer.encode("1 + 2 =")]
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
+    pool = VLLMWorkerPool(1, python=sys.executable, engine={})
+    before = pool.load(first, tokenizer).generate(prompt, greedy)[0][0].token_ids
+    after = pool.load(second, tokenizer).generate(prompt, greedy)[0][0].token_ids
+    fresh = VLLMWorkerPool(1, python=sys.executable, engine={})
+    expected = fresh.load(second, tokenizer).generate(prompt, greedy)[0][0].token_ids
+    assert pool.restarts == 0 and after == expected and before != after
+    reloads = [e for e in events(log) if e["event"] in ("reload_weights", "load_weights")]
+    assert [e["event"] for e in reloads] == (["reload_weights", "load_weights"] if engine_reloads else ["load_weights"])
+    assert pool.close() == [0] and fresh.close() == [0]

@@ -74,7 +74,8 @@ class TeacherTraceDataModule(LightningDataModule):
     """Teacher reasoning traces rendered with the student's chat template, packed into optimizer steps.
 
     Args:
-        path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id.
+        path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id. Required; a config may
+            leave it null (``qwen3-boba200``) for the command line to fill in.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
         preset: Field mapping preset, one of ``FIELD_PRESETS`` (default, s1k, conversations, r1_mc).
         fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
@@ -101,7 +102,7 @@ class TeacherTraceDataModule(LightningDataModule):
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         tokenizer: str,
         preset: str = "default",
         fields: dict[str, str] | None = None,
@@ -119,6 +120,9 @@ class TeacherTraceDataModule(LightningDataModule):
         val_path: str | None = None,
     ) -> None:
         super().__init__()
+        if not path:
+            raise TraceDataError("data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
+                                 "a Hugging Face dataset id (--data.path …)")
         if preset not in FIELD_PRESETS:
             raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(FIELD_PRESETS)}")
         if overlong not in ("drop", "truncate"):

@@ -16,8 +16,9 @@ is moved to stderr, so it never corrupts the channel)::
     {"op": "exit"}                           -> {"ok": true}, then the engine is dropped and the process exits 0
 
 One ``vllm.LLM`` is built at the first ``load`` and reused for every later checkpoint: the new weights are
-loaded into the running engine (``LLM.collective_rpc`` runs :func:`load_folder_weights` on every
-tensor-parallel rank: ``model.load_weights`` with the folder's safetensors) and the prefix cache is reset
+loaded into the running engine on every tensor-parallel rank (``LLM.collective_rpc("reload_weights",
+weights_path=FOLDER)``, checked against vLLM 0.34.0's source; on a vLLM without it, ``collective_rpc`` runs
+:func:`load_folder_weights`: ``model.load_weights`` with the folder's safetensors) and the prefix cache is reset
 (cached KV blocks belong to the old weights). A checkpoint with another architecture, or an engine that
 cannot reload in place, answers ``restart``: the parent then starts a fresh worker for that checkpoint.
 """
@@ -55,8 +56,12 @@ def folder_weights(folder: str):
 
 
 def load_folder_weights(worker: Any, folder: str) -> bool:
-    """Run on every vLLM worker (``collective_rpc``): load a folder's weights into the served model."""
-    worker.model_runner.model.load_weights(weights=folder_weights(folder))
+    """Run on every vLLM worker (``collective_rpc``): load a folder's weights into the served model.
+
+    The fallback for a vLLM whose workers cannot ``reload_weights(weights_path=…)`` themselves.
+    """
+    model = worker.get_model() if hasattr(worker, "get_model") else worker.model_runner.model
+    model.load_weights(weights=folder_weights(folder))
     return True
 
 
@@ -78,12 +83,26 @@ class Engine:
         if shape != self.shape:
             return "restart"
         try:
-            self.llm.collective_rpc(load_folder_weights, args=(folder,))
+            self.reload(folder)
         except Exception as err:  # noqa: BLE001 - an engine without in-place reload: a fresh process instead
             print(f"t3s vllm worker: in-place weight reload failed ({err}); restarting", file=sys.stderr)
             return "restart"
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the previous weights
         return "reloaded"
+
+    def reload(self, folder: str) -> None:
+        """Load ``folder``'s weights into the running engine, on every worker.
+
+        vLLM's own ``reload_weights(weights_path=…)`` (in 0.34; it also redoes the post-load processing that
+        quantized or repacked layers need) where the workers have it, else :func:`load_folder_weights`.
+        """
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+            return
+        except Exception as err:  # noqa: BLE001 - older vLLM: no such method, or no weights_path argument
+            print(f"t3s vllm worker: reload_weights(weights_path=…) unavailable ({err}); loading the tensors "
+                  "directly", file=sys.stderr)
+        self.llm.collective_rpc(load_folder_weights, args=(folder,))
 
     def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[list[dict[str, Any]]]:
         if self.llm is None:
