@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,50 @@ def test_deferred_and_subprocess_evaluations_match_inline(tmp_path, capsys):
     main(["evaluate", str(deferred)])
     assert "1 new result(s)" in capsys.readouterr().out
     assert sorted(r["step"] for r in read_results(deferred)) == [0, 2, 4]
+
+
+@pytest.mark.slow
+def test_subprocess_evaluation_beside_training_gives_the_inline_curve(tmp_path):
+    """mode subprocess, wait: false: the child evaluations run while training goes on, and the curve (scalars,
+    ledger, the callback's own history) is the inline one once fit returns."""
+    main(["fit", "--config", str(tiny_run_config(tmp_path, "inline", "inline"))])
+    config = tiny_run_config(tmp_path, "beside", "subprocess")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"].update(wait=False, eval_devices=[0, 1])
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    main(["fit", "--config", str(config)])
+    inline, beside = tmp_path / "inline" / "version_0", tmp_path / "beside" / "version_0"
+    assert read_scalars(beside, "bench/train/avg@1") == read_scalars(inline, "bench/train/avg@1")
+    assert sorted(r["step"] for r in read_results(beside)) == [0, 2, 4]
+    assert all(verdicts(beside, step) == verdicts(inline, step) for step in (0, 2, 4))
+    log = (beside / "eval" / "child.log").read_text()
+    assert log.count("$ ") <= 3 and "--devices 2" in log  # one child at a time, each taking what was queued
+
+
+def test_child_evaluator_queues_while_one_child_runs_and_names_a_failed_child_log(tmp_path):
+    from t3s.evals.child_evaluator import ChildEvaluationError, ChildEvaluator
+
+    children = ChildEvaluator(tmp_path / "run", devices=[1])
+    assert children.environment()["CUDA_VISIBLE_DEVICES"] == (
+        os.environ["CUDA_VISIBLE_DEVICES"].split(",")[1] if os.environ.get("CUDA_VISIBLE_DEVICES") else "1")
+    children.submit(0)
+    children.submit(5)
+    children.submit(5)
+    assert children.running == [0] and children.queued == [5] and children.pending == [0, 5]
+    with pytest.raises(ChildEvaluationError, match="child.log"):  # no run there: the child fails, and says why
+        children.wait()
+    assert "t3s evaluate" in (tmp_path / "run" / "eval" / "child.log").read_text()
+    children.stop()
+
+
+def test_waiting_for_nothing_is_refused_outside_subprocess_mode():
+    from t3s.evals import BenchmarkCallback
+
+    for mode in ("inline", "defer"):
+        with pytest.raises(ValueError, match="mode 'subprocess'"):
+            BenchmarkCallback(mode=mode, wait=False)
+        with pytest.raises(ValueError, match="mode 'subprocess'"):
+            BenchmarkCallback(mode=mode, eval_devices=[1])
 
 
 def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):

@@ -22,6 +22,7 @@ import lightning as L
 
 from t3s.data.rows import json_line
 from t3s.evals.bottleneck import BottleneckDetector, scored_bottleneck
+from t3s.evals.child_evaluator import ChildEvaluator
 from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import HFGenerator, SamplingParams
 from t3s.evals.results import read_results
@@ -56,10 +57,16 @@ class BenchmarkCallback(L.Callback):
         python: the vLLM environment's interpreter (default: the training one).
         mode: where evaluations run. ``inline``: in the training process, on the training weights (the toy,
             small models, one process). ``subprocess``: ``t3s evaluate`` on the step's HF folder in a child
-            process, training waits for it (its results feed the curve, θ_b and the online switch).
+            process (its results feed the curve, θ_b and the online switch; see ``wait``).
             ``defer``: only write the step's HF folder; run ``t3s evaluate RUN_DIR`` later (e.g. as the next
             job). Under ``ModelParallelStrategy`` (FSDP2) ``inline`` gathers a full copy of the weights on every
             rank for generation (models that fit on one device); Lightning's FSDP1 ``FSDPStrategy`` refuses it.
+        wait: ``subprocess`` only. True: training waits for each evaluation. False: the evaluation runs beside
+            training (on GPUs: ``eval_devices``, which training must not use); its results are logged when the
+            child finishes, one child at a time, each evaluating every step queued since the last; at the end
+            of ``fit`` training waits for the last one, so the curve is whole before θ_b is read.
+        eval_devices: ``subprocess`` only: GPUs (indices of the visible devices) the child evaluation runs on,
+            one ``t3s evaluate`` worker each. Default: the child's own default (one device).
         tasks_dir: extra directory searched for task YAMLs.
         bottleneck_margin: see :class:`BottleneckDetector`.
         bottleneck_patience: see :class:`BottleneckDetector`.
@@ -80,6 +87,8 @@ class BenchmarkCallback(L.Callback):
         batch_size: int = 16,
         backend: Literal["hf", "vllm"] = "hf",
         mode: Literal["inline", "subprocess", "defer"] = "inline",
+        wait: bool = True,
+        eval_devices: list[int] | None = None,
         vllm: dict[str, Any] | None = None,
         python: str | None = None,
         tasks_dir: str | None = None,
@@ -95,7 +104,14 @@ class BenchmarkCallback(L.Callback):
         if backend == "vllm" and mode == "inline":
             raise ValueError("BenchmarkCallback backend 'vllm' runs in its own environment through `t3s evaluate`: "
                              "set mode 'subprocess' or 'defer'")
+        if mode != "subprocess" and (not wait or eval_devices):
+            raise ValueError("BenchmarkCallback wait: false and eval_devices are for mode 'subprocess' (a child "
+                             f"t3s evaluate), not mode {mode!r}")
         self.mode = mode
+        self.wait = wait
+        self.eval_devices = list(eval_devices) if eval_devices else None
+        self._children: ChildEvaluator | None = None
+        self._resubmit: list[int] = []
         self.task_names = list(tasks or [])
         self.every_n_steps = every_n_steps
         self.train_accuracy = train_accuracy
@@ -168,6 +184,7 @@ class BenchmarkCallback(L.Callback):
             "history": self.history,
             "loss_history": self.loss_history,
             "evaluated": sorted(self._evaluated),
+            "pending": self._children.pending if self._children is not None else [],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -178,10 +195,14 @@ class BenchmarkCallback(L.Callback):
         self.history = {k: [tuple(row) for row in v] for k, v in state.get("history", {}).items()}
         self.loss_history = [tuple(row) for row in state.get("loss_history", [])]
         self._evaluated = set(state.get("evaluated", []))
+        self._resubmit = list(state.get("pending", []))  # submitted to a child that did not finish
 
     # ---------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Refuse, before the first step, what cannot work: generating on weights sharded across ranks."""
+        """Refuse, before the first step, what cannot work: generating on weights sharded across ranks, or an
+        evaluation beside training on the GPUs training uses."""
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+        from lightning.pytorch.accelerators import CUDAAccelerator
         from lightning.pytorch.strategies import FSDPStrategy
 
         if self.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy):
@@ -190,9 +211,21 @@ class BenchmarkCallback(L.Callback):
                 "across ranks: use ModelParallelStrategy (FSDP2; inline gathers a full copy on every rank, for "
                 "models that fit) or mode 'subprocess' / 'defer'"
             )
+        if self.mode == "subprocess" and not self.wait and isinstance(trainer.accelerator, CUDAAccelerator):
+            shared = sorted(set(self.eval_devices or []) & set(trainer.device_ids))
+            if not self.eval_devices or shared:
+                raise MisconfigurationException(
+                    "BenchmarkCallback wait: false evaluates beside training, so it needs GPUs training does not "
+                    f"use (training: {trainer.device_ids}; eval_devices: {self.eval_devices}), e.g. "
+                    "trainer.devices: [0, 1, 2, 3, 4, 5] and eval_devices: [6, 7]"
+                )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.log_selection_summary(trainer, pl_module)
+        if self._resubmit and trainer.is_global_zero:  # a resumed run: what its last child had not finished
+            for step in self._resubmit:
+                self.children(pl_module).submit(step)
+        self._resubmit = []
         if trainer.global_step == 0:
             self.run(trainer, pl_module)
 
@@ -211,11 +244,19 @@ class BenchmarkCallback(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:  # the step just taken, as its train/loss scalar is logged (the optimizer has stepped)
             self.loss_history.append((trainer.global_step - 1, float(loss)))
+        if self.mode == "subprocess" and not self.wait:
+            self._collect_children(trainer, pl_module, block=False)
         if trainer.global_step % self.every_n_steps == 0:
             self.run(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)
+        if self.mode == "subprocess":
+            self._collect_children(trainer, pl_module, block=True)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self._children is not None:
+            self._children.stop()
 
     # ------------------------------------------------------------- evaluate
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, float]]:
@@ -229,9 +270,18 @@ class BenchmarkCallback(L.Callback):
         if self.mode == "defer":
             return {}
         if self.mode == "subprocess":
-            results = self._evaluate_in_child(trainer, pl_module, step)
-        else:
-            results = self._evaluate_inline(trainer, pl_module, step)
+            if trainer.is_global_zero:
+                self.children(pl_module).submit(step)
+            if not self.wait:
+                return {}  # logged when its child finishes (on_train_batch_end polls, on_train_end waits)
+            return self._collect_children(trainer, pl_module, block=True).get(step, {})
+        results = self._evaluate_inline(trainer, pl_module, step)
+        self._record(trainer, pl_module, step, results)
+        return results
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
+                results: dict[str, dict[str, float]]) -> None:
+        """One evaluated step: the detector, the scalars (a child logs its own), the figure and the console line."""
         if TRAIN_TASK in results:
             accuracy = _accuracy(results[TRAIN_TASK])
             fired = self.detector.update(step, accuracy)
@@ -243,24 +293,32 @@ class BenchmarkCallback(L.Callback):
         self._log_figure(trainer, step, pl_module)
         if results and trainer.is_global_zero:
             print(accuracy_line(step, results), flush=True)
-        return results
 
-    def _evaluate_in_child(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
-        """``t3s evaluate <run> --steps <step>`` in a child process (rank 0); every rank reads its results."""
-        import subprocess
-        import sys
+    def children(self, pl_module: L.LightningModule) -> ChildEvaluator:
+        """The child ``t3s evaluate`` processes of mode ``subprocess`` (run by rank 0)."""
+        if self._children is None or self._children.run_dir != Path(pl_module.run_dir):  # a new phase's run
+            self._children = ChildEvaluator(pl_module.run_dir, devices=self.eval_devices)
+        return self._children
 
-        run_dir = Path(pl_module.run_dir)
-        if trainer.is_global_zero:
-            command = [sys.executable, "-m", "t3s", "evaluate", str(run_dir), "--steps", str(step)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stderr[-4000:]}")
-        trainer.strategy.barrier()
-        results = {row["task"]: row["metrics"] for row in read_results(run_dir) if row["step"] == step}
-        for task, metrics in results.items():
-            self.history.setdefault(task, []).append((step, metrics))
-        return results
+    def _collect_children(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                          block: bool) -> dict[int, dict[str, dict[str, float]]]:
+        """The steps whose child evaluation has finished (all submitted ones if ``block``), read from the run's
+        ledger by every rank and recorded in step order."""
+        finished: list[int] = []
+        if trainer.is_global_zero and self._children is not None:
+            finished = self._children.wait() if block else self._children.poll()
+        if trainer.world_size > 1:
+            finished = trainer.strategy.broadcast(finished, src=0)
+        if not finished:
+            return {}
+        rows = read_results(pl_module.run_dir)
+        collected = {}
+        for step in sorted(finished):
+            results = collected[step] = {row["task"]: row["metrics"] for row in rows if row["step"] == step}
+            for task, metrics in results.items():
+                self.history.setdefault(task, []).append((step, metrics))
+            self._record(trainer, pl_module, step, results)
+        return collected
 
     def _evaluate_inline(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}

@@ -65,7 +65,7 @@ class EvaluationPlan:
     model: dict[str, Any] | None = None
 
     def callback(self) -> BenchmarkCallback:
-        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k not in ("mode", "backend", "python", "vllm")})
+        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k not in ("mode", "wait", "eval_devices", "backend", "python", "vllm")})
 
     @property
     def backend(self) -> str:
