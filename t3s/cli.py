@@ -321,19 +321,27 @@ def evaluate_command(
         top_p: nucleus sampling.
         max_new_tokens: generation budget per sample.
         batch_size: prompts per generation batch.
-        output: where outputs go (default: the run directory / HF folder itself).
+        output: where outputs go (default: the run directory / HF folder itself); with several targets, each
+            goes to ``output/<its folder name>``.
         backend: hf or vllm (default: the run's BenchmarkCallback backend, else hf).
         python: interpreter of the vLLM environment (default: this one); README, "Evaluating with vLLM".
         vllm: vllm.LLM options, e.g. --vllm.tensor_parallel_size 2 --vllm.gpu_memory_utilization 0.9
             (also max_model_len, dtype, enable_prefix_caching, …); on top of the run's callback `vllm:` mapping.
     """
-    from t3s.evals.offline import evaluate_checkpoints, plan_evaluation
+    from t3s.evals.offline import EvaluationError, evaluate_checkpoints, plan_evaluation
 
     sampling = {k: v for k, v in (("n", n), ("temperature", temperature), ("top_p", top_p),
                                   ("max_new_tokens", max_new_tokens)) if v is not None}
-    for target in targets:
+    outputs: list[str | Path | None] = [output] * len(targets)
+    if output and len(targets) > 1:  # one ledger per target: a shared one would mark the second as done
+        names = [Path(t).resolve().name for t in targets]
+        if len(set(names)) < len(names):
+            raise EvaluationError(f"--output with several targets writes each to {output}/<folder name>, and "
+                                  f"these share a name: {sorted({n for n in names if names.count(n) > 1})}")
+        outputs = [Path(output) / name for name in names]
+    for target, out in zip(targets, outputs):
         plan = plan_evaluation(target, tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
-                               batch_size=batch_size, output=output, backend=backend, python=python, vllm=vllm)
+                               batch_size=batch_size, output=out, backend=backend, python=python, vllm=vllm)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
             accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))

