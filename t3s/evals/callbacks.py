@@ -217,7 +217,7 @@ class BenchmarkCallback(L.Callback):
                 raise MisconfigurationException(
                     "BenchmarkCallback wait: false evaluates beside training, so it needs GPUs training does not "
                     f"use (training: {trainer.device_ids}; eval_devices: {self.eval_devices}), e.g. "
-                    "trainer.devices: [0, 1, 2, 3, 4, 5] and eval_devices: [6, 7]"
+                    "trainer.devices: [0, 1, 2, 3] and eval_devices: [4, 5, 6, 7]"
                 )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
