@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -92,6 +93,28 @@ def test_subprocess_evaluation_beside_training_gives_the_inline_curve(tmp_path):
     assert all(verdicts(beside, step) == verdicts(inline, step) for step in (0, 2, 4))
     log = (beside / "eval" / "child.log").read_text()
     assert log.count("$ ") <= 3 and "--devices 2" in log  # one child at a time, each taking what was queued
+
+
+@pytest.mark.slow
+def test_a_resumed_run_requeues_the_steps_its_last_child_had_not_finished(tmp_path):
+    """A checkpoint taken while a child evaluated steps 2 and 4 (``pending`` in the callback's state): the
+    resumed run evaluates them at its start and has them in its curve when it ends."""
+    import lightning as L
+
+    from t3s.evals import BenchmarkCallback
+
+    main(["fit", "--config", str(tiny_run_config(tmp_path, "defer", "defer"))])
+    run = tmp_path / "defer" / "version_0"
+    callback = BenchmarkCallback(mode="subprocess", wait=False, train_limit=6, sampling=GREEDY)
+    callback.load_state_dict({"evaluated": [0, 2, 4], "pending": [2, 4]})
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False)
+    student = SimpleNamespace(run_dir=str(run))  # the callback reads only the student's run directory
+    callback.on_train_start(trainer, student)
+    assert callback.children(student).pending == [2, 4]
+    callback.on_train_end(trainer, student)
+    assert [step for step, _ in callback.history["train"]] == [2, 4]
+    assert sorted(r["step"] for r in read_results(run)) == [2, 4]  # only the pending steps (0 counts as done)
 
 
 def test_child_evaluator_queues_while_one_child_runs_and_names_a_failed_child_log(tmp_path):
