@@ -109,7 +109,7 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
         UsageError: an overlay config (``qwen3-32b``) given with no config before it.
     """
     out = list(args)
-    configs: list[Path] = []
+    after_a_config = False
     for i, a in enumerate(out):
         if a in ("-c", "--config") and i + 1 < len(out):
             given, index, prefix = out[i + 1], i + 1, ""
@@ -119,10 +119,10 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
             continue
         path = find_config(given)
         base = overlay_base(path)
-        if base and not configs:
+        if base and not after_a_config:
             raise UsageError(f"{given} is an overlay on {base}, not a whole config: give it after that config, "
                              f"--config {base} --config {given}")
-        configs.append(path)
+        after_a_config = True
         out[index] = prefix + str(path)
     return out
 

@@ -16,6 +16,7 @@ _EXPORTS = {
     "HFGenerator": "t3s.evals.generation",
     "SamplingParams": "t3s.evals.generation",
     "default_stop_token_ids": "t3s.evals.generation",
+    "stopped_generation": "t3s.evals.generation",
     "to_vllm_sampling_kwargs": "t3s.evals.generation",
     "grade_file": "t3s.evals.grade_cli",
     "GRADERS": "t3s.evals.graders",

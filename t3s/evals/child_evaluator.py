@@ -90,13 +90,14 @@ class ChildEvaluator:
         if self._process is not None or not self.queued:
             return
         self.running, self.queued = sorted(self.queued), []
+        command = self.command(self.running)
         log = self.run_dir / CHILD_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as out:
-            out.write(f"$ {' '.join(self.command(self.running))}\n")
+            out.write(f"$ {' '.join(command)}\n")
             out.flush()
-            self._process = subprocess.Popen(self.command(self.running), env=self.environment(), stdout=out,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(command, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
 
     def _finish(self) -> list[int]:
         process, finished = self._process, self.running

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids
+from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids, stopped_generation
 from t3s.students.diffusion import DiffusionStudent
 from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask
 from t3s.students.diffusion_objective import DiffusionStudentError
@@ -196,11 +196,8 @@ class DiffusionGenerator:
         return [[g for g in gens if g is not None] for gens in out]
 
     def _to_generation(self, tokens: list[int]) -> Generation:
-        stops = set(self.stop_token_ids)
-        cut = next((i for i, t in enumerate(tokens) if t in stops), None)
-        kept = tokens if cut is None else tokens[:cut]
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
-        return Generation(text=text, token_ids=list(kept), num_tokens=len(kept), hit_limit=cut is None)
+        # the canvas is always filled to max_new_tokens: no stop token means the budget ran out
+        return stopped_generation(tokens, self.stop_token_ids, self.tokenizer, limit_reached=True)
 
     @classmethod
     def for_student(cls, student: DiffusionStudent, **overrides: Any) -> DiffusionGenerator:

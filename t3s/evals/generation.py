@@ -18,6 +18,7 @@ __all__ = [
     "HFGenerator",
     "SamplingParams",
     "default_stop_token_ids",
+    "stopped_generation",
     "to_vllm_sampling_kwargs",
 ]
 
@@ -44,8 +45,9 @@ class Generator(Protocol):
         ...
 
 
-def default_stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """EOS ids of the tokenizer and of the model's generation config, plus known end-of-turn tokens."""
+def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config: Any = None) -> list[int]:
+    """EOS ids of the tokenizer and of the generation config (``generation_config``, else the model's), plus known
+    end-of-turn tokens."""
     ids: list[int] = []
 
     def add(value: Any) -> None:
@@ -56,7 +58,7 @@ def default_stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
                 ids.append(int(v))
 
     add(getattr(tokenizer, "eos_token_id", None))
-    gen_cfg = getattr(model, "generation_config", None)
+    gen_cfg = generation_config if generation_config is not None else getattr(model, "generation_config", None)
     if gen_cfg is not None:
         add(getattr(gen_cfg, "eos_token_id", None))
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
@@ -161,14 +163,19 @@ class HFGenerator:
         return ids.to(device), mask.to(device)
 
     def _to_generation(self, toks: list[int], max_new_tokens: int) -> Generation:
-        stops = set(self.stop_token_ids)
-        cut = next((i for i, t in enumerate(toks) if t in stops), None)
-        if cut is None:  # ran to the limit (rows that stopped early always contain a stop token)
-            kept, hit = list(toks), len(toks) >= max_new_tokens
-        else:
-            kept, hit = list(toks[:cut]), False
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
-        return Generation(text=text, token_ids=kept, num_tokens=len(kept), hit_limit=hit)
+        # a row without a stop token ran to the limit (rows that stopped early always contain one)
+        return stopped_generation(toks, self.stop_token_ids, self.tokenizer, limit_reached=len(toks) >= max_new_tokens)
+
+
+def stopped_generation(tokens: Sequence[int], stop_token_ids: Sequence[int], tokenizer: Any, *,
+                       limit_reached: bool) -> Generation:
+    """A response cut before its first stop token and decoded; it ``hit_limit`` when it has no stop token and
+    the backend says its budget ran out (``limit_reached``)."""
+    stops = set(stop_token_ids)
+    cut = next((i for i, t in enumerate(tokens) if t in stops), None)
+    kept = list(tokens if cut is None else tokens[:cut])
+    text = tokenizer.decode(kept, skip_special_tokens=False)
+    return Generation(text=text, token_ids=kept, num_tokens=len(kept), hit_limit=cut is None and limit_reached)
 
 
 def to_vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:

@@ -65,7 +65,9 @@ class EvaluationPlan:
     model: dict[str, Any] | None = None
 
     def callback(self) -> BenchmarkCallback:
-        return BenchmarkCallback(**{k: v for k, v in self.bench.items() if k not in ("mode", "wait", "eval_devices", "backend", "python", "vllm")})
+        """The run's callback settings (tasks, sampling); built as a ``subprocess``-mode callback, which is what
+        this evaluation serves, so its evaluation settings (backend, vLLM, waiting) are accepted as they are."""
+        return BenchmarkCallback(**{**self.bench, "mode": "subprocess"})
 
     @property
     def backend(self) -> str:

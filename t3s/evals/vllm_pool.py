@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids, to_vllm_sampling_kwargs
+from t3s.evals.generation import (
+    Generation,
+    SamplingParams,
+    default_stop_token_ids,
+    stopped_generation,
+    to_vllm_sampling_kwargs,
+)
 
 __all__ = ["ENGINE_OPTIONS", "VLLMError", "VLLMWorkerPool", "worker_devices"]
 
@@ -169,16 +175,9 @@ class VLLMWorkerPool:
         for worker, shard in zip(self.workers, shards):
             outputs = worker.checked(worker.receive())["outputs"]
             for i, samples in zip(shard, outputs):
-                out[i] = [self._generation(s["token_ids"], s["finish_reason"]) for s in samples]
+                out[i] = [stopped_generation(s["token_ids"], self.stop_token_ids, self.tokenizer,
+                                             limit_reached=s["finish_reason"] == "length") for s in samples]
         return out
-
-    def _generation(self, tokens: list[int], finish_reason: str | None) -> Generation:
-        stops = set(self.stop_token_ids)
-        cut = next((i for i, t in enumerate(tokens) if t in stops), None)
-        kept = list(tokens if cut is None else tokens[:cut])
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
-        return Generation(text=text, token_ids=kept, num_tokens=len(kept),
-                          hit_limit=cut is None and finish_reason == "length")
 
     def close(self, graceful: bool = True) -> list[int]:
         """Close every worker (killed when not ``graceful``); their exit codes."""
@@ -189,10 +188,7 @@ class VLLMWorkerPool:
 
 def folder_stop_token_ids(folder: Path, tokenizer: Any) -> list[int]:
     """The HF backend's stop tokens for a folder: the tokenizer's (EOS, end of turn) and its generation config's EOS."""
-    ids = default_stop_token_ids(tokenizer)
-    path = folder / "generation_config.json"
-    eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
-    for value in eos if isinstance(eos, list) else [eos]:
-        if value is not None and int(value) not in ids:
-            ids.append(int(value))
-    return ids
+    from transformers import GenerationConfig
+
+    config = GenerationConfig.from_pretrained(folder) if (folder / "generation_config.json").is_file() else None
+    return default_stop_token_ids(tokenizer, generation_config=config)
