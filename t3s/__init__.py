@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from t3s.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 __all__ = ["ARStudent", "DiffusionStudent", "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    """``t3s.ARStudent`` / ``t3s.DiffusionStudent`` without importing transformers for ``import t3s.selection``."""
-    if name in ("ARStudent", "DiffusionStudent"):
-        import t3s.students
-
-        return getattr(t3s.students, name)
-    raise AttributeError(f"module 't3s' has no attribute {name!r}")
+# ``t3s.ARStudent`` / ``t3s.DiffusionStudent`` without importing transformers for ``import t3s.selection``
+__getattr__ = lazy_exports(__name__, {"ARStudent": "t3s.students", "DiffusionStudent": "t3s.students"})

@@ -200,7 +200,6 @@ def score_command(
         if not found or missing:
             raise ConfigError(f"score --checkpoints: not HF folders or run directories: {missing or checkpoints}")
         cache = ScoreCache.load(output)
-        device = device if device != "auto" else ("cuda" if _cuda() else "cpu")
         summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base, cache.bottleneck,
                                      micro_batch_size=micro_batch_size, chunk_size=chunk_size, device=device)
         for entry in summary["steps"]:
@@ -208,12 +207,6 @@ def score_command(
             print(f"step {entry['step']:>6}  c(anchor) {conf['anchor']['mean']:+.3f}  c(yet-to-learn) "
                   f"{conf['yet_to_learn']['mean']:+.3f}  below θ0 {conf['yet_to_learn']['below_base']:.2f}")
         print(f"wrote c_t of {len(found)} checkpoint(s) to {Path(output) / 'trajectories'}")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:

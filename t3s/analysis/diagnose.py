@@ -32,6 +32,7 @@ from t3s.analysis.interaction import (
     probe_batch,
 )
 from t3s.analysis.trajectories import (
+    SIDES,
     Trajectories,
     answer_spans,
     data_offsets,
@@ -41,13 +42,11 @@ from t3s.analysis.trajectories import (
 )
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
 from t3s.evals.offline import benchmark_settings, run_checkpoints
-from t3s.ops.workers import run_on_workers
+from t3s.ops.workers import run_on_workers, worker_device
 from t3s.selection.scores import write_json_atomic
 
 OUTPUT_DIR = "diagnostics"
 JSON_FILE = "diagnostics.json"
-#: Groups trained by the one-step intervention: the anchors (groups 0, 1) and the others (2, 3).
-SIDES = {"anchor": (0, 1), "yet_to_learn": (2, 3)}
 
 
 class DiagnosticsError(ValueError):
@@ -147,12 +146,6 @@ def run_diagnostics(plan: DiagnosticsPlan, devices: int = 1) -> dict[str, Any]:
     return json.loads((plan.output / JSON_FILE).read_text(encoding="utf-8"))
 
 
-def _device(rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{rank % torch.cuda.device_count()}")
-    return torch.device("cpu")
-
-
 def _broadcast(obj: Any, world: int) -> Any:
     if world == 1:
         return obj
@@ -168,7 +161,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     from t3s.data import TeacherTraceDataModule
 
     started = time.perf_counter()
-    device = _device(rank)
+    device = worker_device(rank)
     datamodule = TeacherTraceDataModule(**plan.data)
     datamodule.setup("fit")
     offsets = data_offsets(datamodule.traces)
@@ -193,7 +186,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
                         micro_batch_size=plan.micro_batch_size, rank=rank, world=world).to(device)
     counts = probe.counts().cpu()
     anchor, other = SIDES["anchor"], SIDES["yet_to_learn"]
-    train_sets = [anchor, other, *[(g,) for g in range(4)]]
+    train_sets = [anchor, other, *[(g,) for g in range(4)]]  # the intervention's rows and the matrix's columns
 
     entries = []
     progress = tqdm(plan.checkpoints, desc="diagnose", unit="checkpoint", disable=rank != 0)
@@ -203,7 +196,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
         interaction = gradient_interaction(model, probe, anchor, other, plan.chunk_size)
         before, after = loss_transfer(model, probe, train_sets, plan.optimizer, plan.chunk_size)
         del model
-        changes = mean_change(before, after, counts, [anchor, other, *[(g,) for g in range(4)]])
+        changes = mean_change(before, after, counts, train_sets)
         for i, members in enumerate(train_sets):  # a group absent from the probe trains nothing
             if not float(counts[list(members)].sum()):
                 changes[i] = [float("nan")] * len(changes[i])

@@ -18,7 +18,7 @@ import torch
 from t3s.analysis.interaction import gradient_interaction, group_loss_sums, probe_batch
 from t3s.analysis.trajectories import SIDES, answer_spans, data_offsets, score_step, token_groups
 
-ANCHOR, OTHER = (0, 1), (2, 3)
+ANCHOR, OTHER = SIDES.values()
 
 
 class DiagnosticsCallback(L.Callback):

@@ -25,21 +25,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from t3s.scoring.scorer import checkpoint_logprobs
-from t3s.selection.scores import write_json_atomic
+from t3s.evals.offline import run_checkpoints
+from t3s.scoring.scorer import checkpoint_logprobs, data_offsets, resolve_device
+from t3s.selection.scores import MATCH_KEYS, write_json_atomic
 
 META_FILE = "meta.json"
-#: Fingerprint keys that must agree for cached values to be reused (as for a score cache: the sha256 covers
-#: every token id and label).
-MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
 OFFSETS_FILE = "offsets.safetensors"
 
 #: The four groups when the traces have reasoning and answer spans.
 SPAN_GROUPS = ("anchor_reasoning", "anchor_answer", "yet_to_learn_reasoning", "yet_to_learn_answer")
 #: The four groups otherwise: each side split at its median Δc.
 HALF_GROUPS = ("anchor_strong", "anchor_weak", "yet_to_learn_mild", "yet_to_learn_deep")
-#: The groups whose confidence is summarised (the two sides, then the four groups).
-SIDES = ("anchor", "yet_to_learn")
+#: The two sides of the groups (their names, in this order, and their group ids): anchors are groups 0-1.
+SIDES = {"anchor": (0, 1), "yet_to_learn": (2, 3)}
 
 
 @dataclass
@@ -173,12 +171,6 @@ class Trajectories:
         write_json_atomic(self.directory / META_FILE, {"data": self.fingerprint, "checkpoints": self.checkpoints})
 
 
-def data_offsets(traces: list[Any]) -> torch.Tensor:
-    """``[N+1]`` start of each trace on the flat token axis (as in a score cache)."""
-    lengths = torch.tensor([len(t.input_ids) for t in traces], dtype=torch.long)
-    return torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-
-
 def score_step(datamodule: Any, checkpoint: str | Path, offsets: torch.Tensor, *, device: str = "cpu",
                micro_batch_size: int | None = None, chunk_size: int = 2048, rank: int = 0, world: int = 1) -> torch.Tensor:
     """c_t of every trained token under one checkpoint; with ``world`` > 1 each rank scores every
@@ -210,9 +202,7 @@ def expand_checkpoints(items: list[str]) -> list[tuple[int, Path]]:
     for i, item in enumerate(items):
         path = Path(item)
         if (path / "hf").is_dir() and not (path / "config.json").is_file():
-            for folder in path.glob("hf/step_*"):
-                if (folder / "config.json").is_file() and folder.name.removeprefix("step_").isdigit():
-                    found[checkpoint_step(folder, 0)] = folder
+            found.update(run_checkpoints(path))
         else:
             found[checkpoint_step(path, -(i + 1))] = path
     return sorted(found.items())
@@ -220,13 +210,14 @@ def expand_checkpoints(items: list[str]) -> list[tuple[int, Path]]:
 
 def score_trajectories(datamodule: Any, checkpoints: list[tuple[int, Path]], output: str | Path, base: torch.Tensor,
                        bottleneck: torch.Tensor, *, threshold: float = 0.0, micro_batch_size: int | None = None,
-                       chunk_size: int = 2048, device: str = "cpu") -> dict[str, Any]:
+                       chunk_size: int = 2048, device: str = "auto") -> dict[str, Any]:
     """c_t of every training token under each checkpoint into a trajectory cache at ``output``, one file at a
     time, and ``summary.json`` there: per step and group, mean c and the share below c(θ_0).
 
     The groups are those of :func:`token_groups` on ``base`` (θ_0) and ``bottleneck`` (θ_b) scores.
     """
     datamodule.setup("fit")
+    device = resolve_device(device)
     offsets = data_offsets(datamodule.traces)
     cache = Trajectories(output, datamodule.fingerprint(), offsets)
     groups = token_groups(base, bottleneck, answer_spans(datamodule.traces, datamodule.tokenizer, offsets), threshold)

@@ -36,7 +36,7 @@ from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
-from t3s.ops.workers import run_on_workers
+from t3s.ops.workers import run_on_workers, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[
     bench = plan.callback()
     datamodule = _datamodule(plan.data) if bench.train_accuracy else None
     tasks = bench.build_tasks(datamodule)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
+    device = worker_device(rank)
     serve = serve or (lambda folder, tokenizer: _hf_generator(plan, bench, folder, tokenizer, device))
     pending = [(step, folder) for step, folder in plan.checkpoints
                if any((step, task.name) not in plan.done for task in tasks)]

@@ -5,14 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from t3s.lazy import lazy_exports
 
 __all__ = ["token_logprobs"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "token_logprobs":
-        from t3s.ops.logprob import token_logprobs
-
-        return token_logprobs
-    raise AttributeError(f"module 't3s.ops' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"token_logprobs": "t3s.ops.logprob"})

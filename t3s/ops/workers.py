@@ -27,6 +27,13 @@ def run_on_workers(target: Callable[..., None], args: Sequence[Any], workers: in
                        start_method="spawn", join=True)
 
 
+def worker_device(rank: int) -> torch.device:
+    """The device of worker ``rank``: GPU ``rank`` (modulo the GPUs there are), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{rank % torch.cuda.device_count()}")
+    return torch.device("cpu")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -47,6 +47,19 @@ def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokeniz
 
 
 @torch.no_grad()
+def resolve_device(device: str) -> str:
+    """``auto``: CUDA when there is a GPU, else the CPU; any other value as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def data_offsets(traces: list[Any]) -> torch.Tensor:
+    """``[N+1]`` start of each trace on the flat token axis of a score cache."""
+    lengths = torch.tensor([len(t.input_ids) for t in traces], dtype=torch.long)
+    return torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+
+
 def checkpoint_logprobs(
     checkpoint: str | Path,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -108,10 +121,8 @@ def score(
     tokenizer = datamodule.tokenizer
     for role, ckpt in (("base", base), ("bottleneck", bottleneck)):
         check_tokenizer_matches(ckpt, tokenizer, role)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    lengths = torch.tensor([len(t.input_ids) for t in datamodule.traces], dtype=torch.long)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    device = resolve_device(device)
+    offsets = data_offsets(datamodule.traces)
     values = {}
     for role, ckpt in (("base", base), ("bottleneck", bottleneck)):
         values[role] = checkpoint_logprobs(

@@ -27,7 +27,7 @@ SUMMARY_FILE = "summary.json"
 
 #: Fingerprint keys that must agree between a cache and the data it is used with (the sha256 covers
 #: every token id and label, so another tokenizer or other data cannot pass).
-_MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
+MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
 
 
 class ScoreCacheError(ValueError):
@@ -99,7 +99,7 @@ class ScoreCache:
         cached = self.meta.get("data", {})
         diffs = [
             f"{key}: cache has {cached.get(key)!r}, data has {fingerprint.get(key)!r}"
-            for key in _MATCH_KEYS
+            for key in MATCH_KEYS
             if cached.get(key) != fingerprint.get(key)
         ]
         if diffs:

@@ -7,8 +7,7 @@ construction. See :mod:`t3s.toy.world` for the generated files.
 
 from __future__ import annotations
 
-from typing import Any
-
+from t3s.lazy import lazy_exports
 from t3s.toy.styles import (
     COLUMN_NAMES,
     PLAIN_TEACHER_STYLE,
@@ -24,14 +23,8 @@ from t3s.toy.styles import (
 from t3s.toy.task import Problem, sample_problems, spell_digits, split_problems
 from t3s.toy.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
-
-def __getattr__(name: str) -> Any:
-    # t3s.toy.world is imported lazily so that ``python -m t3s.toy.world`` does not import it twice.
-    if name in ("PRESETS", "ToyWorld"):
-        from t3s.toy import world
-
-        return getattr(world, name)
-    raise AttributeError(f"module 't3s.toy' has no attribute {name!r}")
+# t3s.toy.world is imported lazily so that ``python -m t3s.toy.world`` does not import it twice.
+__getattr__ = lazy_exports(__name__, {"PRESETS": "t3s.toy.world", "ToyWorld": "t3s.toy.world"})
 
 
 __all__ = [
