@@ -169,6 +169,7 @@ def score_command(
     chunk_size: int = 2048,
     trust_remote_code: bool = False,
     checkpoints: list[str] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """Score every training token under θ_0 and θ_b and write the Δc cache T3S reads.
 
@@ -184,10 +185,12 @@ def score_command(
         trust_remote_code: allow the checkpoints' own model code (e.g. Ling-mini-2.0 as a selector).
         checkpoints: also score these HF folders or run directories (``<run>/hf/step_*``, or ``<run>``: all its
             ``hf/step_N``) into ``<output>/trajectories`` (one file per checkpoint, a per-group summary).
+        data: options of the config's ``data`` section to override, as ``fit`` spells them
+            (``--data.limit 32 --data.max_length 1024``).
     """
     from t3s.scoring.scorer import score
 
-    datamodule = load_datamodule(config)
+    datamodule = load_datamodule(config, data)
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
@@ -404,6 +407,8 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
                          single=name == "diagnose")
     if name == "evaluate":
         args = _collect_mapping(args, "--vllm")
+    if name == "score":
+        args = _collect_mapping(args, "--data")
     try:
         cfg = parser.parse_args(args)
     except ArgumentError as err:

@@ -53,6 +53,7 @@ class _LazyTensors:
         return self._open[shard].get_tensor(name)
 
 
+@torch.no_grad()
 def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path) -> Path:
     """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0)."""
     for folder in (base, bottleneck, final):

@@ -46,7 +46,6 @@ def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokeniz
         )
 
 
-@torch.no_grad()
 def resolve_device(device: str) -> str:
     """``auto``: CUDA when there is a GPU, else the CPU; any other value as given."""
     if device == "auto":
@@ -60,6 +59,7 @@ def data_offsets(traces: list[Any]) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
 
 
+@torch.no_grad()
 def checkpoint_logprobs(
     checkpoint: str | Path,
     batches: Iterable[dict[str, torch.Tensor]],
