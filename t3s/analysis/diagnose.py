@@ -42,6 +42,7 @@ from t3s.analysis.trajectories import (
 )
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
 from t3s.evals.offline import benchmark_settings, run_checkpoints
+from t3s.ops.threads import right_size_threads
 from t3s.ops.workers import run_on_workers, worker_device
 from t3s.selection.scores import write_json_atomic
 
@@ -193,6 +194,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     for step, folder in progress:
         values = bottleneck if step == plan.bottleneck else base if step == 0 else confidences(step, folder)
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+        right_size_threads(model, device)
         interaction = gradient_interaction(model, probe, anchor, other, plan.chunk_size)
         before, after = loss_transfer(model, probe, train_sets, plan.optimizer, plan.chunk_size)
         del model

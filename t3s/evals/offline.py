@@ -36,6 +36,7 @@ from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
+from t3s.ops.threads import right_size_threads
 from t3s.ops.workers import run_on_workers, worker_device
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def _hf_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, 
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=_trust_remote_code(plan))
+    right_size_threads(model, device)
     return HFGenerator(model.to(device).eval(), tokenizer, batch_size=bench.batch_size, show_progress=False)
 
 

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
 from t3s.ops.hf_folders import CheckpointError, check_finite, check_hf_folder, looks_local
+from t3s.ops.threads import right_size_threads
 from t3s.selection.scores import SUMMARY_FILE, ScoreCache, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def checkpoint_logprobs(
     except (RuntimeError, ValueError) as err:  # e.g. weights whose shapes do not match config.json
         raise CheckpointError(f"cannot load checkpoint '{checkpoint}': {str(err).strip().splitlines()[0]}") from None
     check_finite(model.named_parameters(), checkpoint)
+    right_size_threads(model, device)
     model.eval()
     out = torch.full((int(offsets[-1]),), float("nan"))
     batches = list(batches) if not hasattr(batches, "__len__") else batches

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from t3s.ops.causal_lm import DTYPES
 from t3s.ops.hf_folders import check_finite, check_hf_folder, looks_local
 from t3s.ops.speed import adamw_speed_kwargs
+from t3s.ops.threads import right_size_threads
 from t3s.selection import FullSFT, TokenSelectionStrategy
 from t3s.students.checkpoints import (
     hf_step_dir,
@@ -200,6 +201,8 @@ class StudentModule(L.LightningModule):
         if self.model is not None:
             return
         self.load_model()
+        if self._trainer is not None:  # one CPU thread for a small model (t3s.ops.threads)
+            right_size_threads(self.model, self.trainer.strategy.root_device)
         hp = self.hparams
         if hp.gradient_checkpointing:  # per decoder layer
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
