@@ -77,10 +77,12 @@ from typing import Any
 #: glibc hands every large freed block back to the OS, so each new [chunk, vocab] buffer, logits tensor and
 #: optimizer temporary is page-faulted afresh; on some VMs that costs more than the matmuls. Like the
 #: jemalloc/tcmalloc PyTorch recommends for CPU training, these settings keep freed memory for reuse. They
-#: apply to every contender alike; ``--no-allocator-tuning`` (or any GLIBC_TUNABLES already set) keeps glibc's.
+#: apply to every contender alike. They are opt-in (``--allocator-tuning``): a heap that never shrinks makes the
+#: process's RSS the sum of every contender's peak, which does not fit a shared 24 GiB machine, and hides each
+#: contender's own peak. Without them each contender's peak RSS is reported.
 ALLOCATOR_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 if (__name__ == "__main__" and sys.platform == "linux" and "GLIBC_TUNABLES" not in os.environ
-        and "--no-allocator-tuning" not in sys.argv):
+        and "--allocator-tuning" in sys.argv):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": ALLOCATOR_TUNABLES})
 
 import lightning as L  # noqa: E402
@@ -700,8 +702,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip timing scoring (no-grad chunked c_t, as `t3s score`) of the step batch")
     p.add_argument("--score-only", action="store_true", help="only time scoring of one --score-length row")
     p.add_argument("--score-length", type=int, default=32_768, help="row length of --score-only")
-    p.add_argument("--no-allocator-tuning", action="store_true",
-                   help="keep glibc's malloc settings (slower on CPU, but per-contender peak RSS is measured)")
+    p.add_argument("--allocator-tuning", action="store_true",
+                   help="on CPU, restart with GLIBC_TUNABLES that keep freed memory (faster on some VMs; RSS only "
+                        "grows, so per-contender peaks are not reported)")
+    p.add_argument("--no-allocator-tuning", action="store_true", help="glibc's own settings (the default now)")
     p.add_argument("--wall-clock", action="store_true",
                    help="on CPU, report wall time instead of process CPU time (both are in the JSON)")
     p.add_argument("--json", type=Path, help="also write the final JSON object here")
