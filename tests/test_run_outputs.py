@@ -136,7 +136,7 @@ class MediaLogger(Logger):
 def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
     data = make_data(TINY_WORLD, batch=8, micro=8)
     media = MediaLogger()
-    bench = BenchmarkCallback(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=8)
+    bench = BenchmarkCallback(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=8, figure_every_n_evals=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=[CSVLogger(tmp_path, name="run"), media],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[bench], log_every_n_steps=1)
@@ -144,7 +144,8 @@ def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
     run = Path(trainer.log_dir)
     assert read_scalars(run, "bench/train/avg@1")[0] == [0, 2, 4]  # from metrics.csv
     assert [step for step, m in media.metrics if "bench/train/avg@1" in m] == [0, 2, 4]
-    assert [(key, step) for key, step, _ in media.images] == [("curves/loss_and_accuracy", s) for s in (0, 2, 4)]
+    # the figure at every 2nd of the 3 evaluations (step 2) and once at the end with the whole curve (step 4)
+    assert [(key, step) for key, step, _ in media.images] == [("curves/loss_and_accuracy", s) for s in (2, 4)]
     assert all(Path(images[0]) == run / "figures" / "loss_and_accuracy.png" for _, _, images in media.images)
     assert ("samples/train", 2) in media.texts
 

@@ -72,6 +72,9 @@ class BenchmarkCallback(L.Callback):
         bottleneck_patience: see :class:`BottleneckDetector`.
         num_text_samples: generations shown per task and evaluation in TensorBoard's text panel (or ``log_text``).
         seed: seed of the training-problem subset.
+        figure_every_n_evals: draw the loss-and-accuracy figure (PNG and loggers) every this many evaluations,
+            and always once at the end of training with the whole curve; ``0``: only at the end. Drawing is
+            a sizeable share of a toy run's CPU, and nobody looks at it between two evaluations.
     """
 
     def __init__(
@@ -96,9 +99,12 @@ class BenchmarkCallback(L.Callback):
         bottleneck_patience: int = 2,
         num_text_samples: int = 3,
         seed: int = 0,
+        figure_every_n_evals: int = 5,
     ):
         if every_n_steps < 1:
             raise ValueError("every_n_steps must be >= 1")
+        if figure_every_n_evals < 0:
+            raise ValueError("figure_every_n_evals must be >= 0 (0: only at the end of training)")
         if mode not in ("inline", "subprocess", "defer"):
             raise ValueError(f"BenchmarkCallback mode must be inline, subprocess or defer, got {mode!r}")
         if backend == "vllm" and mode == "inline":
@@ -127,6 +133,9 @@ class BenchmarkCallback(L.Callback):
         self.tasks_dir = tasks_dir
         self.num_text_samples = num_text_samples
         self.seed = seed
+        self.figure_every_n_evals = figure_every_n_evals
+        self._recorded = 0  # evaluations recorded in this process (the figure is drawn every n-th and at the end)
+        self._figure_step: int | None = None
         self.detector = BottleneckDetector(margin=bottleneck_margin, patience=bottleneck_patience)
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self.loss_history: list[tuple[int, float]] = []
@@ -253,6 +262,8 @@ class BenchmarkCallback(L.Callback):
         self.run(trainer, pl_module)
         if self.mode == "subprocess":
             self._collect_children(trainer, pl_module, block=True)
+        if (self._recorded or self.history) and self._figure_step != trainer.global_step:  # whole curve, at the end
+            self._log_figure(trainer, trainer.global_step, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self._children is not None:
@@ -290,7 +301,9 @@ class BenchmarkCallback(L.Callback):
                             min(self.detector.values))
         if self.mode == "inline":
             self._log_scalars(trainer, step, results, pl_module)
-        self._log_figure(trainer, step, pl_module)
+        self._recorded += 1
+        if self.figure_every_n_evals and self._recorded % self.figure_every_n_evals == 0:
+            self._log_figure(trainer, step, pl_module)
         if results and trainer.is_global_zero:
             print(accuracy_line(step, results), flush=True)
 
@@ -408,6 +421,7 @@ class BenchmarkCallback(L.Callback):
     def _log_figure(self, trainer: L.Trainer, step: int, pl_module: Any) -> None:
         """The loss-and-accuracy figure: ``<run>/figures/loss_and_accuracy.png`` (replaced at each evaluation)
         and every logger that takes figures (TensorBoard's ``add_figure``, else ``log_image``)."""
+        self._figure_step = step
         if not trainer.is_global_zero:
             return
         from t3s.evals.figures import curve_figure
