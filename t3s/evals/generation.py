@@ -69,10 +69,14 @@ def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config:
 
 
 class HFGenerator:
-    """Batched generation with a Hugging Face causal LM (``model.generate`` with the KV cache).
+    """Batched generation with a Hugging Face causal LM and its KV cache.
 
     Prompts are expanded ``n`` times, sorted by length (less padding), LEFT padded and generated in
-    batches of ``batch_size`` rows. Sampling is seeded per batch (``params.seed`` + batch index) inside
+    batches of ``batch_size`` rows. A row that emits a stop token leaves the batch (its KV cache rows are
+    dropped, :func:`decode_leaving_finished`), so the decode steps of a batch shrink with its unfinished rows
+    instead of running to its longest response; greedy outputs equal ``model.generate``'s (tested). A model
+    whose cache is not a transformers ``Cache`` (older remote code) goes through ``model.generate``, as does
+    every model with ``leave_finished=False``. Sampling is seeded per batch (``params.seed`` + batch index) inside
     a forked RNG, so results are reproducible for the same inputs and ``batch_size`` and the global RNG
     is untouched. Generation stops at EOS / end-of-turn tokens (:func:`default_stop_token_ids` unless
     ``stop_token_ids`` is given). The model is put in eval mode and restored afterwards.
@@ -85,6 +89,7 @@ class HFGenerator:
         batch_size: int = 8,
         stop_token_ids: Sequence[int] | None = None,
         show_progress: bool = True,
+        leave_finished: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -99,6 +104,7 @@ class HFGenerator:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad) if pad is not None else self.stop_token_ids[0]
         self.show_progress = show_progress
+        self.leave_finished = leave_finished
 
     def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -143,10 +149,13 @@ class HFGenerator:
                 input_ids, attention_mask = self._left_pad([prompts[p] for p, _ in batch], device)
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(int(params.seed) + b)
-                    seqs = self.model.generate(
-                        input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs
-                    )
-                new_tokens = seqs[:, input_ids.shape[1] :].tolist()
+                    new_tokens = None
+                    if self.leave_finished:
+                        new_tokens = decode_leaving_finished(self.model, input_ids, attention_mask, params,
+                                                             self.stop_token_ids)
+                    if new_tokens is None:
+                        seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+                        new_tokens = seqs[:, input_ids.shape[1] :].tolist()
                 for (p, s), toks in zip(batch, new_tokens):
                     out[p][s] = self._to_generation(toks, params.max_new_tokens)
         finally:
@@ -165,6 +174,80 @@ class HFGenerator:
     def _to_generation(self, toks: list[int], max_new_tokens: int) -> Generation:
         # a row without a stop token ran to the limit (rows that stopped early always contain one)
         return stopped_generation(toks, self.stop_token_ids, self.tokenizer, limit_reached=len(toks) >= max_new_tokens)
+
+
+def _sampling_processors(params: SamplingParams) -> Any:
+    """transformers' own warpers, in ``generate``'s order: temperature, top-k, top-p."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if float(params.temperature) != 1.0:
+        warpers.append(TemperatureLogitsWarper(float(params.temperature)))
+    if params.top_k:
+        warpers.append(TopKLogitsWarper(int(params.top_k)))
+    if float(params.top_p) < 1.0:
+        warpers.append(TopPLogitsWarper(float(params.top_p)))
+    return warpers
+
+
+def decode_leaving_finished(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            params: SamplingParams, stop_token_ids: Sequence[int]) -> list[list[int]] | None:
+    """Decode a left-padded batch with the KV cache; a row leaves the batch (and its cache rows are dropped)
+    at its first stop token, which it keeps, as ``model.generate`` would return it before its padding.
+
+    Greedy when ``params.greedy``, else sampling from the global RNG after transformers' warpers. Returns
+    the new tokens of each row, or ``None`` when the model's cache is not a transformers ``Cache`` (the caller
+    then uses ``model.generate``).
+    """
+    import inspect
+
+    from transformers import Cache
+
+    # transformers ≥ 5.2x names the argument ``cache`` (``past_key_values`` is its deprecated alias)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    rows = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(rows)]
+    alive = torch.arange(rows, device=input_ids.device)
+    stops = torch.tensor(sorted(set(stop_token_ids)), device=input_ids.device)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    warpers = None if params.greedy else _sampling_processors(params)
+    step_ids, mask = input_ids, attention_mask
+    seen = input_ids
+    cache: Any = None
+    next_position = positions[:, -1:] + 1
+    for t in range(int(params.max_new_tokens)):
+        try:
+            result = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           logits_to_keep=1, **{cache_arg: cache})
+        except TypeError:  # remote code without ``logits_to_keep``: its own generate
+            if t == 0:
+                return None
+            raise
+        cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
+        if t == 0 and not isinstance(cache, Cache):
+            return None
+        logits = result.logits[:, -1, :].to(dtype=torch.float32)
+        if warpers is None:
+            tokens = logits.argmax(dim=-1)
+        else:
+            tokens = torch.multinomial(torch.softmax(warpers(seen, logits), dim=-1), num_samples=1).squeeze(1)
+        for row, token in zip(alive.tolist(), tokens.tolist()):
+            out[row].append(token)
+        keep = ~torch.isin(tokens, stops)
+        if not bool(keep.any()):
+            break
+        if not bool(keep.all()):  # finished rows leave: the batch, its mask, positions and KV cache shrink
+            index = keep.nonzero().squeeze(1)
+            alive, tokens, mask, next_position = alive[index], tokens[index], mask[index], next_position[index]
+            seen = seen[index]
+            cache.batch_select_indices(index)
+        step_ids = tokens[:, None]
+        if warpers is not None:
+            seen = torch.cat([seen, step_ids], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        positions = next_position
+        next_position = next_position + 1
+    return out
 
 
 def stopped_generation(tokens: Sequence[int], stop_token_ids: Sequence[int], tokenizer: Any, *,
