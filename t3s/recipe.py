@@ -233,17 +233,17 @@ def score_bottleneck(trainer: L.Trainer, datamodule: Any, run_dir: str | Path, s
 
 def check_recipe_phase(phase: Phase) -> None:
     """What the offline recipe needs, checked before its first training step."""
+    if not getattr(phase.student, "supports_offline_recipe", False):
+        raise RecipeError(
+            f"{type(phase.student).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
+            "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
+            "model.init_args.selection.init_args.scores"
+        )
     bench = phase.benchmark
     if bench is None or not bench.train_accuracy:
         raise RecipeError(
             "the T3S recipe finds θ_b on the training-accuracy curve: add a t3s.evals.BenchmarkCallback "
             "(train_accuracy: true) to trainer.callbacks, or give T3S a score cache (selection.init_args.scores)"
-        )
-    if not hasattr(phase.student, "hidden_states"):
-        raise RecipeError(
-            f"{type(phase.student).__name__} gets Δc from an AR selector that shares its tokenizer: fit the selector "
-            "with FullSFT, pick θ_b, run `t3s score` with this config's data section, then set "
-            "model.init_args.selection.init_args.scores"
         )
 
 

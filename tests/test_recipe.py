@@ -197,3 +197,14 @@ def test_compare_overrides_must_be_key_value(tmp_path, capsys):
               str(tmp_path), "--overrides", "trainer.max_steps"])
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_recipe_refuses_a_diffusion_student_before_step_one(tmp_path, capsys):
+    """A diffusion student cannot score its own Δc: one line, before anything trains (no hf/step_1)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "tiny-diffusion", "--model.init_args.selection.class_path=t3s.selection.T3S",
+              f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: DiffusionStudent gets Δc from an AR selector"), err
+    assert not list(tmp_path.rglob("step_1"))

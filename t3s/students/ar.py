@@ -67,6 +67,8 @@ class ARStudent(StudentModule):
             bf16-true`` (halves weight and Adam memory, e.g. an 8B model on one GPU).
     """
 
+    supports_offline_recipe = True
+
     def __init__(
         self,
         attn_implementation: str | None = "auto",

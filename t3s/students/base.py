@@ -125,6 +125,10 @@ class StudentModule(L.LightningModule):
             only where a callback evaluates (``ensure_hf_checkpoint``), plus ``step_0`` and the final step.
     """
 
+    #: The offline recipe (probe → θ_b → ``t3s score`` → restart) scores Δc with this family's own teacher-forced
+    #: c_t. A family that cannot (diffusion students take Δc from an AR selector) is refused before step 1.
+    supports_offline_recipe: bool = False
+
     #: raised for a bad constructor argument (families may use a subclass of ValueError)
     config_error: type[ValueError] = ValueError
     #: warned once when a step has nothing in its loss
