@@ -1,0 +1,431 @@
+"""Where a long reasoning response states its answer, and whether it was cut off before stating one.
+
+:func:`locate_answer` reads a response's final text (the text after its reasoning block, or the whole
+response when it has none) and returns the answer it states, by these rules:
+
+1. **A box wins**: the last complete ``\\boxed{}`` (or ``\\fbox{}``), unless an explicit answer sentence
+   ("the answer is ...", "... is the correct answer", "Answer: ...") comes after it.
+2. **Otherwise the last concluding statement**: a sentence that says "the (final) answer is X", "X is the
+   correct answer", "**Final Answer**" over a value, "so/thus/hence/therefore ... is/=/equals X", or,
+   more weakly, "... is/are/equals X", "we get/obtain/find X", "... comes (out) to X". Its value is read
+   in a principled way: filler words before it are dropped ("is *indeed* 284", "is *equal to* 0.15"),
+   inline math is unwrapped (a stray closing ``\\)`` too), a number written as a word counts as the
+   number ("three"), trailing words and clauses are cut ("16 such squares in total", "4, which is
+   even"), and a sentence ending in "is:" takes the display math that follows (``\\[ ... \\]``,
+   ``$$ ... $$``). A value that is only words ("the correct answer") is no value, and the statement
+   before it is tried. Without a reasoning block (QwQ-style thinking with no tags), only the last
+   paragraph may hold the concluding statement: an earlier one is a step of the reasoning.
+3. **Otherwise a bare final text** (a short line that is only an expression) is the answer.
+
+A response is **cut off** when its text stops mid-sentence (no closing punctuation, math delimiter or
+box) and either states no answer or goes on past its answer into a new sentence: a model that stopped
+mid-thought has not answered, whatever intermediate value its last lines compute (``700 - 500 = 200
+feet``). A complete answer followed only by a stray fragment of a special token or tag (``<``,
+``<|im_``, ``<think>``) is complete: :func:`strip_stray_tail` removes the fragment.
+
+Everything is linear in the input and bounded (the last :data:`~t3s.data.text.MAX_SCAN_CHARS`
+characters, at most :data:`MAX_SENTENCES` sentences examined); only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+from t3s.data.text import MAX_SCAN_CHARS, boxed_spans
+
+__all__ = ["MAX_SENTENCES", "AnswerSpan", "clean_value", "locate_answer", "strip_stray_tail"]
+
+#: Concluding statements are looked for in at most this many trailing sentences.
+MAX_SENTENCES = 60
+#: A sentence this long states no answer (and reading it would cost more than it is worth).
+_MAX_SENTENCE_CHARS = 6_000
+
+
+@dataclass(frozen=True)
+class AnswerSpan:
+    """The answer a final text states, where, and whether the text was cut off.
+
+    ``text``: the answer (``None``: none found); ``kind``: ``"boxed"``, ``"statement"`` or ``"bare"``
+    (``"none"`` without an answer); ``cut_off``: the text stops mid-sentence, without an answer or after
+    going on past it (the response was cut off: never to be credited).
+    """
+
+    text: str | None
+    kind: str
+    cut_off: bool
+
+
+# ----------------------------------------------------------------------------------------------------
+# stray tails and the end of the text
+# ----------------------------------------------------------------------------------------------------
+
+# a trailing fragment of a special token or tag: "<", "<|im_", "<think>", "</s>", "<｜end▁of▁sentence｜>"
+_STRAY_TAIL_RE = re.compile(r"(?:\s*<[^\s<>]{0,32}>?)+\s*\Z")
+
+
+def strip_stray_tail(text: str) -> str:
+    """``text`` without a trailing fragment of a special token or tag (``<``, ``<|im_``, ``<think>``)."""
+    m = _STRAY_TAIL_RE.search(text[-400:])
+    return text[: len(text) - len(text[-400:]) + m.start()] if m else text
+
+
+# what may close a complete sentence: punctuation, a closing bracket or math delimiter, markdown emphasis
+_TERMINATED_RE = re.compile(r"(?:[.!?)\]}$*\"'`»”’:]|\\\)|\\\]|\\end\{[a-z*]+\})\s*\Z")
+
+
+def _terminated(text: str) -> bool:
+    return bool(_TERMINATED_RE.search(text[-64:])) if text.strip() else True
+
+
+# ----------------------------------------------------------------------------------------------------
+# math spans and sentences
+# ----------------------------------------------------------------------------------------------------
+
+_DELIM_RE = re.compile(r"\\\[|\\\]|\\\(|\\\)|\$\$|\\\$|\$")
+_CLOSER = {"\\[": "\\]", "\\(": "\\)", "$$": "$$", "$": "$"}
+
+
+def _math_spans(text: str) -> list[tuple[int, int, int, int]]:
+    """``(start, content_start, content_end, end)`` of every ``\\[..\\]``, ``$$..$$``, ``\\(..\\)``, ``$..$``.
+
+    One pass over the delimiters; an opener waits for its own closer (an unclosed one spans nothing).
+    """
+    spans = []
+    open_at: tuple[int, int, str] | None = None
+    for m in _DELIM_RE.finditer(text):
+        token = m.group()
+        if token == "\\$":
+            continue
+        if open_at is None:
+            if token in _CLOSER:
+                open_at = (m.start(), m.end(), _CLOSER[token])
+        elif token == open_at[2]:
+            spans.append((open_at[0], open_at[1], m.start(), m.end()))
+            open_at = None
+        elif token in ("\\[", "\\(") and open_at[2] in ("$", "$$"):
+            open_at = (m.start(), m.end(), _CLOSER[token])  # a lone "$" before: it was no math
+    return spans
+
+
+# a sentence ends at a period that is not a decimal point, a "!" that is no factorial, a "?", a line end
+_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|\Z)|(?<![\d)}])!|\?|\n")
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    start: int
+    end: int  # exclusive, before the terminator
+    paragraph: int  # index of the paragraph (blank-line separated) the sentence is in
+    display: tuple[int, int] | None  # the content span when the sentence is one display-math block
+
+
+def _sentences(text: str, spans: list[tuple[int, int, int, int]]) -> list[_Sentence]:
+    """The sentences of ``text`` in order; math spans are never split (a display block is one sentence)."""
+    masked = list(text)
+    displays: dict[int, tuple[int, int, int]] = {}
+    for start, c0, c1, end in spans:
+        for i in range(c0, c1):
+            if masked[i] in ".!?\n":
+                masked[i] = " "
+        if text[start : start + 2] in ("\\[", "$$"):
+            displays[start] = (c0, c1, end)
+    flat = "".join(masked)
+    breaks = [m.start() for m in _PARAGRAPH_BREAK_RE.finditer(flat)]
+    out: list[_Sentence] = []
+    at = 0
+    for m in _SENTENCE_END_RE.finditer(flat):
+        _add(out, text, at, m.start(), breaks, displays)
+        at = m.end()
+    _add(out, text, at, len(text), breaks, displays)
+    return out
+
+
+_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n")
+
+
+def _add(
+    out: list[_Sentence], text: str, start: int, end: int, breaks: list[int], displays: dict[int, tuple[int, int, int]]
+) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start >= end:
+        return
+    block = displays.get(start)
+    display = (block[0], block[1]) if block and text[block[2] : end].strip(" .,;") == "" else None
+    out.append(_Sentence(start, end, bisect.bisect_right(breaks, start), display))
+
+
+# ----------------------------------------------------------------------------------------------------
+# values
+# ----------------------------------------------------------------------------------------------------
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_NUMBER_WORD_RE = re.compile(
+    r"(?i:(" + "|".join(_TENS) + r")(?:[- ](" + "|".join(list(_NUMBER_WORDS)[1:10]) + r"))?|("
+    + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r"))\b"
+)
+#: Words that may stand between a concluding verb and the value ("is indeed 284", "is equal to 0.15").
+_FILLER_RE = re.compile(
+    r"(?i:(?:indeed|just|simply|actually|definitely|clearly|exactly|precisely|still|then|now|also|really|"
+    r"obviously|certainly|therefore|thus|hence|so|finally|only|equal\s+to|equals|given\s+by|found\s+to\s+be|"
+    r"to\s+be|as\s+follows|that)\b[,:]?\s*|[:=]\s*)"
+)
+# a clause that follows the value: "16, which is 4 squared", "4 because ...", "x = 5 since ..."
+_CLAUSE_RE = re.compile(
+    r"(?:,\s*|\s+)(?i:which|since|because|as|so|where|when|given|for|from|by|not|rather|after|before|"
+    r"if|and\s+(?:so|thus|this|that|the)|in\s+order|meaning|i\.e\.|e\.g\.)\b"
+)
+#: Words that continue a mathematical value rather than end it ("25 or 26", "3 times 4", "5 squared").
+_MATH_WORDS = frozenset(
+    "or and to plus minus times over divided mod modulo squared cubed percent sqrt root roots power factorial "
+    "choose".split()
+)
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+# words that make a phrase a description, not an answer ("the correct answer", "this", "not sure")
+_NOT_ANSWER_WORDS = frozenset(
+    "the a an this that these those it its we i you correct right wrong answer answers true false not sure "
+    "to be is are was because so then what which how why there here our my your one consistent same".split()
+)
+
+
+def _number_word(m: re.Match[str]) -> str:
+    if m.group(3):
+        return str(_NUMBER_WORDS[m.group(3).lower()])
+    return str(_TENS[m.group(1).lower()] + (_NUMBER_WORDS[m.group(2).lower()] if m.group(2) else 0))
+
+
+def _strip_math_delimiters(value: str) -> str:
+    """The content of a value that starts with inline or display math; a lone closing delimiter dropped."""
+    spans = _math_spans(value)
+    if spans and spans[0][0] == 0:
+        return value[spans[0][1] : spans[0][2]].strip()
+    value = re.sub(r"^(?:\\\(|\\\[|\$\$|\$)", "", value)
+    return re.sub(r"(?:\\\)|\\\]|\$\$|\$)\s*$", "", value).strip()
+
+
+def _math_head(value: str) -> str | None:
+    """The leading mathematical part of a value: it stops at the first English word outside braces and
+    commands ("16 such squares in total" -> "16"; "x^2 + 1" and "\\frac{1}{2}" stay whole); None when
+    the value starts with a word."""
+    depth, i = 0, 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        elif ch == "\\":
+            m = re.match(r"\\[A-Za-z]+|\\.", value[i:])
+            i += len(m.group()) if m else 1
+            continue
+        elif depth == 0 and ch.isalpha():
+            m = _WORD_RE.match(value, i)
+            assert m is not None
+            word = m.group()
+            glued = i > 0 and (value[i - 1].isdigit() or value[i - 1] in "^_")  # "5th", "2x", "x^{th}"
+            if len(word) >= 2 and not glued and word.lower() not in ("i", "pi"):
+                if word.lower() in _MATH_WORDS and value[:i].strip():
+                    return value.strip()  # "25 or 26", "5 squared": the words are part of the value
+                head = value[:i].strip().rstrip(",;:").strip()
+                return head or None
+            i = m.end()
+            continue
+        i += 1
+    return value.strip()
+
+
+def clean_value(raw: str) -> str | None:
+    """The answer a concluding phrase states, without filler words, delimiters, units or trailing clauses.
+
+    ``"indeed 284"`` -> ``284``; ``"equal to 0.15"`` -> ``0.15``; ``"\\( 284 \\)"`` and ``"284 \\)"`` ->
+    ``284``; ``"three boxes contain both"`` -> ``3``; ``"16, which is 4 squared"`` -> ``16``; a plain-word
+    answer ("west", "Evelyn") is kept; a description ("the correct answer", "this") gives None.
+    """
+    value = raw.strip().strip("*").strip()
+    for _ in range(4):
+        m = _FILLER_RE.match(value)
+        if not m or not m.group():
+            break
+        value = value[m.end() :].strip().strip("*").strip()
+    value = _strip_math_delimiters(value.rstrip(".;,").strip())
+    value = value.strip().strip("*").strip().rstrip(".;,").strip()
+    if not value:
+        return None
+    value = _NUMBER_WORD_RE.sub(_number_word, value, count=1) if _NUMBER_WORD_RE.match(value) else value
+    clause = _CLAUSE_RE.search(value)
+    if clause and clause.start() > 0:
+        value = value[: clause.start()].strip()
+    head = _math_head(value)
+    if head is not None:
+        return head
+    words = _WORD_RE.findall(value)
+    # a value that starts with a word is an answer only when it is a few words and nothing else ("west")
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z'’ -]*", value)
+    if plain and len(words) <= 3 and not _NOT_ANSWER_WORDS & {w.lower() for w in words}:
+        return value
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# concluding statements
+# ----------------------------------------------------------------------------------------------------
+
+# "the answer is X", "final answer: X", "the answer should be X", "Result: X"
+_ANSWER_IS_RE = re.compile(
+    r"(?i:\banswers?\b\s*(?:\((?:[^()]{0,40})\)\s*)?(?:is|was|would\s+be|should\s+be|must\s+be|will\s+be|"
+    r"remains|[:=])\s*:?|\b(?:final\s+)?result\s*[:：])"
+)
+# "X is the correct answer", "X should be the final answer"
+_IS_THE_ANSWER_RE = re.compile(
+    r"(?i:\s(?:is|as|should\s+be|must\s+be|would\s+be|seems\s+to\s+be)\s+(?:indeed\s+|definitely\s+|really\s+|"
+    r"probably\s+)?(?:the|our|my)\s+(?:(?:correct|final|right|required|desired|only)\s+)*answer\b)"
+)
+_HEADING_RE = re.compile(r"(?i:[#*\s]*(?:final\s+)?answer[*\s]*:?[*\s]*)")
+_CONCLUDE_RE = re.compile(
+    r"(?i:\b(?:so|thus|hence|therefore|consequently|finally|altogether|overall|in\s+conclusion|in\s+summary|"
+    r"in\s+total|putting\s+it\s+(?:all\s+)?together|this\s+means|which\s+means)\b)"
+)
+_VERB_RE = re.compile(
+    r"(?i:\b(?:is|are|was|were|equals|be|becomes|gives|yields|get|obtain|find|have|totals?|makes|"
+    r"comes?\s+(?:out\s+)?to|works\s+out\s+to|simplifies\s+to)\b)"
+)
+# the value before "is the correct answer": trailing math, or the last word
+_LEAD_IN_RE = re.compile(r"(?i:.*\b(?:that|so|thus|hence|therefore|confident|believe|think|guess|yes|then)\b[,:]?)")
+
+
+@dataclass(frozen=True)
+class _Statement:
+    value: str
+    start: int
+    end: int
+    strong: bool  # an explicit answer statement (it outranks an earlier box)
+    reaches_end: bool  # nothing but the value follows the cue in its sentence (it may end the text unclosed)
+
+
+def _reaches_end(rest: str, value: str) -> bool:
+    """``value`` is what ``rest`` ends with (nothing but closing delimiters or punctuation after it)."""
+    compact = re.sub(r"\s+", "", value)
+    tail = re.sub(r"(?:\\\)|\\\]|\$|\*|[.,;!])+$", "", re.sub(r"\s+", "", rest))
+    return bool(compact) and tail.endswith(compact)
+
+
+def _after(text: str, sentence: _Sentence, at: int, nxt: _Sentence | None) -> tuple[str | None, int, bool]:
+    """``(value, end, reaches_end)`` stated after position ``at`` of ``sentence``: the rest of it, or the
+    display math that follows when the rest is empty or a colon ("The plane is:\\n\\[ ... \\]")."""
+    rest = text[at : sentence.end]
+    if rest.strip(" :*") == "" and nxt is not None and nxt.display is not None:
+        return text[nxt.display[0] : nxt.display[1]].strip(), nxt.end, True
+    value = clean_value(rest)
+    return value, sentence.end, value is not None and _reaches_end(rest, value)
+
+
+def _before(text: str, sentence: _Sentence, at: int) -> str | None:
+    """The value a sentence states before ``at`` ("I'm confident that 44 is the correct answer")."""
+    head = text[sentence.start : at]
+    lead = _LEAD_IN_RE.match(head)
+    if lead:
+        head = head[lead.end() :]
+    head = head.strip().strip(",").strip()
+    return clean_value(head) if head else None
+
+
+def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statement | None:
+    """The value ``sentence`` concludes with, or None when it is no concluding statement."""
+    if sentence.end - sentence.start > _MAX_SENTENCE_CHARS:
+        return None
+    body = text[sentence.start : sentence.end]
+    if nxt is not None and _HEADING_RE.fullmatch(body):  # "**Final Answer**" over the value
+        if nxt.display is not None:
+            return _Statement(text[nxt.display[0] : nxt.display[1]].strip(), sentence.start, nxt.end, True, True)
+        value = clean_value(text[nxt.start : nxt.end])
+        return _Statement(value, sentence.start, nxt.end, True, True) if value else None
+    for m in reversed(list(_ANSWER_IS_RE.finditer(body))):
+        value, end, reaches_end = _after(text, sentence, sentence.start + m.end(), nxt)
+        if value:
+            return _Statement(value, sentence.start, end, True, reaches_end)
+    m = _IS_THE_ANSWER_RE.search(body)
+    if m:
+        value = _before(text, sentence, sentence.start + m.start())
+        if value:
+            return _Statement(value, sentence.start, sentence.end, True, False)
+    concluding = _CONCLUDE_RE.search(body)
+    cut = concluding.end() if concluding else 0
+    verbs = [v.end() for v in _VERB_RE.finditer(body, cut)]
+    if concluding is not None:  # "Thus, n = 284": an equation counts after a concluding word
+        verbs = sorted(verbs + [cut + v.end() for v in re.finditer(r"=", body[cut:])])
+    for at in verbs:
+        value, end, reaches_end = _after(text, sentence, sentence.start + at, nxt)
+        if value:
+            return _Statement(value, sentence.start, end, False, reaches_end)
+    return None
+
+
+def _last_statement(text: str, sentences: list[_Sentence], untagged: bool) -> _Statement | None:
+    """The last concluding statement (scanning back at most :data:`MAX_SENTENCES` sentences).
+
+    Without a reasoning block only a statement that reaches the last paragraph counts. When the text stops
+    mid-sentence, its last sentence counts only if it ends with its value ("so the answer is 25"); one
+    that goes on ("so the answer is 25, but wait, let me re") makes the text hold no answer.
+    """
+    if not sentences:
+        return None
+    last_paragraph = sentences[-1].paragraph
+    closed = _terminated(text)
+    for i in range(len(sentences) - 1, max(-1, len(sentences) - 1 - MAX_SENTENCES), -1):
+        sentence = sentences[i]
+        if untagged and sentence.paragraph < last_paragraph - 1:
+            break
+        found = _statement(text, sentence, sentences[i + 1] if i + 1 < len(sentences) else None)
+        if found is None:
+            if i == len(sentences) - 1 and not closed:
+                return None  # stopped mid-sentence, in a sentence that states nothing
+            continue
+        if untagged and sentence.paragraph < last_paragraph and found.end < sentences[-1].start:
+            return None  # an earlier paragraph's statement with a whole paragraph after it: a reasoning step
+        if found.end >= sentences[-1].end and not closed and not found.reaches_end:
+            return None
+        return found
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# the answer of a final text
+# ----------------------------------------------------------------------------------------------------
+
+_BARE_RE = re.compile(r"[^\n]{1,200}")
+
+
+def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
+    """The answer ``final`` states (see the module docstring) and whether the text was cut off.
+
+    ``untagged``: the response had no reasoning block, so ``final`` is its whole thinking (QwQ style);
+    then only the last paragraph may hold a concluding statement.
+    """
+    offset = max(0, len(final) - MAX_SCAN_CHARS)
+    text = strip_stray_tail(final[offset:]).rstrip()
+    spans = boxed_spans(text)
+    sentences = _sentences(text, _math_spans(text)) if len(text) <= MAX_SCAN_CHARS else []
+    statement = _last_statement(text, sentences, untagged)
+    answer: str | None
+    if spans and not (statement is not None and statement.strong and statement.start > spans[-1][2]):
+        _, start, end = spans[-1]
+        answer, kind, answer_end = text[start:end].strip(), "boxed", end + 1
+    elif statement is not None:
+        answer, kind, answer_end = statement.value, "statement", statement.end
+    elif _BARE_RE.fullmatch(text.strip()) and len(_WORD_RE.findall(_strip_math_delimiters(text.strip()))) <= 2:
+        answer, kind, answer_end = _strip_math_delimiters(text.strip().rstrip(".")), "bare", len(text)
+    else:
+        answer, kind, answer_end = None, "none", len(text)
+    cut_off = False
+    if not _terminated(text):
+        # stopped mid-sentence: cut off unless the answer ends the text or its own sentence runs on to the end
+        after = text[answer_end:] if answer is not None else text
+        cut_off = answer is None or bool(_SENTENCE_END_RE.search(after.rstrip()))
+    return AnswerSpan(answer or None, kind if answer else "none", cut_off)
