@@ -29,7 +29,6 @@ characters, at most :data:`MAX_SENTENCES` sentences examined); only the standard
 
 from __future__ import annotations
 
-import bisect
 import re
 from dataclasses import dataclass
 
@@ -83,20 +82,24 @@ def _terminated(text: str) -> bool:
 # math spans and sentences
 # ----------------------------------------------------------------------------------------------------
 
-_DELIM_RE = re.compile(r"\\\[|\\\]|\\\(|\\\)|\$\$|\\\$|\$")
+_DELIM_RE = re.compile(r"\\\[|\\\]|\\\(|\\\)|\$\$|\\\$|\$|\n[ \t]*\n")
 _CLOSER = {"\\[": "\\]", "\\(": "\\)", "$$": "$$", "$": "$"}
 
 
 def _math_spans(text: str) -> list[tuple[int, int, int, int]]:
     """``(start, content_start, content_end, end)`` of every ``\\[..\\]``, ``$$..$$``, ``\\(..\\)``, ``$..$``.
 
-    One pass over the delimiters; an opener waits for its own closer (an unclosed one spans nothing).
+    One pass over the delimiters; an opener waits for its own closer (an unclosed one spans nothing), and
+    no span crosses a blank line (a "$" left open in one paragraph does not swallow the next).
     """
     spans = []
     open_at: tuple[int, int, str] | None = None
     for m in _DELIM_RE.finditer(text):
         token = m.group()
         if token == "\\$":
+            continue
+        if token.startswith("\n"):
+            open_at = None
             continue
         if open_at is None:
             if token in _CLOSER:
@@ -117,7 +120,6 @@ _SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|\Z)|(?<![\d)}])!|\?|\n")
 class _Sentence:
     start: int
     end: int  # exclusive, before the terminator
-    paragraph: int  # index of the paragraph (blank-line separated) the sentence is in
     display: tuple[int, int] | None  # the content span when the sentence is one display-math block
 
 
@@ -132,22 +134,16 @@ def _sentences(text: str, spans: list[tuple[int, int, int, int]]) -> list[_Sente
         if text[start : start + 2] in ("\\[", "$$"):
             displays[start] = (c0, c1, end)
     flat = "".join(masked)
-    breaks = [m.start() for m in _PARAGRAPH_BREAK_RE.finditer(flat)]
     out: list[_Sentence] = []
     at = 0
     for m in _SENTENCE_END_RE.finditer(flat):
-        _add(out, text, at, m.start(), breaks, displays)
+        _add(out, text, at, m.start(), displays)
         at = m.end()
-    _add(out, text, at, len(text), breaks, displays)
+    _add(out, text, at, len(text), displays)
     return out
 
 
-_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n")
-
-
-def _add(
-    out: list[_Sentence], text: str, start: int, end: int, breaks: list[int], displays: dict[int, tuple[int, int, int]]
-) -> None:
+def _add(out: list[_Sentence], text: str, start: int, end: int, displays: dict[int, tuple[int, int, int]]) -> None:
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
@@ -156,7 +152,7 @@ def _add(
         return
     block = displays.get(start)
     display = (block[0], block[1]) if block and text[block[2] : end].strip(" .,;") == "" else None
-    out.append(_Sentence(start, end, bisect.bisect_right(breaks, start), display))
+    out.append(_Sentence(start, end, display))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -180,7 +176,9 @@ _FILLER_RE = re.compile(
 # a clause that follows the value: "16, which is 4 squared", "4 because ...", "x = 5 since ..."
 _CLAUSE_RE = re.compile(
     r"(?:,\s*|\s+)(?i:which|since|because|as|so|where|when|given|for|from|by|not|rather|after|before|"
-    r"if|and\s+(?:so|thus|this|that|the)|in\s+order|meaning|i\.e\.|e\.g\.)\b"
+    r"if|and\s+(?:so|thus|this|that|the)|in\s+order|meaning|i\.e\.|e\.g\.|"
+    r"or\s+(?:approximately|about|roughly|around|equivalently|simply|in\s+decimal))\b"
+    r"|\s*(?:\(\s*)?(?:≈|\\approx\b)"  # "\frac{14}{3} ≈ 4.67", "(\approx 4.67)"
 )
 #: Words that continue a mathematical value rather than end it ("25 or 26", "3 times 4", "5 squared").
 _MATH_WORDS = frozenset(
@@ -230,10 +228,12 @@ def _math_head(value: str) -> str | None:
             assert m is not None
             word = m.group()
             glued = i > 0 and (value[i - 1].isdigit() or value[i - 1] in "^_")  # "5th", "2x", "x^{th}"
+            if len(word) == 1 and re.match(r"\s+[A-Za-z]{2,}", value[m.end() :]) and not value[:i].strip():
+                return None  # "I hope ...", "a total of ...": an English word, not a variable
             if len(word) >= 2 and not glued and word.lower() not in ("i", "pi"):
                 if word.lower() in _MATH_WORDS and value[:i].strip():
                     return value.strip()  # "25 or 26", "5 squared": the words are part of the value
-                head = value[:i].strip().rstrip(",;:").strip()
+                head = value[:i].rstrip(" ([,;:").strip()  # "16 (sixteen)": no opening bracket left behind
                 return head or None
             i = m.end()
             continue
@@ -287,13 +287,15 @@ _IS_THE_ANSWER_RE = re.compile(
     r"(?i:\s(?:is|as|should\s+be|must\s+be|would\s+be|seems\s+to\s+be)\s+(?:indeed\s+|definitely\s+|really\s+|"
     r"probably\s+)?(?:the|our|my)\s+(?:(?:correct|final|right|required|desired|only)\s+)*answer\b)"
 )
+# "44 is correct", "so x = 5 seems right" (the value before it)
+_IS_CORRECT_RE = re.compile(r"(?i:\s(?:is|seems)\s+(?:indeed\s+|definitely\s+|also\s+)?(?:correct|right)\b)")
 _HEADING_RE = re.compile(r"(?i:[#*\s]*(?:final\s+)?answer[*\s]*:?[*\s]*)")
 _CONCLUDE_RE = re.compile(
     r"(?i:\b(?:so|thus|hence|therefore|consequently|finally|altogether|overall|in\s+conclusion|in\s+summary|"
     r"in\s+total|putting\s+it\s+(?:all\s+)?together|this\s+means|which\s+means)\b)"
 )
 _VERB_RE = re.compile(
-    r"(?i:\b(?:is|are|was|were|equals|be|becomes|gives|yields|get|obtain|find|have|totals?|makes|"
+    r"(?i:\b(?:is|are|was|were|['’]s|equals|be|becomes|gives|yields|get|obtain|find|have|totals?|makes|"
     r"comes?\s+(?:out\s+)?to|works\s+out\s+to|simplifies\s+to)\b)"
 )
 # the value before "is the correct answer": trailing math, or the last word
@@ -355,6 +357,11 @@ def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statem
         value = _before(text, sentence, sentence.start + m.start())
         if value:
             return _Statement(value, sentence.start, sentence.end, True, False)
+    m = _IS_CORRECT_RE.search(body)
+    if m:
+        value = _before(text, sentence, sentence.start + m.start())
+        if value:
+            return _Statement(value, sentence.start, sentence.end, False, False)
     concluding = _CONCLUDE_RE.search(body)
     cut = concluding.end() if concluding else 0
     verbs = [v.end() for v in _VERB_RE.finditer(body, cut)]
@@ -367,28 +374,32 @@ def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statem
     return None
 
 
+# what makes a sentence part of the reasoning rather than a closing remark ("Yes, that seems right.")
+_MATH_CONTENT_RE = re.compile(r"[\d=\\$^]")
+
+
 def _last_statement(text: str, sentences: list[_Sentence], untagged: bool) -> _Statement | None:
     """The last concluding statement (scanning back at most :data:`MAX_SENTENCES` sentences).
 
-    Without a reasoning block only a statement that reaches the last paragraph counts. When the text stops
-    mid-sentence, its last sentence counts only if it ends with its value ("so the answer is 25"); one
-    that goes on ("so the answer is 25, but wait, let me re") makes the text hold no answer.
+    Without a reasoning block (``untagged``) a statement followed by more mathematics is a step of the
+    reasoning, not its conclusion: only closing remarks with no mathematics ("I think that's it.") may
+    follow it. When the text stops mid-sentence, its last sentence counts only if it ends with its value
+    ("so the answer is 25"); one that goes on ("so the answer is 25, but wait, let me re") or states
+    nothing makes the text hold no answer.
     """
-    if not sentences:
-        return None
-    last_paragraph = sentences[-1].paragraph
     closed = _terminated(text)
+    math_after: list[int] = []  # starts of the later sentences that hold mathematics
     for i in range(len(sentences) - 1, max(-1, len(sentences) - 1 - MAX_SENTENCES), -1):
         sentence = sentences[i]
-        if untagged and sentence.paragraph < last_paragraph - 1:
-            break
         found = _statement(text, sentence, sentences[i + 1] if i + 1 < len(sentences) else None)
         if found is None:
             if i == len(sentences) - 1 and not closed:
                 return None  # stopped mid-sentence, in a sentence that states nothing
+            if _MATH_CONTENT_RE.search(text, sentence.start, sentence.end):
+                math_after.append(sentence.start)
             continue
-        if untagged and sentence.paragraph < last_paragraph and found.end < sentences[-1].start:
-            return None  # an earlier paragraph's statement with a whole paragraph after it: a reasoning step
+        if untagged and any(start >= found.end for start in math_after):
+            return None
         if found.end >= sentences[-1].end and not closed and not found.reaches_end:
             return None
         return found
