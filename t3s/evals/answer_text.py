@@ -5,22 +5,25 @@ response when it has none) and returns the answer it states, by these rules:
 
 1. **A box wins**: the last complete ``\\boxed{}`` (or ``\\fbox{}``), unless an explicit answer sentence
    ("the answer is ...", "... is the correct answer", "Answer: ...") comes after it.
-2. **Otherwise the last concluding statement**: a sentence that says "the (final) answer is X", "X is the
-   correct answer", "**Final Answer**" over a value, "so/thus/hence/therefore ... is/=/equals X", or,
-   more weakly, "... is/are/equals X", "we get/obtain/find X", "... comes (out) to X". Its value is read
-   in a principled way: filler words before it are dropped ("is *indeed* 284", "is *equal to* 0.15"),
+2. **Otherwise the last concluding statement**: a sentence that says "the (final) answer/result is X",
+   "X is the correct answer", "**Final Answer**" over a value, "so/thus/hence/therefore/in total/adding
+   these up ... is/=/equals X", or, more weakly, "... is/are/equals X", "we get/obtain/find X", "... comes
+   (out) to X". Its value is read in a principled way: filler words before it are dropped ("is *indeed* 284", "is *equal to* 0.15"),
    inline math is unwrapped (a stray closing ``\\)`` too), a number written as a word counts as the
    number ("three"), trailing words and clauses are cut ("16 such squares in total", "4, which is
    even"), and a sentence ending in "is:" takes the display math that follows (``\\[ ... \\]``,
    ``$$ ... $$``). A value that is only words ("the correct answer") is no value, and the statement
-   before it is tried. Without a reasoning block (QwQ-style thinking with no tags), only the last
-   paragraph may hold the concluding statement: an earlier one is a step of the reasoning.
+   before it is tried. A response without a reasoning block that runs over several paragraphs is thinking
+   written out (QwQ style, or a template that opened ``<think>`` itself): there only a conclusion
+   concludes (a plain "the total is 200 feet" is a step), and a conclusion followed by more mathematics
+   is a step too.
 3. **Otherwise a bare final text** (a short line that is only an expression) is the answer.
 
 A response is **cut off** when its text stops mid-sentence (no closing punctuation, math delimiter or
-box) and either states no answer or goes on past its answer into a new sentence: a model that stopped
+box) and states no answer or goes on past its answer into a new sentence: a model that stopped
 mid-thought has not answered, whatever intermediate value its last lines compute (``700 - 500 = 200
-feet``). A complete answer followed only by a stray fragment of a special token or tag (``<``,
+feet``). Its last, unfinished sentence is read only when it is an explicit answer that ends with its
+value ("so the answer is 25"); "so x^2 + y^2 = 4" may have been cut from "4R^2". A complete answer followed only by a stray fragment of a special token or tag (``<``,
 ``<|im_``, ``<think>``) is complete: :func:`strip_stray_tail` removes the fragment.
 
 Everything is linear in the input and bounded (the last :data:`~t3s.data.text.MAX_SCAN_CHARS`
@@ -223,19 +226,18 @@ def _math_head(value: str) -> str | None:
             m = re.match(r"\\[A-Za-z]+|\\.", value[i:])
             i += len(m.group()) if m else 1
             continue
-        elif depth == 0 and ch.isalpha():
+        elif depth == 0 and ch.isascii() and ch.isalpha():
             m = _WORD_RE.match(value, i)
-            assert m is not None
-            word = m.group()
+            word = m.group() if m else ch
             glued = i > 0 and (value[i - 1].isdigit() or value[i - 1] in "^_")  # "5th", "2x", "x^{th}"
-            if len(word) == 1 and re.match(r"\s+[A-Za-z]{2,}", value[m.end() :]) and not value[:i].strip():
+            if len(word) == 1 and re.match(r"\s+[A-Za-z]{2,}", value[i + 1 :]) and not value[:i].strip():
                 return None  # "I hope ...", "a total of ...": an English word, not a variable
             if len(word) >= 2 and not glued and word.lower() not in ("i", "pi"):
                 if word.lower() in _MATH_WORDS and value[:i].strip():
                     return value.strip()  # "25 or 26", "5 squared": the words are part of the value
                 head = value[:i].rstrip(" ([,;:").strip()  # "16 (sixteen)": no opening bracket left behind
                 return head or None
-            i = m.end()
+            i += len(word)
             continue
         i += 1
     return value.strip()
@@ -277,10 +279,10 @@ def clean_value(raw: str) -> str | None:
 # concluding statements
 # ----------------------------------------------------------------------------------------------------
 
-# "the answer is X", "final answer: X", "the answer should be X", "Result: X"
+# "the answer is X", "final answer: X", "the answer should be X", "the result is X", "Result: X"
 _ANSWER_IS_RE = re.compile(
-    r"(?i:\banswers?\b\s*(?:\((?:[^()]{0,40})\)\s*)?(?:is|was|would\s+be|should\s+be|must\s+be|will\s+be|"
-    r"remains|[:=])\s*:?|\b(?:final\s+)?result\s*[:：])"
+    r"(?i:\b(?:answers?|result)\b\s*(?:\((?:[^()]{0,40})\)\s*)?(?:is|was|would\s+be|should\s+be|must\s+be|"
+    r"will\s+be|remains|[:=：])\s*:?)"
 )
 # "X is the correct answer", "X should be the final answer"
 _IS_THE_ANSWER_RE = re.compile(
@@ -292,7 +294,8 @@ _IS_CORRECT_RE = re.compile(r"(?i:\s(?:is|seems)\s+(?:indeed\s+|definitely\s+|al
 _HEADING_RE = re.compile(r"(?i:[#*\s]*(?:final\s+)?answer[*\s]*:?[*\s]*)")
 _CONCLUDE_RE = re.compile(
     r"(?i:\b(?:so|thus|hence|therefore|consequently|finally|altogether|overall|in\s+conclusion|in\s+summary|"
-    r"in\s+total|putting\s+it\s+(?:all\s+)?together|this\s+means|which\s+means)\b)"
+    r"in\s+total|in\s+the\s+end|all\s+in\s+all|to\s+sum(?:marize)?(?:\s+up)?|summing\s+up|"
+    r"adding\s+(?:[a-z]+\s+){0,2}up|putting\s+(?:[a-z]+\s+){0,3}together|this\s+means|which\s+means)\b)"
 )
 _VERB_RE = re.compile(
     r"(?i:\b(?:is|are|was|were|['’]s|equals|be|becomes|gives|yields|get|obtain|find|have|totals?|makes|"
@@ -307,8 +310,13 @@ class _Statement:
     value: str
     start: int
     end: int
-    strong: bool  # an explicit answer statement (it outranks an earlier box)
+    level: int  # _ANSWER (it outranks an earlier box), _CONCLUSION or _PLAIN
     reaches_end: bool  # nothing but the value follows the cue in its sentence (it may end the text unclosed)
+    display: bool = False  # the value is the display math after "is:"
+
+
+#: How explicit a statement is: "the answer is X" / "so ... is X" / "... is X", "we get X".
+_ANSWER, _CONCLUSION, _PLAIN = 2, 1, 0
 
 
 def _reaches_end(rest: str, value: str) -> bool:
@@ -318,14 +326,17 @@ def _reaches_end(rest: str, value: str) -> bool:
     return bool(compact) and tail.endswith(compact)
 
 
-def _after(text: str, sentence: _Sentence, at: int, nxt: _Sentence | None) -> tuple[str | None, int, bool]:
-    """``(value, end, reaches_end)`` stated after position ``at`` of ``sentence``: the rest of it, or the
-    display math that follows when the rest is empty or a colon ("The plane is:\\n\\[ ... \\]")."""
+def _after(
+    text: str, sentence: _Sentence, at: int, nxt: _Sentence | None, level: int
+) -> _Statement | None:
+    """The statement whose value follows position ``at`` of ``sentence``: the rest of it, or the display
+    math that follows when the rest is empty or a colon ("The plane is:\\n\\[ ... \\]")."""
     rest = text[at : sentence.end]
     if rest.strip(" :*") == "" and nxt is not None and nxt.display is not None:
-        return text[nxt.display[0] : nxt.display[1]].strip(), nxt.end, True
+        value = text[nxt.display[0] : nxt.display[1]].strip()
+        return _Statement(value, sentence.start, nxt.end, level, True, True) if value else None
     value = clean_value(rest)
-    return value, sentence.end, value is not None and _reaches_end(rest, value)
+    return _Statement(value, sentence.start, sentence.end, level, _reaches_end(rest, value)) if value else None
 
 
 def _before(text: str, sentence: _Sentence, at: int) -> str | None:
@@ -345,32 +356,28 @@ def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statem
     body = text[sentence.start : sentence.end]
     if nxt is not None and _HEADING_RE.fullmatch(body):  # "**Final Answer**" over the value
         if nxt.display is not None:
-            return _Statement(text[nxt.display[0] : nxt.display[1]].strip(), sentence.start, nxt.end, True, True)
+            value = text[nxt.display[0] : nxt.display[1]].strip()
+            return _Statement(value, sentence.start, nxt.end, _ANSWER, True, True) if value else None
         value = clean_value(text[nxt.start : nxt.end])
-        return _Statement(value, sentence.start, nxt.end, True, True) if value else None
+        return _Statement(value, sentence.start, nxt.end, _ANSWER, True) if value else None
     for m in reversed(list(_ANSWER_IS_RE.finditer(body))):
-        value, end, reaches_end = _after(text, sentence, sentence.start + m.end(), nxt)
+        found = _after(text, sentence, sentence.start + m.end(), nxt, _ANSWER)
+        if found:
+            return found
+    for pattern, level in ((_IS_THE_ANSWER_RE, _ANSWER), (_IS_CORRECT_RE, _CONCLUSION)):
+        m = pattern.search(body)
+        value = _before(text, sentence, sentence.start + m.start()) if m else None
         if value:
-            return _Statement(value, sentence.start, end, True, reaches_end)
-    m = _IS_THE_ANSWER_RE.search(body)
-    if m:
-        value = _before(text, sentence, sentence.start + m.start())
-        if value:
-            return _Statement(value, sentence.start, sentence.end, True, False)
-    m = _IS_CORRECT_RE.search(body)
-    if m:
-        value = _before(text, sentence, sentence.start + m.start())
-        if value:
-            return _Statement(value, sentence.start, sentence.end, False, False)
+            return _Statement(value, sentence.start, sentence.end, level, False)
     concluding = _CONCLUDE_RE.search(body)
     cut = concluding.end() if concluding else 0
     verbs = [v.end() for v in _VERB_RE.finditer(body, cut)]
     if concluding is not None:  # "Thus, n = 284": an equation counts after a concluding word
         verbs = sorted(verbs + [cut + v.end() for v in re.finditer(r"=", body[cut:])])
     for at in verbs:
-        value, end, reaches_end = _after(text, sentence, sentence.start + at, nxt)
-        if value:
-            return _Statement(value, sentence.start, end, False, reaches_end)
+        found = _after(text, sentence, sentence.start + at, nxt, _CONCLUSION if concluding else _PLAIN)
+        if found:
+            return found
     return None
 
 
@@ -381,17 +388,22 @@ _MATH_CONTENT_RE = re.compile(r"[\d=\\$^]")
 def _last_statement(text: str, sentences: list[_Sentence], untagged: bool) -> _Statement | None:
     """The last concluding statement (scanning back at most :data:`MAX_SENTENCES` sentences).
 
-    Without a reasoning block (``untagged``) a statement followed by more mathematics is a step of the
-    reasoning, not its conclusion: only closing remarks with no mathematics ("I think that's it.") may
-    follow it. When the text stops mid-sentence, its last sentence counts only if it ends with its value
-    ("so the answer is 25"); one that goes on ("so the answer is 25, but wait, let me re") or states
-    nothing makes the text hold no answer.
+    Without a reasoning block (``untagged``) the text is all reasoning, so only a conclusion concludes it:
+    a plain statement ("the total is 200 feet", "we get 16") is a step unless it is display math that
+    ends the text, and a conclusion followed by more mathematics is a step too (closing remarks with no
+    mathematics, "I think that's it.", may follow it). When the text stops mid-sentence, its last sentence
+    counts only if it is an explicit answer that ends with its value ("so the answer is 25"); any other
+    last sentence ("so x^2 + y^2 = 4", cut from "4R^2"; "the answer is 25, but wait, let me re") makes
+    the text hold no answer.
     """
     closed = _terminated(text)
     math_after: list[int] = []  # starts of the later sentences that hold mathematics
     for i in range(len(sentences) - 1, max(-1, len(sentences) - 1 - MAX_SENTENCES), -1):
         sentence = sentences[i]
         found = _statement(text, sentence, sentences[i + 1] if i + 1 < len(sentences) else None)
+        ends_text = found is not None and found.end >= sentences[-1].end
+        if found is not None and untagged and found.level == _PLAIN and not (found.display and ends_text):
+            found = None  # a step of the reasoning
         if found is None:
             if i == len(sentences) - 1 and not closed:
                 return None  # stopped mid-sentence, in a sentence that states nothing
@@ -400,7 +412,7 @@ def _last_statement(text: str, sentences: list[_Sentence], untagged: bool) -> _S
             continue
         if untagged and any(start >= found.end for start in math_after):
             return None
-        if found.end >= sentences[-1].end and not closed and not found.reaches_end:
+        if ends_text and not closed and not (found.level == _ANSWER and found.reaches_end):
             return None
         return found
     return None
@@ -416,16 +428,19 @@ _BARE_RE = re.compile(r"[^\n]{1,200}")
 def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
     """The answer ``final`` states (see the module docstring) and whether the text was cut off.
 
-    ``untagged``: the response had no reasoning block, so ``final`` is its whole thinking (QwQ style);
-    then only the last paragraph may hold a concluding statement.
+    ``untagged``: the response had no reasoning block, so ``final`` may be its whole thinking (QwQ style);
+    when it runs over several paragraphs, plain statements and conclusions followed by more mathematics
+    are steps of the reasoning, not its answer.
     """
     offset = max(0, len(final) - MAX_SCAN_CHARS)
     text = strip_stray_tail(final[offset:]).rstrip()
     spans = boxed_spans(text)
-    sentences = _sentences(text, _math_spans(text)) if len(text) <= MAX_SCAN_CHARS else []
-    statement = _last_statement(text, sentences, untagged)
+    sentences = _sentences(text, _math_spans(text))
+    # a response without a reasoning block that runs over several paragraphs is thinking written out
+    thinking = untagged and re.search(r"\n[ \t]*\n", text) is not None
+    statement = _last_statement(text, sentences, thinking)
     answer: str | None
-    if spans and not (statement is not None and statement.strong and statement.start > spans[-1][2]):
+    if spans and not (statement is not None and statement.level == _ANSWER and statement.start > spans[-1][2]):
         _, start, end = spans[-1]
         answer, kind, answer_end = text[start:end].strip(), "boxed", end + 1
     elif statement is not None:
