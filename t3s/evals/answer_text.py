@@ -250,7 +250,7 @@ def clean_value(raw: str) -> str | None:
     ``284``; ``"three boxes contain both"`` -> ``3``; ``"16, which is 4 squared"`` -> ``16``; a plain-word
     answer ("west", "Evelyn") is kept; a description ("the correct answer", "this") gives None.
     """
-    value = raw.strip().strip("*").strip()
+    value = raw.replace("**", "").replace("__", "").strip()  # markdown emphasis: "**18** dollars"
     for _ in range(4):
         m = _FILLER_RE.match(value)
         if not m or not m.group():
@@ -261,6 +261,7 @@ def clean_value(raw: str) -> str | None:
     if not value:
         return None
     value = _NUMBER_WORD_RE.sub(_number_word, value, count=1) if _NUMBER_WORD_RE.match(value) else value
+    whole = value
     clause = _CLAUSE_RE.search(value)
     if clause and clause.start() > 0:
         value = value[: clause.start()].strip()
@@ -269,7 +270,7 @@ def clean_value(raw: str) -> str | None:
         return head
     words = _WORD_RE.findall(value)
     # a value that starts with a word is an answer only when it is a few words and nothing else ("west")
-    plain = re.fullmatch(r"[A-Za-z][A-Za-z'’ -]*", value)
+    plain = re.fullmatch(r"[A-Za-z][A-Za-z'’ -]*", whole)  # "divided by 7 is 5" is no word answer
     if plain and len(words) <= 3 and not _NOT_ANSWER_WORDS & {w.lower() for w in words}:
         return value
     return None
@@ -319,11 +320,21 @@ class _Statement:
 _ANSWER, _CONCLUSION, _PLAIN = 2, 1, 0
 
 
+_UNIT_RE = re.compile(r"\s*[A-Za-z]+(?:\s+[A-Za-z]+)?\s*")
+_NOT_UNIT_WORDS = frozenset("and or but so then which since because as if when where not let wait".split())
+
+
 def _reaches_end(rest: str, value: str) -> bool:
-    """``value`` is what ``rest`` ends with (nothing but closing delimiters or punctuation after it)."""
+    """``value`` is what ``rest`` ends with: nothing after it but closing delimiters, punctuation or a unit
+    of one or two words ("5 inches"); not a clause ("25, but wait, let me re")."""
     compact = re.sub(r"\s+", "", value)
     tail = re.sub(r"(?:\\\)|\\\]|\$|\*|[.,;!])+$", "", re.sub(r"\s+", "", rest))
-    return bool(compact) and tail.endswith(compact)
+    if compact and tail.endswith(compact):
+        return True
+    at = rest.rfind(value)
+    after = rest[at + len(value) :] if value and at >= 0 else ""
+    unit = _UNIT_RE.fullmatch(re.sub(r"^(?:\\\)|\$)+", "", after))
+    return bool(unit) and not _NOT_UNIT_WORDS & {w.lower() for w in after.split()}
 
 
 def _after(
