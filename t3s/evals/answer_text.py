@@ -203,12 +203,21 @@ def _number_word(m: re.Match[str]) -> str:
 
 
 def _strip_math_delimiters(value: str) -> str:
-    """The content of a value that starts with inline or display math; a lone closing delimiter dropped."""
+    """The content of a value that starts with inline or display math; a value read from inside math ends
+    at its closing delimiter (``284 \\)``, ``6$ and ... $5$``)."""
     spans = _math_spans(value)
     if spans and spans[0][0] == 0:
         return value[spans[0][1] : spans[0][2]].strip()
     value = re.sub(r"^(?:\\\(|\\\[|\$\$|\$)", "", value)
-    return re.sub(r"(?:\\\)|\\\]|\$\$|\$)\s*$", "", value).strip()
+    # a value read from inside a math span ends where the span closes: "6$ and ... $5$" -> "6"
+    dollars = len(re.findall(r"(?<!\\)\$", value))
+    for m in _DELIM_RE.finditer(value):
+        token = m.group()
+        if token in ("\\(", "\\[") or (token in ("$", "$$") and dollars % 2 == 0):
+            break
+        if token in ("\\)", "\\]", "$", "$$"):
+            return value[: m.start()].strip()
+    return value.strip()
 
 
 def _math_head(value: str) -> str | None:
@@ -291,7 +300,10 @@ _IS_THE_ANSWER_RE = re.compile(
     r"probably\s+)?(?:the|our|my)\s+(?:(?:correct|final|right|required|desired|only)\s+)*answer\b)"
 )
 # "44 is correct", "so x = 5 seems right" (the value before it)
-_IS_CORRECT_RE = re.compile(r"(?i:\s(?:is|seems)\s+(?:indeed\s+|definitely\s+|also\s+)?(?:correct|right)\b)")
+_IS_CORRECT_RE = re.compile(
+    r"(?i:\s(?:is|seems|seems\s+to\s+be|should\s+be|must\s+be)\s+(?:indeed\s+|definitely\s+|also\s+)?"
+    r"(?:correct|right)\b)"
+)
 _HEADING_RE = re.compile(r"(?i:[#*\s]*(?:final\s+)?answer[*\s]*:?[*\s]*)")
 _CONCLUDE_RE = re.compile(
     r"(?i:\b(?:so|thus|hence|therefore|consequently|finally|altogether|overall|in\s+conclusion|in\s+summary|"
@@ -300,10 +312,13 @@ _CONCLUDE_RE = re.compile(
 )
 _VERB_RE = re.compile(
     r"(?i:\b(?:is|are|was|were|['’]s|equals|be|becomes|gives|yields|get|obtain|find|have|totals?|makes|"
-    r"comes?\s+(?:out\s+)?to|works\s+out\s+to|simplifies\s+to)\b)"
+    r"comes?\s+(?:out\s+)?to|works\s+out\s+to|simplifies\s+to|evaluates\s+to|reduces\s+to)\b)"
 )
 # the value before "is the correct answer": trailing math, or the last word
-_LEAD_IN_RE = re.compile(r"(?i:.*\b(?:that|so|thus|hence|therefore|confident|believe|think|guess|yes|then)\b[,:]?)")
+_LEAD_IN_RE = re.compile(
+    r"(?i:.*\b(?:that|so|thus|hence|therefore|confident|believe|think|guess|yes|then|gives?(?:\s+us)?|gave|"
+    r"get|got|obtain|obtained|have|has)\b[,:]?)"
+)
 
 
 @dataclass(frozen=True)
