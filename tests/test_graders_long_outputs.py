@@ -126,6 +126,42 @@ def test_class_e_a_stray_fragment_after_a_complete_box_is_not_truncation(verifie
     assert grade_aime(tagged("\\boxed{5}<"), "5", hit_token_limit=True).truncated
 
 
+# endings written by hand, not by the corpus generator: (ending, gold, credited), after THINKING in both forms
+HAND_WRITTEN = [
+    ("**Answer:** $\\boxed{12}$", "12", True),
+    ("Hence, $f(-2)+f(-1)+f(0) = \\boxed{\\frac{14}{3}}$.", "\\frac{14}{3}", True),
+    ("So, the final answer is:\n\n\\[\n\\boxed{12}\n\\]", "12", True),
+    ("Final Answer: The final answer is $12$. I hope it is correct.", "12", True),
+    ("Therefore, the remainder when $N$ is divided by 7 is 5.", "5", True),
+    ("Therefore, the minimum value is 12, achieved when x = 3.", "12", True),
+    ("So the answer is 12 (since the other case is impossible).", "12", True),
+    ("Therefore, k = 12 is the only solution.", "12", True),
+    ("So the number of integers is twelve.", "12", True),
+    ("Therefore, the final answer is $\\boxed{12}$.\n\nI hope it is correct.", "12", True),
+    ("So, the perimeter is $12 + 4\\sqrt{2}$ cm.", "12+4\\sqrt{2}", True),
+    ("So the largest is 99, which is odd.", "99", True),
+    ("Answer: 5 inches", "5", True),
+    ("That gives us 5 as the final answer.", "5", True),
+    ("So, the expression evaluates to 5.", "5", True),
+    ("So the answer is 7.\n\nWait, no. x = 2, so 2x + 1 = 5. So the answer is 5.", "5", True),
+    ("So the answer is 7.\n\nWait, no. x = 2, so 2x + 1 = 5. So the answer is 5.", "7", False),
+    ("So the answer is 12. But wait", "12", False),
+    ("Hmm, so far we have x = 12, and then y =", "12", False),
+    ("So the sum is 12, and the product", "12", False),
+    ("Therefore, the area is:\n\\[\n12 +", "12", False),
+    ("Let me verify: 12 * 1 = 12. So 12 works. Now check 13: 13 is prime, so", "12", False),
+]
+
+
+@pytest.mark.parametrize("wrap", [untagged, tagged])
+def test_hand_written_endings(verifier, wrap):
+    for ending, gold, credited in HAND_WRITTEN:
+        verdict = _math(wrap(ending), gold, verifier)
+        assert verdict.correct == credited, (ending, gold, verdict)
+        if credited:
+            assert not _math(wrap(ending), "999", verifier).correct, ending
+
+
 # ----------------------------------------------------------------------------------------------------
 # the corpus
 # ----------------------------------------------------------------------------------------------------
