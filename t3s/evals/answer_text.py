@@ -20,7 +20,8 @@ response when it has none) and returns the answer it states, by these rules:
 3. **Otherwise a bare final text** (a short line that is only an expression) is the answer.
 
 A response is **cut off** when its text stops mid-sentence (no closing punctuation, math delimiter or
-box) and states no answer or goes on past its answer into a new sentence: a model that stopped
+box) and goes on past its answer into a new sentence, or states no answer at all in a long text (several
+paragraphs or 1,000+ characters; a short unfinished reply is merely unanswered): a model that stopped
 mid-thought has not answered, whatever intermediate value its last lines compute (``700 - 500 = 200
 feet``). Its last, unfinished sentence is read only when it is an explicit answer that ends with its
 value ("so the answer is 25"); "so x^2 + y^2 = 4" may have been cut from "4R^2". A complete answer followed only by a stray fragment of a special token or tag (``<``,
@@ -449,6 +450,8 @@ def _last_statement(text: str, sentences: list[_Sentence], untagged: bool) -> _S
 # ----------------------------------------------------------------------------------------------------
 
 _BARE_RE = re.compile(r"[^\n]{1,200}")
+#: A text without a paragraph break is "long" (reasoning, not a short reply) from this many characters on.
+_LONG_TEXT_CHARS = 1_000
 
 
 def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
@@ -477,7 +480,10 @@ def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
         answer, kind, answer_end = None, "none", len(text)
     cut_off = False
     if not _terminated(text):
-        # stopped mid-sentence: cut off unless the answer ends the text or its own sentence runs on to the end
-        after = text[answer_end:] if answer is not None else text
-        cut_off = answer is None or bool(_SENTENCE_END_RE.search(after.rstrip()))
+        # stopped mid-sentence: cut off when it went on past its answer into a new sentence, or when a long
+        # text (several paragraphs: reasoning) states no answer; a short unfinished reply is just unanswered
+        if answer is None:
+            cut_off = len(text) >= _LONG_TEXT_CHARS or re.search(r"\n[ \t]*\n", text) is not None
+        else:
+            cut_off = bool(_SENTENCE_END_RE.search(text[answer_end:].rstrip()))
     return AnswerSpan(answer or None, kind if answer else "none", cut_off)
