@@ -13,8 +13,8 @@ response when it has none) and returns the answer it states, by these rules:
    number ("three"), trailing words and clauses are cut ("16 such squares in total", "4, which is
    even"), and a sentence ending in "is:" takes the display math that follows (``\\[ ... \\]``,
    ``$$ ... $$``). A value that is only words ("the correct answer") is no value, and the statement
-   before it is tried. A response without a reasoning block that runs over several paragraphs is thinking
-   written out (QwQ style, or a template that opened ``<think>`` itself): there only a conclusion
+   before it is tried. A long response without a reasoning block (several paragraphs, or 1,000+
+   characters) is thinking written out (QwQ style, or a template that opened ``<think>`` itself): there only a conclusion
    concludes (a plain "the total is 200 feet" is a step), and a conclusion followed by more mathematics
    is a step too.
 3. **Otherwise a bare final text** (a short line that is only an expression) is the answer.
@@ -458,15 +458,16 @@ def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
     """The answer ``final`` states (see the module docstring) and whether the text was cut off.
 
     ``untagged``: the response had no reasoning block, so ``final`` may be its whole thinking (QwQ style);
-    when it runs over several paragraphs, plain statements and conclusions followed by more mathematics
-    are steps of the reasoning, not its answer.
+    when it is long (several paragraphs, or 1,000+ characters), plain statements and conclusions followed
+    by more mathematics are steps of the reasoning, not its answer.
     """
     offset = max(0, len(final) - MAX_SCAN_CHARS)
     text = strip_stray_tail(final[offset:]).rstrip()
     spans = boxed_spans(text)
     sentences = _sentences(text, _math_spans(text))
-    # a response without a reasoning block that runs over several paragraphs is thinking written out
-    thinking = untagged and re.search(r"\n[ \t]*\n", text) is not None
+    # a long response without a reasoning block (several paragraphs, or 1,000+ characters) is thinking
+    long_text = len(text) >= _LONG_TEXT_CHARS or re.search(r"\n[ \t]*\n", text) is not None
+    thinking = untagged and long_text
     statement = _last_statement(text, sentences, thinking)
     answer: str | None
     if spans and not (statement is not None and statement.level == _ANSWER and statement.start > spans[-1][2]):
@@ -481,9 +482,9 @@ def locate_answer(final: str, *, untagged: bool = False) -> AnswerSpan:
     cut_off = False
     if not _terminated(text):
         # stopped mid-sentence: cut off when it went on past its answer into a new sentence, or when a long
-        # text (several paragraphs: reasoning) states no answer; a short unfinished reply is just unanswered
+        # text (reasoning) states no answer; a short unfinished reply is just unanswered
         if answer is None:
-            cut_off = len(text) >= _LONG_TEXT_CHARS or re.search(r"\n[ \t]*\n", text) is not None
+            cut_off = long_text
         else:
             cut_off = bool(_SENTENCE_END_RE.search(text[answer_end:].rstrip()))
     return AnswerSpan(answer or None, kind if answer else "none", cut_off)
