@@ -116,8 +116,9 @@ def _math_spans(text: str) -> list[tuple[int, int, int, int]]:
     return spans
 
 
-# a sentence ends at a period that is not a decimal point, a "!" that is no factorial, a "?", a line end
-_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|\Z)|(?<![\d)}])!|\?|\n")
+# a sentence ends at a period that is no decimal point and not inside "i.e.", a "!" that is no factorial
+# and no "\!" (LaTeX spacing), a "?", a line end
+_SENTENCE_END_RE = re.compile(r"(?<!\d)\.(?![\dA-Za-z])|\.(?=\s|\Z)|(?<![\d)}\\])!|\?|\n")
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,8 @@ _FILLER_RE = re.compile(
 )
 # a clause that follows the value: "16, which is 4 squared", "4 because ...", "x = 5 since ..."
 _CLAUSE_RE = re.compile(
-    r"(?:,\s*|\s+)(?i:which|since|because|as|so|where|when|given|for|from|by|not|rather|after|before|"
-    r"if|and\s+(?:so|thus|this|that|the)|in\s+order|meaning|i\.e\.|e\.g\.|"
+    r"(?:,\s*|\s+)\(?(?i:which|since|because|as|so|where|when|given|for|from|by|not|rather|after|before|"
+    r"if|and\s+(?:so|thus|this|that|the)|in\s+order|meaning|i\.e|e\.g|"
     r"or\s+(?:approximately|about|roughly|around|equivalently|simply|in\s+decimal))\b"
     r"|\s*(?:\(\s*)?(?:≈|\\approx\b)"  # "\frac{14}{3} ≈ 4.67", "(\approx 4.67)"
 )
