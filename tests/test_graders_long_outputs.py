@@ -162,6 +162,25 @@ def test_hand_written_endings(verifier, wrap):
             assert not _math(wrap(ending), "999", verifier).correct, ending
 
 
+def test_math500_golds_stated_without_a_box(shared_dir, verifier):
+    """Every 4th MATH-500 gold, stated in prose, inline or display math at the end of written-out thinking,
+    is read exactly; another item's gold stated the same way is rejected."""
+    rows = [json.loads(line) for line in (shared_dir / "data" / "math500.jsonl").read_text().splitlines()]
+    golds = [r["answer"] for r in rows]
+    forms = ("So the answer is {}.", "I am confident that ${}$ is the correct answer.",
+             "Therefore, the final answer is:\n\\[\n{}\n\\]")
+
+    def key(ans: str) -> str:
+        return ans.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace(" ", "").split("=")[-1]
+
+    for i in range(0, len(golds), 4):
+        gold = golds[i]
+        other = next(g for g in golds[i + 1 :] + golds if key(g) != key(gold))
+        for form in forms:
+            assert _math(untagged(form.format(gold)), gold, verifier).correct, (form, gold)
+            assert not _math(untagged(form.format(other)), gold, verifier).correct, (form, gold, other)
+
+
 # ----------------------------------------------------------------------------------------------------
 # the corpus
 # ----------------------------------------------------------------------------------------------------
