@@ -239,7 +239,7 @@ def test_clean_value_and_locate_answer():
     assert clean_value("west") == "west"
     assert clean_value("the correct answer") is None and clean_value("I hope") is None
     assert strip_stray_tail("\\boxed{5}<|im_") == "\\boxed{5}"
-    assert strip_stray_tail("a < b") == "a < b"
+    assert strip_stray_tail("a < b") == "a < b" and strip_stray_tail("so x<y") == "so x<y"
 
     found = locate_answer("So the answer is indeed 284.")
     assert (found.text, found.kind, found.cut_off) == ("284", "statement", False)

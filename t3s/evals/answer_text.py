@@ -65,13 +65,18 @@ class AnswerSpan:
 # ----------------------------------------------------------------------------------------------------
 
 # a trailing fragment of a special token or tag: "<", "<|im_", "<think>", "</s>", "<｜end▁of▁sentence｜>"
-_STRAY_TAIL_RE = re.compile(r"(?:\s*<[^\s<>]{0,32}>?)+\s*\Z")
+_STRAY_TAIL_RE = re.compile(r"(?:\s*<[/|｜]?[A-Za-z_▁|｜]{0,32}>?)+\s*\Z")
 
 
 def strip_stray_tail(text: str) -> str:
-    """``text`` without a trailing fragment of a special token or tag (``<``, ``<|im_``, ``<think>``)."""
-    m = _STRAY_TAIL_RE.search(text[-400:])
-    return text[: len(text) - len(text[-400:]) + m.start()] if m else text
+    """``text`` without a trailing fragment of a special token or tag (``<``, ``<|im_``, ``<think>``) that
+    follows a finished sentence, box or formula (``x<y`` at the end stays as written)."""
+    tail = text[-400:]
+    m = _STRAY_TAIL_RE.search(tail)
+    if m is None:
+        return text
+    head = text[: len(text) - len(tail) + m.start()]
+    return head if _terminated(head) else text
 
 
 # what may close a complete sentence: punctuation, a closing bracket or math delimiter, markdown emphasis
