@@ -44,6 +44,8 @@ __all__ = ["MAX_SENTENCES", "AnswerSpan", "clean_value", "locate_answer", "strip
 MAX_SENTENCES = 60
 #: A sentence this long states no answer (and reading it would cost more than it is worth).
 _MAX_SENTENCE_CHARS = 6_000
+#: At most this many answer cues or verbs of one sentence are tried (each reads the rest of the sentence).
+_MAX_CUES = 8
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,10 @@ def _strip_math_delimiters(value: str) -> str:
     return value.strip()
 
 
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+|\\.", re.DOTALL)
+_NEXT_WORD_RE = re.compile(r"\s+[A-Za-z]{2,}")
+
+
 def _math_head(value: str) -> str | None:
     """The leading mathematical part of a value: it stops at the first English word outside braces and
     commands ("16 such squares in total" -> "16"; "x^2 + 1" and "\\frac{1}{2}" stay whole); None when
@@ -239,14 +245,14 @@ def _math_head(value: str) -> str | None:
         elif ch == "}":
             depth = max(0, depth - 1)
         elif ch == "\\":
-            m = re.match(r"\\[A-Za-z]+|\\.", value[i:])
+            m = _COMMAND_RE.match(value, i)
             i += len(m.group()) if m else 1
             continue
         elif depth == 0 and ch.isascii() and ch.isalpha():
             m = _WORD_RE.match(value, i)
             word = m.group() if m else ch
             glued = i > 0 and (value[i - 1].isdigit() or value[i - 1] in "^_")  # "5th", "2x", "x^{th}"
-            if len(word) == 1 and re.match(r"\s+[A-Za-z]{2,}", value[i + 1 :]) and not value[:i].strip():
+            if len(word) == 1 and _NEXT_WORD_RE.match(value, i + 1) and not value[:i].strip():
                 return None  # "I hope ...", "a total of ...": an English word, not a variable
             if len(word) >= 2 and not glued and word.lower() not in ("i", "pi"):
                 if word.lower() in _MATH_WORDS and value[:i].strip():
@@ -393,7 +399,7 @@ def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statem
             return _Statement(value, sentence.start, nxt.end, _ANSWER, True, True) if value else None
         value = clean_value(text[nxt.start : nxt.end])
         return _Statement(value, sentence.start, nxt.end, _ANSWER, True) if value else None
-    for m in reversed(list(_ANSWER_IS_RE.finditer(body))):
+    for m in list(_ANSWER_IS_RE.finditer(body))[: -_MAX_CUES - 1 : -1]:  # the last few, last first
         found = _after(text, sentence, sentence.start + m.end(), nxt, _ANSWER)
         if found:
             return found
@@ -407,7 +413,7 @@ def _statement(text: str, sentence: _Sentence, nxt: _Sentence | None) -> _Statem
     verbs = [v.end() for v in _VERB_RE.finditer(body, cut)]
     if concluding is not None:  # "Thus, n = 284": an equation counts after a concluding word
         verbs = sorted(verbs + [cut + v.end() for v in re.finditer(r"=", body[cut:])])
-    for at in verbs:
+    for at in verbs[:_MAX_CUES]:
         found = _after(text, sentence, sentence.start + at, nxt, _CONCLUSION if concluding else _PLAIN)
         if found:
             return found
