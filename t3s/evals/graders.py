@@ -7,6 +7,10 @@ makes the response truncated (and wrong), and ``hit_token_limit=True`` marks it 
 chat template itself opened the block (the prompt ends inside ``<think>``), pass ``think_in_prompt=True`` so
 that a response without a closing tag counts as unclosed.
 
+Where a final text states its answer (the last box, else the last concluding statement), and whether it
+was cut off mid-thought (then it is truncated), is decided by :func:`t3s.evals.answer_text.locate_answer`
+for the ``aime``, ``math`` and ``exact`` graders.
+
 Graders: ``aime`` (an exact integer), ``math`` (LaTeX, via math-verify under a hard wall-clock limit),
 ``exact`` (normalised string match) and ``mc`` (option letters). All extraction is linear-time and bounded
 (see :mod:`t3s.data.text`); :func:`grade` never lets a grader failure escape (the response is graded wrong,
