@@ -7,6 +7,10 @@ makes the response truncated (and wrong), and ``hit_token_limit=True`` marks it 
 chat template itself opened the block (the prompt ends inside ``<think>``), pass ``think_in_prompt=True`` so
 that a response without a closing tag counts as unclosed.
 
+Where a final text states its answer (the last box, else the last concluding statement), and whether it
+was cut off mid-thought (then it is truncated), is decided by :func:`t3s.evals.answer_text.locate_answer`
+for the ``aime``, ``math`` and ``exact`` graders.
+
 Graders: ``aime`` (an exact integer), ``math`` (LaTeX, via math-verify under a hard wall-clock limit),
 ``exact`` (normalised string match) and ``mc`` (option letters). All extraction is linear-time and bounded
 (see :mod:`t3s.data.text`); :func:`grade` never lets a grader failure escape (the response is graded wrong,
@@ -26,12 +30,12 @@ from t3s.data.text import (
     MAX_SCAN_CHARS,
     REASONING_TAGS,
     boxed_spans,
-    concluding_phrase,
     join_spaced_digits,
     last_boxed,
     split_reasoning,
     unwrap_text_commands,
 )
+from t3s.evals.answer_text import AnswerSpan, locate_answer, strip_stray_tail
 from t3s.evals.mathverify import MathVerifier, get_math_verifier
 from t3s.evals.verdict import UngradableGold, Verdict
 
@@ -61,12 +65,32 @@ MAX_ANSWER_CHARS = 5_000
 _MAX_FRACTION_DIGITS = 1_000
 
 
+@dataclass(frozen=True)
+class _Final:
+    """A response's final text (None: the reasoning never closed), whether it was truncated, and whether
+    it had no reasoning block at all (then the final text is its whole thinking)."""
+
+    text: str | None
+    truncated: bool
+    untagged: bool
+
+
 def _final_text(
     response: str, hit_token_limit: bool, think_in_prompt: bool, reasoning_tags: Sequence[Sequence[str]] | None
-) -> tuple[str | None, bool]:
-    """``(final_text, truncated)`` of a response; final is None when the reasoning never closed."""
+) -> _Final:
+    """The final text of a response (see :class:`_Final`).
+
+    A stray tag or special-token fragment after a complete boxed answer (``\\boxed{5}<``, ``\\boxed{5}
+    <think>``) is dropped: the answer was complete, the fragment opens nothing.
+    """
     tags = [*REASONING_TAGS, *((str(o), str(c)) for o, c in reasoning_tags)] if reasoning_tags else None
     split = split_reasoning(response, opened_in_prompt=think_in_prompt, tags=tags)
+    if not split.closed:
+        stripped = strip_stray_tail(response)
+        if stripped != response:
+            retry = split_reasoning(stripped, opened_in_prompt=think_in_prompt, tags=tags)
+            if retry.closed and retry.final is not None and last_boxed(retry.final) is not None:
+                split = retry
     final = split.final
     if final is not None and len(final) > MAX_SCAN_CHARS:  # keep the tail, from a whole word on
         tail = final[-MAX_SCAN_CHARS:]
@@ -74,7 +98,7 @@ def _final_text(
         final = tail[space.end() :] if space else ""
     if final is not None:  # "1 4 4 8 3" (digits spelled one by one) is the number 14483 for every grader
         final = join_spaced_digits(final)
-    return final, (not split.closed) or bool(hit_token_limit)
+    return _Final(final, (not split.closed) or bool(hit_token_limit), split.reasoning is None)
 
 
 @dataclass(frozen=True)
@@ -98,9 +122,12 @@ def _gold_reader(grader: str, parse: Callable[[str], str | None], reason: str) -
     return read
 
 
-def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]], Grader]:
+def _grader(read_gold: Callable[..., Any], locate: bool = True) -> Callable[[Callable[..., _Reading]], Grader]:
     """Make a grader from ``read_gold(gold, **kw)`` (the gold's value; raises :class:`UngradableGold`) and the
-    decorated ``read(final_text, gold_value, **kw) -> _Reading``, adding the shared reasoning handling.
+    decorated ``read(final_text, gold_value, located=..., **kw) -> _Reading``, adding the shared reasoning
+    handling. With ``locate``, ``located`` is the :class:`~t3s.evals.answer_text.AnswerSpan` of the final
+    text, and a final text that was cut off mid-thought (:func:`~t3s.evals.answer_text.locate_answer`) is
+    truncated; without it ``located`` is None.
 
     The grader's keywords: ``hit_token_limit`` (generation stopped at its token limit: truncated),
     ``think_in_prompt`` (the chat template opened the reasoning block), ``reasoning_tags`` (extra
@@ -119,10 +146,12 @@ def _grader(read_gold: Callable[..., Any]) -> Callable[[Callable[..., _Reading]]
             **kw: Any,
         ) -> Verdict:
             gold_value = read_gold(str(gold), **kw)
-            final, truncated = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
-            if final is None:
+            final = _final_text(response, hit_token_limit, think_in_prompt, reasoning_tags)
+            if final.text is None:
                 return Verdict(None, False, True, False)
-            got = read(final, gold_value, **kw)
+            located = locate_answer(final.text, untagged=final.untagged) if locate else None
+            got = read(final.text, gold_value, located=located, **kw)
+            truncated = final.truncated or (located is not None and located.cut_off)
             failed = got.extracted is None and not (truncated or got.timed_out)
             return Verdict(got.extracted, got.correct and not truncated, truncated, failed, got.timed_out)
 
@@ -144,7 +173,6 @@ _WORDY_INT_RE = re.compile(
     r"([+-]?\d+)\s*(?:\^\{?(?:st|nd|rd|th)\}?|(?:st|nd|rd|th)\b)?(?:\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*)?\.?",
     re.ASCII,
 )
-_INT_TOKEN_RE = re.compile(r"(?<![\w.^_/\\\u2212])[+-]?\d+(?![\w^_/]|\.\d|\s*[/^_]|\s*\\)", re.ASCII)
 #: words after a number that make it something else than that integer ("25 pi", "5 squared")
 _MATH_WORDS = frozenset({"pi", "sqrt", "root", "roots", "squared", "cubed", "over", "times", "mod", "percent",
                          "plus", "minus", "divided", "power", "factorial", "and", "or"})
@@ -203,31 +231,23 @@ def _leading_integer(phrase: str) -> str | None:
     return integer_text(head) if head != phrase else None
 
 
-def _last_integer(text: str) -> str | None:
-    found = None
-    for m in _INT_TOKEN_RE.finditer(text):
-        found = m
-    return integer_text(found.group()) if found else None
-
-
 @_grader(_gold_reader("aime", integer_text, "not an integer"))
-def grade_aime(final: str, gold: str, **_: Any) -> _Reading:
+def grade_aime(final: str, gold: str, *, located: AnswerSpan, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
-    The answer is the last ``\\boxed{}`` of the final text; otherwise the value of the last concluding
-    sentence ("the answer is 25", "Hence n = 25."); otherwise the last standalone integer of the final text.
+    The answer is where :func:`~t3s.evals.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
+    the final text, else the value of the last concluding statement ("the answer is indeed 25", "Hence
+    n = 25.", "25 is the correct answer"), else a final text that is only the answer.
     """
-    boxed = last_boxed(final)
-    if boxed is not None:
-        value = integer_text(boxed)
-        return _Reading(value if value is not None else boxed[:200], value == gold)
-    if _cut_off_box(final):
+    if located.kind == "boxed":
+        value = integer_text(located.text)
+        return _Reading(value if value is not None else str(located.text)[:200], value == gold)
+    if _cut_off_box(final) or located.text is None:
         return _Reading(None, False)
-    phrase = concluding_phrase(final)
-    value = _leading_integer(phrase) if phrase is not None else _last_integer(final)
-    if value is None and phrase is not None:
-        return _Reading(phrase[:200], False)
-    return _Reading(value, value is not None and value == gold)
+    value = _leading_integer(located.text)
+    if value is None:
+        return _Reading(located.text[:200], False)
+    return _Reading(value, value == gold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,26 +280,29 @@ def _math_gold(gold: str, *, timeout_s: float | None = None, verifier: MathVerif
 
 @_grader(_math_gold)
 def grade_math(
-    final: str, gold: str, *, timeout_s: float | None = None, verifier: MathVerifier | None = None, **_: Any
+    final: str,
+    gold: str,
+    *,
+    located: AnswerSpan,
+    timeout_s: float | None = None,
+    verifier: MathVerifier | None = None,
+    **_: Any,
 ) -> _Reading:
     """Grade a LaTeX answer with math-verify (``verify(parse(gold), parse(answer))``).
 
-    The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding sentence,
-    else math-verify reads the tail of the final text itself. A number with words or an ordinal
+    The answer is where :func:`~t3s.evals.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
+    the final text, else the value of the last concluding statement (filler words, delimiters and units
+    dropped; display math after "is:" read), else a final text that is only an expression. A text with
+    none of these states no answer: math-verify is never let loose on free text, where it would read an
+    intermediate computation. A number with words or an ordinal
     (``5^{\\text{th}}\\text{ floor}``) counts as the number; plain-word answers ("west") are compared as
     words; a base subscript (``1021_3``) must match exactly. Each comparison runs under a hard wall-clock
     limit (``timeout_s``, default the verifier's); one that exceeds it is graded wrong with
     ``timed_out=True``. Raises :class:`UngradableGold` when math-verify cannot parse ``gold``.
     """
-    answer = last_boxed(final)
-    if answer is None:
-        if _cut_off_box(final):
-            return _Reading(None, False)
-        answer = concluding_phrase(final)
-    if answer is None:
-        tail = final[-2_000:].replace("\u2212", "-")
-        out = (verifier or get_math_verifier()).check(gold, tail, timeout_s)
-        return _Reading(out.extracted, out.correct, out.timed_out)
+    answer = located.text
+    if answer is None or (located.kind != "boxed" and _cut_off_box(final)):
+        return _Reading(None, False)
     if len(answer) > MAX_ANSWER_CHARS:
         return _Reading(answer[:200], False)  # no benchmark answer is this long; not worth a comparison
     answer = answer.replace("\u2212", "-")  # a unicode minus is a minus sign
@@ -321,18 +344,18 @@ def normalize_exact(s: str) -> str:
 
 
 @_grader(_gold_reader("exact", normalize_exact, "empty after normalisation"))
-def grade_exact(final: str, gold: str, **_: Any) -> _Reading:
+def grade_exact(final: str, gold: str, *, located: AnswerSpan, **_: Any) -> _Reading:
     """Normalised exact string match (see :func:`normalize_exact`).
 
-    The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding sentence,
-    else the last non-empty line of the final text.
+    The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding statement
+    (:func:`~t3s.evals.answer_text.locate_answer`), else the last non-empty line of the final text.
     """
-    raw = last_boxed(final)
-    if raw is None:
+    raw = located.text
+    if located.kind != "boxed":
         if _cut_off_box(final):
             return _Reading(None, False)
-        phrase = concluding_phrase(final)
-        raw = phrase if phrase is not None else final.strip().rsplit("\n", 1)[-1].strip()
+        if raw is None:
+            raw = final.strip().rsplit("\n", 1)[-1].strip()
     extracted = normalize_exact(raw) or None
     return _Reading(extracted, extracted == gold)
 
@@ -375,7 +398,7 @@ def _mc_extract(final: str) -> str | None:
     return bare[-1] if bare else None
 
 
-@_grader(_gold_reader("mc", mc_letter, "not an option letter A..Z"))
+@_grader(_gold_reader("mc", mc_letter, "not an option letter A..Z"), locate=False)
 def grade_mc(final: str, gold: str, **_: Any) -> _Reading:
     """Grade a multiple-choice letter (A..Z).
 
