@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from t3s.data.fields import FIELD_PRESETS
 from t3s.data.packing import collate_rows, next_fit
 from t3s.data.records import load_records
-from t3s.data.render import tokenize_trace
+from t3s.data.render import show_trace, tokenize_trace, use_chat_template
 from t3s.data.schema import TokenizedTrace, TraceDataError, TraceRecord
 from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
 
@@ -89,8 +89,13 @@ class TeacherTraceDataModule(LightningDataModule):
         micro_batch_size: Rows per forward pass per device.
         packing: Pack several traces per row (first-fit-decreasing); else one trace per row.
         system_prompt: System turn given to records that carry none.
-        enable_thinking: Train the thinking form (``<think>reasoning</think>answer``); False trains the
-            template's non-thinking form on the answer alone.
+        enable_thinking: The thinking switch: train the thinking form (``<think>reasoning</think>answer``);
+            False trains the template's non-thinking form on the answer alone. Passed to the chat template as
+            ``enable_thinking`` (Qwen3's switch; templates without one ignore it).
+        chat_template: The template to render with instead of the tokenizer's own: a Jinja file, the name of
+            one of the tokenizer's templates, ``chatml`` (built in, for base models), or Jinja text. The
+            student's tokenizer gets it too, so evaluations and exported ``hf/`` folders use it.
+        chat_template_kwargs: Further variables for the template (e.g. ``{reasoning_effort: high}``).
         num_workers: DataLoader worker processes building step batches.
         val_path: Held-out traces (same layout) for a teacher-forced validation loss during ``fit``;
             ``validate`` / ``test`` fall back to the training traces when unset.
@@ -118,6 +123,8 @@ class TeacherTraceDataModule(LightningDataModule):
         enable_thinking: bool = True,
         num_workers: int = 0,
         val_path: str | None = None,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not path:
@@ -151,6 +158,8 @@ class TeacherTraceDataModule(LightningDataModule):
         self.enable_thinking = enable_thinking
         self.num_workers = num_workers
         self.val_path = val_path
+        self.chat_template = chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self._val_traces: list[TokenizedTrace] | None = None
         self.mapping = FIELD_PRESETS[preset].with_overrides(fields)
         self._tokenizer: Any = None
@@ -163,7 +172,9 @@ class TeacherTraceDataModule(LightningDataModule):
     def tokenizer(self) -> Any:
         """The student's tokenizer (loaded on first use)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
+            tokenizer = load_tokenizer(self.tokenizer_name)
+            use_chat_template(tokenizer, self.chat_template)  # a tokenizer without one is a one-line error
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     @property
@@ -202,6 +213,7 @@ class TeacherTraceDataModule(LightningDataModule):
                 max_length=self.max_length,
                 overlong=self.overlong,
                 enable_thinking=self.enable_thinking,
+                template_kwargs=self.chat_template_kwargs,
             )
             if trace is None:
                 dropped += 1
@@ -234,8 +246,16 @@ class TeacherTraceDataModule(LightningDataModule):
             )
         return traces, stats
 
+    def _share_template(self) -> None:
+        """Give ``data.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        student_tokenizer = getattr(module, "tokenizer", None)
+        if self.chat_template is not None and student_tokenizer is not None:
+            student_tokenizer.chat_template = self.tokenizer.chat_template
+
     def setup(self, stage: str | None = None) -> None:
         """Load, validate and tokenize the traces (once; later calls do nothing)."""
+        self._share_template()
         if self._plan is not None:
             return
         traces, stats = self._load_traces(self.path, limit=self.limit)
@@ -336,6 +356,12 @@ class TeacherTraceDataModule(LightningDataModule):
             packing=self.packing,
             pad_id=self.pad_id,
         )
+
+    def preview(self, index: int = 0) -> str:
+        """Trace ``index`` as the student is trained on it: the rendered text, with every run of tokens that
+        enters the loss between ``[[`` and ``]]`` (``print(dm.preview(0))`` after :meth:`setup`)."""
+        self.setup()
+        return show_trace(self.tokenizer, self.traces[index])
 
     @property
     def num_response_tokens(self) -> int:
