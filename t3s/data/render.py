@@ -16,6 +16,7 @@ __all__ = [
     "end_of_turn_ids",
     "render_texts",
     "show_trace",
+    "stop_token_ids",
     "tokenize_trace",
     "use_chat_template",
 ]
@@ -160,14 +161,28 @@ def render_texts(
     return prompt, full
 
 
+def _special_ids(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's added (special) tokens by text; a plain vocabulary entry such as Qwen's ``</s>`` is not
+    one, so it never ends a turn."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return {str(token): int(token_id) for token_id, token in added.items()}
+
+
 def end_of_turn_ids(tokenizer: Any) -> set[int]:
-    """Ids that close an assistant turn: the eos token and the usual template end-of-turn tokens it knows."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    unk = tokenizer.unk_token_id
+    """Ids that close an assistant turn: the eos token and the usual template end-of-turn tokens it has as
+    special tokens."""
+    return set(stop_token_ids(tokenizer))
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """:func:`end_of_turn_ids` in order, the eos token first: what an exported ``generation_config`` lists as
+    ``eos_token_id`` so that a plain ``generate()`` stops at the end of the turn."""
+    ids = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+    special = _special_ids(tokenizer)
     for token in END_OF_TURN_TOKENS:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != unk:
-            ids.add(token_id)
+        token_id = special.get(token)
+        if token_id is not None and token_id not in ids:
+            ids.append(token_id)
     return ids
 
 
