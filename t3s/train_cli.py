@@ -33,7 +33,7 @@ from t3s.recipe import (
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
-DATA_PATH_KEYS = ("path", "tokenizer", "val_path")
+DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "chat_template")
 
 
 class T3SCLI(LightningCLI):
@@ -242,8 +242,9 @@ def set_benchmark_mode(config: Any, mode: str) -> None:
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
-    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` that exist relative to a config file's
-    folder (the last file first) as absolute paths; anything else (hub ids, cwd-relative paths) is kept."""
+    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.chat_template`` and the paths of
+    ``data.sources`` that exist relative to a config file's folder (the last file first) as absolute paths;
+    anything else (hub ids, cwd-relative paths, template names) is kept."""
     for key in DATA_PATH_KEYS:
         value = config.get(f"data.{key}")
         if not isinstance(value, str) or not value or Path(value).is_absolute():
@@ -254,6 +255,17 @@ def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
                 config[f"data.{key}"] = str(candidate.resolve())
                 if key == "tokenizer" and config.get("model.init_args.tokenizer") == value:  # the linked copy
                     config["model.init_args.tokenizer"] = str(candidate.resolve())
+                break
+    sources = config.get("data.sources")
+    for k, source in enumerate(sources if isinstance(sources, list) else []):
+        value = source.get("path") if isinstance(source, dict) else source
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        for file in reversed(config_files):
+            candidate = file.parent / value
+            if candidate.exists():
+                sources[k] = {**source, "path": str(candidate.resolve())} if isinstance(source, dict) else str(
+                    candidate.resolve())
                 break
 
 

@@ -18,7 +18,8 @@ from t3s.data.fields import FIELD_PRESETS
 from t3s.data.packing import collate_rows, next_fit
 from t3s.data.records import load_records
 from t3s.data.render import show_trace, tokenize_trace, use_chat_template
-from t3s.data.schema import TokenizedTrace, TraceDataError, TraceRecord
+from t3s.data.schema import LoadStats, TokenizedTrace, TraceDataError, TraceRecord
+from t3s.data.sources import TraceSource, parse_sources
 from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
@@ -74,14 +75,21 @@ class TeacherTraceDataModule(LightningDataModule):
     """Teacher reasoning traces rendered with the student's chat template, packed into optimizer steps.
 
     Args:
-        path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id. Required; a config may
-            leave it null (``qwen3-boba200``) for the command line to fill in.
+        path: A local .jsonl / .json / .csv / .parquet file, a folder of them, a ``datasets.save_to_disk``
+            folder, or a Hugging Face dataset id. Required unless ``sources`` is given; a config may leave it
+            null (``qwen3-boba200``) for the command line to fill in.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
         preset: Field mapping preset, one of ``FIELD_PRESETS`` (default, s1k, conversations, r1_mc).
         fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
             become required.
-        split: Split of a Hugging Face dataset.
-        limit: Keep a reproducible random subset of this many records (drawn with ``seed``).
+        split: Split of a Hugging Face or ``save_to_disk`` dataset (in a folder: the files naming it, if any).
+        subset: Configuration (subset) of a Hugging Face dataset.
+        revision: Revision (branch, tag, commit) of a Hugging Face dataset.
+        sources: Several sources mixed into one training set instead of ``path``: a list of paths or of
+            ``{path, preset, fields, split, subset, revision, limit}`` mappings (unset keys default to this
+            module's own, ``limit`` to none). See :mod:`t3s.data.sources` for the mixing rule.
+        limit: Keep a reproducible random subset of this many records (drawn with ``seed``); with ``sources``,
+            of the mixed set.
         seed: Seeds the subset and the per-epoch trace permutations.
         max_length: Most tokens per trace and per packed row.
         overlong: ``"drop"`` traces longer than ``max_length`` (counted and logged) or ``"truncate"`` them.
@@ -125,11 +133,16 @@ class TeacherTraceDataModule(LightningDataModule):
         val_path: str | None = None,
         chat_template: str | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        subset: str | None = None,
+        revision: str | None = None,
+        sources: list[str | dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if not path:
+        if path and sources:
+            raise TraceDataError("give data.path or data.sources, not both (--data.path null to use the sources)")
+        if not path and not sources:
             raise TraceDataError("data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
-                                 "a Hugging Face dataset id (--data.path …)")
+                                 "a Hugging Face dataset id (--data.path …), or several with data.sources")
         if preset not in FIELD_PRESETS:
             raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(FIELD_PRESETS)}")
         if overlong not in ("drop", "truncate"):
@@ -162,6 +175,13 @@ class TeacherTraceDataModule(LightningDataModule):
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self._val_traces: list[TokenizedTrace] | None = None
         self.mapping = FIELD_PRESETS[preset].with_overrides(fields)
+        self.subset = subset
+        self.revision = revision
+        if limit is not None and limit < 1:
+            raise TraceDataError(f"data.limit must be a positive number of records, got {limit}")
+        own = TraceSource(path or "", preset, fields, split, subset, revision, limit if not sources else None)
+        self.sources = parse_sources(sources, own) if sources else [own]
+        self._mixed_limit = limit if sources else None  # data.limit over the mixed set
         self._tokenizer: Any = None
         self._plan: StepPlan | None = None
         self.records: list[TraceRecord] = []
@@ -186,13 +206,15 @@ class TeacherTraceDataModule(LightningDataModule):
                 return int(candidate)
         return 0
 
-    def _load_traces(self, path: str, limit: int | None) -> tuple[list[TokenizedTrace], Any]:
-        """Read, validate and render one trace source with this module's mapping and policies.
+    def _load_traces(self, source: TraceSource) -> tuple[list[TokenizedTrace], LoadStats]:
+        """Read, validate and render one trace source with this module's policies.
 
-        ``limit`` counts traces that are trained: records are visited in the seeded order of the subset draw
-        and the overlong ones are replaced by the next records of that order.
+        ``source.limit`` counts traces that are trained: records are visited in the seeded order of the subset
+        draw and the overlong ones are replaced by the next records of that order.
         """
-        records, stats = load_records(path, self.mapping, split=self.split, limit=None, seed=self.seed)
+        path, limit = source.path, source.limit
+        records, stats = load_records(path, source.mapping, split=source.split, limit=None, seed=self.seed,
+                                      subset=source.subset, revision=source.revision)
         if self.system_prompt:
             system = {"role": "system", "content": self.system_prompt}
             for record in records:
@@ -258,9 +280,24 @@ class TeacherTraceDataModule(LightningDataModule):
         self._share_template()
         if self._plan is not None:
             return
-        traces, stats = self._load_traces(self.path, limit=self.limit)
+        traces: list[TokenizedTrace] = []
+        rows = 0
+        for k, source in enumerate(self.sources):
+            part, stats = self._load_traces(source)
+            rows += stats.rows
+            if len(self.sources) > 1:
+                for trace in part:
+                    trace.record.id = f"{k}:{trace.record.id}"
+                log.info("source %d (%s): %d traces", k, source.path, len(part))
+            traces += part
+        if self._mixed_limit is not None and self._mixed_limit < len(traces):
+            order = list(range(len(traces)))
+            random.Random(self.seed).shuffle(order)
+            traces = [traces[i] for i in sorted(order[: self._mixed_limit])]
         if not traces:
-            raise TraceDataError(f"{self.path}: no trace left to train on ({stats.rows} rows read)")
+            raise TraceDataError(f"{self.source_name}: no trace left to train on ({rows} rows read)")
+        for index, trace in enumerate(traces):
+            trace.index = index
         self.traces = traces
         self.records = [t.record for t in traces]
         self._plan = StepPlan(len(traces), self.global_batch_size, self.seed)
@@ -269,9 +306,14 @@ class TeacherTraceDataModule(LightningDataModule):
             len(traces),
             self.num_response_tokens,
             sum(len(t) for t in traces) / len(traces),
-            self.path,
+            self.source_name,
             self.steps_per_epoch,
         )
+
+    @property
+    def source_name(self) -> str:
+        """``data.path``, or the paths of ``data.sources`` joined with ``+``."""
+        return " + ".join(s.path for s in self.sources)
 
     @property
     def plan(self) -> StepPlan:
@@ -332,7 +374,8 @@ class TeacherTraceDataModule(LightningDataModule):
         if self.val_path is None and fitting:
             return DataLoader([], batch_size=None)
         if self.val_path is not None and self._val_traces is None:
-            self._val_traces, _ = self._load_traces(self.val_path, limit=None)
+            val = TraceSource(self.val_path, self.preset, self.fields, self.split)
+            self._val_traces, _ = self._load_traces(val)
         self.setup()
         traces = self._val_traces if self.val_path is not None else self.traces
         batches = ScoringBatches(traces, micro_batch_size=self.micro_batch_size, max_length=self.max_length,
@@ -386,7 +429,7 @@ class TeacherTraceDataModule(LightningDataModule):
         return {
             "tokenizer": getattr(self.tokenizer, "name_or_path", self.tokenizer_name),
             "vocab_size": len(self.tokenizer),
-            "path": str(self.path),
+            "path": str(self.path) if self.path else None,
             "preset": self.preset,
             "fields": dict(self.fields) if self.fields else None,
             "split": self.split,
@@ -396,4 +439,6 @@ class TeacherTraceDataModule(LightningDataModule):
             "overlong": self.overlong,
             "num_traces": len(self.traces),
             "sha256": digest.hexdigest(),
+            **({"sources": [s.describe() for s in self.sources]} if len(self.sources) > 1 or self.subset
+               or self.revision else {}),
         }

@@ -29,8 +29,11 @@ def load_records(
     split: str = "train",
     limit: int | None = None,
     seed: int = 0,
+    subset: str | None = None,
+    revision: str | None = None,
 ) -> tuple[list[TraceRecord], LoadStats]:
-    """Read teacher traces from a local .jsonl/.json/.parquet file or a Hugging Face dataset id.
+    """Read teacher traces from a local .jsonl/.json/.csv/.parquet file, a folder of them, a
+    ``datasets.save_to_disk`` folder or a Hugging Face dataset id (``subset``, ``split``, ``revision``).
 
     Every row is validated (a bad one raises :class:`TraceDataError`); rows whose teacher reply is empty are
     skipped, counted in the stats and reported in one warning. ``limit`` keeps a reproducible random subset of
@@ -42,7 +45,7 @@ def load_records(
     records: list[TraceRecord] = []
     first_seen: dict[str, str] = {}
     with errors_as(TraceDataError):
-        for where, row in iter_rows(path, split):
+        for where, row in iter_rows(path, split, subset, revision):
             stats.rows += 1
             if not isinstance(row, Mapping):
                 raise TraceDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
