@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
+from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
 from t3s.recipe import (
     PhaseFactory,
     Recipe,
@@ -43,8 +44,10 @@ class T3SCLI(LightningCLI):
     then decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
     """
 
-    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, run: bool = True, eval_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         self.fit_only = not run
+        self.eval_options = eval_options or {}
         super().__init__(*args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -107,6 +110,8 @@ class T3SCLI(LightningCLI):
         anchor_data_paths(config, [Path(str(p.absolute)) for p in config.get("config") or []])
         if config.get("eval_mode"):
             set_benchmark_mode(config, config.eval_mode)
+        apply_eval_options(config, self.eval_options)
+        check_accumulation(config)
         if self.fit_only and config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
             resume_in_place(config, check_checkpoint_file(config.ckpt_path))
 
@@ -275,7 +280,7 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
 
     Process-wide settings (warning filters, the toy resolvers) are made by :func:`t3s.cli.configure_process`.
     """
-    given = list(sys.argv[1:] if args is None else args)
+    given, eval_options = split_eval_options(sys.argv[1:] if args is None else args)
     parser_kwargs: dict[str, Any] = {"prog": "t3s" if run else "t3s fit", "parser_mode": "omegaconf",
                                      "allow_abbrev": False, "exit_on_error": False}
     default = default_config_for(given if run else ["fit", *given])
@@ -294,4 +299,5 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         parser_kwargs=parser_kwargs,
         args=given,
         run=run,
+        eval_options=eval_options,
     )
