@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
 from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
+from t3s.loggers import with_run_folder
 from t3s.recipe import (
     PhaseFactory,
     Recipe,
@@ -120,12 +121,13 @@ class T3SCLI(LightningCLI):
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
-    """Every CLI trainer: atomic single-file checkpoints, a step-based progress bar, and no ``hp_metric``
-    placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
+    """Every CLI trainer: a file logger first (a versioned run folder whatever the logger,
+    :func:`t3s.loggers.with_run_folder`), atomic single-file checkpoints, a step-based progress bar, and no
+    ``hp_metric`` placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger._default_hp_metric = False  # what TensorBoardLogger(default_hp_metric=False) sets
-    return _with_step_progress_bar(with_atomic_checkpoints(trainer))
+    return _with_step_progress_bar(with_atomic_checkpoints(with_run_folder(trainer)))
 
 
 class StepProgressBar(RichProgressBar):
@@ -184,7 +186,11 @@ def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
         if resume:
             return find_recipe_root(logger.root_dir)
         return Path(logger.log_dir)
-    return Path(trainer.default_root_dir) / "t3s_recipe"
+    base = Path(trainer.default_root_dir) / "t3s_recipe"  # no logger at all: versioned all the same
+    if resume:
+        return find_recipe_root(base)
+    taken = [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
+    return base / f"version_{max(taken, default=-1) + 1}"
 
 
 def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -> Callable[[int], PhaseFactory]:
