@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
 from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
 from t3s.loggers import with_run_folder
+from t3s.progress import PlainProgressBar, is_terminal
 from t3s.recipe import (
     PhaseFactory,
     Recipe,
@@ -146,10 +147,11 @@ class StepProgressBar(RichProgressBar):
 
 
 def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
-    """Swap Lightning's default rich bar (not one the config chose) for :class:`StepProgressBar`."""
+    """Swap Lightning's default bar (not one the config chose) for :class:`StepProgressBar` in a terminal, for
+    a plain line every 10 % of the steps when the output is a file (:class:`t3s.progress.PlainProgressBar`)."""
     for i, callback in enumerate(trainer.callbacks):
-        if type(callback) is RichProgressBar:
-            trainer.callbacks[i] = StepProgressBar()
+        if type(callback) in (RichProgressBar, TQDMProgressBar):
+            trainer.callbacks[i] = StepProgressBar() if is_terminal() else PlainProgressBar()
     return trainer
 
 

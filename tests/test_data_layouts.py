@@ -283,3 +283,20 @@ def test_tokenizer_without_chat_template(tmp_path: Path, shared_dir: Path) -> No
         f"<|im_start|>user\n{Q[2]}<|im_end|>\n<|im_start|>assistant\n[[<think>\n{R[2]}\n</think>\n\n{A[2]}"
         "<|im_end|>]]\n"
     )
+
+
+def test_chat_template_reaches_the_students_tokenizer(tmp_path: Path, shared_dir: Path) -> None:
+    """data.chat_template also becomes the template of the student's tokenizer (its evaluations, its hf/)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from t3s.data import TeacherTraceDataModule
+    from t3s.data.render import BUILTIN_TEMPLATES
+
+    tokenizer = str(shared_dir / "tokenizers" / "qwen3")
+    student = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(tokenizer))
+    dm = TeacherTraceDataModule(str(messages_rows(tmp_path / "m.jsonl")), tokenizer, chat_template="chatml")
+    dm.trainer = SimpleNamespace(lightning_module=student)
+    dm.setup("fit")
+    assert student.tokenizer.chat_template == BUILTIN_TEMPLATES["chatml"] == dm.tokenizer.chat_template

@@ -79,7 +79,8 @@ class TeacherTraceDataModule(LightningDataModule):
             folder, or a Hugging Face dataset id. Required unless ``sources`` is given; a config may leave it
             null (``qwen3-boba200``) for the command line to fill in.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
-        preset: Field mapping preset, one of ``FIELD_PRESETS`` (default, s1k, conversations, r1_mc).
+        preset: Field mapping preset, one of ``FIELD_PRESETS``: default, messages, prompt_completion,
+            sharegpt (= conversations), s1k-1.0, s1k-1.1 (= s1k), openthoughts, openr1, alpaca, r1_mc.
         fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
             become required.
         split: Split of a Hugging Face or ``save_to_disk`` dataset (in a folder: the files naming it, if any).
