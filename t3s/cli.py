@@ -143,10 +143,13 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any
         data = dict(OmegaConf.to_container(loaded.data, resolve=True) if "data" in loaded else {})
     finally:
         os.chdir(cwd)
-    for key in ("path", "tokenizer", "val_path"):
-        value = data.get(key)
-        if isinstance(value, str) and value and (path.parent / value).exists():
-            data[key] = str((path.parent / value).resolve())
+    from jsonargparse import Namespace
+
+    from t3s.train_cli import anchor_data_paths
+
+    anchored = Namespace(data=Namespace(**data))
+    anchor_data_paths(anchored, [path])
+    data = dict(vars(anchored.data))
     data.update(overrides or {})
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")

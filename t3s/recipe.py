@@ -37,6 +37,7 @@ from rich.console import Console
 from t3s.analysis.report import write_report
 from t3s.evals.bottleneck import BottleneckDetector, read_scalars
 from t3s.evals.callbacks import BenchmarkCallback
+from t3s.loggers import end_phase_runs, for_phase
 from t3s.scoring.scorer import score
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, ScoredStrategy, TokenSelectionStrategy
 from t3s.students.checkpoints import AtomicCheckpointIO
@@ -96,6 +97,7 @@ class Phase:
 
     def fit(self, ckpt_path: str | None = None) -> None:
         self.trainer.fit(self.student, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        end_phase_runs(self.trainer.loggers)  # the next phase gets a W&B run of its own
         self.fitted = True
 
     @property
@@ -162,7 +164,8 @@ class PhaseFactory:
 def phase_loggers(configured: Any, root: Path, phase: str) -> list[Logger]:
     """The loggers of one phase: a file logger writing into ``<root>/<phase>`` (the configured
     ``TensorBoardLogger`` or ``CSVLogger`` class; a ``TensorBoardLogger`` when none is configured), first, so
-    that it is the run directory; any other configured logger (W&B, MLflow, …) after it, as configured.
+    that it is the run directory; any other configured logger (W&B, MLflow, …) after it, made a run of its own
+    for the phase (:func:`t3s.loggers.for_phase`).
 
     θ_b, the recipe's table and the report read the file logger's scalars (:mod:`t3s.evals.scalars`).
     """
@@ -171,7 +174,7 @@ def phase_loggers(configured: Any, root: Path, phase: str) -> list[Logger]:
     file_class = next((type(x) for x in given if isinstance(x, (TensorBoardLogger, CSVLogger))), TensorBoardLogger)
     extra: dict[str, Any] = {"default_hp_metric": False} if issubclass(file_class, TensorBoardLogger) else {}
     run_logger = file_class(save_dir=str(root.parent), name=root.name, version=phase, **extra)
-    return [run_logger, *(x for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
+    return [run_logger, *(for_phase(x, root, phase) for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
 
 
 def curves_hint(trainer: L.Trainer, root: Path) -> str:

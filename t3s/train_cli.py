@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
+from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
+from t3s.loggers import with_run_folder
+from t3s.progress import PlainProgressBar, is_terminal
 from t3s.recipe import (
     PhaseFactory,
     Recipe,
@@ -33,7 +36,7 @@ from t3s.recipe import (
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
-DATA_PATH_KEYS = ("path", "tokenizer", "val_path")
+DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "chat_template")
 
 
 class T3SCLI(LightningCLI):
@@ -43,8 +46,10 @@ class T3SCLI(LightningCLI):
     then decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
     """
 
-    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, run: bool = True, eval_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         self.fit_only = not run
+        self.eval_options = eval_options or {}
         super().__init__(*args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -107,6 +112,8 @@ class T3SCLI(LightningCLI):
         anchor_data_paths(config, [Path(str(p.absolute)) for p in config.get("config") or []])
         if config.get("eval_mode"):
             set_benchmark_mode(config, config.eval_mode)
+        apply_eval_options(config, self.eval_options)
+        check_accumulation(config)
         if self.fit_only and config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
             resume_in_place(config, check_checkpoint_file(config.ckpt_path))
 
@@ -115,12 +122,13 @@ class T3SCLI(LightningCLI):
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
-    """Every CLI trainer: atomic single-file checkpoints, a step-based progress bar, and no ``hp_metric``
-    placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
+    """Every CLI trainer: a file logger first (a versioned run folder whatever the logger,
+    :func:`t3s.loggers.with_run_folder`), atomic single-file checkpoints, a step-based progress bar, and no
+    ``hp_metric`` placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger._default_hp_metric = False  # what TensorBoardLogger(default_hp_metric=False) sets
-    return _with_step_progress_bar(with_atomic_checkpoints(trainer))
+    return _with_step_progress_bar(with_atomic_checkpoints(with_run_folder(trainer)))
 
 
 class StepProgressBar(RichProgressBar):
@@ -139,10 +147,11 @@ class StepProgressBar(RichProgressBar):
 
 
 def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
-    """Swap Lightning's default rich bar (not one the config chose) for :class:`StepProgressBar`."""
+    """Swap Lightning's default bar (not one the config chose) for :class:`StepProgressBar` in a terminal, for
+    a plain line every 10 % of the steps when the output is a file (:class:`t3s.progress.PlainProgressBar`)."""
     for i, callback in enumerate(trainer.callbacks):
-        if type(callback) is RichProgressBar:
-            trainer.callbacks[i] = StepProgressBar()
+        if type(callback) in (RichProgressBar, TQDMProgressBar):
+            trainer.callbacks[i] = StepProgressBar() if is_terminal() else PlainProgressBar()
     return trainer
 
 
@@ -179,7 +188,11 @@ def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
         if resume:
             return find_recipe_root(logger.root_dir)
         return Path(logger.log_dir)
-    return Path(trainer.default_root_dir) / "t3s_recipe"
+    base = Path(trainer.default_root_dir) / "t3s_recipe"  # no logger at all: versioned all the same
+    if resume:
+        return find_recipe_root(base)
+    taken = [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
+    return base / f"version_{max(taken, default=-1) + 1}"
 
 
 def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -> Callable[[int], PhaseFactory]:
@@ -242,8 +255,9 @@ def set_benchmark_mode(config: Any, mode: str) -> None:
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
-    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` that exist relative to a config file's
-    folder (the last file first) as absolute paths; anything else (hub ids, cwd-relative paths) is kept."""
+    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.chat_template`` and the paths of
+    ``data.sources`` that exist relative to a config file's folder (the last file first) as absolute paths;
+    anything else (hub ids, cwd-relative paths, template names) is kept."""
     for key in DATA_PATH_KEYS:
         value = config.get(f"data.{key}")
         if not isinstance(value, str) or not value or Path(value).is_absolute():
@@ -255,6 +269,17 @@ def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
                 if key == "tokenizer" and config.get("model.init_args.tokenizer") == value:  # the linked copy
                     config["model.init_args.tokenizer"] = str(candidate.resolve())
                 break
+    sources = config.get("data.sources")
+    for k, source in enumerate(sources if isinstance(sources, list) else []):
+        value = source.get("path") if isinstance(source, dict) else source
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        for file in reversed(config_files):
+            candidate = file.parent / value
+            if candidate.exists():
+                sources[k] = {**source, "path": str(candidate.resolve())} if isinstance(source, dict) else str(
+                    candidate.resolve())
+                break
 
 
 def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
@@ -263,7 +288,7 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
 
     Process-wide settings (warning filters, the toy resolvers) are made by :func:`t3s.cli.configure_process`.
     """
-    given = list(sys.argv[1:] if args is None else args)
+    given, eval_options = split_eval_options(sys.argv[1:] if args is None else args)
     parser_kwargs: dict[str, Any] = {"prog": "t3s" if run else "t3s fit", "parser_mode": "omegaconf",
                                      "allow_abbrev": False, "exit_on_error": False}
     default = default_config_for(given if run else ["fit", *given])
@@ -282,4 +307,5 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         parser_kwargs=parser_kwargs,
         args=given,
         run=run,
+        eval_options=eval_options,
     )

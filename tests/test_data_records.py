@@ -248,8 +248,8 @@ def test_non_utf8_line(tmp_path: Path) -> None:
             r"t\.jsonl:1: field 'prompt' must be a string, got int \(data\.fields\.prompt\)",
         ),
         (
-            {"prompt": "q", "answer_text": "a", "reasoning": ["r"]},
-            r"field 'reasoning' must be a string, got list",
+            {"prompt": "q", "answer_text": "a", "reasoning": [1]},
+            r"field 'reasoning' must be a string or a list of strings, got list",
         ),
         (
             {"question": "q", "options": "abc", "answer_text": "a"},

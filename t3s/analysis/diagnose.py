@@ -156,10 +156,10 @@ def _broadcast(obj: Any, world: int) -> Any:
 
 
 def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
     from t3s.data import TeacherTraceDataModule
+    from t3s.progress import progress as tqdm
 
     started = time.perf_counter()
     device = worker_device(rank)

@@ -26,6 +26,10 @@ _EXPORTS = {
     "TokenizedTrace": "t3s.data.schema",
     "TraceDataError": "t3s.data.schema",
     "TraceRecord": "t3s.data.schema",
+    "TraceSource": "t3s.data.sources",
+    "parse_sources": "t3s.data.sources",
+    "show_trace": "t3s.data.render",
+    "use_chat_template": "t3s.data.render",
     "StepPlan": "t3s.data.steps",
     "StepSampler": "t3s.data.steps",
 }

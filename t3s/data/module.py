@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from t3s.data.fields import FIELD_PRESETS
 from t3s.data.packing import collate_rows, next_fit
 from t3s.data.records import load_records
-from t3s.data.render import tokenize_trace
-from t3s.data.schema import TokenizedTrace, TraceDataError, TraceRecord
+from t3s.data.render import show_trace, tokenize_trace, use_chat_template
+from t3s.data.schema import LoadStats, TokenizedTrace, TraceDataError, TraceRecord
+from t3s.data.sources import TraceSource, parse_sources
 from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
@@ -74,14 +75,22 @@ class TeacherTraceDataModule(LightningDataModule):
     """Teacher reasoning traces rendered with the student's chat template, packed into optimizer steps.
 
     Args:
-        path: A local .jsonl / .json / .parquet file, or a Hugging Face dataset id. Required; a config may
-            leave it null (``qwen3-boba200``) for the command line to fill in.
+        path: A local .jsonl / .json / .csv / .parquet file, a folder of them, a ``datasets.save_to_disk``
+            folder, or a Hugging Face dataset id. Required unless ``sources`` is given; a config may leave it
+            null (``qwen3-boba200``) for the command line to fill in.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
-        preset: Field mapping preset, one of ``FIELD_PRESETS`` (default, s1k, conversations, r1_mc).
+        preset: Field mapping preset, one of ``FIELD_PRESETS``: default, messages, prompt_completion,
+            sharegpt (= conversations), s1k-1.0, s1k-1.1 (= s1k), openthoughts, openr1, alpaca, r1_mc.
         fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
             become required.
-        split: Split of a Hugging Face dataset.
-        limit: Keep a reproducible random subset of this many records (drawn with ``seed``).
+        split: Split of a Hugging Face or ``save_to_disk`` dataset (in a folder: the files naming it, if any).
+        subset: Configuration (subset) of a Hugging Face dataset.
+        revision: Revision (branch, tag, commit) of a Hugging Face dataset.
+        sources: Several sources mixed into one training set instead of ``path``: a list of paths or of
+            ``{path, preset, fields, split, subset, revision, limit}`` mappings (unset keys default to this
+            module's own, ``limit`` to none). See :mod:`t3s.data.sources` for the mixing rule.
+        limit: Keep a reproducible random subset of this many records (drawn with ``seed``); with ``sources``,
+            of the mixed set.
         seed: Seeds the subset and the per-epoch trace permutations.
         max_length: Most tokens per trace and per packed row.
         overlong: ``"drop"`` traces longer than ``max_length`` (counted and logged) or ``"truncate"`` them.
@@ -89,8 +98,13 @@ class TeacherTraceDataModule(LightningDataModule):
         micro_batch_size: Rows per forward pass per device.
         packing: Pack several traces per row (first-fit-decreasing); else one trace per row.
         system_prompt: System turn given to records that carry none.
-        enable_thinking: Train the thinking form (``<think>reasoning</think>answer``); False trains the
-            template's non-thinking form on the answer alone.
+        enable_thinking: The thinking switch: train the thinking form (``<think>reasoning</think>answer``);
+            False trains the template's non-thinking form on the answer alone. Passed to the chat template as
+            ``enable_thinking`` (Qwen3's switch; templates without one ignore it).
+        chat_template: The template to render with instead of the tokenizer's own: a Jinja file, the name of
+            one of the tokenizer's templates, ``chatml`` (built in, for base models), or Jinja text. The
+            student's tokenizer gets it too, so evaluations and exported ``hf/`` folders use it.
+        chat_template_kwargs: Further variables for the template (e.g. ``{reasoning_effort: high}``).
         num_workers: DataLoader worker processes building step batches.
         val_path: Held-out traces (same layout) for a teacher-forced validation loss during ``fit``;
             ``validate`` / ``test`` fall back to the training traces when unset.
@@ -118,11 +132,18 @@ class TeacherTraceDataModule(LightningDataModule):
         enable_thinking: bool = True,
         num_workers: int = 0,
         val_path: str | None = None,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        subset: str | None = None,
+        revision: str | None = None,
+        sources: list[str | dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if not path:
+        if path and sources:
+            raise TraceDataError("give data.path or data.sources, not both (--data.path null to use the sources)")
+        if not path and not sources:
             raise TraceDataError("data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
-                                 "a Hugging Face dataset id (--data.path …)")
+                                 "a Hugging Face dataset id (--data.path …), or several with data.sources")
         if preset not in FIELD_PRESETS:
             raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(FIELD_PRESETS)}")
         if overlong not in ("drop", "truncate"):
@@ -151,8 +172,17 @@ class TeacherTraceDataModule(LightningDataModule):
         self.enable_thinking = enable_thinking
         self.num_workers = num_workers
         self.val_path = val_path
+        self.chat_template = chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self._val_traces: list[TokenizedTrace] | None = None
         self.mapping = FIELD_PRESETS[preset].with_overrides(fields)
+        self.subset = subset
+        self.revision = revision
+        if limit is not None and limit < 1:
+            raise TraceDataError(f"data.limit must be a positive number of records, got {limit}")
+        own = TraceSource(path or "", preset, fields, split, subset, revision, limit if not sources else None)
+        self.sources = parse_sources(sources, own) if sources else [own]
+        self._mixed_limit = limit if sources else None  # data.limit over the mixed set
         self._tokenizer: Any = None
         self._plan: StepPlan | None = None
         self.records: list[TraceRecord] = []
@@ -163,7 +193,9 @@ class TeacherTraceDataModule(LightningDataModule):
     def tokenizer(self) -> Any:
         """The student's tokenizer (loaded on first use)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
+            tokenizer = load_tokenizer(self.tokenizer_name)
+            use_chat_template(tokenizer, self.chat_template)  # a tokenizer without one is a one-line error
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     @property
@@ -175,13 +207,15 @@ class TeacherTraceDataModule(LightningDataModule):
                 return int(candidate)
         return 0
 
-    def _load_traces(self, path: str, limit: int | None) -> tuple[list[TokenizedTrace], Any]:
-        """Read, validate and render one trace source with this module's mapping and policies.
+    def _load_traces(self, source: TraceSource) -> tuple[list[TokenizedTrace], LoadStats]:
+        """Read, validate and render one trace source with this module's policies.
 
-        ``limit`` counts traces that are trained: records are visited in the seeded order of the subset draw
-        and the overlong ones are replaced by the next records of that order.
+        ``source.limit`` counts traces that are trained: records are visited in the seeded order of the subset
+        draw and the overlong ones are replaced by the next records of that order.
         """
-        records, stats = load_records(path, self.mapping, split=self.split, limit=None, seed=self.seed)
+        path, limit = source.path, source.limit
+        records, stats = load_records(path, source.mapping, split=source.split, limit=None, seed=self.seed,
+                                      subset=source.subset, revision=source.revision)
         if self.system_prompt:
             system = {"role": "system", "content": self.system_prompt}
             for record in records:
@@ -202,6 +236,7 @@ class TeacherTraceDataModule(LightningDataModule):
                 max_length=self.max_length,
                 overlong=self.overlong,
                 enable_thinking=self.enable_thinking,
+                template_kwargs=self.chat_template_kwargs,
             )
             if trace is None:
                 dropped += 1
@@ -234,13 +269,36 @@ class TeacherTraceDataModule(LightningDataModule):
             )
         return traces, stats
 
+    def _share_template(self) -> None:
+        """Give ``data.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        student_tokenizer = getattr(module, "tokenizer", None)
+        if self.chat_template is not None and student_tokenizer is not None:
+            student_tokenizer.chat_template = self.tokenizer.chat_template
+
     def setup(self, stage: str | None = None) -> None:
         """Load, validate and tokenize the traces (once; later calls do nothing)."""
+        self._share_template()
         if self._plan is not None:
             return
-        traces, stats = self._load_traces(self.path, limit=self.limit)
+        traces: list[TokenizedTrace] = []
+        rows = 0
+        for k, source in enumerate(self.sources):
+            part, stats = self._load_traces(source)
+            rows += stats.rows
+            if len(self.sources) > 1:
+                for trace in part:
+                    trace.record.id = f"{k}:{trace.record.id}"
+                log.info("source %d (%s): %d traces", k, source.path, len(part))
+            traces += part
+        if self._mixed_limit is not None and self._mixed_limit < len(traces):
+            order = list(range(len(traces)))
+            random.Random(self.seed).shuffle(order)
+            traces = [traces[i] for i in sorted(order[: self._mixed_limit])]
         if not traces:
-            raise TraceDataError(f"{self.path}: no trace left to train on ({stats.rows} rows read)")
+            raise TraceDataError(f"{self.source_name}: no trace left to train on ({rows} rows read)")
+        for index, trace in enumerate(traces):
+            trace.index = index
         self.traces = traces
         self.records = [t.record for t in traces]
         self._plan = StepPlan(len(traces), self.global_batch_size, self.seed)
@@ -249,9 +307,14 @@ class TeacherTraceDataModule(LightningDataModule):
             len(traces),
             self.num_response_tokens,
             sum(len(t) for t in traces) / len(traces),
-            self.path,
+            self.source_name,
             self.steps_per_epoch,
         )
+
+    @property
+    def source_name(self) -> str:
+        """``data.path``, or the paths of ``data.sources`` joined with ``+``."""
+        return " + ".join(s.path for s in self.sources)
 
     @property
     def plan(self) -> StepPlan:
@@ -312,7 +375,8 @@ class TeacherTraceDataModule(LightningDataModule):
         if self.val_path is None and fitting:
             return DataLoader([], batch_size=None)
         if self.val_path is not None and self._val_traces is None:
-            self._val_traces, _ = self._load_traces(self.val_path, limit=None)
+            val = TraceSource(self.val_path, self.preset, self.fields, self.split)
+            self._val_traces, _ = self._load_traces(val)
         self.setup()
         traces = self._val_traces if self.val_path is not None else self.traces
         batches = ScoringBatches(traces, micro_batch_size=self.micro_batch_size, max_length=self.max_length,
@@ -337,6 +401,12 @@ class TeacherTraceDataModule(LightningDataModule):
             pad_id=self.pad_id,
         )
 
+    def preview(self, index: int = 0) -> str:
+        """Trace ``index`` as the student is trained on it: the rendered text, with every run of tokens that
+        enters the loss between ``[[`` and ``]]`` (``print(dm.preview(0))`` after :meth:`setup`)."""
+        self.setup()
+        return show_trace(self.tokenizer, self.traces[index])
+
     @property
     def num_response_tokens(self) -> int:
         """Trained (labelled) tokens over all traces."""
@@ -360,7 +430,7 @@ class TeacherTraceDataModule(LightningDataModule):
         return {
             "tokenizer": getattr(self.tokenizer, "name_or_path", self.tokenizer_name),
             "vocab_size": len(self.tokenizer),
-            "path": str(self.path),
+            "path": str(self.path) if self.path else None,
             "preset": self.preset,
             "fields": dict(self.fields) if self.fields else None,
             "split": self.split,
@@ -370,4 +440,6 @@ class TeacherTraceDataModule(LightningDataModule):
             "overlong": self.overlong,
             "num_traces": len(self.traces),
             "sha256": digest.hexdigest(),
+            **({"sources": [s.describe() for s in self.sources]} if len(self.sources) > 1 or self.subset
+               or self.revision else {}),
         }

@@ -15,7 +15,7 @@ from pathlib import Path
 from t3s.data.fields import FieldMapping
 from t3s.data.rows import errors_as, iter_rows
 from t3s.data.schema import LoadStats, TraceDataError, TraceRecord
-from t3s.data.validation import record_from_row
+from t3s.data.validation import UnverifiedRow, record_from_row
 
 __all__ = ["load_records"]
 
@@ -29,8 +29,11 @@ def load_records(
     split: str = "train",
     limit: int | None = None,
     seed: int = 0,
+    subset: str | None = None,
+    revision: str | None = None,
 ) -> tuple[list[TraceRecord], LoadStats]:
-    """Read teacher traces from a local .jsonl/.json/.parquet file or a Hugging Face dataset id.
+    """Read teacher traces from a local .jsonl/.json/.csv/.parquet file, a folder of them, a
+    ``datasets.save_to_disk`` folder or a Hugging Face dataset id (``subset``, ``split``, ``revision``).
 
     Every row is validated (a bad one raises :class:`TraceDataError`); rows whose teacher reply is empty are
     skipped, counted in the stats and reported in one warning. ``limit`` keeps a reproducible random subset of
@@ -42,11 +45,15 @@ def load_records(
     records: list[TraceRecord] = []
     first_seen: dict[str, str] = {}
     with errors_as(TraceDataError):
-        for where, row in iter_rows(path, split):
+        for where, row in iter_rows(path, split, subset, revision):
             stats.rows += 1
             if not isinstance(row, Mapping):
                 raise TraceDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            record = record_from_row(row, mapping, where)
+            try:
+                record = record_from_row(row, mapping, where)
+            except UnverifiedRow:
+                stats.skipped_unverified += 1
+                continue
             if record is None:
                 stats.skipped_empty += 1
                 continue
@@ -58,6 +65,10 @@ def load_records(
             records.append(record)
     if not records:
         detail = f"all {stats.rows} rows have an empty teacher reply" if stats.rows else "the file holds no rows"
+        if stats.skipped_unverified:
+            detail = (f"of {stats.rows} rows, {stats.skipped_unverified} have no verified generation and "
+                      f"{stats.skipped_empty} an empty teacher reply")
+
         raise TraceDataError(f"{path}: no usable teacher traces ({detail})")
     if stats.skipped_empty:
         log.warning(
@@ -65,6 +76,14 @@ def load_records(
             stats.skipped_empty,
             stats.rows,
             path,
+        )
+    if stats.skipped_unverified:
+        log.warning(
+            "skipped %d of %d records of %s with no verified generation (data.fields.verified: %s)",
+            stats.skipped_unverified,
+            stats.rows,
+            path,
+            mapping.verified,
         )
     if limit is not None and limit < len(records):
         order = list(range(len(records)))

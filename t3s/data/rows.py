@@ -1,7 +1,8 @@
 """Reading rows from data files: the one row reader behind teacher traces and benchmark tasks.
 
 :func:`iter_rows` yields ``(location, row)`` pairs from a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file
-(``location`` is ``"file:line"``, 1-based; a Parquet row number for Parquet) or from a Hugging Face dataset id.
+(``location`` is ``"file:line"``, 1-based; a Parquet row number for Parquet), a folder of such files, a
+``datasets.save_to_disk`` folder, or a Hugging Face dataset id.
 Input is held to strict JSON: numbers longer than :data:`MAX_NUMBER_DIGITS` digits, non-finite numbers
 (``NaN``, ``Infinity``, ``1e999``), nesting deeper than Python can parse, invalid UTF-8 and lone surrogate
 escapes (``"\\ud800"``) all raise :class:`DataFileError` with one line naming the file and line.
@@ -23,10 +24,13 @@ __all__ = [
     "MAX_NUMBER_DIGITS",
     "DataFileError",
     "errors_as",
+    "folder_files",
+    "is_saved_dataset",
     "iter_file_rows",
     "iter_hub_rows",
     "iter_jsonl_rows",
     "iter_rows",
+    "iter_saved_rows",
     "json_line",
     "parse_json",
 ]
@@ -247,27 +251,95 @@ def _looks_like_jsonl(text: str) -> bool:
     return len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines)
 
 
-def iter_hub_rows(dataset: str, split: str, subset: str | None = None) -> Iterator[tuple[str, Any]]:
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def iter_hub_rows(
+    dataset: str, split: str, subset: str | None = None, revision: str | None = None
+) -> Iterator[tuple[str, Any]]:
     """``(location, row)`` pairs of a Hugging Face dataset; a dataset that cannot be loaded is one error line."""
     import datasets
 
+    kwargs = {"revision": revision} if revision else {}
     try:
-        loaded = datasets.load_dataset(dataset, subset, split=split)
+        loaded = datasets.load_dataset(dataset, subset, split=split, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the datasets library raises many kinds; report them as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        at = f", revision {revision!r}" if revision else ""
         raise DataFileError(
             f"{dataset}: not a local file, and loading it as a Hugging Face dataset "
-            f"(subset {subset!r}, split '{split}') failed: {first}"
+            f"(subset {subset!r}, split '{split}'{at}) failed: {_first_line(exc)}"
         ) from exc
     where = f"{dataset}[{subset + '/' if subset else ''}{split}]"
     for number, row in enumerate(loaded, start=1):
         yield f"{where}:{number}", row
 
 
-def iter_rows(path: str | Path, split: str = "train", subset: str | None = None) -> Iterator[tuple[str, Any]]:
-    """``(location, row)`` pairs of a local data file, else of a Hugging Face dataset id."""
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def iter_saved_rows(folder: Path, name: str, split: str) -> Iterator[tuple[str, Any]]:
+    """``(location, row)`` pairs of a ``save_to_disk`` folder; of a DatasetDict, the ``split`` one."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as exc:  # noqa: BLE001 - a damaged folder raises many kinds; report them as one line
+        raise DataFileError(f"{name}: not a readable datasets.save_to_disk folder ({_first_line(exc)})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataFileError(f"{name}: the saved dataset has no split '{split}' (splits: "
+                                f"{', '.join(loaded)}) (data.split)")
+        loaded, name = loaded[split], f"{name}[{split}]"
+    for number, row in enumerate(loaded, start=1):
+        yield f"{name}:{number}", row
+
+
+def folder_files(folder: Path, split: str) -> list[Path]:
+    """The data files of a folder (recursively, sorted, hidden ones skipped). When some file's path names
+    ``split`` (``train.jsonl``, ``data/train-00000-of-00002.parquet``), only those are read."""
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    named = re.compile(rf"(^|[/_.\-]){re.escape(split)}([/_.\-]|$)")
+    of_split = [p for p in files if named.search(p.relative_to(folder).as_posix())]
+    return of_split or files
+
+
+def _card_has_configs(folder: Path) -> bool:
+    """A dataset card (``README.md``) whose YAML header declares ``configs:`` (a clone of a hub repo)."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return False
+    header = text[3:].split("\n---", 1)[0]
+    return any(line.startswith("configs:") for line in header.splitlines())
+
+
+def iter_rows(
+    path: str | Path, split: str = "train", subset: str | None = None, revision: str | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(location, row)`` pairs of a local data file, a folder of them or a ``save_to_disk`` folder, else of a
+    Hugging Face dataset id (``subset``, ``split``, ``revision``). A local clone of a hub dataset repo (its
+    ``README.md`` declares ``configs:``), or a folder given with a ``subset``, is read as the hub reads it."""
     local = Path(path).expanduser()
     if local.is_file():
         yield from iter_file_rows(local, str(path))
+    elif local.is_dir() and is_saved_dataset(local):
+        yield from iter_saved_rows(local, str(path), split)
+    elif local.is_dir() and (subset is not None or _card_has_configs(local)):
+        yield from iter_hub_rows(str(path), split, subset, revision)  # a clone of a hub dataset repo
+    elif local.is_dir():
+        files = folder_files(local, split)
+        if not files:
+            raise DataFileError(f"{path}: the folder holds no data file ({', '.join(LOCAL_SUFFIXES)})")
+        for file in files:
+            yield from iter_file_rows(file, str(Path(path) / file.relative_to(local)))
     else:
-        yield from iter_hub_rows(str(path), split, subset)
+        yield from iter_hub_rows(str(path), split, subset, revision)

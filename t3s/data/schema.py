@@ -68,10 +68,12 @@ class TokenizedTrace:
 
 @dataclass
 class LoadStats:
-    """What :func:`load_records` read: rows seen, rows skipped for an empty reply, records returned."""
+    """What :func:`load_records` read: rows seen, rows skipped for an empty reply or
+    for no verified generation, records returned."""
 
     source: str
     rows: int = 0
     skipped_empty: int = 0
+    skipped_unverified: int = 0
     loaded: int = 0
     limit: int | None = None

@@ -180,8 +180,9 @@ def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[st
 
 def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[[Path, Any], Generator] | None = None) -> None:
     """Every pending checkpoint: ``serve(folder, tokenizer)`` gives its generator (default: an HF model here)."""
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
+
+    from t3s.progress import progress as progress_bar
 
     bench = plan.callback()
     datamodule = _datamodule(plan.data) if bench.train_accuracy else None
@@ -191,7 +192,7 @@ def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[
     pending = [(step, folder) for step, folder in plan.checkpoints
                if any((step, task.name) not in plan.done for task in tasks)]
     writer = _summary_writer(plan.output) if rank == 0 and pending else None
-    progress = tqdm(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
+    progress = progress_bar(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
     generator: Generator | None = None
     for step, folder in pending:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=_trust_remote_code(plan))

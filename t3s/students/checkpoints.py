@@ -52,6 +52,7 @@ def save_hf_folder(
     model.save_pretrained(tmp, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+        _save_stop_ids(model, tokenizer, tmp)
     if dtype is not None:
         config = tmp / "config.json"
         values = json.loads(config.read_text())
@@ -66,6 +67,28 @@ def save_hf_folder(
     else:
         tmp.rename(directory)
     return directory
+
+
+def _save_stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Write the model's ``generation_config`` with the end-of-turn ids (``<|im_end|>``, ...) among its
+    ``eos_token_id`` and a pad id, so a plain ``generate()`` on the folder stops at the end of the turn."""
+    import copy
+
+    from t3s.data.render import stop_token_ids
+
+    config = getattr(model, "generation_config", None)
+    if config is None or not model.can_generate():
+        return
+    config = copy.deepcopy(config)
+    current = config.eos_token_id
+    ids = [current] if isinstance(current, int) else list(current or [])
+    ids += [i for i in stop_token_ids(tokenizer) if i not in ids]
+    if not ids:
+        return
+    config.eos_token_id = ids[0] if len(ids) == 1 else ids
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ids[0]
+    config.save_pretrained(folder)
 
 
 def _safetensors_files(folder: Path) -> list[str]:

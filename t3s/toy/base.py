@@ -174,6 +174,11 @@ def _progress_bar() -> Any:
     """The θ_0 build's progress bar, saying what it builds rather than Lightning's ``Epoch 4/-2``."""
     from lightning.pytorch.callbacks import RichProgressBar
 
+    from t3s.progress import PlainProgressBar, is_terminal
+
+    if not is_terminal():
+        return PlainProgressBar()
+
     class PretrainProgress(RichProgressBar):
         def _get_train_description(self, current_epoch: int) -> str:
             return "pretraining toy θ_0"
