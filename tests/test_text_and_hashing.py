@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from t3s.data import FIELD_PRESETS, load_records
-from t3s.data.render import END_OF_TURN_TOKENS
+from t3s.data.render import END_OF_TURN_TOKENS, stop_token_ids
 from t3s.data.text import (
     REASONING_TAGS,
     braces_balanced,
@@ -82,7 +82,7 @@ def test_one_multiple_choice_format() -> None:
 
 
 def test_one_end_of_turn_list() -> None:
-    assert generation.END_OF_TURN_TOKENS is END_OF_TURN_TOKENS
+    assert generation.stop_token_ids is stop_token_ids  # generation stops where exports and rendering do
     assert {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>"} <= set(END_OF_TURN_TOKENS)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from t3s.data.render import END_OF_TURN_TOKENS
+from t3s.data.render import stop_token_ids
 from t3s.evals.sampling import SamplingParams
 
 __all__ = [
@@ -61,10 +61,7 @@ def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config:
     gen_cfg = generation_config if generation_config is not None else getattr(model, "generation_config", None)
     if gen_cfg is not None:
         add(getattr(gen_cfg, "eos_token_id", None))
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    for tok in END_OF_TURN_TOKENS:
-        if tok in vocab:
-            add(vocab[tok])
+    add(stop_token_ids(tokenizer))  # end-of-turn tokens the tokenizer has as special tokens (not Qwen's plain `</s>`)
     return ids
 
 
