@@ -53,6 +53,7 @@ from t3s.students.diffusion_objective import (
     AnswerLayout,
     CorruptedView,
     DiffusionStudentError,
+    Normalization,
     Objective,
     answer_layout,
     check_one_trace_per_row,
@@ -101,6 +102,8 @@ class DiffusionStepStats(StepStats):
     tokens: float = 0.0  #: trace tokens of the rows (throughput)
     primary_corrupted: float = 0.0  #: corrupted positions of the first view
     selection_added: float = 0.0  #: of those, corrupted only because the strategy forced them
+    kept_visible: float = 0.0  #: reply tokens the strategy keeps visible (the anchors)
+    response_tokens: float = 0.0  #: labelled reply tokens
     mask_ratio_sum: float = 0.0  #: Σ p over the sequences with an answer
     traces: float = 0.0  #: traces in the step
 
@@ -134,6 +137,16 @@ class DiffusionStudent(StudentModule):
         seed: seed of the masking draws.
         sampler: keyword arguments of :class:`~t3s.students.diffusion_sampler.DiffusionGenerator` used by
             evaluation (``gen_length``, ``block_length``, ``steps``, ``threshold``, ``batch_size``).
+        anchor_visibility: how often the tokens the strategy keeps visible (T3S: the anchors, Δc > 0) are
+            corrupted, relative to the others: probability ``anchor_visibility · p``. 0 (default, the
+            paper's "anchors prioritised into the visible context"): never; 1: like any other token.
+        loss_normalization: ``llada2`` only: ``token`` (default) divides by the corrupted tokens of the
+            global batch; ``sequence`` averages the per-sequence means (dFactory with micro-batch 1).
+        block_size: ``null`` (default): full bidirectional attention over the noisy row. An integer: block
+            diffusion (LLaDA 2.0 / dFactory ``block_diffusion_mode``): the input is ``[x_t ; x_0]`` with
+            positions ``0..L−1`` twice, ``x_t`` attends within its own block and to the earlier clean blocks
+            of ``x_0``, ``x_0`` is block-causal, the loss is on ``x_t``; evaluation decodes block-causally
+            with the same block size.
 
     ``model`` is a masked-diffusion LM (LLaDA, LLaDA 2.0, needs ``trust_remote_code``) or an AR decoder to
     adapt (its config gets ``is_causal=False``); ``selection`` names the tokens that are always corrupted
@@ -156,6 +169,9 @@ class DiffusionStudent(StudentModule):
         pad_token_id: int | None = None,
         seed: int = 0,
         sampler: dict[str, Any] | None = None,
+        anchor_visibility: float = 0.0,
+        loss_normalization: Normalization | None = None,
+        block_size: int | None = None,
         **kwargs: Any,
     ):
         if objective not in ("llada", "llada2"):
@@ -167,6 +183,19 @@ class DiffusionStudent(StudentModule):
             raise DiffusionStudentError(f"t_range must satisfy 0 < lo <= hi <= 1, got {tuple(t_range)}")
         if pad_to is not None and pad_to < 1:
             raise DiffusionStudentError(f"pad_to must be positive, got {pad_to}")
+        if not 0.0 <= anchor_visibility <= 1.0:
+            raise DiffusionStudentError(f"anchor_visibility must be in [0, 1], got {anchor_visibility}")
+        if loss_normalization not in (None, "token", "sequence"):
+            raise DiffusionStudentError(
+                f"unknown loss_normalization {loss_normalization!r}; choose 'token' or 'sequence'"
+            )
+        if loss_normalization is not None and objective == "llada":
+            raise DiffusionStudentError(
+                "loss_normalization applies to objective llada2; llada normalises by each sequence's answer "
+                "length (LLaDA's GUIDELINES): leave it unset"
+            )
+        if block_size is not None and block_size < 1:
+            raise DiffusionStudentError(f"block_size must be a positive integer or null, got {block_size}")
         super().__init__(**kwargs)
         self.mask_token_id: int | None = None
         self.eos_token_id: int | None = None
@@ -321,14 +350,19 @@ class DiffusionStudent(StudentModule):
         check_one_trace_per_row(mb["trace_index"])
         mb = self.pad_rows(mb)
         layout = answer_layout(mb["input_ids"], mb["labels"], self.eos_token_id)
-        must = (
-            self.selection.must_corrupt(self.selection_context(mb)).to(layout.response.device)
-            & layout.response
-        )
+        ctx = self.selection_context(mb)
+        must = self.selection.must_corrupt(ctx).to(layout.response.device) & layout.response
+        keep = self.selection.keep_visible(ctx).to(layout.response.device) & layout.response & ~must
         traces = row_traces(mb["trace_index"])
-        p, random_mask = draw_corruption(hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range))
-        views = corrupt(layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
-                        complementary=hp.complementary_masking)
+        visibility = float(hp.anchor_visibility)
+        p, random_mask = draw_corruption(
+            hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range), keep, visibility
+        )
+        views = corrupt(
+            layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
+            complementary=hp.complementary_masking, keep=keep, anchor_visibility=visibility,
+            normalization=hp.loss_normalization,
+        )
         primary = views[0].corrupted
         stats = DiffusionStepStats(
             rows=float(layout.has_answer.sum()),
@@ -336,6 +370,8 @@ class DiffusionStudent(StudentModule):
             tokens=float((mb["trace_index"] >= 0).sum()),
             primary_corrupted=float(primary.sum()),
             selection_added=float((primary & must & ~random_mask).sum()),
+            kept_visible=float(keep.sum()),
+            response_tokens=float(layout.response.sum()),
             mask_ratio_sum=float(p[layout.has_answer].sum()),
         )
         return _Prepared(views, stats)
@@ -379,6 +415,7 @@ class DiffusionStudent(StudentModule):
             "train/nll_corrupted": stats.nll / stats.corrupted if stats.corrupted else float("nan"),
             "train/corrupted_fraction": stats.corrupted / max(stats.answer_tokens, 1.0),
             "train/selection_added_fraction": stats.selection_added / max(stats.primary_corrupted, 1.0),
+            "train/kept_visible_fraction": stats.kept_visible / max(stats.response_tokens, 1.0),
             "train/mask_ratio": stats.mask_ratio_sum / max(stats.rows, 1.0),
             "train/skipped_sequences": float(self.skipped_sequences),
             "train/traces": stats.traces,
