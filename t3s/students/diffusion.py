@@ -40,6 +40,7 @@ from t3s.data.render import IGNORE_INDEX
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.diffusion_blocks import additive, block_diffusion_mask
 from t3s.students.diffusion_hf import (
     MASK_TOKEN_TEXT,
     attends_bidirectionally,
@@ -283,22 +284,34 @@ class DiffusionStudent(StudentModule):
         self.attention_checked = True
 
     # --------------------------------------------------------------- forward
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[R, L, H]`` of unpacked rows under full (bidirectional) attention."""
+    def hidden_states(self, input_ids: torch.Tensor, clean_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states ``[R, L, H]`` of unpacked noisy rows.
+
+        Full bidirectional attention over ``input_ids``; with ``block_size`` set, the block-diffusion input
+        ``[input_ids ; clean_ids]`` under :func:`~t3s.students.diffusion_blocks.block_diffusion_mask`, of
+        which the noisy half is returned.
+        """
         decoder, _ = decoder_and_head(self.model)
         rows, length = input_ids.shape
-        kwargs: dict[str, Any] = {
-            "position_ids": torch.arange(length, device=input_ids.device)[None].expand(rows, -1),
-            "use_cache": False,
-        }
+        positions = torch.arange(length, device=input_ids.device)[None].expand(rows, -1)
+        kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False}
+        dtype = next(self.model.parameters()).dtype
+        block_size = self.hparams.block_size
+        if block_size is not None:
+            if clean_ids is None:
+                raise DiffusionStudentError("block diffusion needs the clean row x_0 beside the noisy one")
+            mask = block_diffusion_mask(positions, block_size)
+            kwargs["position_ids"] = torch.cat([positions, positions], dim=1)
+            kwargs["attention_mask"] = additive(mask, dtype)
+            both = torch.cat([input_ids, clean_ids], dim=1)
+            return decoder(input_ids=both, **kwargs).last_hidden_state[:, :length]
         if self.explicit_attention_mask:
-            dtype = next(self.model.parameters()).dtype
             kwargs["attention_mask"] = full_attention_mask(rows, length, dtype, input_ids.device)
         return decoder(input_ids=input_ids, **kwargs).last_hidden_state
 
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x_t | noisy input) at the corrupted positions (row-major) and the hidden states."""
-        hidden = self.hidden_states(view.noisy_ids)
+        """log p(x_0 | x_t) at the corrupted positions (row-major) and the hidden states."""
+        hidden = self.hidden_states(view.noisy_ids, view.targets)
         _, head = decoder_and_head(self.model)
         lp = token_logprobs(
             hidden[view.corrupted],
