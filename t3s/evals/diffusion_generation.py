@@ -8,6 +8,7 @@ block-causal attention, KV cache of the committed prefix).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,8 @@ from t3s.students.diffusion_objective import DiffusionStudentError
 from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
 
 __all__ = ["DiffusionGenerator"]
+
+log = logging.getLogger(__name__)
 
 
 class DiffusionGenerator:
@@ -265,9 +268,9 @@ class DiffusionGenerator:
         block_size = student.hparams.get("block_size")
         if block_size is not None:  # a block-diffusion student decodes as it was trained: block-causally
             if kwargs.get("block_length", block_size) != block_size:
-                raise DiffusionStudentError(
-                    f"the student trained with block_size {block_size} but its sampler sets block_length "
-                    f"{kwargs['block_length']}; set model.init_args.sampler.block_length: {block_size}"
+                log.warning(
+                    "sampler block_length %s replaced by the student's block_size %d: a block-diffusion model "
+                    "decodes with the blocks it was trained on", kwargs["block_length"], block_size,
                 )
             kwargs["block_length"] = block_size
             kwargs.setdefault("block_causal", True)
