@@ -25,7 +25,7 @@ from t3s.students.diffusion_block_decode import (
     block_causal_decode,
     cache_keyword,
 )
-from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask
+from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask, takes_position_ids
 from t3s.students.diffusion_objective import DiffusionStudentError
 from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
 
@@ -125,8 +125,15 @@ class DiffusionGenerator:
         self.show_progress = show_progress
         self.block_causal = bool(block_causal)
         self.kv_cache = bool(kv_cache)
+        # LLaDA 1.0 takes no position_ids (and no mask we could trust): only rows of equal prompt length
+        # share a batch, so nothing is padded, and the model is called with the ids alone
+        self.logits_only = not takes_position_ids(model)
+        if self.logits_only and self.block_causal:
+            raise ValueError(
+                f"{type(model).__name__} takes no position_ids: block-causal decoding needs them"
+            )
         try:
-            self._parts: tuple[Any, Any] | None = decoder_and_head(model)
+            self._parts: tuple[Any, Any] | None = None if self.logits_only else decoder_and_head(model)
         except DiffusionStudentError:
             self._parts = None  # fall back to the model's own logits
 
@@ -160,6 +167,8 @@ class DiffusionGenerator:
 
     def _logits_fn(self, attention: torch.Tensor | None, positions: torch.Tensor) -> LogitsFn:
         def logits(canvas: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+            if self.logits_only:
+                return self.model(input_ids=canvas).logits[select]
             kwargs = {"attention_mask": attention, "position_ids": positions, "use_cache": False}
             if self._parts is None:
                 return self.model(input_ids=canvas, **kwargs).logits[select]
@@ -183,7 +192,11 @@ class DiffusionGenerator:
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         gen_len = self.canvas_length(params.max_new_tokens)
         device = next(self.model.parameters()).device
-        batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        groups = [rows]
+        if self.logits_only:  # no padding: one group per prompt length
+            lengths = sorted({len(prompts[p]) for p, _ in rows})
+            groups = [[r for r in rows if len(prompts[r[0]]) == n] for n in lengths]
+        batches = [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
         was_training = self.model.training
         self.model.eval()
         try:

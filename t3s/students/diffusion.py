@@ -49,6 +49,7 @@ from t3s.students.diffusion_hf import (
     needs_explicit_mask,
     needs_remote_code,
     resolve_special_ids,
+    takes_position_ids,
 )
 from t3s.students.diffusion_objective import (
     AnswerLayout,
@@ -64,6 +65,8 @@ from t3s.students.diffusion_objective import (
     row_traces,
     view_loss_sum,
 )
+from t3s.students.remote_compat import install as install_remote_compat
+from t3s.students.remote_compat import load_error
 
 __all__ = [
     "MASK_TOKEN_TEXT",
@@ -203,6 +206,7 @@ class DiffusionStudent(StudentModule):
         self.pad_token_id: int | None = None
         self.explicit_attention_mask = False
         self.attention_checked = False
+        self.logits_only = False
         self.skipped_sequences = 0
 
     # ------------------------------------------------------------------ model
@@ -228,16 +232,29 @@ class DiffusionStudent(StudentModule):
                     f"{name} token id {value} is outside the model's vocabulary of {vocab} embeddings; "
                     f"set model.init_args.{name}_token_id"
                 )
+        self.logits_only = not takes_position_ids(model)
+        if self.logits_only and hp.block_size is not None:
+            raise DiffusionStudentError(
+                f"{type(model).__name__}.forward takes no position_ids (LLaDA 1.0): block diffusion needs the "
+                "positions 0..L-1 twice; set model.init_args.block_size: null"
+            )
         self.model = model.train()  # from_pretrained returns eval mode
 
     def _build_model(self) -> PreTrainedModel:
         source = None if self.model_source is None else str(self.model_source)
-        if source is not None and not self.hparams.trust_remote_code and needs_remote_code(source):
+        remote = source is not None and needs_remote_code(source)
+        if remote and not self.hparams.trust_remote_code:
             raise DiffusionStudentError(
                 f"'{source}' ships its own model code (LLaDA-style checkpoints do); it is only loaded when "
                 "you opt in: set model.init_args.trust_remote_code: true"
             )
-        return self.build_causal_lm(source, bidirectional=True)
+        if not remote:
+            return self.build_causal_lm(source, bidirectional=True)
+        install_remote_compat()  # transformers 4.x names the LLaDA2 code imports
+        try:
+            return self.build_causal_lm(source, bidirectional=True)
+        except (ImportError, AttributeError, KeyError, NameError, TypeError) as error:
+            raise DiffusionStudentError(load_error(str(source), error)) from None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -311,6 +328,10 @@ class DiffusionStudent(StudentModule):
 
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x_0 | x_t) at the corrupted positions (row-major) and the hidden states."""
+        if self.logits_only:  # LLaDA 1.0: the whole model, implicit positions, logits at every position
+            logits = self.model(input_ids=view.noisy_ids).logits
+            picked = torch.log_softmax(logits[view.corrupted].float(), dim=-1)
+            return picked.gather(-1, view.targets[view.corrupted][:, None])[:, 0], logits
         hidden = self.hidden_states(view.noisy_ids, view.targets)
         _, head = decoder_and_head(self.model)
         lp = token_logprobs(
