@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 from conftest import Record, make_trainer
-
 from fixtures.remote_dllm import HERE, build
+
 from t3s.data import TeacherTraceDataModule
 from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import SamplingParams
