@@ -145,3 +145,12 @@ def test_two_block_loss_equals_a_hand_computation(data):
 def test_block_size_is_validated(data):
     with pytest.raises(DiffusionStudentError, match="block_size"):
         make_student(data, block_size=0)
+
+
+def test_flex_attention_gets_a_block_mask_with_the_same_loss(data):
+    view = fixed_view(data)
+    dense = make_student(data, block_size=8)
+    flex = make_student(data, block_size=8, attn_implementation="flex_attention")
+    flex.model.load_state_dict(dense.model.state_dict())
+    assert flex.model.config._attn_implementation == "flex_attention"
+    assert loss_of(flex, view) == pytest.approx(loss_of(dense, view), rel=1e-5)

@@ -37,10 +37,11 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.data.render import IGNORE_INDEX
+from t3s.ops.causal_lm import DTYPES
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StepPlan, StepStats, StudentModule
-from t3s.students.diffusion_blocks import additive, block_diffusion_mask
+from t3s.students.diffusion_blocks import additive, block_diffusion_mask, flex_block_diffusion_mask
 from t3s.students.diffusion_hf import (
     MASK_TOKEN_TEXT,
     attends_bidirectionally,
@@ -312,19 +313,27 @@ class DiffusionStudent(StudentModule):
         rows, length = input_ids.shape
         positions = torch.arange(length, device=input_ids.device)[None].expand(rows, -1)
         kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False}
-        dtype = next(self.model.parameters()).dtype
+        dtype = self.compute_dtype()
         block_size = self.hparams.block_size
         if block_size is not None:
             if clean_ids is None:
                 raise DiffusionStudentError("block diffusion needs the clean row x_0 beside the noisy one")
-            mask = block_diffusion_mask(positions, block_size)
             kwargs["position_ids"] = torch.cat([positions, positions], dim=1)
-            kwargs["attention_mask"] = additive(mask, dtype)
+            if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
+                kwargs["attention_mask"] = flex_block_diffusion_mask(positions, block_size)
+            else:
+                kwargs["attention_mask"] = additive(block_diffusion_mask(positions, block_size), dtype)
             both = torch.cat([input_ids, clean_ids], dim=1)
             return decoder(input_ids=both, **kwargs).last_hidden_state[:, :length]
         if self.explicit_attention_mask:
             kwargs["attention_mask"] = full_attention_mask(rows, length, dtype, input_ids.device)
         return decoder(input_ids=input_ids, **kwargs).last_hidden_state
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype attention runs in (explicit masks must match it): FSDP2's gathered dtype, else the weights'."""
+        if self.sharded and self.hparams.fsdp_param_dtype:
+            return DTYPES[self.hparams.fsdp_param_dtype]
+        return next(self.model.parameters()).dtype
 
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x_0 | x_t) at the corrupted positions (row-major) and the hidden states."""

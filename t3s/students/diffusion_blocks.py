@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["additive", "block_causal_mask", "block_diffusion_mask"]
+__all__ = ["additive", "block_causal_mask", "block_diffusion_mask", "flex_block_diffusion_mask"]
 
 
 def block_diffusion_mask(
@@ -45,6 +45,31 @@ def block_diffusion_mask(
     top = torch.cat([noisy_noisy, noisy_clean], dim=2)
     bottom = torch.cat([torch.zeros_like(clean_clean), clean_clean], dim=2)
     return torch.cat([top, bottom], dim=1)
+
+
+def flex_block_diffusion_mask(
+    position_ids: torch.Tensor, block_size: int, documents: torch.Tensor | None = None
+) -> object:
+    """The mask of :func:`block_diffusion_mask` as a flex-attention ``BlockMask`` (models loaded with
+    ``attn_implementation: flex_attention``): no dense ``[2L, 2L]`` tensor, and fully masked tiles skipped."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rows, length = position_ids.shape
+    block = position_ids.long() // block_size
+    doc = torch.zeros_like(block) if documents is None else documents.long()
+
+    def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        q_noisy, k_noisy = q < length, k < length
+        qi, ki = q % length, k % length
+        bq, bk = block[b, qi], block[b, ki]
+        same = doc[b, qi] == doc[b, ki]
+        return same & (
+            (q_noisy & k_noisy & (bq == bk)) | (q_noisy & ~k_noisy & (bk < bq)) | (~q_noisy & ~k_noisy & (bk <= bq))
+        )
+
+    return create_block_mask(
+        mask_mod, B=rows, H=None, Q_LEN=2 * length, KV_LEN=2 * length, device=position_ids.device
+    )
 
 
 def block_causal_mask(
