@@ -148,7 +148,10 @@ def test_block_size_is_validated(data):
 
 
 def test_flex_attention_gets_a_block_mask_with_the_same_loss(data):
-    view = fixed_view(data)
+    ids = torch.arange(8, 8 + 48).view(2, 24) % 60 + 6
+    corrupted = (torch.arange(24)[None, :] % 3 == 1).expand(2, -1)
+    noisy = torch.where(corrupted, torch.full_like(ids, MASK), ids)
+    view = type(fixed_view(data))(noisy, ids, corrupted, corrupted.float(), float(corrupted.sum()), 48)
     dense = make_student(data, block_size=8)
     flex = make_student(data, block_size=8, attn_implementation="flex_attention")
     flex.model.load_state_dict(dense.model.state_dict())
