@@ -8,23 +8,31 @@ data module's per-sample layout (``data.packing: false``: one trace per row, rig
   that is how these models learn to stop);
 * each answer token is replaced by the mask token with probability ``p`` (one ``p`` per sequence), and
   the tokens the selection strategy names in :meth:`~t3s.selection.TokenSelectionStrategy.must_corrupt`
-  are corrupted on top (the union); the model predicts every corrupted token at its own position (no shift);
+  are corrupted on top (the union); those it names in ``keep_visible`` (T3S: the anchors) are corrupted
+  with probability ``anchor_visibility · p`` only (default: never); the model predicts every corrupted token
+  at its own position (no shift);
 * the loss covers every corrupted position, in one of two conventions (``objective``):
 
-  ``llada``   t ~ U[0, 1), p = (1 − ε) t + ε; cross-entropy of each corrupted token weighted by 1/p and
-              divided by its sequence's answer length (EOS padding included), averaged over the sequences
-              of the global batch (Nie et al., 2025).
+  ``llada``   t ~ U[0, 1), p = (1 − ε) t + ε; cross-entropy of each corrupted token weighted by 1 / its
+              probability of being corrupted (1/p; 1 for a forced token) and divided by its sequence's
+              answer length (EOS padding included), averaged over the sequences of the global batch
+              (Nie et al., 2025; ML-GSAI/LLaDA GUIDELINES.md).
   ``llada2``  p = t ~ U[t_lo, t_hi] (default [0.3, 0.8]); unweighted cross-entropy averaged over every
-              corrupted token of the global batch (the LLaDA 2.0 / dFactory convention).
+              corrupted token of the global batch (``loss_normalization: token``) or over each sequence's
+              corrupted tokens, then the sequences (``sequence``: dFactory with micro-batch 1);
+
+* with ``block_size`` the model reads ``[x_t ; x_0]`` under the block-diffusion mask of
+  :mod:`~t3s.students.diffusion_blocks` (LLaDA 2.0 / dFactory ``block_diffusion_mode``).
 
 Both normalisers are global (all micro-batches, all ranks), computed before the forward passes, so gradient
 accumulation and data parallelism leave the loss unchanged. The random draws are a fixed hash of
 ``(seed, step, trace, position)``: the same trace at the same step gets the same mask whatever the
 micro-batching, the rank layout, or a resume.
 
-Three modules, one job each: :mod:`~t3s.students.diffusion_objective` (the objective as pure functions),
-:mod:`~t3s.students.diffusion_hf` (special ids, bidirectional attention of HF checkpoints) and this one
-(the LightningModule). The names of the first two are re-exported here.
+Modules, one job each: :mod:`~t3s.students.diffusion_objective` (the objective as pure functions),
+:mod:`~t3s.students.diffusion_blocks` (block-diffusion masks), :mod:`~t3s.students.diffusion_hf` (special
+ids, bidirectional attention of HF checkpoints), :mod:`~t3s.students.remote_compat` (LLaDA2's remote code
+under transformers 5) and this one (the LightningModule). The names of the first and third are re-exported.
 """
 
 from __future__ import annotations
@@ -153,10 +161,11 @@ class DiffusionStudent(StudentModule):
             of ``x_0``, ``x_0`` is block-causal, the loss is on ``x_t``; evaluation decodes block-causally
             with the same block size.
 
-    ``model`` is a masked-diffusion LM (LLaDA, LLaDA 2.0, needs ``trust_remote_code``) or an AR decoder to
-    adapt (its config gets ``is_causal=False``); ``selection`` names the tokens that are always corrupted
-    (``T3S``: the yet-to-learn tokens, Δc < −τ; ``InverseT3S``: the anchors; ``RandomMask(match=T3S(...))``:
-    a random set of the same size; default ``FullSFT``: none).
+    ``model`` is a masked-diffusion LM (LLaDA, LLaDA 2.0, needs ``trust_remote_code``; a forward without
+    ``position_ids``, as LLaDA 1.0's, is called whole and its logits read) or an AR decoder to adapt (its
+    config gets ``is_causal=False``); ``selection`` names the tokens that are always corrupted and those kept
+    visible (``T3S``: the yet-to-learn tokens, Δc < −τ, and the anchors, Δc > 0; ``InverseT3S``: the other
+    way round; ``RandomMask(match=T3S(...))``: random sets of the same sizes; default ``FullSFT``: none).
     """
 
     config_error = DiffusionStudentError
