@@ -113,3 +113,13 @@ def test_s1k_preset_reads_a_row_with_the_hub_columns(tmp_path: Path):
     assert record.messages == [{"role": "user", "content": "Find the positive x with x^2 = 4."}]
     assert record.reasoning == "x squared is four, so x is two."
     assert record.answer_text == r"The answer is $\boxed{2}$." and record.gold == "2"
+
+
+def test_the_diffusion_configs_follow_their_references(capsys):
+    mini = printed_config(capsys, "llada2-mini")["model"]["init_args"]
+    assert (mini["objective"], mini["block_size"], mini["loss_normalization"]) == ("llada2", 32, "sequence")
+    assert mini["sampler"]["block_length"] == 32 and mini["sampler"]["threshold"] == 0.95
+    llada = printed_config(capsys, "llada-8b")
+    args = llada["model"]["init_args"]
+    assert (args["objective"], args["block_size"], args["mask_token_id"]) == ("llada", None, 126336)
+    assert args["trust_remote_code"] and llada["data"]["packing"] is False

@@ -138,28 +138,114 @@ def test_union_semantics_and_the_controls(data, micro_batch, delta_cache):
     pos = micro_batch["position_ids"]
     response = micro_batch["labels"] != -100
     anchors, yet_to_learn = response & (pos % 4 == 0), response & (pos % 4 == 1)
+    assert bool((baseline & anchors).any())  # the random mask alone does hit anchors
 
     student.selection = T3S(scores=delta_cache, yet_to_learn_threshold=0.2)
     student.selection.setup(data.fingerprint())
     prepared = student.prepare(micro_batch, 7)
     corrupted = prepared.views[0].corrupted
-    assert torch.equal(corrupted, baseline | yet_to_learn)
-    assert torch.equal(corrupted & anchors, baseline & anchors)  # anchors stay visible unless random
+    # default anchor_visibility 0: the anchors are taken out of the random mask, the yet-to-learn forced in
+    assert torch.equal(corrupted, (baseline & ~anchors) | yet_to_learn)
     assert prepared.stats.selection_added == int((yet_to_learn & ~baseline).sum()) > 0
     assert prepared.stats.primary_corrupted == int(corrupted.sum())
+    assert prepared.stats.kept_visible == int(anchors.sum())
     # the loss covers every corrupted position (llada2: one unit weight each)
     assert torch.equal(prepared.views[0].weights > 0, corrupted)
+    # anchor_visibility 1: anchors are corrupted like any token (the plain union)
+    student.hparams.anchor_visibility = 1.0
+    assert torch.equal(student.prepare(micro_batch, 7).views[0].corrupted, baseline | yet_to_learn)
+    student.hparams.anchor_visibility = 0.0
 
-    student.selection = InverseT3S(scores=delta_cache)
+    student.selection = InverseT3S(scores=delta_cache)  # the mirror image: anchors forced, yet-to-learn kept
     student.selection.setup(data.fingerprint())
-    assert torch.equal(student.prepare(micro_batch, 7).views[0].corrupted, baseline | anchors)
+    assert torch.equal(student.prepare(micro_batch, 7).views[0].corrupted, (baseline & ~yet_to_learn) | anchors)
 
     student.selection = RandomMask(match=T3S(scores=delta_cache), seed=3)
     student.selection.setup(data.fingerprint())
-    must = student.selection.must_corrupt(student.selection_context(micro_batch))
+    ctx = student.selection_context(micro_batch)
+    must, keep = student.selection.must_corrupt(ctx), student.selection.keep_visible(ctx)
     assert int(must.sum()) == int(yet_to_learn.sum())
+    assert int(keep.sum()) == int(anchors.sum()) and not bool((must & keep).any())
     assert not torch.equal(must, yet_to_learn) and bool((must <= response).all())
-    assert torch.equal(student.prepare(micro_batch, 7).views[0].corrupted, baseline | must)
+    assert torch.equal(student.prepare(micro_batch, 7).views[0].corrupted, (baseline & ~keep) | must)
+
+
+def test_anchors_are_never_corrupted_at_the_default_and_thinned_otherwise(data, micro_batch, delta_cache):
+    selection = T3S(scores=delta_cache)
+    selection.setup(data.fingerprint())
+    pos = micro_batch["position_ids"]
+    response = micro_batch["labels"] != -100
+    anchors, ordinary = response & (pos % 4 == 0), response & (pos % 4 >= 2)
+    for objective in ("llada", "llada2"):
+        student = make_student(data, objective=objective, complementary_masking=True, selection=selection)
+        for step in range(40):
+            first, second = student.prepare(micro_batch, step).views
+            assert not bool((first.corrupted & anchors).any())
+            assert torch.equal(second.corrupted & anchors, anchors)  # the complement sees them all
+    # anchor_visibility a: an anchor is corrupted with probability a·p (so about a times as often)
+    student = make_student(data, objective="llada2", selection=selection, anchor_visibility=0.5)
+    hit_anchor, hit_ordinary = 0.0, 0.0
+    steps = 200
+    for step in range(steps):
+        corrupted = student.prepare(micro_batch, step).views[0].corrupted
+        hit_anchor += float((corrupted & anchors).sum()) / int(anchors.sum())
+        hit_ordinary += float((corrupted & ordinary).sum()) / int(ordinary.sum())
+    assert hit_anchor / hit_ordinary == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(DiffusionStudentError, match="anchor_visibility"):
+        make_student(data, anchor_visibility=1.5)
+
+
+def test_forced_tokens_weigh_one_under_llada_and_kept_ones_one_over_their_probability(data, micro_batch):
+    layout = answer_layout(micro_batch["input_ids"], micro_batch["labels"], EOS)
+    cols = torch.arange(layout.answer.shape[1])[None, :].expand_as(layout.answer)
+    random_mask = layout.answer & (cols % 3 == 0)
+    must = layout.response & (cols % 5 == 1)
+    keep = layout.response & (cols % 5 == 2) & ~random_mask
+    thinned_in = layout.response & (cols % 15 == 12)  # kept-visible tokens the thinning let through
+    random_mask = random_mask & ~keep | thinned_in
+    p = torch.tensor([0.5, 0.25, 0.8, 0.1], dtype=torch.float64)
+    (view,) = corrupt(layout, random_mask, must, p, mask_id=MASK, objective="llada", keep=keep | thinned_in,
+                      anchor_visibility=0.4)
+    length = layout.answer.sum(1).double()
+    for r in range(4):
+        forced = view.corrupted[r] & must[r]
+        rand = view.corrupted[r] & ~must[r] & ~(keep[r] | thinned_in[r])
+        kept = view.corrupted[r] & thinned_in[r] & ~must[r]
+        assert int(forced.sum()) > 0 and int(rand.sum()) > 0 and int(kept.sum()) > 0
+        assert torch.allclose(view.weights[r][forced].double(), 1 / length[r])  # inclusion probability 1
+        assert torch.allclose(view.weights[r][rand].double(), 1 / (p[r] * length[r]))
+        assert torch.allclose(view.weights[r][kept].double(), 1 / (0.4 * p[r] * length[r]))
+    # unbiased: over the random draws, E[Σ weight · 1] is the answer length / answer length = 1 per sequence
+    gen = torch.Generator().manual_seed(0)
+    totals = torch.zeros(4, dtype=torch.float64)
+    draws = 4000
+    keep_set = layout.response & (cols % 5 == 2)
+    for _ in range(draws):
+        u = torch.rand(layout.answer.shape, generator=gen, dtype=torch.float64)
+        q = torch.where(keep_set, 0.4 * p[:, None], p[:, None].expand_as(u))
+        rnd = (u < q) & layout.answer
+        (v,) = corrupt(layout, rnd, must, p, mask_id=MASK, objective="llada", keep=keep_set,
+                       anchor_visibility=0.4)
+        totals += v.weights.double().sum(1)
+    assert torch.allclose(totals / draws, torch.ones(4, dtype=torch.float64), atol=0.05)
+
+
+def test_sequence_normalisation_is_the_mean_of_per_sequence_means(data, micro_batch):
+    layout = answer_layout(micro_batch["input_ids"], micro_batch["labels"], EOS)
+    cols = torch.arange(layout.answer.shape[1])[None, :]
+    fixed = layout.answer & (cols % (torch.arange(4)[:, None] + 2) == 0)  # different counts per row
+    p = torch.full((4,), 0.5, dtype=torch.float64)
+    (view,) = corrupt(layout, fixed, torch.zeros_like(fixed), p, mask_id=MASK, objective="llada2",
+                      normalization="sequence")
+    nll = torch.rand(layout.answer.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = float(view_loss_sum(-nll[view.corrupted], view)) / view.normaliser
+    expected = sum(float(nll[r][fixed[r]].mean()) for r in range(4)) / 4
+    assert loss == pytest.approx(expected, rel=1e-6)
+    (token_view,) = corrupt(layout, fixed, torch.zeros_like(fixed), p, mask_id=MASK, objective="llada2")
+    token = float(view_loss_sum(-nll[token_view.corrupted], token_view)) / token_view.normaliser
+    assert token == pytest.approx(float(nll[fixed].mean()), rel=1e-6) and abs(token - loss) > 1e-4
+    with pytest.raises(DiffusionStudentError, match="applies to objective llada2"):
+        make_student(data, objective="llada", loss_normalization="sequence")
 
 
 def test_complementary_masking_covers_every_answer_token_exactly_once(data, micro_batch, delta_cache):
@@ -170,14 +256,21 @@ def test_complementary_masking_covers_every_answer_token_exactly_once(data, micr
         first, second = student.prepare(micro_batch, 3).views
         layout = answer_layout(micro_batch["input_ids"], micro_batch["labels"], EOS)
         assert torch.equal(first.corrupted.long() + second.corrupted.long(), layout.answer.long())
-        if objective == "llada":  # each view is weighted by its own masking probability
+        if objective == "llada":  # each token is weighted by 1 / its own inclusion probability in its view
             u = hash_uniform(0, 3, micro_batch["trace_index"].amax(1), 1, 1)[:, 0]
             p = mask_ratios(u, "llada", 1e-3, (0.3, 0.8))
             length = layout.answer.sum(1).double()
+            pos = micro_batch["position_ids"]
+            forced = layout.response & (pos % 4 == 1)  # yet-to-learn: always in the first view
+            kept = layout.response & (pos % 4 == 0)  # anchors: always in the second view
             for r in range(len(p)):
-                w1, w2 = first.weights[r][first.corrupted[r]], second.weights[r][second.corrupted[r]]
-                assert torch.allclose(w1.double(), 1 / (p[r] * length[r]))
-                assert torch.allclose(w2.double(), 1 / ((1 - p[r]).clamp(min=1e-3) * length[r]))
+                plain1 = first.corrupted[r] & ~forced[r]
+                plain2 = second.corrupted[r] & ~kept[r]
+                assert torch.allclose(first.weights[r][plain1].double(), 1 / (p[r] * length[r]))
+                assert torch.allclose(first.weights[r][forced[r]].double(), 1 / length[r])
+                assert torch.allclose(second.weights[r][plain2].double(), 1 / ((1 - p[r]) * length[r]))
+                assert torch.allclose(second.weights[r][kept[r]].double(), 1 / length[r])
+                assert bool(forced[r].any()) and bool(kept[r].any())
             assert first.normaliser == second.normaliser == 4
         else:
             assert first.normaliser + second.normaliser == int(layout.answer.sum())

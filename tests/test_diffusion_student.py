@@ -143,3 +143,43 @@ def test_the_benchmark_callback_runs_on_a_diffusion_student(tiny_world, tmp_path
     rows = (tmp_path / "generations" / "step_2" / "train.jsonl").read_text().splitlines()
     assert len(rows) == 2
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["final", "step_0", "step_1", "step_2"]
+
+
+def test_block_diffusion_fit_from_the_cli_writes_checkpoints_the_evaluator_decodes_block_causally(tiny_world, tmp_path):
+    """The issue's contract on a tiny random base: fit with block_size 4 for 2 steps, then the offline
+    evaluator's sampler for hf/step_2 decodes block-causally with blocks of 4; block_size null is today's loss."""
+    import yaml
+    from conftest import REPO
+
+    from t3s.cli import main
+    from t3s.evals.bottleneck import read_scalars
+    from t3s.evals.offline import _diffusion_generator, plan_evaluation
+
+    data = make_data(tiny_world, limit=8)
+    data.setup("fit")
+    base = save_random_ar(tmp_path / "base", data, seed=0)
+    cfg = yaml.safe_load((REPO / "configs" / "tiny-diffusion.yaml").read_text())
+    cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["model"]["init_args"].update(model=base)
+    cfg["data"].update(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
+                       limit=16, global_batch_size=4, micro_batch_size=4)
+    losses = {}
+    for name, block in (("blocks", "4"), ("full", "null"), ("default", None)):
+        cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        extra = [] if block is None else ["--model.init_args.block_size", block]
+        main(["fit", "--config", str(config), "--model.init_args.objective", "llada2", "--trainer.max_steps", "2",
+              *extra])
+        losses[name] = read_scalars(tmp_path / name / "version_0", "train/loss")[1]
+    assert losses["full"][0] == pytest.approx(losses["default"][0], rel=1e-6)
+    assert abs(losses["blocks"][0] - losses["default"][0]) > 1e-3
+
+    run = tmp_path / "blocks" / "version_0"
+    assert (run / "hf" / "step_2" / "config.json").is_file()
+    plan = plan_evaluation(run, train_accuracy=True, steps=[2])
+    folder = plan.checkpoints[0][1]
+    gen = _diffusion_generator(plan, plan.callback(), folder, data.tokenizer, torch.device("cpu"))
+    assert gen.block_causal and gen.block_length == 4
+    trained = AutoModelForCausalLM.from_pretrained(folder)
+    assert torch.equal(gen.model.lm_head.weight, trained.lm_head.weight)

@@ -25,6 +25,7 @@ RUNS = {  # name: (family, T3S?)
     "ar-t3s": ("ar", True),
     "diffusion-fullsft": ("diffusion", False),
     "diffusion-t3s": ("diffusion", True),
+    "diffusion-blocks": ("diffusion", False),  # block diffusion: [x_t ; x_0] under the block mask
 }
 
 
@@ -35,7 +36,8 @@ def _spec(root: Path, world: Path, caches: dict[bool, str], name: str, **extra) 
         "world": str(world), "family": family, "model_config": tiny_model_config(vocab),
         "root": str(root / name), "scores": caches[family == "ar"] if t3s else None,
         # diffusion: EOS padding to a fixed width, so the objective does not depend on the micro-batching
-        "student": {"pad_to": 192} if family == "diffusion" else {},
+        "student": ({"pad_to": 192} if family == "diffusion" else {})
+        | ({"block_size": 32} if name.startswith("diffusion-blocks") else {}),
     }
     return spec | extra
 

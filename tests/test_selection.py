@@ -55,6 +55,10 @@ def test_t3s_excludes_anchors_and_inverse_keeps_only_them(cache_dir):
     # diffusion side: Δc < -0.2 -> trace0 pos3 (-0.5), trace1 pos2 (-0.3); -0.1 is not below
     assert torch.equal(t3s.must_corrupt(ctx), mask_of("0001000100"))
     assert torch.equal(inverse.must_corrupt(ctx), mask_of("0010001000"))
+    # and keeps the other side visible: T3S the anchors, −T3S the yet-to-learn tokens
+    assert torch.equal(t3s.keep_visible(ctx), mask_of("0010001000"))
+    assert torch.equal(inverse.keep_visible(ctx), mask_of("0001000100"))
+    assert not sel.FullSFT().keep_visible(ctx).any()
 
 
 def test_t3s_threshold_moves_the_partition(cache_dir):
@@ -85,6 +89,8 @@ def test_random_mask_matches_budget_and_is_deterministic(cache_dir):
     assert not (m & ~ctx.response_mask).any()
     assert torch.equal(m, rnd.loss_mask(context()))
     assert int(rnd.must_corrupt(ctx).sum()) == int(t3s.must_corrupt(ctx).sum()) == 2
+    assert int(rnd.keep_visible(ctx).sum()) == int(t3s.keep_visible(ctx).sum()) == 2
+    assert not (rnd.keep_visible(ctx) & rnd.must_corrupt(ctx)).any()
     other_seeds = {tuple(sel.RandomMask(match=t3s, seed=s).loss_mask(ctx).flatten().tolist()) for s in range(8)}
     assert len(other_seeds) > 1
     assert int(sel.RandomMask(fraction=0.5).loss_mask(ctx).sum()) == 3

@@ -1,11 +1,14 @@
 """``DiffusionGenerator``: a masked-diffusion student behind the evaluation code's ``Generator`` protocol.
 
 Batching, prompt padding, seeding and stop tokens around :func:`t3s.students.diffusion_sampler.diffusion_decode`
-(semi-autoregressive block decoding with low-confidence remasking).
+(semi-autoregressive block decoding with low-confidence remasking, full attention) or, for block-diffusion
+models (LLaDA 2.0), :func:`t3s.students.diffusion_block_decode.block_causal_decode` (absolute blocks,
+block-causal attention, KV cache of the committed prefix).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,11 +18,20 @@ from torch.nn import functional as F
 
 from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids, stopped_generation
 from t3s.students.diffusion import DiffusionStudent
-from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask
+from t3s.students.diffusion_block_decode import (
+    CachedPrefix,
+    FullRecompute,
+    aligned_layout,
+    block_causal_decode,
+    cache_keyword,
+)
+from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask, takes_position_ids
 from t3s.students.diffusion_objective import DiffusionStudentError
 from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
 
 __all__ = ["DiffusionGenerator"]
+
+log = logging.getLogger(__name__)
 
 
 class DiffusionGenerator:
@@ -49,8 +61,14 @@ class DiffusionGenerator:
         pad_id: left padding of prompts (default: the tokenizer's pad token, else EOS).
         stop_token_ids: tokens that end a response (default: EOS plus the tokenizer's end-of-turn tokens).
         explicit_attention_mask: pass a 4D additive mask (for models that ignore ``config.is_causal``);
-            ``None``: find out with a tiny probe at the first call.
+            ``None``: find out with a tiny probe at the first call. Padded batches always get a 4D mask (a 2D
+            padding mask turns some remote-code models causal).
         show_progress: a tqdm progress bar over batches.
+        block_causal: decode as LLaDA 2.0's ``generate``: absolute blocks of ``block_length`` tokens (the
+            prompt included), each attending to itself and the earlier blocks, and LLaDA2's commit rule (the
+            per-iteration quota, or every prediction above ``threshold`` when there are enough of them).
+        kv_cache: with ``block_causal``, cache the keys and values of the committed blocks (default) instead
+            of re-running the whole window at every iteration; models that take no cache argument recompute.
     """
 
     def __init__(
@@ -68,6 +86,8 @@ class DiffusionGenerator:
         stop_token_ids: Sequence[int] | None = None,
         explicit_attention_mask: bool | None = None,
         show_progress: bool = True,
+        block_causal: bool = False,
+        kv_cache: bool = True,
     ) -> None:
         if block_length < 1 or gen_length < 1 or gen_length % block_length:
             raise ValueError(
@@ -103,8 +123,17 @@ class DiffusionGenerator:
         self.stop_token_ids = [s for s in dict.fromkeys(int(s) for s in stops) if s != self.mask_id]
         self.explicit_attention_mask = explicit_attention_mask
         self.show_progress = show_progress
+        self.block_causal = bool(block_causal)
+        self.kv_cache = bool(kv_cache)
+        # LLaDA 1.0 takes no position_ids (and no mask we could trust): only rows of equal prompt length
+        # share a batch, so nothing is padded, and the model is called with the ids alone
+        self.logits_only = not takes_position_ids(model)
+        if self.logits_only and self.block_causal:
+            raise ValueError(
+                f"{type(model).__name__} takes no position_ids: block-causal decoding needs them"
+            )
         try:
-            self._parts: tuple[Any, Any] | None = decoder_and_head(model)
+            self._parts: tuple[Any, Any] | None = None if self.logits_only else decoder_and_head(model)
         except DiffusionStudentError:
             self._parts = None  # fall back to the model's own logits
 
@@ -126,16 +155,20 @@ class DiffusionGenerator:
             ids[i, width - len(p) : width] = torch.tensor(p, dtype=torch.long)
         positions = (keep.cumsum(dim=1) - 1).clamp(min=0)
         padded = bool((keep == 0).any())
-        attention: torch.Tensor | None = keep if padded else None
-        if self.explicit_attention_mask:
+        attention: torch.Tensor | None = None
+        if self.explicit_attention_mask or padded:  # never a 2D mask: some models turn one causal
             dtype = next(self.model.parameters()).dtype
+            visible = keep[:, None, :].bool() & keep[:, :, None].bool()
+            visible |= torch.eye(total, dtype=torch.bool)[None]  # a padding query sees itself only
             attention = torch.zeros(len(prompts), 1, total, total, dtype=dtype)
-            attention.masked_fill_(keep[:, None, None, :] == 0, torch.finfo(dtype).min)
+            attention.masked_fill_(~visible[:, None], torch.finfo(dtype).min)
         attention = attention.to(device) if attention is not None else None
         return ids.to(device), attention, positions.to(device), width
 
     def _logits_fn(self, attention: torch.Tensor | None, positions: torch.Tensor) -> LogitsFn:
         def logits(canvas: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+            if self.logits_only:
+                return self.model(input_ids=canvas).logits[select]
             kwargs = {"attention_mask": attention, "position_ids": positions, "use_cache": False}
             if self._parts is None:
                 return self.model(input_ids=canvas, **kwargs).logits[select]
@@ -159,23 +192,34 @@ class DiffusionGenerator:
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         gen_len = self.canvas_length(params.max_new_tokens)
         device = next(self.model.parameters()).device
-        batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        groups = [rows]
+        if self.logits_only:  # no padding: one group per prompt length
+            lengths = sorted({len(prompts[p]) for p, _ in rows})
+            groups = [[r for r in rows if len(prompts[r[0]]) == n] for n in lengths]
+        batches = [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
         was_training = self.model.training
         self.model.eval()
         try:
-            if self.explicit_attention_mask is None:
+            if self.explicit_attention_mask is None and not self.block_causal:  # block-causal: always 4D
                 self.explicit_attention_mask = needs_explicit_mask(self.model)
             # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
             for b, batch in enumerate(
                 tqdm(batches, desc="diffusion generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
             ):
-                ids, attention, positions, width = self._inputs(
-                    [prompts[p] for p, _ in batch], gen_len, device
-                )
                 generator = None
                 if not params.greedy:
                     generator = torch.Generator(device=device)
                     generator.manual_seed(int(params.seed) + b)
+                if self.block_causal:
+                    responses = self._block_causal(
+                        [prompts[p] for p, _ in batch], gen_len, device, params, generator
+                    )
+                    for (p, s), row in zip(batch, responses):
+                        out[p][s] = self._to_generation(row[: params.max_new_tokens])
+                    continue
+                ids, attention, positions, width = self._inputs(
+                    [prompts[p] for p, _ in batch], gen_len, device
+                )
                 result = diffusion_decode(
                     self._logits_fn(attention, positions),
                     ids,
@@ -195,6 +239,35 @@ class DiffusionGenerator:
             self.model.train(was_training)
         return [[g for g in gens if g is not None] for gens in out]
 
+    def _block_causal(
+        self,
+        prompts: list[list[int]],
+        gen_len: int,
+        device: torch.device,
+        params: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> list[list[int]]:
+        """One batch decoded block-causally; each row's response tokens (from its prompt's end)."""
+        layout = aligned_layout(prompts, gen_len, self.block_length, self.mask_id, self.pad_id)
+        layout.canvas = layout.canvas.to(device)
+        layout.valid, layout.positions = layout.valid.to(device), layout.positions.to(device)
+        use_cache = self.kv_cache and self._parts is not None and cache_keyword(self._parts[0]) is not None
+        forward = (CachedPrefix if use_cache else FullRecompute)(self.model, layout, self.block_length)
+        result = block_causal_decode(
+            forward,
+            layout,
+            block_length=self.block_length,
+            steps_per_block=self.steps_per_block,
+            mask_id=self.mask_id,
+            eos_id=self.eos_id,
+            stop_ids=self.stop_token_ids,
+            temperature=float(params.temperature),
+            threshold=self.threshold,
+            generator=generator,
+        )
+        starts = layout.response_start.tolist()
+        return [row[start:] for row, start in zip(result.canvas.tolist(), starts)]
+
     def _to_generation(self, tokens: list[int]) -> Generation:
         # the canvas is always filled to max_new_tokens: no stop token means the budget ran out
         return stopped_generation(tokens, self.stop_token_ids, self.tokenizer, limit_reached=True)
@@ -205,6 +278,15 @@ class DiffusionGenerator:
         ``overrides``; its mask / EOS / pad ids and attention mode."""
         student.configure_model()
         kwargs = {**(student.hparams.sampler or {}), **overrides}
+        block_size = student.hparams.get("block_size")
+        if block_size is not None:  # a block-diffusion student decodes as it was trained: block-causally
+            if kwargs.get("block_length", block_size) != block_size:
+                log.warning(
+                    "sampler block_length %s replaced by the student's block_size %d: a block-diffusion model "
+                    "decodes with the blocks it was trained on", kwargs["block_length"], block_size,
+                )
+            kwargs["block_length"] = block_size
+            kwargs.setdefault("block_causal", True)
         kwargs.setdefault("pad_id", student.pad_token_id)
         # unknown before the first training step: the generator then checks at its first call
         kwargs.setdefault(

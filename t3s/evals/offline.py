@@ -254,7 +254,7 @@ def _hf_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, 
 
 #: ``DiffusionStudent`` arguments that matter for sampling (the rest configure training).
 DIFFUSION_SAMPLING_ARGS = ("mask_token_id", "eos_token_id", "pad_token_id", "sampler", "trust_remote_code",
-                           "attn_implementation")
+                           "attn_implementation", "block_size")
 
 
 def _diffusion_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, tokenizer: Any,

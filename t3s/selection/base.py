@@ -5,7 +5,9 @@ A strategy turns per-token signals into the two things students need:
 * ``loss_mask`` (AR students): which response tokens enter the cross-entropy. Masked tokens stay in
   the context; they only leave the loss.
 * ``must_corrupt`` (diffusion students): which response tokens are always corrupted, unioned with
-  the random corruption mask.
+  the random corruption mask;
+* ``keep_visible`` (diffusion students): which response tokens are kept out of the random corruption
+  (the T3S anchors; the student's ``anchor_visibility`` says how strictly).
 
 All tensors are ``[rows, length]`` and indexed by *token* position (the token being predicted), not
 by the position of the hidden state that predicts it.
@@ -87,6 +89,10 @@ class TokenSelectionStrategy:
 
     def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
         """Tokens a diffusion student always corrupts (on top of its random mask)."""
+        return torch.zeros_like(ctx.response_mask)
+
+    def keep_visible(self, ctx: SelectionContext) -> torch.Tensor:
+        """Tokens a diffusion student keeps visible (out of its random mask); never overlaps ``must_corrupt``."""
         return torch.zeros_like(ctx.response_mask)
 
     def budget(self, ctx: SelectionContext) -> int:

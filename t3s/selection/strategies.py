@@ -72,7 +72,8 @@ class T3S(ScoredStrategy):
     """Training-Trajectory-Aware Token Selection.
 
     Δc_t = c_t(θ_b) − c_t(θ_0). AR students drop the imitation anchors (Δc > ``threshold``) from the
-    loss; diffusion students always corrupt the yet-to-learn tokens (Δc < −``yet_to_learn_threshold``).
+    loss; diffusion students always corrupt the yet-to-learn tokens (Δc < −``yet_to_learn_threshold``)
+    and keep the anchors visible (``keep_visible``; the student's ``anchor_visibility``).
 
     Args:
         scores: directory of a ``t3s score`` cache. Leave unset to let ``t3s fit`` run the whole
@@ -107,9 +108,15 @@ class T3S(ScoredStrategy):
     def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
         return ctx.response_mask & (self.signal("delta", ctx) < -self.yet_to_learn_threshold)
 
+    def keep_visible(self, ctx: SelectionContext) -> torch.Tensor:
+        return self.anchors(ctx) & ~self.must_corrupt(ctx)
+
 
 class InverseT3S(T3S):
-    """The paper's −T3S control: train *only* the imitation anchors (diffusion: force-corrupt them)."""
+    """The paper's −T3S control: train *only* the imitation anchors.
+
+    Diffusion: force-corrupt the anchors and keep the yet-to-learn tokens visible (the mirror image of T3S).
+    """
 
     name = "inverse_t3s"
     label = "−T3S"
@@ -119,6 +126,9 @@ class InverseT3S(T3S):
 
     def must_corrupt(self, ctx: SelectionContext) -> torch.Tensor:
         return self.anchors(ctx)
+
+    def keep_visible(self, ctx: SelectionContext) -> torch.Tensor:
+        return T3S.must_corrupt(self, ctx) & ~self.anchors(ctx)
 
 
 class ConfidenceMask(ScoredStrategy):
@@ -155,8 +165,9 @@ class RandomMask(TokenSelectionStrategy):
     """A random mask: the control with the same budget as another strategy.
 
     Give ``match`` (another strategy, e.g. ``T3S`` with its cache) to keep exactly as many tokens per
-    micro-batch as it would — and, for diffusion students, force-corrupt as many — or ``fraction`` for
-    a fixed keep ratio. The choice is a fixed hash of (seed, trace, position): stable across epochs,
+    micro-batch as it would — and, for diffusion students, force-corrupt and keep visible as many (two
+    disjoint random sets: the highest and the lowest hash priorities) — or ``fraction`` for a fixed keep
+    ratio (nothing kept visible). The choice is a fixed hash of (seed, trace, position): stable across epochs,
     ranks and resumes.
     """
 
@@ -198,6 +209,14 @@ class RandomMask(TokenSelectionStrategy):
         else:
             k = fraction_budget(int(ctx.response_mask.sum()), 1.0 - self.fraction)
         return self._random_subset(ctx, k)
+
+    def keep_visible(self, ctx: SelectionContext) -> torch.Tensor:
+        if self.match is None:
+            return torch.zeros_like(ctx.response_mask)
+        k = int(self.match.keep_visible(ctx).sum())
+        n = int(ctx.response_mask.sum())
+        lowest = top_fraction(1.0 - self._priority(ctx), ctx.response_mask, k / n if n else 0.0)
+        return lowest & ~self.must_corrupt(ctx)
 
 
 class ExcessLoss(TokenSelectionStrategy):

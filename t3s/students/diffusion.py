@@ -8,23 +8,31 @@ data module's per-sample layout (``data.packing: false``: one trace per row, rig
   that is how these models learn to stop);
 * each answer token is replaced by the mask token with probability ``p`` (one ``p`` per sequence), and
   the tokens the selection strategy names in :meth:`~t3s.selection.TokenSelectionStrategy.must_corrupt`
-  are corrupted on top (the union); the model predicts every corrupted token at its own position (no shift);
+  are corrupted on top (the union); those it names in ``keep_visible`` (T3S: the anchors) are corrupted
+  with probability ``anchor_visibility · p`` only (default: never); the model predicts every corrupted token
+  at its own position (no shift);
 * the loss covers every corrupted position, in one of two conventions (``objective``):
 
-  ``llada``   t ~ U[0, 1), p = (1 − ε) t + ε; cross-entropy of each corrupted token weighted by 1/p and
-              divided by its sequence's answer length (EOS padding included), averaged over the sequences
-              of the global batch (Nie et al., 2025).
+  ``llada``   t ~ U[0, 1), p = (1 − ε) t + ε; cross-entropy of each corrupted token weighted by 1 / its
+              probability of being corrupted (1/p; 1 for a forced token) and divided by its sequence's
+              answer length (EOS padding included), averaged over the sequences of the global batch
+              (Nie et al., 2025; ML-GSAI/LLaDA GUIDELINES.md).
   ``llada2``  p = t ~ U[t_lo, t_hi] (default [0.3, 0.8]); unweighted cross-entropy averaged over every
-              corrupted token of the global batch (the LLaDA 2.0 / dFactory convention).
+              corrupted token of the global batch (``loss_normalization: token``) or over each sequence's
+              corrupted tokens, then the sequences (``sequence``: dFactory with micro-batch 1);
+
+* with ``block_size`` the model reads ``[x_t ; x_0]`` under the block-diffusion mask of
+  :mod:`~t3s.students.diffusion_blocks` (LLaDA 2.0 / dFactory ``block_diffusion_mode``).
 
 Both normalisers are global (all micro-batches, all ranks), computed before the forward passes, so gradient
 accumulation and data parallelism leave the loss unchanged. The random draws are a fixed hash of
 ``(seed, step, trace, position)``: the same trace at the same step gets the same mask whatever the
 micro-batching, the rank layout, or a resume.
 
-Three modules, one job each: :mod:`~t3s.students.diffusion_objective` (the objective as pure functions),
-:mod:`~t3s.students.diffusion_hf` (special ids, bidirectional attention of HF checkpoints) and this one
-(the LightningModule). The names of the first two are re-exported here.
+Modules, one job each: :mod:`~t3s.students.diffusion_objective` (the objective as pure functions),
+:mod:`~t3s.students.diffusion_blocks` (block-diffusion masks), :mod:`~t3s.students.diffusion_hf` (special
+ids, bidirectional attention of HF checkpoints), :mod:`~t3s.students.remote_compat` (LLaDA2's remote code
+under transformers 5) and this one (the LightningModule). The names of the first and third are re-exported.
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from t3s.data.render import IGNORE_INDEX
+from t3s.ops.causal_lm import DTYPES
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.diffusion_blocks import additive, block_diffusion_mask, flex_block_diffusion_mask
 from t3s.students.diffusion_hf import (
     MASK_TOKEN_TEXT,
     attends_bidirectionally,
@@ -48,11 +58,13 @@ from t3s.students.diffusion_hf import (
     needs_explicit_mask,
     needs_remote_code,
     resolve_special_ids,
+    takes_position_ids,
 )
 from t3s.students.diffusion_objective import (
     AnswerLayout,
     CorruptedView,
     DiffusionStudentError,
+    Normalization,
     Objective,
     answer_layout,
     check_one_trace_per_row,
@@ -62,6 +74,8 @@ from t3s.students.diffusion_objective import (
     row_traces,
     view_loss_sum,
 )
+from t3s.students.remote_compat import install as install_remote_compat
+from t3s.students.remote_compat import load_error
 
 __all__ = [
     "MASK_TOKEN_TEXT",
@@ -101,6 +115,8 @@ class DiffusionStepStats(StepStats):
     tokens: float = 0.0  #: trace tokens of the rows (throughput)
     primary_corrupted: float = 0.0  #: corrupted positions of the first view
     selection_added: float = 0.0  #: of those, corrupted only because the strategy forced them
+    kept_visible: float = 0.0  #: reply tokens the strategy keeps visible (the anchors)
+    response_tokens: float = 0.0  #: labelled reply tokens
     mask_ratio_sum: float = 0.0  #: Σ p over the sequences with an answer
     traces: float = 0.0  #: traces in the step
 
@@ -134,11 +150,22 @@ class DiffusionStudent(StudentModule):
         seed: seed of the masking draws.
         sampler: keyword arguments of :class:`~t3s.students.diffusion_sampler.DiffusionGenerator` used by
             evaluation (``gen_length``, ``block_length``, ``steps``, ``threshold``, ``batch_size``).
+        anchor_visibility: how often the tokens the strategy keeps visible (T3S: the anchors, Δc > 0) are
+            corrupted, relative to the others: probability ``anchor_visibility · p``. 0 (default, the
+            paper's "anchors prioritised into the visible context"): never; 1: like any other token.
+        loss_normalization: ``llada2`` only: ``token`` (default) divides by the corrupted tokens of the
+            global batch; ``sequence`` averages the per-sequence means (dFactory with micro-batch 1).
+        block_size: ``null`` (default): full bidirectional attention over the noisy row. An integer: block
+            diffusion (LLaDA 2.0 / dFactory ``block_diffusion_mode``): the input is ``[x_t ; x_0]`` with
+            positions ``0..L−1`` twice, ``x_t`` attends within its own block and to the earlier clean blocks
+            of ``x_0``, ``x_0`` is block-causal, the loss is on ``x_t``; evaluation decodes block-causally
+            with the same block size.
 
-    ``model`` is a masked-diffusion LM (LLaDA, LLaDA 2.0, needs ``trust_remote_code``) or an AR decoder to
-    adapt (its config gets ``is_causal=False``); ``selection`` names the tokens that are always corrupted
-    (``T3S``: the yet-to-learn tokens, Δc < −τ; ``InverseT3S``: the anchors; ``RandomMask(match=T3S(...))``:
-    a random set of the same size; default ``FullSFT``: none).
+    ``model`` is a masked-diffusion LM (LLaDA, LLaDA 2.0, needs ``trust_remote_code``; a forward without
+    ``position_ids``, as LLaDA 1.0's, is called whole and its logits read) or an AR decoder to adapt (its
+    config gets ``is_causal=False``); ``selection`` names the tokens that are always corrupted and those kept
+    visible (``T3S``: the yet-to-learn tokens, Δc < −τ, and the anchors, Δc > 0; ``InverseT3S``: the other
+    way round; ``RandomMask(match=T3S(...))``: random sets of the same sizes; default ``FullSFT``: none).
     """
 
     config_error = DiffusionStudentError
@@ -156,6 +183,9 @@ class DiffusionStudent(StudentModule):
         pad_token_id: int | None = None,
         seed: int = 0,
         sampler: dict[str, Any] | None = None,
+        anchor_visibility: float = 0.0,
+        loss_normalization: Normalization | None = None,
+        block_size: int | None = None,
         **kwargs: Any,
     ):
         if objective not in ("llada", "llada2"):
@@ -167,12 +197,26 @@ class DiffusionStudent(StudentModule):
             raise DiffusionStudentError(f"t_range must satisfy 0 < lo <= hi <= 1, got {tuple(t_range)}")
         if pad_to is not None and pad_to < 1:
             raise DiffusionStudentError(f"pad_to must be positive, got {pad_to}")
+        if not 0.0 <= anchor_visibility <= 1.0:
+            raise DiffusionStudentError(f"anchor_visibility must be in [0, 1], got {anchor_visibility}")
+        if loss_normalization not in (None, "token", "sequence"):
+            raise DiffusionStudentError(
+                f"unknown loss_normalization {loss_normalization!r}; choose 'token' or 'sequence'"
+            )
+        if loss_normalization is not None and objective == "llada":
+            raise DiffusionStudentError(
+                "loss_normalization applies to objective llada2; llada normalises by each sequence's answer "
+                "length (LLaDA's GUIDELINES): leave it unset"
+            )
+        if block_size is not None and block_size < 1:
+            raise DiffusionStudentError(f"block_size must be a positive integer or null, got {block_size}")
         super().__init__(**kwargs)
         self.mask_token_id: int | None = None
         self.eos_token_id: int | None = None
         self.pad_token_id: int | None = None
         self.explicit_attention_mask = False
         self.attention_checked = False
+        self.logits_only = False
         self.skipped_sequences = 0
 
     # ------------------------------------------------------------------ model
@@ -198,16 +242,29 @@ class DiffusionStudent(StudentModule):
                     f"{name} token id {value} is outside the model's vocabulary of {vocab} embeddings; "
                     f"set model.init_args.{name}_token_id"
                 )
+        self.logits_only = not takes_position_ids(model)
+        if self.logits_only and hp.block_size is not None:
+            raise DiffusionStudentError(
+                f"{type(model).__name__}.forward takes no position_ids (LLaDA 1.0): block diffusion needs the "
+                "positions 0..L-1 twice; set model.init_args.block_size: null"
+            )
         self.model = model.train()  # from_pretrained returns eval mode
 
     def _build_model(self) -> PreTrainedModel:
         source = None if self.model_source is None else str(self.model_source)
-        if source is not None and not self.hparams.trust_remote_code and needs_remote_code(source):
+        remote = source is not None and needs_remote_code(source)
+        if remote and not self.hparams.trust_remote_code:
             raise DiffusionStudentError(
                 f"'{source}' ships its own model code (LLaDA-style checkpoints do); it is only loaded when "
                 "you opt in: set model.init_args.trust_remote_code: true"
             )
-        return self.build_causal_lm(source, bidirectional=True)
+        if not remote:
+            return self.build_causal_lm(source, bidirectional=True)
+        install_remote_compat()  # transformers 4.x names the LLaDA2 code imports
+        try:
+            return self.build_causal_lm(source, bidirectional=True)
+        except (ImportError, AttributeError, KeyError, NameError, TypeError) as error:
+            raise DiffusionStudentError(load_error(str(source), error)) from None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -254,22 +311,46 @@ class DiffusionStudent(StudentModule):
         self.attention_checked = True
 
     # --------------------------------------------------------------- forward
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``[R, L, H]`` of unpacked rows under full (bidirectional) attention."""
+    def hidden_states(self, input_ids: torch.Tensor, clean_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states ``[R, L, H]`` of unpacked noisy rows.
+
+        Full bidirectional attention over ``input_ids``; with ``block_size`` set, the block-diffusion input
+        ``[input_ids ; clean_ids]`` under :func:`~t3s.students.diffusion_blocks.block_diffusion_mask`, of
+        which the noisy half is returned.
+        """
         decoder, _ = decoder_and_head(self.model)
         rows, length = input_ids.shape
-        kwargs: dict[str, Any] = {
-            "position_ids": torch.arange(length, device=input_ids.device)[None].expand(rows, -1),
-            "use_cache": False,
-        }
+        positions = torch.arange(length, device=input_ids.device)[None].expand(rows, -1)
+        kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False}
+        dtype = self.compute_dtype()
+        block_size = self.hparams.block_size
+        if block_size is not None:
+            if clean_ids is None:
+                raise DiffusionStudentError("block diffusion needs the clean row x_0 beside the noisy one")
+            kwargs["position_ids"] = torch.cat([positions, positions], dim=1)
+            if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
+                kwargs["attention_mask"] = flex_block_diffusion_mask(positions, block_size)
+            else:
+                kwargs["attention_mask"] = additive(block_diffusion_mask(positions, block_size), dtype)
+            both = torch.cat([input_ids, clean_ids], dim=1)
+            return decoder(input_ids=both, **kwargs).last_hidden_state[:, :length]
         if self.explicit_attention_mask:
-            dtype = next(self.model.parameters()).dtype
             kwargs["attention_mask"] = full_attention_mask(rows, length, dtype, input_ids.device)
         return decoder(input_ids=input_ids, **kwargs).last_hidden_state
 
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype attention runs in (explicit masks must match it): FSDP2's gathered dtype, else the weights'."""
+        if self.sharded and self.hparams.fsdp_param_dtype:
+            return DTYPES[self.hparams.fsdp_param_dtype]
+        return next(self.model.parameters()).dtype
+
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x_t | noisy input) at the corrupted positions (row-major) and the hidden states."""
-        hidden = self.hidden_states(view.noisy_ids)
+        """log p(x_0 | x_t) at the corrupted positions (row-major) and the hidden states."""
+        if self.logits_only:  # LLaDA 1.0: the whole model, implicit positions, logits at every position
+            logits = self.model(input_ids=view.noisy_ids).logits
+            picked = torch.log_softmax(logits[view.corrupted].float(), dim=-1)
+            return picked.gather(-1, view.targets[view.corrupted][:, None])[:, 0], logits
+        hidden = self.hidden_states(view.noisy_ids, view.targets)
         _, head = decoder_and_head(self.model)
         lp = token_logprobs(
             hidden[view.corrupted],
@@ -321,14 +402,19 @@ class DiffusionStudent(StudentModule):
         check_one_trace_per_row(mb["trace_index"])
         mb = self.pad_rows(mb)
         layout = answer_layout(mb["input_ids"], mb["labels"], self.eos_token_id)
-        must = (
-            self.selection.must_corrupt(self.selection_context(mb)).to(layout.response.device)
-            & layout.response
-        )
+        ctx = self.selection_context(mb)
+        must = self.selection.must_corrupt(ctx).to(layout.response.device) & layout.response
+        keep = self.selection.keep_visible(ctx).to(layout.response.device) & layout.response & ~must
         traces = row_traces(mb["trace_index"])
-        p, random_mask = draw_corruption(hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range))
-        views = corrupt(layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
-                        complementary=hp.complementary_masking)
+        visibility = float(hp.anchor_visibility)
+        p, random_mask = draw_corruption(
+            hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range), keep, visibility
+        )
+        views = corrupt(
+            layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
+            complementary=hp.complementary_masking, keep=keep, anchor_visibility=visibility,
+            normalization=hp.loss_normalization,
+        )
         primary = views[0].corrupted
         stats = DiffusionStepStats(
             rows=float(layout.has_answer.sum()),
@@ -336,6 +422,8 @@ class DiffusionStudent(StudentModule):
             tokens=float((mb["trace_index"] >= 0).sum()),
             primary_corrupted=float(primary.sum()),
             selection_added=float((primary & must & ~random_mask).sum()),
+            kept_visible=float(keep.sum()),
+            response_tokens=float(layout.response.sum()),
             mask_ratio_sum=float(p[layout.has_answer].sum()),
         )
         return _Prepared(views, stats)
@@ -379,6 +467,7 @@ class DiffusionStudent(StudentModule):
             "train/nll_corrupted": stats.nll / stats.corrupted if stats.corrupted else float("nan"),
             "train/corrupted_fraction": stats.corrupted / max(stats.answer_tokens, 1.0),
             "train/selection_added_fraction": stats.selection_added / max(stats.primary_corrupted, 1.0),
+            "train/kept_visible_fraction": stats.kept_visible / max(stats.response_tokens, 1.0),
             "train/mask_ratio": stats.mask_ratio_sum / max(stats.rows, 1.0),
             "train/skipped_sequences": float(self.skipped_sequences),
             "train/traces": stats.traces,

@@ -19,17 +19,20 @@ __all__ = [
     "AnswerLayout",
     "CorruptedView",
     "DiffusionStudentError",
+    "Normalization",
     "Objective",
     "answer_layout",
     "check_one_trace_per_row",
     "corrupt",
     "draw_corruption",
+    "inclusion_probability",
     "mask_ratios",
     "row_traces",
     "view_loss_sum",
 ]
 
 Objective = Literal["llada", "llada2"]
+Normalization = Literal["token", "sequence"]
 
 
 class DiffusionStudentError(ValueError):
@@ -90,7 +93,7 @@ def row_traces(trace_index: torch.Tensor) -> torch.Tensor:
     return trace_index.amax(dim=1).clamp(min=-1)
 
 
-_STREAM_RATIO, _STREAM_TOKENS = 1, 2
+_STREAM_RATIO, _STREAM_TOKENS, _STREAM_ANCHORS = 1, 2, 3
 
 
 def mask_ratios(
@@ -116,15 +119,21 @@ def draw_corruption(
     objective: Objective,
     eps: float,
     t_range: tuple[float, float],
+    keep: torch.Tensor | None = None,
+    anchor_visibility: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The random part of the corruption at optimizer step ``step``: ``(p [R], random_mask [R, L])``.
 
     ``traces`` is the dataset index of each row's trace (:func:`row_traces`); the draws depend only on
-    ``(seed, step, trace, position)``.
+    ``(seed, step, trace, position)``. Positions in ``keep`` (the anchors) are corrupted with probability
+    ``anchor_visibility · p`` instead of ``p`` (an independent thinning draw: 0 keeps them always visible).
     """
     p = mask_ratios(hash_uniform(seed, step, traces, 1, _STREAM_RATIO)[:, 0], objective, eps, t_range)
     length = layout.targets.shape[1]
     random_mask = (hash_uniform(seed, step, traces, length, _STREAM_TOKENS) < p[:, None]) & layout.answer
+    if keep is not None and bool(keep.any()):
+        thinned = hash_uniform(seed, step, traces, length, _STREAM_ANCHORS) < anchor_visibility
+        random_mask &= ~keep | thinned
     return p, random_mask
 
 
@@ -139,7 +148,7 @@ class CorruptedView:
         weights: ``[R, L]`` float32 loss weight of each corrupted position (0 elsewhere), before the global
             normaliser.
         normaliser: this view's share of the global normaliser (``llada``: sequences with an answer;
-            ``llada2``: corrupted tokens).
+            ``llada2``: corrupted tokens, or sequences with a corrupted token under ``sequence``).
         answer_tokens: size of the answer region (for the corrupted fraction).
     """
 
@@ -151,16 +160,40 @@ class CorruptedView:
     answer_tokens: int
 
 
+def inclusion_probability(
+    p: torch.Tensor,
+    must: torch.Tensor,
+    keep: torch.Tensor | None = None,
+    anchor_visibility: float = 0.0,
+) -> torch.Tensor:
+    """``[R, L]`` float64 probability that each position is corrupted: 1 where forced (``must``),
+    ``anchor_visibility · p`` where kept visible (``keep``), the sequence's ``p`` elsewhere."""
+    q = p.to(torch.float64)[:, None].expand(must.shape)
+    if keep is not None:
+        q = torch.where(keep, q * float(anchor_visibility), q)
+    return torch.where(must, torch.ones_like(q), q)
+
+
 def _view(
-    layout: AnswerLayout, corrupted: torch.Tensor, p: torch.Tensor, mask_id: int, objective: Objective
+    layout: AnswerLayout,
+    corrupted: torch.Tensor,
+    q: torch.Tensor,
+    mask_id: int,
+    objective: Objective,
+    normalization: Normalization | None,
+    eps: float,
 ) -> CorruptedView:
     answer = layout.answer
     corrupted = corrupted & answer
     if objective == "llada":
         length = answer.sum(dim=1, keepdim=True).clamp(min=1).to(torch.float64)
-        per_row = 1.0 / (p.to(torch.float64)[:, None] * length)
-        weights = torch.where(corrupted, per_row, torch.zeros_like(per_row)).float()
+        per_token = 1.0 / (q.clamp(min=eps) * length)
+        weights = torch.where(corrupted, per_token, torch.zeros_like(per_token)).float()
         normaliser = float(layout.has_answer.sum())
+    elif normalization == "sequence":
+        count = corrupted.sum(dim=1, keepdim=True)
+        weights = corrupted.float() / count.clamp(min=1).float()
+        normaliser = float((count > 0).sum())
     else:
         weights = corrupted.float()
         normaliser = float(corrupted.sum())
@@ -178,17 +211,30 @@ def corrupt(
     objective: Objective,
     eps: float = 1e-3,
     complementary: bool = False,
+    keep: torch.Tensor | None = None,
+    anchor_visibility: float = 0.0,
+    normalization: Normalization | None = None,
 ) -> list[CorruptedView]:
     """The corrupted views of a micro-batch: ``random_mask ∪ must`` inside the answer region.
 
+    ``random_mask`` is the random draw at each position's inclusion probability (:func:`inclusion_probability`:
+    the kept-visible positions ``keep`` already thinned to ``anchor_visibility · p``). Under ``llada`` each
+    corrupted token is weighted by 1 / its inclusion probability (Horvitz–Thompson, so the loss stays an
+    unbiased estimate of the answer's NLL): 1 for a forced token, 1/p for a random one,
+    1/(``anchor_visibility`` · p) for a kept-visible one.
+
     With ``complementary`` a second view corrupts exactly the answer tokens the first one left visible, so
-    the pair covers every answer token once. Its masking probability is ``max(1 − p, ε)`` (the ``llada``
-    1/p weight). Forced tokens are weighted like random ones (the sequence's 1/p under ``llada``).
+    the pair covers every answer token once; its inclusion probabilities are the complements (forced
+    tokens: never), clamped to ε for the weights.
+
+    ``normalization`` (``llada2`` only): ``token`` (default) divides by the corrupted tokens of the global
+    batch; ``sequence`` averages each sequence's mean over the sequences (dFactory with micro-batch 1).
     """
     corrupted = (random_mask | must) & layout.answer
-    views = [_view(layout, corrupted, p, mask_id, objective)]
+    q = inclusion_probability(p, must, keep, anchor_visibility)
+    views = [_view(layout, corrupted, q, mask_id, objective, normalization, eps)]
     if complementary:
-        views.append(_view(layout, layout.answer & ~corrupted, (1.0 - p).clamp(min=eps), mask_id, objective))
+        views.append(_view(layout, layout.answer & ~corrupted, 1.0 - q, mask_id, objective, normalization, eps))
     return views
 
 
