@@ -201,3 +201,14 @@ def test_bad_adapter_settings_fail_in_one_line(tmp_path, capsys):
     (not_adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
     with pytest.raises(AdapterError, match="LoRA / DoRA adapters only"):
         read_adapter(not_adapter)
+
+
+def test_qwen3_32b_lora_overlay_is_qwen3_on_one_node_with_adapters(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "qwen3", "--config", "qwen3-32b-lora", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["num_nodes"] == 1 and config["trainer"]["strategy"] == "ddp"
+    init = config["model"]["init_args"]
+    assert init["model"] == "Qwen/Qwen3-32B" and init["selection"]["class_path"] == "t3s.selection.T3S"
+    assert init["adapter"]["kind"] == "lora" and init["adapter"]["r"] == 64 and init["adapter"]["exports"] == "adapter"
