@@ -388,6 +388,10 @@ def diagnose_command(
           f"and {len(report['figures'])} figures in {report['seconds']:.0f} s")
 
 
+def traces_command() -> None:
+    """teacher traces from problems: generate | verify | select (`t3s traces --help`)"""
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_command,
     "score": score_command,
@@ -396,6 +400,7 @@ SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "grade": grade_command,
     "report": report_command,
     "compare": compare_command,
+    "traces": traces_command,
 }
 
 
@@ -403,6 +408,10 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     """Parse ``args`` against the subcommand's signature (docstring as help) and run it."""
     from jsonargparse import ArgumentParser
 
+    if name == "traces":  # actions of their own: generate | verify | select
+        from t3s.traces.cli import traces_main
+
+        return traces_main(args)
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
                             allow_abbrev=False, exit_on_error=False)
