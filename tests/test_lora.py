@@ -75,10 +75,11 @@ def test_online_restart_puts_the_adapters_back_to_their_fresh_state(tmp_path):
     fresh = dict(student._fresh_adapter)
     moved = {n: p.detach().clone() for n, p in student.model.named_parameters() if n in fresh}
     assert any(not torch.equal(moved[n], fresh[n]) for n in fresh)
-    student.load_restart_weights(tmp_path / "hf" / "step_0")
+    student.restart_from(tmp_path / "hf" / "step_0")  # what the online switch calls
     for name, param in student.model.named_parameters():
         if name in fresh:
             assert torch.equal(param, fresh[name])
+    assert all(len(opt.state) == 0 for opt in student.trainer.optimizers)
     ids = torch.randint(0, len(data.tokenizer), (2, 16))
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "hf" / "step_0").eval()
     student.model.eval()
@@ -185,6 +186,16 @@ def test_adapter_only_exports_skip_merged_folders_but_not_the_final_one(tmp_path
     assert sa.keys() == sm.keys()
     for key in sa:
         torch.testing.assert_close(sa[key], sm[key], equal_nan=True)
+
+    # and evaluates as that merged folder (greedy, 2 held-out problems)
+    from t3s.evals.results import read_results
+
+    task = tmp_path / "heldout.yaml"
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    main(["evaluate", str(run / "adapter" / "step_2"), "--tasks", str(task), "--n", "1", "--temperature", "0",
+          "--max_new_tokens", "4"])
+    assert [r["task"] for r in read_results(merged)] == ["heldout"]
 
 
 def test_bad_adapter_settings_fail_in_one_line(tmp_path, capsys):
