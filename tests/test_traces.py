@@ -134,3 +134,15 @@ def test_verify_grades_and_select_keeps_verified_traces_spread_over_problems(tmp
     assert sorted(r["problem_id"] for r in picked) == ["p1", "p2"]  # one per problem before a second
     main(["traces", "select", str(path), "--n", "9", "--rule", "random", "--output", str(tmp_path / "r.jsonl")])
     assert len(rows(tmp_path / "r.jsonl")) == 5  # the truncated trace is left out
+
+
+def test_difficulty_puts_the_problems_theta0_fails_first(tmp_path):
+    teacher = tmp_path / "t.jsonl"
+    teacher.write_text("".join(json.dumps({"id": f"{p}/0", "problem_id": p, "response": "r", "correct": True}) + "\n"
+                               for p in ("easy", "hard", "medium")))
+    student = tmp_path / "theta0.jsonl"
+    student.write_text("".join(json.dumps({"problem_id": p, "correct": ok}) + "\n" for p, ok in (
+        ("easy", True), ("easy", True), ("hard", False), ("hard", False), ("medium", False), ("medium", True))))
+    main(["traces", "select", str(teacher), "--n", "2", "--rule", "difficulty", "--student", str(student),
+          "--output", str(tmp_path / "d.jsonl")])
+    assert [r["problem_id"] for r in rows(tmp_path / "d.jsonl")] == ["hard", "medium"]

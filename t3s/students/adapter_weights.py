@@ -190,6 +190,9 @@ def adapter_base(folder: str | Path) -> Path:
     path = Path(source).expanduser()
     if not path.is_absolute() and not path.exists() and (Path(folder) / source).exists():
         path = Path(folder) / source  # a base written relative to the adapter folder
+    run_base = Path(folder).resolve().parents[1] / "hf" / "step_0"
+    if path.is_absolute() and not path.exists() and Path(folder).parent.name == "adapter" and run_base.is_dir():
+        path = run_base  # a t3s run moved elsewhere: <run>/adapter/step_N → <run>/hf/step_0
     return local_model_folder(str(path))
 
 

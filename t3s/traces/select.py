@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from t3s.traces.files import TracesError, read_rows, write_rows
 
-RULES = ("verified", "length", "random")
+RULES = ("verified", "length", "random", "difficulty")
 
 
 def _spread(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -25,13 +25,29 @@ def _spread(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return picked
 
 
+def failure_rates(student: str | None) -> dict[Any, float]:
+    """Problem id → the fraction of θ_0's traces that are not correct (a verified trace file of θ_0)."""
+    if not student:
+        raise TracesError("--rule difficulty needs --student: θ_0's verified traces of the same problems")
+    rows = read_rows(student)
+    if not any("correct" in r for r in rows):
+        raise TracesError(f"{student} is not verified; run `t3s traces verify {student}` first")
+    tally: dict[Any, list[int]] = {}
+    for row in rows:
+        counts = tally.setdefault(row.get("problem_id"), [0, 0])
+        counts[0] += row.get("correct") is not True
+        counts[1] += 1
+    return {pid: wrong / total for pid, (wrong, total) in tally.items()}
+
+
 def select_traces(
     path: str,
     n: int,
     output: str | None = None,
-    rule: Literal["verified", "length", "random"] = "verified",
+    rule: Literal["verified", "length", "random", "difficulty"] = "verified",
     seed: int = 0,
     keep_truncated: bool = False,
+    student: str | None = None,
 ) -> Path:
     """Write ``n`` traces of ``path`` to ``output`` (default: ``<path stem>.selected.jsonl`` next to it).
 
@@ -45,17 +61,22 @@ def select_traces(
     if n < 1:
         raise TracesError(f"--n must be >= 1, got {n}")
     rows = read_rows(path)
-    if rule == "verified" and not any("correct" in r for r in rows):
+    if rule in ("verified", "difficulty") and not any("correct" in r for r in rows):
         raise TracesError(f"{path} is not verified; run `t3s traces verify {path}` first")
     candidates = [r for r in rows if keep_truncated or not (r.get("truncated") or r.get("hit_limit"))]
-    if rule == "verified":
+    if rule in ("verified", "difficulty"):
         candidates = [r for r in candidates if r.get("correct") is True]
     if not candidates:
         raise TracesError(f"{path}: no trace passes rule {rule!r}"
                           + ("" if keep_truncated else " (truncated traces are left out; --keep_truncated keeps them)"))
     output = output or str(Path(path).with_suffix("")) + ".selected.jsonl"
     rng = random.Random(seed)
-    if rule == "length":
+    if rule == "difficulty":
+        failure = failure_rates(student)
+        rng.shuffle(candidates)
+        candidates.sort(key=lambda r: -failure.get(r.get("problem_id"), 0.0))  # stable: seeded order within
+        chosen = _spread(candidates, n)
+    elif rule == "length":
         chosen = sorted(candidates, key=lambda r: (r.get("num_tokens") or len(r.get("response", "")), str(r.get("id"))))[:n]
     else:
         rng.shuffle(candidates)
