@@ -68,6 +68,12 @@ def test_only_adapters_train_and_the_merged_folder_is_the_live_model(tmp_path, k
     assert Path(config["base_model_name_or_path"]) == (tmp_path / "hf" / "step_0").resolve()
     assert config["use_dora"] == (kind == "dora") and config["r"] == 4 and config["lora_alpha"] == 8
     assert (adapter / "tokenizer_config.json").is_file()
+    # peft itself loads the adapter folder onto its base and computes what the merged folder computes
+    from peft import PeftModel
+
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]),
+                                       adapter).eval()
+    torch.testing.assert_close(logits(loaded, ids), logits(merged, ids), atol=1e-5, rtol=1e-5)
 
 
 def test_online_restart_puts_the_adapters_back_to_their_fresh_state(tmp_path):
@@ -223,3 +229,49 @@ def test_qwen3_32b_lora_overlay_is_qwen3_on_one_node_with_adapters(capsys):
     init = config["model"]["init_args"]
     assert init["model"] == "Qwen/Qwen3-32B" and init["selection"]["class_path"] == "t3s.selection.T3S"
     assert init["adapter"]["kind"] == "lora" and init["adapter"]["r"] == 64 and init["adapter"]["exports"] == "adapter"
+
+
+@pytest.mark.slow
+def test_fsdp2_with_lora_on_two_processes_equals_one(tmp_path):
+    """tests/fsdp_run.py with an adapter: 1 process, then 2 gloo processes under ModelParallelStrategy (frozen base
+    sharded, adapters trained); same losses, same merged and adapter folders; the restart resets the shards."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, tiny_model_config, tiny_trace_data
+    from safetensors.torch import load_file
+
+    vocab = len(tiny_trace_data(TINY_WORLD, packing=True).tokenizer)
+
+    def spec(root: Path, name: str, **extra) -> dict:
+        return {"world": str(TINY_WORLD), "family": "ar", "model_config": tiny_model_config(vocab), "scores": None,
+                "root": str(root / name), "student": {"adapter": {"kind": "lora", "r": 4}}} | extra
+
+    outputs = []
+    for nproc in (1, 2):
+        specs = [spec(tmp_path / str(nproc), "lora")]
+        if nproc == 2:
+            specs.append(spec(tmp_path / "2", "restart", restart_at=2, steps=3))
+        path = tmp_path / f"{nproc}.json"
+        path.write_text(json.dumps(specs))
+        launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, *launcher, str(REPO / "tests" / "fsdp_run.py"), str(path)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        outputs.append(tmp_path / str(nproc) / "lora")
+    one, two = outputs
+    m1, m2 = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert len(m1) == len(m2) == 4
+    for a, b in zip(m1, m2):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-5)
+        assert b["train/grad_norm"] == pytest.approx(a["train/grad_norm"], rel=1e-4)
+    for folder in ("hf/step_0", "hf/final", "adapter/step_4"):
+        file = "adapter_model.safetensors" if folder.startswith("adapter") else "model.safetensors"
+        w1, w2 = load_file(str(one / folder / file)), load_file(str(two / folder / file))
+        assert w1.keys() == w2.keys()
+        assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5, folder
+    restart = tmp_path / "2" / "restart"
+    fresh, restarted = (read_adapter(restart / "adapter" / f"step_{s}") for s in (0, 999))
+    assert all(torch.equal(fresh[k].lora_a, restarted[k].lora_a) and not restarted[k].lora_b.any() for k in fresh)

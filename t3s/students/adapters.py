@@ -5,16 +5,18 @@ the token-selection mask acts on the loss, so every strategy works unchanged. Wh
 
 * ``self.model`` stays the Hugging Face model (peft injects its layers in place); the ``PeftModel`` wrapper is
   kept out of the module tree and only used to save adapters.
-* HF folders: ``hf/step_0`` is θ_0 (the base); every later export writes ``adapter/step_N`` (peft's
-  ``save_pretrained``, base = ``hf/step_0``) and ``hf/step_N`` = base + adapter merged, so scoring,
+* HF folders: ``hf/step_0`` is θ_0 (the base); every later export writes ``adapter/step_N`` (peft's layout,
+  base = ``hf/step_0``) and ``hf/step_N`` = base + adapter merged, so scoring,
   evaluation, vLLM and lm-eval read it like any checkpoint (``exports: adapter`` skips the merged folder at
   Lightning checkpoints; evaluation callbacks and the last step still get one).
-* Lightning checkpoints hold the adapter and optimizer only (the frozen base is rebuilt from ``model``).
-* A restart (online T3S) puts the adapters back to their fresh initialisation.
+* Lightning checkpoints hold the adapter and optimizer only (the frozen base is rebuilt from ``model``); under
+  FSDP2 the sharded checkpoint keeps every tensor.
+* A restart (online T3S) puts the adapters back to their fresh initialisation (each rank its shard under FSDP2).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -26,6 +28,7 @@ import torch
 
 from t3s.students.adapter_weights import local_model_folder, write_merged
 from t3s.students.checkpoints import hf_step_dir, save_hf_folder
+from t3s.students.sharding import full_state_dict
 from t3s.usage import ConfigError
 
 ADAPTER_DIRNAME = "adapter"
@@ -134,8 +137,9 @@ class AdapterMixin:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
-        if self.device_mesh is not None or strategy.startswith("FSDP"):
-            raise ConfigError("adapter students do not run under FSDP yet; use one device or DDP")
+        if strategy.startswith("FSDP"):
+            raise ConfigError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not "
+                              "FSDPStrategy (FSDP1)")
         model = self.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.init_seed)
@@ -168,10 +172,15 @@ class AdapterMixin:
         """Online T3S restarts from θ_0: with adapters, back to the fresh adapters (the base never moved)."""
         if self.adapter is None:
             return super().load_restart_weights(folder)
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 if name in self._fresh_adapter:
-                    param.copy_(self._fresh_adapter[name])
+                    value = self._fresh_adapter[name].to(param.device)
+                    if isinstance(param, DTensor):  # FSDP2: this rank's shard of the fresh value
+                        value = distribute_tensor(value, param.device_mesh, param.placements)
+                    param.copy_(value)
 
     # ---------------------------------------------------------- checkpoints
     def base_folder(self) -> Path:
@@ -186,17 +195,21 @@ class AdapterMixin:
         """With adapters: ``adapter/step_<N>`` and (``merged``) ``hf/step_<N>`` = base + adapter."""
         if self.adapter is None:
             return super().save_hf(step, state_dict)
+        state = full_state_dict(self.model) if self.sharded else None  # every rank gathers; rank 0 keeps it
         self._last_hf_step = step
+        if merged:  # on every rank: ensure_hf_checkpoint's collective decision must agree
+            self._merged_steps.add(step)
         if not self.trainer.is_global_zero:
             return None
+        if state is None:
+            state = {k: v.detach() for k, v in self.model.state_dict().items()}
         hf = hf_step_dir(self.run_dir, step)
         if step == 0 and self.adapter.quantize is None and not (hf / "config.json").is_file():
-            self._save_base(hf)
-        adapter_dir = self._save_adapter(adapter_step_dir(self.run_dir, step))
+            self._save_base(hf, state)
+        adapter_dir = self._save_adapter(adapter_step_dir(self.run_dir, step), state)
         if merged:
             if step != 0 or self.adapter.quantize is not None:
                 write_merged(self.base_folder(), adapter_dir, hf)
-            self._merged_steps.add(step)
         return hf if merged else adapter_dir
 
     def ensure_hf_checkpoint(self, step: int) -> None:
@@ -208,37 +221,40 @@ class AdapterMixin:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.adapter is None:
             return super().on_save_checkpoint(checkpoint)
-        trained = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+        if not self.sharded:  # FSDP2's distributed checkpoint keeps every tensor (its loader is strict)
+            trained = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
         if self.hparams.hf_folders != "evaluated" and self._last_hf_step != self.global_step:
             self.save_hf(self.global_step, merged=self.adapter.exports == "both")
 
-    def _save_base(self, directory: Path) -> None:
+    def _save_base(self, directory: Path, state: dict[str, torch.Tensor]) -> None:
         """θ_0 as a plain HF folder: the base weights under their own names, in the export dtype."""
         dtype = self.export_dtype()
-        state = {}
-        for name, tensor in self.model.state_dict().items():
+        base = {}
+        for name, tensor in state.items():
             if "lora_" in name:
                 continue
             name = name.replace(".base_layer.", ".")
-            state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        save_hf_folder(self.model, self.tokenizer, directory, state, dtype=dtype)
+            base[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        save_hf_folder(self.model, self.tokenizer, directory, base, dtype=dtype)
 
-    def _save_adapter(self, directory: Path) -> Path:
-        """peft's ``save_pretrained`` into ``directory`` atomically; its base is ``base_folder()`` (absolute)."""
+    def _save_adapter(self, directory: Path, state: dict[str, torch.Tensor]) -> Path:
+        """The adapter as peft saves it (``adapter_config.json`` + ``adapter_model.safetensors`` under peft's
+        names), from the full ``state`` (gathered under FSDP2), atomically; its base is ``base_folder()``."""
+        from safetensors.torch import save_file
+
         from t3s.ops.files import make_shareable
 
-        peft_model = self._peft[0]
         tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
         if tmp.exists():
             shutil.rmtree(tmp)
-        config = peft_model.peft_config["default"]
-        previous = config.base_model_name_or_path
+        tmp.mkdir(parents=True)
+        tensors = {peft_key(name): tensor.contiguous() for name, tensor in state.items() if "lora_" in name}
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        config = copy.deepcopy(self._peft[0].peft_config["default"])
         config.base_model_name_or_path = str(Path(self.base_folder()).resolve())
-        try:
-            peft_model.save_pretrained(str(tmp))
-        finally:
-            config.base_model_name_or_path = previous
+        config.inference_mode = True
+        config.save_pretrained(str(tmp))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(tmp)
         make_shareable(tmp)
@@ -247,3 +263,10 @@ class AdapterMixin:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(directory)
         return directory
+
+
+def peft_key(name: str) -> str:
+    """peft's saved name of an adapter tensor: ``model.layers.0.q_proj.lora_A.default.weight`` →
+    ``base_model.model.model.layers.0.q_proj.lora_A.weight`` (DoRA: ``….lora_magnitude_vector``)."""
+    name = name.replace(".lora_magnitude_vector.default.weight", ".lora_magnitude_vector")
+    return "base_model.model." + name.replace(".default.", ".")
