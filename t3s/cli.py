@@ -179,7 +179,8 @@ def score_command(
     Args:
         config: the training config whose ``data`` section defines the traces (same file as ``fit``).
         base: θ_0, an HF folder or hub id (e.g. ``<run>/hf/step_0``).
-        bottleneck: θ_b, an HF folder (e.g. ``<run>/hf/step_20``).
+        bottleneck: θ_b, an HF folder (e.g. ``<run>/hf/step_20``) or a LoRA/DoRA adapter folder
+            (``<run>/adapter/step_20``: merged into its base, written to ``<folder>/merged``).
         output: directory for ``scores.safetensors``, ``meta.json`` and ``summary.json``.
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: weights dtype for scoring (``float32`` or ``bfloat16``).
@@ -192,8 +193,10 @@ def score_command(
             (``--data.limit 32 --data.max_length 1024``).
     """
     from t3s.scoring.scorer import score
+    from t3s.students.adapter_weights import as_model_folder  # an adapter folder: base + adapter, merged
 
     datamodule = load_datamodule(config, data)
+    base, bottleneck = as_model_folder(base), as_model_folder(bottleneck)
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
@@ -220,8 +223,8 @@ def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
 
     Args:
         base: θ_0 HF folder.
-        bottleneck: θ_b HF folder.
-        final: θ_final HF folder.
+        bottleneck: θ_b HF folder, or an adapter folder of ``base`` (``<run>/adapter/step_N``).
+        final: θ_final HF folder, or an adapter folder of ``base``.
         output: where to write the transferred model.
     """
     from t3s.analysis.rrt import residual_transfer
@@ -310,7 +313,8 @@ def evaluate_command(
     """Evaluate checkpoints outside training: every hf/step_N of a run that has no result yet, or HF folders.
 
     Args:
-        targets: phase run directories (holding ``hf/step_N`` and ``config.yaml``) or HF model folders.
+        targets: phase run directories (holding ``hf/step_N`` and ``config.yaml``), HF model folders or
+            LoRA/DoRA adapter folders (merged into their base, written to ``<folder>/merged``).
         tasks: benchmark tasks (names, YAML paths) instead of the run's own; required for a plain HF folder.
         devices: worker processes, one per device (a GPU each when there are GPUs), data-parallel over items.
         steps: evaluate only these steps.
@@ -328,6 +332,7 @@ def evaluate_command(
             (also max_model_len, dtype, enable_prefix_caching, …); on top of the run's callback `vllm:` mapping.
     """
     from t3s.evals.offline import EvaluationError, evaluate_checkpoints, plan_evaluation
+    from t3s.students.adapter_weights import as_model_folder  # an adapter folder: base + adapter, merged
 
     sampling = {k: v for k, v in (("n", n), ("temperature", temperature), ("top_p", top_p),
                                   ("max_new_tokens", max_new_tokens)) if v is not None}
@@ -339,7 +344,7 @@ def evaluate_command(
                                   f"these share a name: {sorted({n for n in names if names.count(n) > 1})}")
         outputs = [Path(output) / name for name in names]
     for target, out in zip(targets, outputs):
-        plan = plan_evaluation(target, tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
+        plan = plan_evaluation(as_model_folder(target), tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
                                batch_size=batch_size, output=out, backend=backend, python=python, vllm=vllm)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
@@ -386,6 +391,10 @@ def diagnose_command(
           f"and {len(report['figures'])} figures in {report['seconds']:.0f} s")
 
 
+def traces_command() -> None:
+    """teacher traces from problems: generate | verify | select (`t3s traces --help`)"""
+
+
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_command,
     "score": score_command,
@@ -394,6 +403,7 @@ SUBCOMMANDS: dict[str, Callable[..., Any]] = {
     "grade": grade_command,
     "report": report_command,
     "compare": compare_command,
+    "traces": traces_command,
 }
 
 
@@ -401,6 +411,10 @@ def run_subcommand(name: str, args: Sequence[str]) -> Any:
     """Parse ``args`` against the subcommand's signature (docstring as help) and run it."""
     from jsonargparse import ArgumentParser
 
+    if name == "traces":  # actions of their own: generate | verify | select
+        from t3s.traces.cli import traces_main
+
+        return traces_main(args)
     function = SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"t3s {name}", description=(function.__doc__ or "").split("\n")[0],
                             allow_abbrev=False, exit_on_error=False)

@@ -1,5 +1,8 @@
 """Recovering Residual Transfer: θ_RRT = θ_0 + (θ_final − θ_b), tensor by tensor.
 
+θ_b and θ_final may be LoRA/DoRA adapter folders of θ_0 (``adapter/step_N``): each is then read as θ_0 with its
+adapter merged (:mod:`t3s.students.adapter_weights`), i.e. θ_0 + (ΔW_final − ΔW_b) for LoRA.
+
 Reads the three checkpoints' safetensors lazily and writes the result shard by shard, so peak memory
 is one output shard plus one tensor of each input — an 8B model never needs three copies in memory.
 """
@@ -55,10 +58,16 @@ class _LazyTensors:
 
 @torch.no_grad()
 def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path) -> Path:
-    """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0)."""
+    """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0).
+
+    ``bottleneck`` and ``final`` may be adapter folders of ``base`` (merged into it tensor by tensor)."""
+    from t3s.students.adapter_weights import AdapterTensors, is_adapter_folder
+
     for folder in (base, bottleneck, final):
-        check_hf_folder(folder)
-    base_t, bott_t, final_t = _LazyTensors(base), _LazyTensors(bottleneck), _LazyTensors(final)
+        if not is_adapter_folder(folder):
+            check_hf_folder(folder)
+    base_t = _LazyTensors(base)
+    bott_t, final_t = (AdapterTensors(base, f) if is_adapter_folder(f) else _LazyTensors(f) for f in (bottleneck, final))
     names = set(base_t.map)
     for label, other in (("bottleneck", bott_t), ("final", final_t)):
         if set(other.map) != names:

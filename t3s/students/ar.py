@@ -20,6 +20,7 @@ from t3s.ops.causal_lm import LOSS_KERNELS, hidden_states, logprobs_at, nll_sum_
 from t3s.ops.packed_attention import resolve_attn_implementation
 from t3s.ops.speed import compile_decoder_layers
 from t3s.selection import SelectionContext
+from t3s.students.adapters import AdapterMixin, AdapterSpec
 from t3s.students.base import StepPlan, StepStats, StudentModule
 
 
@@ -42,7 +43,7 @@ class _Pass:
     mask: torch.Tensor | None  # None: an online strategy chooses from the forward pass
 
 
-class ARStudent(StudentModule):
+class ARStudent(AdapterMixin, StudentModule):
     """An autoregressive student with a token-selection strategy in its loss.
 
     Takes the arguments of :class:`~t3s.students.base.StudentModule` (model, tokenizer, selection, AdamW
@@ -65,6 +66,8 @@ class ARStudent(StudentModule):
             step pays the compilation). Other speed knobs: ``gradient_checkpointing``; fused AdamW is used
             automatically on CUDA; bf16 master weights are ``dtype: bfloat16`` with ``trainer.precision:
             bf16-true`` (halves weight and Adam memory, e.g. an 8B model on one GPU).
+        adapter: train LoRA / DoRA adapters on a frozen base instead of every weight (``{kind: lora, r: 16}``;
+            see :class:`~t3s.students.adapters.AdapterSpec`). ``null`` (default): full fine-tuning.
     """
 
     supports_offline_recipe = True
@@ -75,20 +78,25 @@ class ARStudent(StudentModule):
         loss_kernel: Literal["fused", "chunked", "liger"] = "fused",
         unselected_logprob_sample: int | None = 128,
         compile_layers: bool = False,
+        adapter: AdapterSpec | None = None,
         **kwargs: Any,
     ) -> None:
         if loss_kernel not in LOSS_KERNELS:
             raise ValueError(f"unknown loss_kernel {loss_kernel!r}; choose one of {', '.join(LOSS_KERNELS)}")
         if unselected_logprob_sample is not None and unselected_logprob_sample < 0:
             raise ValueError(f"unselected_logprob_sample must be >= 0 or None, got {unselected_logprob_sample}")
+        self.adapter = AdapterSpec.of(adapter)
         super().__init__(attn_implementation=attn_implementation, **kwargs)
         self.hparams.attn_implementation = resolve_attn_implementation(attn_implementation)
         self._reference: list[PreTrainedModel] = []  # frozen, kept out of the module tree on purpose
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> None:
-        """Load θ_0, the tokenizer, and a frozen reference model if the strategy needs one."""
-        self.model = self.build_causal_lm(self.model_source)
+        """Load θ_0, the tokenizer, a frozen reference model if the strategy needs one, then the adapters."""
+        if self.adapter is not None and self.adapter.quantize is not None:
+            self.model = self.build_quantized_base()
+        else:
+            self.model = self.build_causal_lm(self.model_source)
         if self.tokenizer_source is not None:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.tokenizer_source, trust_remote_code=self.hparams.trust_remote_code
@@ -98,6 +106,8 @@ class ARStudent(StudentModule):
             reference = self.build_causal_lm(ref_source) if ref_source else copy.deepcopy(self.model)
             reference.requires_grad_(False).eval()
             self._reference = [reference]
+        if self.adapter is not None:
+            self.attach_adapter()
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

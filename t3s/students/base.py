@@ -352,16 +352,20 @@ class StudentModule(L.LightningModule):
 
         The masked phase gets the steps left until ``trainer.max_steps``, on a schedule of that length.
         """
-        if self._sharded:
-            load_full_state_dict(self.model, read_hf_weights(folder) if self.trainer.is_global_zero else {})
-        else:
-            with self._full_weights():
-                load_hf_weights(self.model, folder)
+        self.load_restart_weights(folder)
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
         for group in self.trainer.lr_scheduler_configs[0].scheduler.optimizer.param_groups:
             group["lr"] = group["initial_lr"]
         self.reschedule(start=self.global_step)
+
+    def load_restart_weights(self, folder: str | Path) -> None:
+        """Copy the weights of the HF folder ``folder`` into the model (the weights part of ``restart_from``)."""
+        if self._sharded:
+            load_full_state_dict(self.model, read_hf_weights(folder) if self.trainer.is_global_zero else {})
+        else:
+            with self._full_weights():
+                load_hf_weights(self.model, folder)
 
     def reschedule(self, start: int) -> None:
         """Replace the LR schedule by one that begins (warm-up included) at optimizer step ``start``."""
