@@ -302,6 +302,7 @@ def evaluate_command(
     backend: str | None = None,
     python: str | None = None,
     vllm: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> None:
     """Evaluate checkpoints outside training: every hf/step_N of a run that has no result yet, or HF folders.
 
@@ -319,9 +320,11 @@ def evaluate_command(
         output: where outputs go (default: the run directory / HF folder itself); with several targets, each
             goes to ``output/<its folder name>``.
         backend: hf or vllm (default: the run's BenchmarkCallback backend, else hf).
-        python: interpreter of the vLLM environment (default: this one); README, "Evaluating with vLLM".
+        python: interpreter of the vLLM environment (default: this one; never taken from the run's config.yaml);
+            README, "Evaluating with vLLM".
         vllm: vllm.LLM options, e.g. --vllm.tensor_parallel_size 2 --vllm.gpu_memory_utilization 0.9
             (also max_model_len, dtype, enable_prefix_caching, …); on top of the run's callback `vllm:` mapping.
+        trust_remote_code: run the checkpoints' own model code (never taken from the run's config.yaml).
     """
     from t3s.evals.offline import EvaluationError, evaluate_checkpoints, plan_evaluation
 
@@ -336,7 +339,8 @@ def evaluate_command(
         outputs = [Path(output) / name for name in names]
     for target, out in zip(targets, outputs):
         plan = plan_evaluation(target, tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
-                               batch_size=batch_size, output=out, backend=backend, python=python, vllm=vllm)
+                               batch_size=batch_size, output=out, backend=backend, python=python, vllm=vllm,
+                               trust_remote_code=trust_remote_code)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
             accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))

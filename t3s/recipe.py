@@ -206,8 +206,9 @@ def find_bottleneck(phase: Phase) -> int:
     if step is not None and detector.bottleneck is None:
         log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
     if step is None and bench.mode == "defer":
+        command = " ".join(["t3s evaluate", str(phase.run_dir), *bench.evaluate_options(phase.student)])
         raise RecipePaused(
-            f"the probe's evaluations are deferred: run `t3s evaluate {phase.run_dir}`, then re-run this "
+            f"the probe's evaluations are deferred: run `{command}`, then re-run this "
             "command with --ckpt_path last to score θ_b and train the masked phase"
         )
     if step is None or step == 0:

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import error_of, tiny_qwen3
 from safetensors.torch import load_file
 
 from t3s.analysis.rrt import MARKER
 from t3s.cli import main
+from t3s.evals.results import read_results
 
 
 # ----------------------------------------------------------------- t3s rrt --output
@@ -71,3 +73,96 @@ def test_rrt_with_mismatched_shapes_names_the_folder(tmp_path, capsys, three_mod
     line = error_of(capsys, *rrt_args([three_models[0], three_models[1], str(wider)], tmp_path / "out"))
     assert str(wider) in line and "(80, 32)" in line
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------- t3s evaluate of a downloaded run
+CUSTOM_CONFIG = '''from pathlib import Path
+from transformers import Qwen3Config
+
+Path({sentinel!r}).write_text("ran")  # what a hostile run's code could do on import
+
+
+class ShadyConfig(Qwen3Config):
+    model_type = "shady"
+'''
+CUSTOM_MODEL = '''from transformers import Qwen3ForCausalLM
+
+from .configuration_shady import ShadyConfig
+
+
+class ShadyForCausalLM(Qwen3ForCausalLM):
+    config_class = ShadyConfig
+'''
+
+
+def downloaded_run(root: Path, sentinel: Path) -> Path:
+    """A run directory as someone else could hand it over: its config.yaml trusts remote code, names a vLLM
+    interpreter and a vllm.LLM option that loads a class; its checkpoint is a custom architecture whose
+    code writes ``sentinel`` when imported."""
+    from conftest import TINY_WORLD
+    from transformers import AutoTokenizer
+
+    run = root / "run"
+    step = run / "hf" / "step_0"
+    tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
+    tiny_qwen3(len(tokenizer)).save_pretrained(step)
+    tokenizer.save_pretrained(step)
+    config = json.loads((step / "config.json").read_text())
+    config.update(model_type="shady", architectures=["ShadyForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_shady.ShadyConfig",
+                            "AutoModelForCausalLM": "modeling_shady.ShadyForCausalLM"})
+    (step / "config.json").write_text(json.dumps(config))
+    (step / "configuration_shady.py").write_text(CUSTOM_CONFIG.format(sentinel=str(sentinel)))
+    (step / "modeling_shady.py").write_text(CUSTOM_MODEL)
+    task = root / "heldout.yaml"
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    bench = {"tasks": [str(task)], "train_accuracy": False, "mode": "defer",
+             "sampling": {"n": 1, "temperature": 0.0, "max_new_tokens": 4}}
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "model": {"class_path": "t3s.ARStudent", "init_args": {"trust_remote_code": True}},
+        "trainer": {"callbacks": [{"class_path": "t3s.evals.BenchmarkCallback", "init_args": bench}]},
+    }))
+    return run
+
+
+def test_evaluate_does_not_trust_a_runs_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    sentinel = tmp_path / "sentinel"
+    run = downloaded_run(tmp_path, sentinel)
+    line = error_of(capsys, "evaluate", str(run))
+    assert "--trust_remote_code true" in line and not sentinel.exists()
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    bench = config["trainer"]["callbacks"][0]["init_args"]
+    bench.update(backend="vllm", python=str(tmp_path / "bin" / "python"))
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    line = error_of(capsys, "evaluate", str(run))
+    assert f"--python {tmp_path / 'bin' / 'python'}" in line  # the interpreter is the command line's to choose
+    bench.pop("python")
+    bench.update(backend="hf", vllm={"worker_cls": "evil.Worker"})
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "worker_cls" in error_of(capsys, "evaluate", str(run))
+    assert "trust_remote_code" in error_of(capsys, "evaluate", str(run), "--backend", "vllm",
+                                           "--vllm.trust_remote_code", "true")
+    assert not sentinel.exists()
+
+    bench.pop("vllm")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    main(["evaluate", str(run), "--trust_remote_code", "true"])  # opted in on the command line: it runs
+    assert sentinel.read_text() == "ran"
+    assert [r["task"] for r in read_results(run)] == ["heldout"]
+
+
+def test_the_vllm_worker_refuses_options_outside_its_allow_list(tmp_path):
+    import subprocess
+    import sys
+
+    from t3s.evals.vllm_pool import WORKER_SCRIPT
+
+    done = subprocess.run([sys.executable, str(WORKER_SCRIPT), "--engine", json.dumps({"hf_overrides": {}})],
+                          capture_output=True, text=True, input="", timeout=60)
+    answer = json.loads(done.stdout.splitlines()[0])
+    assert done.returncode == 2 and not answer["ok"] and "hf_overrides" in answer["error"]
+    assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in WORKER_SCRIPT.read_text().split('"""', 2)[2].replace(
+        "INSECURE_SERIALIZATION_ENV = \"VLLM_ALLOW_INSECURE_SERIALIZATION\"", "")
