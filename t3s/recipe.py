@@ -40,6 +40,7 @@ from t3s.evals.callbacks import BenchmarkCallback
 from t3s.scoring.scorer import score
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, ScoredStrategy, TokenSelectionStrategy
 from t3s.students.checkpoints import AtomicCheckpointIO
+from t3s.students.checkpoints import fit as safe_fit
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -95,7 +96,7 @@ class Phase:
     fitted: bool = False
 
     def fit(self, ckpt_path: str | None = None) -> None:
-        self.trainer.fit(self.student, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        safe_fit(self.trainer, self.student, self.datamodule, ckpt_path)
         self.fitted = True
 
     @property
@@ -383,7 +384,7 @@ def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str
                           "trainer.callbacks")
     trainer.callbacks.append(OnlineT3SSwitch(student.selection, bench))
     student.selection = FullSFT()
-    trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+    safe_fit(trainer, student, datamodule, ckpt_path)
 
 
 class OnlineT3SSwitch(L.Callback):

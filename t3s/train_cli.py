@@ -30,6 +30,7 @@ from t3s.recipe import (
     run_online,
     with_atomic_checkpoints,
 )
+from t3s.students.checkpoints import fit as safe_fit
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
@@ -154,7 +155,7 @@ def fit_command(args: Sequence[str]) -> None:
     student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
     selection = getattr(student, "selection", None)
     if not missing_scores(selection):
-        cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+        safe_fit(cli.trainer, student, datamodule, ckpt_path)
     elif getattr(selection, "online", False):
         run_online(cli.trainer, student, datamodule, ckpt_path)
     else:

@@ -166,3 +166,28 @@ def test_the_vllm_worker_refuses_options_outside_its_allow_list(tmp_path):
     assert done.returncode == 2 and not answer["ok"] and "hf_overrides" in answer["error"]
     assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in WORKER_SCRIPT.read_text().split('"""', 2)[2].replace(
         "INSECURE_SERIALIZATION_ENV = \"VLLM_ALLOW_INSECURE_SERIALIZATION\"", "")
+
+
+# ----------------------------------------------------------------- Lightning checkpoints
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile ``.ckpt`` can hold."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.sentinel}",)
+
+
+def test_a_checkpoint_holding_a_refused_pickle_is_one_line_and_runs_nothing(tmp_path, capsys):
+    import torch
+    from conftest import random_model_config
+
+    sentinel = tmp_path / "sentinel"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "loops": _Payload(sentinel)}, ckpt)
+    line = error_of(capsys, "fit", "--config", str(random_model_config(tmp_path)), "--ckpt_path", str(ckpt))
+    assert str(ckpt) in line and "weights_only=True" in line and "system" in line
+    assert not sentinel.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from t3s.ops.files import make_shareable
+from t3s.usage import ConfigError
 
 HF_DIRNAME = "hf"
 
@@ -122,11 +125,38 @@ def link_final(run_dir: str | Path, step: int) -> Path:
     return final
 
 
+def refused_checkpoint(path: Any, err: BaseException) -> ConfigError:
+    """The one line for a checkpoint ``torch.load(weights_only=True)`` refused (it names what it would import)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch's wording varies: "Unsupported global: GLOBAL x", …
+    what = f"it would import {found.group(1)}" if found else "objects torch.load(weights_only=True) refuses"
+    return ConfigError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
+                       f"plain data ({what}); t3s loads checkpoints with weights_only=True")
+
+
+def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None) -> None:
+    """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` (every strategy: Lightning hands it
+    to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback."""
+    try:
+        trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise refused_checkpoint(ckpt_path, err) from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes to a temporary file and renames it into place.
+    """Lightning checkpoint I/O that writes to a temporary file and renames it into place, and loads with
+    ``weights_only=True`` unless told otherwise (a checkpoint can come from anyone; unpickling runs code).
 
     A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
     """
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        try:
+            return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only,
+                                           **kwargs)
+        except pickle.UnpicklingError as err:
+            raise refused_checkpoint(path, err) from None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         path = Path(path)
