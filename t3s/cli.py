@@ -526,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             train_cli(expand_config_names(args))
     except Exception as err:
+        if type(err).__name__ == "Terminated" and hasattr(err, "exit_code"):  # fit stopped by SIGTERM, saved
+            if not getattr(err, "rank", 0):
+                print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
         if not isinstance(err, user_errors()) or os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)

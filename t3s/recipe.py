@@ -96,7 +96,7 @@ class Phase:
     fitted: bool = False
 
     def fit(self, ckpt_path: str | None = None) -> None:
-        safe_fit(self.trainer, self.student, self.datamodule, ckpt_path)
+        safe_fit(self.trainer, self.student, self.datamodule, ckpt_path, resume_hint="--ckpt_path last")
         self.fitted = True
 
     @property

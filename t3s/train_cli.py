@@ -30,6 +30,7 @@ from t3s.recipe import (
     run_online,
     with_atomic_checkpoints,
 )
+from t3s.students.checkpoints import SaveOnSigterm
 from t3s.students.checkpoints import fit as safe_fit
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
@@ -116,11 +117,14 @@ class T3SCLI(LightningCLI):
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
-    """Every CLI trainer: atomic single-file checkpoints, a step-based progress bar, and no ``hp_metric``
-    placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
+    """Every CLI trainer: atomic single-file checkpoints, a step-based progress bar, a checkpoint on SIGTERM
+    (:class:`~t3s.students.checkpoints.SaveOnSigterm`), and no ``hp_metric`` placeholder (a TensorBoardLogger
+    logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger._default_hp_metric = False  # what TensorBoardLogger(default_hp_metric=False) sets
+    if not any(isinstance(c, SaveOnSigterm) for c in trainer.callbacks):
+        trainer.callbacks.append(SaveOnSigterm())
     return _with_step_progress_bar(with_atomic_checkpoints(trainer))
 
 

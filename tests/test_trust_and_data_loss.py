@@ -191,3 +191,42 @@ def test_a_checkpoint_holding_a_refused_pickle_is_one_line_and_runs_nothing(tmp_
     line = error_of(capsys, "fit", "--config", str(random_model_config(tmp_path)), "--ckpt_path", str(ckpt))
     assert str(ckpt) in line and "weights_only=True" in line and "system" in line
     assert not sentinel.exists()
+
+
+# ----------------------------------------------------------------- SIGTERM during fit
+def test_sigterm_during_fit_saves_a_checkpoint_that_resumes_and_exits_non_zero(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from conftest import random_model_config
+
+    config = str(random_model_config(tmp_path))
+    run = tmp_path / "runs" / "sft" / "version_0"
+    command = [sys.executable, "-m", "t3s", "fit", "--config", config, "--trainer.max_steps=100000"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "hf" / "step_0" / "config.json").is_file():  # training has started
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)  # what SLURM sends before it kills the job
+        err = child.communicate(timeout=300)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert child.returncode == 143 and len(lines) == 1 and "Traceback" not in err, err
+    saved = run / "checkpoints" / "last.ckpt"
+    assert "SIGTERM" in lines[0] and str(saved) in lines[0]
+    step = torch.load(saved, weights_only=True)["global_step"]
+    assert 1 <= step < 100000
+
+    done = subprocess.run([*command[:-1], f"--trainer.max_steps={step + 2}", "--ckpt_path", str(saved)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    saves = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
+    assert step + 2 in saves.values(), saves  # resumed from the saved step, in the same run folder
+    assert (run / "hf" / f"step_{step + 2}").is_dir() and not (run.parent / "version_1").exists()

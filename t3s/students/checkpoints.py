@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from t3s.ops.files import make_shareable
@@ -133,13 +136,58 @@ def refused_checkpoint(path: Any, err: BaseException) -> ConfigError:
                        f"plain data ({what}); t3s loads checkpoints with weights_only=True")
 
 
-def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None) -> None:
+class Terminated(Exception):
+    """``fit`` stopped by SIGTERM (a scheduler's notice before the kill) after saving a checkpoint: one line, and
+    the exit status of a process killed by SIGTERM (143), so the scheduler does not count the job as done."""
+
+    exit_code = 128 + 15
+
+    def __init__(self, message: str, rank: int = 0) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+class SaveOnSigterm(L.Callback):
+    """On SIGTERM, save a resumable checkpoint where ``--ckpt_path last`` finds it.
+
+    Lightning (2.6) only notes the signal (``trainer.received_sigterm``) and, after the step in progress,
+    raises ``SIGTERMException`` — a ``SystemExit`` with status 0 — without saving anything. This callback
+    saves ``last.ckpt`` in the checkpoint folder (the ``ModelCheckpoint``'s, else ``<log dir>/checkpoints``) from
+    ``on_exception``, on every rank (the save is collective); :func:`fit` then raises :class:`Terminated`.
+    """
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        callback = trainer.checkpoint_callback
+        folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        last = getattr(callback, "CHECKPOINT_NAME_LAST", "last")
+        self.saved = Path(folder) / f"{last}.ckpt"
+        trainer.save_checkpoint(self.saved)
+
+
+def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None,
+        resume_hint: str | None = None) -> None:
     """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` (every strategy: Lightning hands it
-    to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback."""
+    to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback.
+
+    A trainer with :class:`SaveOnSigterm` that gets SIGTERM raises :class:`Terminated` naming the checkpoint
+    and how to resume (``resume_hint``, default ``--ckpt_path <that file>``).
+    """
     try:
         trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as err:
         raise refused_checkpoint(ckpt_path, err) from None
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSigterm)), None)
+        if saver is None or saver.saved is None:
+            raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; no checkpoint saved",
+                             trainer.global_rank) from None
+        raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; saved {saver.saved}: resume with "
+                         f"{resume_hint or f'--ckpt_path {saver.saved}'}", trainer.global_rank) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
