@@ -154,9 +154,59 @@ class PhaseFactory:
         trainer_args = dict(init.trainer)
         trainer_args["logger"] = phase_loggers(trainer_args.get("logger"), self.root, name)
         trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
-                                     SaveConfigCallback(self.parser, config, overwrite=True)]
+                                     SaveConfig(self.parser, config, overwrite=True)]
         trainer = self.prepare_trainer(L.Trainer(**trainer_args))
         return Phase(name, trainer, init.model, init.data)
+
+
+class SaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` beside the run, with ``${oc.env:VAR}`` values written as the reference, not
+    the value (a token in the environment stays out of the run folder; :mod:`t3s.ops.env_refs`). The same goes
+    for the hyper-parameters the loggers write (``hparams.yaml``) and those stored in checkpoints."""
+
+    references: dict[str, str] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import sys
+
+        from t3s.ops.env_refs import env_references
+
+        files = [Path(str(getattr(p, "absolute", p))) for p in (self.config.get("config") or [])]
+        self.references = env_references([*(f.read_text(encoding="utf-8") for f in files if f.is_file()), *sys.argv])
+        if self.references and not self.already_saved:
+            for logger in trainer.loggers:  # hparams.yaml and the like
+                logger.log_hyperparams = self._restoring(logger.log_hyperparams)  # type: ignore[method-assign]
+        super().setup(trainer, pl_module, stage)
+
+    def _restoring(self, log_hyperparams: Callable[..., Any]) -> Callable[..., Any]:
+        from t3s.ops.env_refs import restore_env_references
+
+        def log(params: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(params, dict):
+                params = restore_env_references(dict(params), self.references)
+            return log_hyperparams(params, *args, **kwargs)
+
+        return log
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import yaml
+
+        from t3s.ops.env_refs import restore_env_references
+
+        path = Path(trainer.log_dir or "") / self.config_filename
+        if not self.references or not path.is_file():
+            return
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        restored = restore_env_references(saved, self.references)
+        if restored != saved:
+            path.write_text(yaml.safe_dump(restored, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        from t3s.ops.env_refs import restore_env_references
+
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if self.references and isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = restore_env_references(dict(checkpoint[key]), self.references)
 
 
 # ---------------------------------------------------------------------- loggers

@@ -25,6 +25,7 @@ from t3s.recipe import (
     Recipe,
     RecipeError,
     RecipePaused,
+    SaveConfig,
     find_recipe_root,
     missing_scores,
     run_online,
@@ -280,6 +281,7 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         model_class=L.LightningModule,
         datamodule_class=TeacherTraceDataModule,
         subclass_mode_model=True,
+        save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
         # the students build their optimizer from their own arguments (lr, betas, schedule, …);
         # LightningCLI's --optimizer / --lr_scheduler would be offered and then fail

@@ -230,3 +230,46 @@ def test_sigterm_during_fit_saves_a_checkpoint_that_resumes_and_exits_non_zero(t
     saves = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
     assert step + 2 in saves.values(), saves  # resumed from the saved step, in the same run folder
     assert (run / "hf" / f"step_{step + 2}").is_dir() and not (run.parent / "version_1").exists()
+
+
+# ----------------------------------------------------------------- file modes and saved configs
+def test_the_umask_is_read_without_being_changed(tmp_path):
+    import os
+
+    from t3s.ops.files import _umask, _umask_by_probe, make_shareable
+
+    before = os.umask(0o027)
+    try:
+        assert _umask(tmp_path) == 0o027  # from /proc/self/status
+        assert _umask_by_probe(tmp_path) == 0o027 & 0o666  # a file shows the read/write bits of the umask
+        (tmp_path / "model.safetensors").write_bytes(b"x")
+        os.chmod(tmp_path / "model.safetensors", 0o600)
+        make_shareable(tmp_path)
+        assert os.umask(0o027) == 0o027  # still the process's umask
+    finally:
+        os.umask(before)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no probe file left
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o640
+
+
+def test_an_environment_variable_is_saved_as_its_reference_not_its_value(tmp_path, monkeypatch):
+    import torch
+    from conftest import TINY_WORLD, random_model_config
+
+    from t3s.evals.offline import saved_config
+
+    config = random_model_config(tmp_path)
+    traces = str(TINY_WORLD / "teacher_traces.jsonl")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["path"] = "${oc.env:T3S_TEST_TRACES}"  # as a token or a private path would be given
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    monkeypatch.setenv("T3S_TEST_TRACES", traces)
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "runs" / "sft" / "version_0"
+    saved = (run / "config.yaml").read_text()
+    assert traces not in saved and "${oc.env:T3S_TEST_TRACES}" in saved
+    assert saved_config(run)["data"]["path"] == traces  # read back in this environment
+    assert not [p.name for p in run.rglob("*.yaml") if traces in p.read_text()]  # hparams.yaml neither
+    assert list(run.rglob("*.ckpt"))
+    for ckpt in run.rglob("*.ckpt"):  # nor the hyper-parameters stored in checkpoints
+        assert traces not in repr(torch.load(ckpt, weights_only=True).get("datamodule_hyper_parameters"))

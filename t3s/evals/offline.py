@@ -92,12 +92,14 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The ``config.yaml`` Lightning saved in a run directory."""
+    """The ``config.yaml`` Lightning saved in a run directory (``${oc.env:VAR}`` resolved from this environment)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
                               "give --tasks to evaluate a plain HF folder")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from t3s.ops.env_refs import resolve_env_references
+
+    return resolve_env_references(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def benchmark_settings(config: dict[str, Any]) -> dict[str, Any]:
