@@ -31,6 +31,7 @@ from t3s.usage import (
     DEFAULT_CONFIG_NAME,
     ConfigError,
     UsageError,
+    error_line,
     usage_error_line,
     user_errors,
 )
@@ -185,8 +186,14 @@ def score_command(
         checkpoints: also score these HF folders or run directories (``<run>/hf/step_*``, or ``<run>``: all its
             ``hf/step_N``) into ``<output>/trajectories`` (one file per checkpoint, a per-group summary).
     """
+    from t3s.ops.hf_folders import check_hf_folder, looks_local
     from t3s.scoring.scorer import score
 
+    for option, source in (("--base", base), ("--bottleneck", bottleneck)):
+        if looks_local(source) and not Path(source).expanduser().exists():  # not a hub id: say so before loading
+            raise ConfigError(f"{option} {source}: no such model folder")
+        if looks_local(source):
+            check_hf_folder(source)
     datamodule = load_datamodule(config)
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
@@ -262,6 +269,9 @@ def report_command(runs: list[str], output: str | None = None) -> None:
             are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
+    missing = [run for run in runs if not Path(run).is_dir()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such directory (give run folders, e.g. runs/tiny/sft/version_0)")
     from t3s.analysis.report import write_report
 
     print(f"wrote {write_report(runs, output)}")
@@ -532,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(err.exit_code) from None
         if not isinstance(err, user_errors()) or os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -99,8 +99,12 @@ class T3SCLI(LightningCLI):
         strategy or attention kernel, a model that is neither a folder nor a hub id) is one line."""
         try:
             super().instantiate_classes()
-        except (ValueError, OSError, ImportError, RuntimeError) as err:
-            if os.environ.get(DEBUG_ENV) or isinstance(err, user_errors()):
+        except Exception as err:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            if no_gpu_here(err):
+                raise ConfigError(NO_GPU_LINE) from None
+            if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
                 raise
             raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
@@ -198,6 +202,21 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
                             prepare_trainer=prepare_trainer)
 
     return build
+
+
+#: What a GPU config on a machine without a GPU is told (Lightning says "No supported gpu backend found!").
+NO_GPU_LINE = ("this config trains on GPUs (trainer.accelerator) and this machine has none: try the recipe on the CPU "
+               "with a toy config (t3s fit --config toy-small), or override --trainer.accelerator cpu "
+               "--trainer.devices 1 --trainer.strategy auto (small models only)")
+
+
+def no_gpu_here(err: BaseException) -> bool:
+    """Lightning refused a GPU accelerator because this machine has no GPU."""
+    import torch
+
+    message = str(err)
+    gpu_words = ("No supported gpu backend found", "accelerator is not available")
+    return any(w in message for w in gpu_words) and not torch.cuda.is_available()
 
 
 def build_error_line(err: BaseException) -> str:

@@ -273,3 +273,36 @@ def test_an_environment_variable_is_saved_as_its_reference_not_its_value(tmp_pat
     assert list(run.rglob("*.ckpt"))
     for ckpt in run.rglob("*.ckpt"):  # nor the hyper-parameters stored in checkpoints
         assert traces not in repr(torch.load(ckpt, weights_only=True).get("datamodule_hyper_parameters"))
+
+
+# ----------------------------------------------------------------- one clear line
+def test_more_mistakes_are_one_line_naming_what_to_fix(tmp_path, capsys):
+    import torch
+    from conftest import random_model_config
+
+    config = random_model_config(tmp_path)
+    assert "data.limit" in error_of(capsys, "fit", "--config", str(config), "--data.limit=0")
+
+    (tmp_path / "no-world").mkdir()
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["init_args"].pop("model_config")
+    cfg["model"]["init_args"]["model"] = f"${{toy_base:{tmp_path / 'no-world'}}}"
+    (tmp_path / "toy_base.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    line = error_of(capsys, "fit", "--config", str(tmp_path / "toy_base.yaml"))
+    assert line.startswith("error: model.init_args.model: ") and "student_traces.jsonl" in line
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["init_args"]["model_config"]["extra"] = {"class_path": "torch.nn.ReLU"}
+    (tmp_path / "nested.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    line = error_of(capsys, "fit", "--config", str(tmp_path / "nested.yaml"))
+    assert "model.init_args.model_config.extra" in line and "ReLU" in line
+    assert not (tmp_path / "runs").exists()  # refused before training, not at the first save
+
+    line = error_of(capsys, "score", "--config", str(config), "--base", str(tmp_path / "missing"),
+                    "--bottleneck", str(tmp_path / "missing"), "--output", str(tmp_path / "scores"))
+    assert line == f"error: --base {tmp_path / 'missing'}: no such model folder"
+    assert "no such directory" in error_of(capsys, "report", str(tmp_path / "missing"))
+
+    if not torch.cuda.is_available():
+        line = error_of(capsys, "fit", "--config", "qwen3")
+        assert "GPU" in line and "--trainer.accelerator cpu" in line and "toy-small" in line
