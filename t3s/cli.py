@@ -128,6 +128,53 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
     return out
 
 
+#: The top-level keys of a ``fit`` config (LightningCLI's, plus t3s's ``--ckpt_path`` and ``--eval_mode``).
+FIT_KEYS = ("seed_everything", "trainer", "model", "data", "ckpt_path", "eval_mode", "config", "print_config", "help")
+
+
+def config_files(args: Sequence[str]) -> list[str]:
+    """The ``--config`` files of a command line (after :func:`expand_config_names`)."""
+    return [args[i + 1] if a in ("-c", "--config") else a.removeprefix("--config=")
+            for i, a in enumerate(args) if (a in ("-c", "--config") and i + 1 < len(args)) or a.startswith("--config=")]
+
+
+def precheck_training_args(args: Sequence[str], fit: bool = True) -> None:
+    """What can be checked without torch or Lightning: the class paths the configs and options name (the trust
+    boundary, :mod:`t3s.trust`) and, for ``fit``, the top-level keys of the config files and options.
+
+    Raises:
+        ConfigError / UsageError: one line naming the file or option.
+    """
+    import difflib
+
+    from t3s.trust import check_class_paths
+
+    files = config_files(args)
+    check_class_paths(files, args)
+    if not fit:
+        return
+    import yaml
+
+    for file in files:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            continue  # the parser names the file and the line
+        for key in loaded if isinstance(loaded, dict) else []:
+            if key not in FIT_KEYS:
+                close = difflib.get_close_matches(str(key), FIT_KEYS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{file}: unknown top-level key {key!r}{hint}; a fit config has "
+                                  f"{', '.join(FIT_KEYS[:6])}")
+    for arg in args:
+        if arg.startswith("--") and arg != "--":
+            top = arg[2:].split("=", 1)[0].split(".", 1)[0]
+            if top not in FIT_KEYS:
+                close = difflib.get_close_matches(top, FIT_KEYS, n=1)
+                raise UsageError(f"unknown option {arg.split('=', 1)[0]}"
+                                 + (f" (did you mean --{close[0]}?)" if close else ""))
+
+
 def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any:
     """Instantiate the ``data`` section of a training config (interpolations resolved from the config's
     folder, relative data paths anchored there, like ``fit`` does)."""
@@ -287,13 +334,14 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
         overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
             keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
     """
-    from t3s.recipe import Comparison
-    from t3s.train_cli import phases_for_seed
-
     extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
     for item in extra:
         if "=" not in item:
             raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
+    precheck_training_args([str(find_config(config)), *extra])
+    from t3s.recipe import Comparison
+    from t3s.train_cli import phases_for_seed
+
     Comparison(phases_for_seed(str(find_config(config)), extra, output), list(seeds), output).run()
 
 
@@ -524,17 +572,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: unknown command {args[0]!r}{hint}; `t3s --help` lists the commands", file=sys.stderr)
         raise SystemExit(2)
     try:
-        configure_process(toy_resolvers=args[0] not in LIGHT_COMMANDS)
         if args[0] in SUBCOMMANDS:
+            configure_process(toy_resolvers=args[0] not in LIGHT_COMMANDS)
             run_subcommand(args[0], args[1:])
-        elif args[0] == "fit":
-            from t3s.train_cli import fit_command
+        else:  # the command line is checked before torch and Lightning are imported (seconds, minutes when loaded)
+            given = expand_config_names(args[1:] if args[0] == "fit" else args)
+            precheck_training_args(given, fit=args[0] == "fit")
+            configure_process()
+            if args[0] == "fit":
+                from t3s.train_cli import fit_command
 
-            fit_command(expand_config_names(args[1:]))
-        else:
-            from t3s.train_cli import train_cli
+                fit_command(given)
+            else:
+                from t3s.train_cli import train_cli
 
-            train_cli(expand_config_names(args))
+                train_cli(given)
     except Exception as err:
         if type(err).__name__ == "Terminated" and hasattr(err, "exit_code"):  # fit stopped by SIGTERM, saved
             if not getattr(err, "rank", 0):

@@ -306,3 +306,45 @@ def test_more_mistakes_are_one_line_naming_what_to_fix(tmp_path, capsys):
     if not torch.cuda.is_available():
         line = error_of(capsys, "fit", "--config", "qwen3")
         assert "GPU" in line and "--trainer.accelerator cpu" in line and "toy-small" in line
+
+
+# ----------------------------------------------------------------- class_path: a config is code
+def test_a_class_path_outside_the_allowed_packages_is_refused_before_it_is_imported(tmp_path, capsys, monkeypatch):
+    from conftest import random_model_config
+
+    sentinel = tmp_path / "imported"
+    (tmp_path / "shady_selection.py").write_text(f"from pathlib import Path\nPath({str(sentinel)!r}).write_text('x')\n"
+                                                 "class Selector:\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m t3s` run in this folder would have it
+    monkeypatch.delenv("T3S_ALLOW_CLASS_PATHS", raising=False)
+    config = random_model_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["init_args"]["selection"] = {"class_path": "shady_selection.Selector"}
+    (tmp_path / "shady.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for args in (["--config", "shady.yaml"],
+                 ["--config", str(config), "--model.init_args.selection=shady_selection.Selector"],
+                 ["--config", str(config), "--trainer.callbacks+={class_path: shady_selection.Selector}"]):
+        line = error_of(capsys, "fit", *args)
+        assert "shady_selection.Selector" in line and "T3S_ALLOW_CLASS_PATHS=shady_selection" in line, line
+        assert not sentinel.exists()
+    # the user allows the package: the config's class is imported (and refused for what it is, not where from)
+    monkeypatch.setenv("T3S_ALLOW_CLASS_PATHS", "shady_selection")
+    line = error_of(capsys, "fit", "--config", "shady.yaml")
+    assert sentinel.exists() and "T3S_ALLOW_CLASS_PATHS" not in line
+
+
+def test_a_missing_config_or_a_misspelt_key_is_refused_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "typo.yaml").write_text("trainr:\n  max_steps: 1\n")
+    code = ("import sys\nfrom t3s.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('torch' in sys.modules, 'lightning' in sys.modules, e.code)\n")
+    for args, words in ((["--config", "missing.yaml"], "config file not found: missing.yaml"),
+                        (["--config", "typo.yaml"], "did you mean trainer?"),
+                        (["--config", "typo.yaml", "--modle.lr=1"], "did you mean trainer?"),
+                        (["--config", "toy", "--modle.lr=1"], "unknown option --modle.lr (did you mean --model?)")):
+        done = subprocess.run([sys.executable, "-c", code, "fit", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.stdout.split() == ["False", "False", "2"] and words in done.stderr, (args, done.stderr)
