@@ -63,6 +63,40 @@ class _OnceFilter(logging.Filter):
         return True
 
 
+def process_rank() -> int:
+    """This process's global rank: Lightning's once it has set it, else the launcher's environment (0 alone)."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    rank = getattr(getattr(rank_zero, "rank_zero_only", None), "rank", None)
+    if rank is not None:
+        return int(rank)
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+class _RankZeroStderr(logging.StreamHandler):
+    """t3s's own log lines (``dropped 17 of 33 traces …``), on standard error, printed by rank 0 only: every rank
+    loads the same data and reaches the same state, so the other ranks would print the same lines again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setLevel(logging.WARNING)  # what Python's last-resort handler printed before this one existed
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:  # the current sys.stderr (redirected by tests and notebooks), like the last resort
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if process_rank() == 0:
+            super().emit(record)
+
+
 _CONFIGURED = False
 
 
@@ -75,8 +109,8 @@ def configure_process(toy_resolvers: bool = True) -> None:
 
     - warning filters for Lightning messages that are expected here (students step their optimizer by
       hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
-    - a log filter that drops Lightning's tip and repeated info lines; no Hugging Face download/load/save
-      bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
+    - a log filter that drops Lightning's tip and repeated info lines; t3s's own warnings printed by rank 0
+      only; no Hugging Face download/load/save bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
     - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}`` (unless ``toy_resolvers``
       is false: :data:`LIGHT_COMMANDS` read no config).
     """
@@ -93,6 +127,7 @@ def configure_process(toy_resolvers: bool = True) -> None:
         warnings.filterwarnings("ignore", message=message)
     if not _CONFIGURED:
         _CONFIGURED = True
+        logging.getLogger("t3s").addHandler(_RankZeroStderr())
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                      "lightning.fabric.utilities.seed"):  # "Seed set to 0" once, not once per recipe phase
             logging.getLogger(name).addFilter(_OnceFilter())

@@ -178,7 +178,8 @@ def fit_command(args: Sequence[str]) -> None:
         try:
             Recipe(phases, resume=resume).run()
         except RecipePaused as paused:
-            print(f"paused: {paused}", file=sys.stderr)
+            if cli.trainer.is_global_zero:  # every rank pauses; one says so
+                print(f"paused: {paused}", file=sys.stderr)
 
 
 def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:

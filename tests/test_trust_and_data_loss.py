@@ -348,3 +348,37 @@ def test_a_missing_config_or_a_misspelt_key_is_refused_before_torch_is_imported(
         done = subprocess.run([sys.executable, "-c", code, "fit", *args], cwd=tmp_path, capture_output=True,
                               text=True, timeout=120)
         assert done.stdout.split() == ["False", "False", "2"] and words in done.stderr, (args, done.stderr)
+
+
+# ----------------------------------------------------------------- the console under several processes
+@pytest.mark.parametrize("rank", [0, 1])
+def test_t3s_warnings_are_printed_by_rank_zero_only(tiny_world, capsys, monkeypatch, rank):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from t3s.cli import configure_process
+    from t3s.data import TeacherTraceDataModule
+
+    configure_process()
+    monkeypatch.setattr(rank_zero_only, "rank", rank)  # what Lightning sets in each process of a launch
+    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
+                                  limit=None, max_length=120, global_batch_size=4, micro_batch_size=4)
+    data.setup("fit")
+    dropped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dropped ")]
+    assert len(dropped) == (1 if rank == 0 else 0)
+
+
+def test_the_model_summary_shows_a_student_in_train_mode(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import random_model_config
+
+    folder = tmp_path / "theta0"
+    tiny_qwen3(128).save_pretrained(folder)  # from_pretrained: a model in eval mode
+    done = subprocess.run([sys.executable, "-m", "t3s", "fit", "--config", str(random_model_config(tmp_path)),
+                           "--trainer.enable_model_summary=true", "--model.init_args.model_config=null",
+                           f"--model.init_args.model={folder}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    modes = dict(re.findall(r"Modules in (train|eval) mode: (\d+)", done.stdout + done.stderr))
+    assert int(modes["train"]) > 0 and int(modes["eval"]) == 0, modes

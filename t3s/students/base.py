@@ -269,7 +269,9 @@ class StudentModule(L.LightningModule):
             kwargs["config"].is_causal = False
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         check_finite(model.named_parameters(), source)
-        return model
+        # from_pretrained returns eval mode; the student trains it, and Lightning's model summary (a callback's
+        # on_fit_start, before the module's own) reports the mode it finds
+        return model.train()
 
     # -------------------------------------------------------------- training
     def plan_step(self, batch: dict[str, Any]) -> StepPlan:
