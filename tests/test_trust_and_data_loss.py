@@ -382,3 +382,19 @@ def test_the_model_summary_shows_a_student_in_train_mode(tmp_path):
     assert done.returncode == 0, done.stderr
     modes = dict(re.findall(r"Modules in (train|eval) mode: (\d+)", done.stdout + done.stderr))
     assert int(modes["train"]) > 0 and int(modes["eval"]) == 0, modes
+
+
+def test_the_anchor_table_keeps_special_tokens_in_their_cells():
+    import re
+
+    from t3s.scoring.summary_text import summary_markdown
+
+    tokens = ["<|im_end|>", "a|b", "\n", "`", "x"]
+    rows = [{"token": t, "count": 3, "share_of_occurrences": 0.5} for t in tokens]
+    text = summary_markdown({"anchor_fraction": 0.1, "mean_delta": 0.2, "num_tokens": 10, "top_anchor_tokens": rows,
+                             "top_yet_to_learn_tokens": rows[::-1]})
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(tokens)  # one line per row: no token breaks a line
+    for line in table:
+        assert len(re.split(r"(?<!\\)\|", line)) == 8, line  # 6 cells between unescaped pipes
+    assert r"`<\|im_end\|>`" in text
