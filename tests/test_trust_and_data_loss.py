@@ -398,3 +398,14 @@ def test_the_anchor_table_keeps_special_tokens_in_their_cells():
     for line in table:
         assert len(re.split(r"(?<!\\)\|", line)) == 8, line  # 6 cells between unescaped pipes
     assert r"`<\|im_end\|>`" in text
+
+
+def test_a_run_refused_for_its_data_takes_no_version_folder(tmp_path, capsys):
+    from conftest import random_model_config
+
+    config = str(random_model_config(tmp_path))
+    line = error_of(capsys, "fit", "--config", config, "--data.max_length=8")  # every trace is longer
+    assert "max_length" in line
+    assert not list((tmp_path / "runs").glob("**/version_*"))
+    main(["fit", "--config", config])  # the next good run is version_0, as the README's paths say
+    assert [p.name for p in (tmp_path / "runs" / "sft").iterdir()] == ["version_0"]

@@ -174,9 +174,14 @@ def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = Non
     """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` (every strategy: Lightning hands it
     to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback.
 
+    The data module is set up first, so bad data is refused before the run's folder exists.
     A trainer with :class:`SaveOnSigterm` that gets SIGTERM raises :class:`Terminated` naming the checkpoint
     and how to resume (``resume_hint``, default ``--ckpt_path <that file>``).
     """
+    if datamodule is not None and hasattr(datamodule, "setup"):
+        # the data is checked before Lightning's loggers create the run's version_<k> folder: a run refused for
+        # its data takes no version number (setup runs once; Lightning's own call then does nothing)
+        datamodule.setup("fit")
     try:
         trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as err:
