@@ -48,6 +48,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         "t3s.scoring.scorer": "TokenizerMismatchError",
         "t3s.analysis.rrt": "CheckpointLayoutError",
         "t3s.recipe": "RecipeError",
+        "t3s.students.checkpoints": "CheckpointRefusedError",
         "t3s.students.diffusion": "DiffusionStudentError",
         "lightning.fabric.utilities.exceptions": "MisconfigurationException",
         "omegaconf.errors": "InterpolationResolutionError",  # a resolver (``${toy_base:DIR}``) refused the value

@@ -13,9 +13,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 
 #: Lowest first; a room may import only rooms at its own level or below. ``toy`` sits beside ``recipe``;
-#: ``resources`` (where the shipped configs and tasks are) and ``lazy`` (first-use package exports) are leaves; the command line is three modules.
+#: ``resources`` (where the shipped configs and tasks are) and ``lazy`` (first-use package exports) are leaves; the command line
+#: is five modules (``trust``: the class paths a config may import, checked before parsing).
 LAYERS = [["ops", "resources", "lazy"], ["data"], ["selection"], ["scoring"], ["students"], ["evals"], ["analysis"],
-          ["recipe", "toy"], ["cli", "train_cli", "usage", "__main__"]]
+          ["recipe", "toy"], ["cli", "train_cli", "usage", "trust", "__main__"]]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
 

@@ -20,7 +20,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from t3s.ops.files import make_shareable
-from t3s.usage import ConfigError
 
 HF_DIRNAME = "hf"
 
@@ -128,11 +127,15 @@ def link_final(run_dir: str | Path, step: int) -> Path:
     return final
 
 
-def refused_checkpoint(path: Any, err: BaseException) -> ConfigError:
+class CheckpointRefusedError(ValueError):
+    """A Lightning checkpoint holding pickled objects other than tensors and plain data (one line, exit 2)."""
+
+
+def refused_checkpoint(path: Any, err: BaseException) -> CheckpointRefusedError:
     """The one line for a checkpoint ``torch.load(weights_only=True)`` refused (it names what it would import)."""
     found = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch's wording varies: "Unsupported global: GLOBAL x", …
     what = f"it would import {found.group(1)}" if found else "objects torch.load(weights_only=True) refuses"
-    return ConfigError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
+    return CheckpointRefusedError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
                        f"plain data ({what}); t3s loads checkpoints with weights_only=True")
 
 
