@@ -165,12 +165,14 @@ class SaveConfig(SaveConfigCallback):
     for the hyper-parameters the loggers write (``hparams.yaml``) and those stored in checkpoints."""
 
     references: dict[str, str] = {}
+    _config_path: Path = Path()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import sys
 
         from t3s.ops.env_refs import env_references
 
+        self._config_path = Path(trainer.log_dir or "") / self.config_filename  # a broadcast: on every rank
         files = [Path(str(getattr(p, "absolute", p))) for p in (self.config.get("config") or [])]
         self.references = env_references([*(f.read_text(encoding="utf-8") for f in files if f.is_file()), *sys.argv])
         if self.references and not self.already_saved:
@@ -193,7 +195,7 @@ class SaveConfig(SaveConfigCallback):
 
         from t3s.ops.env_refs import restore_env_references
 
-        path = Path(trainer.log_dir or "") / self.config_filename
+        path = self._config_path  # rank 0 only runs this: trainer.log_dir here would wait for the others forever
         if not self.references or not path.is_file():
             return
         saved = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -409,3 +409,17 @@ def test_a_run_refused_for_its_data_takes_no_version_folder(tmp_path, capsys):
     assert not list((tmp_path / "runs").glob("**/version_*"))
     main(["fit", "--config", config])  # the next good run is version_0, as the README's paths say
     assert [p.name for p in (tmp_path / "runs" / "sft").iterdir()] == ["version_0"]
+
+
+def test_a_tokenizer_without_a_chat_template_is_one_line(tmp_path, capsys):
+    import shutil
+
+    from conftest import TINY_WORLD, random_model_config
+
+    tokenizer = shutil.copytree(TINY_WORLD / "tokenizer", tmp_path / "plain-tokenizer")
+    (tokenizer / "chat_template.jinja").unlink(missing_ok=True)
+    settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(settings))
+    line = error_of(capsys, "fit", "--config", str(random_model_config(tmp_path)), f"--data.tokenizer={tokenizer}")
+    assert "no chat template" in line and str(tokenizer) in line

@@ -25,6 +25,10 @@ END_OF_TURN_TOKENS = (
 
 
 def _template(tokenizer: Any, messages: list[dict[str, Any]], *, generation: bool, thinking: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise TraceDataError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template "
+                             "(chat_template in tokenizer_config.json or chat_template.jinja): traces are rendered "
+                             "with it; use a chat model's tokenizer (data.tokenizer)")
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=generation, enable_thinking=thinking
     )
