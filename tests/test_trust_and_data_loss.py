@@ -194,6 +194,7 @@ def test_a_checkpoint_holding_a_refused_pickle_is_one_line_and_runs_nothing(tmp_
 
 
 # ----------------------------------------------------------------- SIGTERM during fit
+@pytest.mark.slow
 def test_sigterm_during_fit_saves_a_checkpoint_that_resumes_and_exits_non_zero(tmp_path):
     import signal
     import subprocess
@@ -367,6 +368,7 @@ def test_t3s_warnings_are_printed_by_rank_zero_only(tiny_world, capsys, monkeypa
     assert len(dropped) == (1 if rank == 0 else 0)
 
 
+@pytest.mark.slow
 def test_the_model_summary_shows_a_student_in_train_mode(tmp_path):
     import re
     import subprocess
