@@ -305,7 +305,7 @@ class BenchmarkCallback(L.Callback):
         """The ``t3s evaluate`` options this training config opts in to and a run's ``config.yaml`` cannot give:
         the vLLM interpreter and the model's own code (the config being trained is the user's own)."""
         options = ["--python", str(self.python)] if self.python else []
-        if getattr(pl_module.hparams, "trust_remote_code", False):
+        if getattr(getattr(pl_module, "hparams", None), "trust_remote_code", False):
             options += ["--trust_remote_code", "true"]
         return options
 
