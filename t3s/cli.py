@@ -31,6 +31,7 @@ from t3s.usage import (
     DEFAULT_CONFIG_NAME,
     ConfigError,
     UsageError,
+    error_line,
     usage_error_line,
     user_errors,
 )
@@ -62,6 +63,40 @@ class _OnceFilter(logging.Filter):
         return True
 
 
+def process_rank() -> int:
+    """This process's global rank: Lightning's once it has set it, else the launcher's environment (0 alone)."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    rank = getattr(getattr(rank_zero, "rank_zero_only", None), "rank", None)
+    if rank is not None:
+        return int(rank)
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+class _RankZeroStderr(logging.StreamHandler):
+    """t3s's own log lines (``dropped 17 of 33 traces …``), on standard error, printed by rank 0 only: every rank
+    loads the same data and reaches the same state, so the other ranks would print the same lines again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setLevel(logging.WARNING)  # what Python's last-resort handler printed before this one existed
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:  # the current sys.stderr (redirected by tests and notebooks), like the last resort
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if process_rank() == 0:
+            super().emit(record)
+
+
 _CONFIGURED = False
 
 
@@ -74,8 +109,8 @@ def configure_process(toy_resolvers: bool = True) -> None:
 
     - warning filters for Lightning messages that are expected here (students step their optimizer by
       hand; ``fit`` without a validation set; a torch pytree deprecation inside Lightning);
-    - a log filter that drops Lightning's tip and repeated info lines; no Hugging Face download/load/save
-      bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
+    - a log filter that drops Lightning's tip and repeated info lines; t3s's own warnings printed by rank 0
+      only; no Hugging Face download/load/save bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless set);
     - the toy world's OmegaConf resolvers ``${toy_world:…}`` and ``${toy_base:…}`` (unless ``toy_resolvers``
       is false: :data:`LIGHT_COMMANDS` read no config).
     """
@@ -92,6 +127,7 @@ def configure_process(toy_resolvers: bool = True) -> None:
         warnings.filterwarnings("ignore", message=message)
     if not _CONFIGURED:
         _CONFIGURED = True
+        logging.getLogger("t3s").addHandler(_RankZeroStderr())
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                      "lightning.fabric.utilities.seed"):  # "Seed set to 0" once, not once per recipe phase
             logging.getLogger(name).addFilter(_OnceFilter())
@@ -125,6 +161,53 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
         after_a_config = True
         out[index] = prefix + str(path)
     return out
+
+
+#: The top-level keys of a ``fit`` config (LightningCLI's, plus t3s's ``--ckpt_path`` and ``--eval_mode``).
+FIT_KEYS = ("seed_everything", "trainer", "model", "data", "ckpt_path", "eval_mode", "config", "print_config", "help")
+
+
+def config_files(args: Sequence[str]) -> list[str]:
+    """The ``--config`` files of a command line (after :func:`expand_config_names`)."""
+    return [args[i + 1] if a in ("-c", "--config") else a.removeprefix("--config=")
+            for i, a in enumerate(args) if (a in ("-c", "--config") and i + 1 < len(args)) or a.startswith("--config=")]
+
+
+def precheck_training_args(args: Sequence[str], fit: bool = True) -> None:
+    """What can be checked without torch or Lightning: the class paths the configs and options name (the trust
+    boundary, :mod:`t3s.trust`) and, for ``fit``, the top-level keys of the config files and options.
+
+    Raises:
+        ConfigError / UsageError: one line naming the file or option.
+    """
+    import difflib
+
+    from t3s.trust import check_class_paths
+
+    files = config_files(args)
+    check_class_paths(files, args)
+    if not fit:
+        return
+    import yaml
+
+    for file in files:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            continue  # the parser names the file and the line
+        for key in loaded if isinstance(loaded, dict) else []:
+            if key not in FIT_KEYS:
+                close = difflib.get_close_matches(str(key), FIT_KEYS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{file}: unknown top-level key {key!r}{hint}; a fit config has "
+                                  f"{', '.join(FIT_KEYS[:6])}")
+    for arg in args:
+        if arg.startswith("--") and arg != "--":
+            top = arg[2:].split("=", 1)[0].split(".", 1)[0]
+            if top not in FIT_KEYS:
+                close = difflib.get_close_matches(top, FIT_KEYS, n=1)
+                raise UsageError(f"unknown option {arg.split('=', 1)[0]}"
+                                 + (f" (did you mean --{close[0]}?)" if close else ""))
 
 
 def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -192,11 +275,18 @@ def score_command(
         data: options of the config's ``data`` section to override, as ``fit`` spells them
             (``--data.limit 32 --data.max_length 1024``).
     """
+    from t3s.ops.hf_folders import check_hf_folder, looks_local
     from t3s.scoring.scorer import score
     from t3s.students.adapter_weights import as_model_folder  # an adapter folder: base + adapter, merged
 
-    datamodule = load_datamodule(config, data)
+    for option, source in (("--base", base), ("--bottleneck", bottleneck)):
+        if looks_local(source) and not Path(source).expanduser().exists():  # not a hub id: say so before loading
+            raise ConfigError(f"{option} {source}: no such model folder")
     base, bottleneck = as_model_folder(base), as_model_folder(bottleneck)
+    for source in (base, bottleneck):
+        if looks_local(source):
+            check_hf_folder(source)
+    datamodule = load_datamodule(config, data)
     score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
           chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
@@ -218,18 +308,20 @@ def score_command(
         print(f"wrote c_t of {len(found)} checkpoint(s) to {Path(output) / 'trajectories'}")
 
 
-def rrt_command(base: str, bottleneck: str, final: str, output: str) -> None:
+def rrt_command(base: str, bottleneck: str, final: str, output: str, overwrite: bool = False) -> None:
     """Recovering Residual Transfer: write θ_0 + (θ_final − θ_b) as an HF model folder.
 
     Args:
         base: θ_0 HF folder.
         bottleneck: θ_b HF folder, or an adapter folder of ``base`` (``<run>/adapter/step_N``).
         final: θ_final HF folder, or an adapter folder of ``base``.
-        output: where to write the transferred model.
+        output: where to write the transferred model: a new or empty folder.
+        overwrite: replace ``output`` if it is an earlier ``t3s rrt`` output holding nothing else (never a
+            folder t3s did not write).
     """
     from t3s.analysis.rrt import residual_transfer
 
-    residual_transfer(base, bottleneck, final, output)
+    residual_transfer(base, bottleneck, final, output, overwrite=overwrite)
     print(f"wrote θ0 + (θfinal − θb) to {output}")
 
 
@@ -269,6 +361,9 @@ def report_command(runs: list[str], output: str | None = None) -> None:
             are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """
+    missing = [run for run in runs if not Path(run).is_dir()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such directory (give run folders, e.g. runs/tiny/sft/version_0)")
     from t3s.analysis.report import write_report
 
     print(f"wrote {write_report(runs, output)}")
@@ -284,13 +379,14 @@ def compare_command(config: str, seeds: list[int], output: str, overrides: list[
         overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
             keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
     """
-    from t3s.recipe import Comparison
-    from t3s.train_cli import phases_for_seed
-
     extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
     for item in extra:
         if "=" not in item:
             raise ConfigError(f"compare --overrides: expected KEY=VALUE, got {item[2:]!r}")
+    precheck_training_args([str(find_config(config)), *extra])
+    from t3s.recipe import Comparison
+    from t3s.train_cli import phases_for_seed
+
     Comparison(phases_for_seed(str(find_config(config)), extra, output), list(seeds), output).run()
 
 
@@ -309,6 +405,7 @@ def evaluate_command(
     backend: str | None = None,
     python: str | None = None,
     vllm: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> None:
     """Evaluate checkpoints outside training: every hf/step_N of a run that has no result yet, or HF folders.
 
@@ -327,9 +424,11 @@ def evaluate_command(
         output: where outputs go (default: the run directory / HF folder itself); with several targets, each
             goes to ``output/<its folder name>``.
         backend: hf or vllm (default: the run's BenchmarkCallback backend, else hf).
-        python: interpreter of the vLLM environment (default: this one); README, "Evaluating with vLLM".
+        python: interpreter of the vLLM environment (default: this one; never taken from the run's config.yaml);
+            README, "Evaluating with vLLM".
         vllm: vllm.LLM options, e.g. --vllm.tensor_parallel_size 2 --vllm.gpu_memory_utilization 0.9
             (also max_model_len, dtype, enable_prefix_caching, …); on top of the run's callback `vllm:` mapping.
+        trust_remote_code: run the checkpoints' own model code (never taken from the run's config.yaml).
     """
     from t3s.evals.offline import EvaluationError, evaluate_checkpoints, plan_evaluation
     from t3s.students.adapter_weights import as_model_folder  # an adapter folder: base + adapter, merged
@@ -344,8 +443,9 @@ def evaluate_command(
                                   f"these share a name: {sorted({n for n in names if names.count(n) > 1})}")
         outputs = [Path(output) / name for name in names]
     for target, out in zip(targets, outputs):
-        plan = plan_evaluation(as_model_folder(target), tasks=tasks, sampling=sampling, steps=steps, train_accuracy=train_accuracy,
-                               batch_size=batch_size, output=out, backend=backend, python=python, vllm=vllm)
+        plan = plan_evaluation(as_model_folder(target), tasks=tasks, sampling=sampling, steps=steps,
+                               train_accuracy=train_accuracy, batch_size=batch_size, output=out, backend=backend,
+                               python=python, vllm=vllm, trust_remote_code=trust_remote_code)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
             accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))
@@ -530,21 +630,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: unknown command {args[0]!r}{hint}; `t3s --help` lists the commands", file=sys.stderr)
         raise SystemExit(2)
     try:
-        configure_process(toy_resolvers=args[0] not in LIGHT_COMMANDS)
         if args[0] in SUBCOMMANDS:
+            configure_process(toy_resolvers=args[0] not in LIGHT_COMMANDS)
             run_subcommand(args[0], args[1:])
-        elif args[0] == "fit":
-            from t3s.train_cli import fit_command
+        else:  # the command line is checked before torch and Lightning are imported (seconds, minutes when loaded)
+            given = expand_config_names(args[1:] if args[0] == "fit" else args)
+            precheck_training_args(given, fit=args[0] == "fit")
+            configure_process()
+            if args[0] == "fit":
+                from t3s.train_cli import fit_command
 
-            fit_command(expand_config_names(args[1:]))
-        else:
-            from t3s.train_cli import train_cli
+                fit_command(given)
+            else:
+                from t3s.train_cli import train_cli
 
-            train_cli(expand_config_names(args))
+                train_cli(given)
     except Exception as err:
+        if type(err).__name__ == "Terminated" and hasattr(err, "exit_code"):  # fit stopped by SIGTERM, saved
+            if not getattr(err, "rank", 0):
+                print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
         if not isinstance(err, user_errors()) or os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

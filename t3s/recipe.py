@@ -41,6 +41,7 @@ from t3s.loggers import end_phase_runs, for_phase
 from t3s.scoring.scorer import score
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, ScoredStrategy, TokenSelectionStrategy
 from t3s.students.checkpoints import AtomicCheckpointIO
+from t3s.students.checkpoints import fit as safe_fit
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -96,7 +97,7 @@ class Phase:
     fitted: bool = False
 
     def fit(self, ckpt_path: str | None = None) -> None:
-        self.trainer.fit(self.student, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        safe_fit(self.trainer, self.student, self.datamodule, ckpt_path, resume_hint="--ckpt_path last")
         end_phase_runs(self.trainer.loggers)  # the next phase gets a W&B run of its own
         self.fitted = True
 
@@ -155,9 +156,61 @@ class PhaseFactory:
         trainer_args = dict(init.trainer)
         trainer_args["logger"] = phase_loggers(trainer_args.get("logger"), self.root, name)
         trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
-                                     SaveConfigCallback(self.parser, config, overwrite=True)]
+                                     SaveConfig(self.parser, config, overwrite=True)]
         trainer = self.prepare_trainer(L.Trainer(**trainer_args))
         return Phase(name, trainer, init.model, init.data)
+
+
+class SaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` beside the run, with ``${oc.env:VAR}`` values written as the reference, not
+    the value (a token in the environment stays out of the run folder; :mod:`t3s.ops.env_refs`). The same goes
+    for the hyper-parameters the loggers write (``hparams.yaml``) and those stored in checkpoints."""
+
+    references: dict[str, str] = {}
+    _config_path: Path = Path()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import sys
+
+        from t3s.ops.env_refs import env_references
+
+        self._config_path = Path(trainer.log_dir or "") / self.config_filename  # a broadcast: on every rank
+        files = [Path(str(getattr(p, "absolute", p))) for p in (self.config.get("config") or [])]
+        self.references = env_references([*(f.read_text(encoding="utf-8") for f in files if f.is_file()), *sys.argv])
+        if self.references and not self.already_saved:
+            for logger in trainer.loggers:  # hparams.yaml and the like
+                logger.log_hyperparams = self._restoring(logger.log_hyperparams)  # type: ignore[method-assign]
+        super().setup(trainer, pl_module, stage)
+
+    def _restoring(self, log_hyperparams: Callable[..., Any]) -> Callable[..., Any]:
+        from t3s.ops.env_refs import restore_env_references
+
+        def log(params: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(params, dict):
+                params = restore_env_references(dict(params), self.references)
+            return log_hyperparams(params, *args, **kwargs)
+
+        return log
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        import yaml
+
+        from t3s.ops.env_refs import restore_env_references
+
+        path = self._config_path  # rank 0 only runs this: trainer.log_dir here would wait for the others forever
+        if not self.references or not path.is_file():
+            return
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        restored = restore_env_references(saved, self.references)
+        if restored != saved:
+            path.write_text(yaml.safe_dump(restored, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        from t3s.ops.env_refs import restore_env_references
+
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if self.references and isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = restore_env_references(dict(checkpoint[key]), self.references)
 
 
 # ---------------------------------------------------------------------- loggers
@@ -209,8 +262,9 @@ def find_bottleneck(phase: Phase) -> int:
     if step is not None and detector.bottleneck is None:
         log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
     if step is None and bench.mode == "defer":
+        command = " ".join(["t3s evaluate", str(phase.run_dir), *bench.evaluate_options(phase.student)])
         raise RecipePaused(
-            f"the probe's evaluations are deferred: run `t3s evaluate {phase.run_dir}`, then re-run this "
+            f"the probe's evaluations are deferred: run `{command}`, then re-run this "
             "command with --ckpt_path last to score θ_b and train the masked phase"
         )
     if step is None or step == 0:
@@ -385,7 +439,7 @@ def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str
                           "trainer.callbacks")
     trainer.callbacks.append(OnlineT3SSwitch(student.selection, bench))
     student.selection = FullSFT()
-    trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+    safe_fit(trainer, student, datamodule, ckpt_path)
 
 
 class OnlineT3SSwitch(L.Callback):

@@ -28,11 +28,14 @@ from t3s.recipe import (
     Recipe,
     RecipeError,
     RecipePaused,
+    SaveConfig,
     find_recipe_root,
     missing_scores,
     run_online,
     with_atomic_checkpoints,
 )
+from t3s.students.checkpoints import SaveOnSigterm
+from t3s.students.checkpoints import fit as safe_fit
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
@@ -101,8 +104,12 @@ class T3SCLI(LightningCLI):
         strategy or attention kernel, a model that is neither a folder nor a hub id) is one line."""
         try:
             super().instantiate_classes()
-        except (ValueError, OSError, ImportError, RuntimeError) as err:
-            if os.environ.get(DEBUG_ENV) or isinstance(err, user_errors()):
+        except Exception as err:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            if no_gpu_here(err):
+                raise ConfigError(NO_GPU_LINE) from None
+            if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
                 raise
             raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
@@ -123,11 +130,14 @@ class T3SCLI(LightningCLI):
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
     """Every CLI trainer: a file logger first (a versioned run folder whatever the logger,
-    :func:`t3s.loggers.with_run_folder`), atomic single-file checkpoints, a step-based progress bar, and no
-    ``hp_metric`` placeholder (a TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
+    :func:`t3s.loggers.with_run_folder`), atomic single-file checkpoints, a step-based progress bar, a checkpoint
+    on SIGTERM (:class:`~t3s.students.checkpoints.SaveOnSigterm`), and no ``hp_metric`` placeholder (a
+    TensorBoardLogger logs ``hp_metric = -1`` unless told not to; the recipe's phases are)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger._default_hp_metric = False  # what TensorBoardLogger(default_hp_metric=False) sets
+    if not any(isinstance(c, SaveOnSigterm) for c in trainer.callbacks):
+        trainer.callbacks.append(SaveOnSigterm())
     return _with_step_progress_bar(with_atomic_checkpoints(with_run_folder(trainer)))
 
 
@@ -163,7 +173,7 @@ def fit_command(args: Sequence[str]) -> None:
     student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
     selection = getattr(student, "selection", None)
     if not missing_scores(selection):
-        cli.trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path)
+        safe_fit(cli.trainer, student, datamodule, ckpt_path)
     elif getattr(selection, "online", False):
         run_online(cli.trainer, student, datamodule, ckpt_path)
     else:
@@ -177,7 +187,8 @@ def fit_command(args: Sequence[str]) -> None:
         try:
             Recipe(phases, resume=resume).run()
         except RecipePaused as paused:
-            print(f"paused: {paused}", file=sys.stderr)
+            if cli.trainer.is_global_zero:  # every rank pauses; one says so
+                print(f"paused: {paused}", file=sys.stderr)
 
 
 def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
@@ -205,6 +216,21 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
                             prepare_trainer=prepare_trainer)
 
     return build
+
+
+#: What a GPU config on a machine without a GPU is told (Lightning says "No supported gpu backend found!").
+NO_GPU_LINE = ("this config trains on GPUs (trainer.accelerator) and this machine has none: try the recipe on the CPU "
+               "with a toy config (t3s fit --config toy-small), or override --trainer.accelerator cpu "
+               "--trainer.devices 1 --trainer.strategy auto (small models only)")
+
+
+def no_gpu_here(err: BaseException) -> bool:
+    """Lightning refused a GPU accelerator because this machine has no GPU."""
+    import torch
+
+    message = str(err)
+    gpu_words = ("No supported gpu backend found", "accelerator is not available")
+    return any(w in message for w in gpu_words) and not torch.cuda.is_available()
 
 
 def build_error_line(err: BaseException) -> str:
@@ -300,6 +326,7 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         model_class=L.LightningModule,
         datamodule_class=TeacherTraceDataModule,
         subclass_mode_model=True,
+        save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
         # the students build their optimizer from their own arguments (lr, betas, schedule, …);
         # LightningCLI's --optimizer / --lr_scheduler would be offered and then fail

@@ -49,14 +49,28 @@ def user_errors() -> tuple[type[BaseException], ...]:
         "t3s.scoring.scorer": "TokenizerMismatchError",
         "t3s.analysis.rrt": "CheckpointLayoutError",
         "t3s.recipe": "RecipeError",
+        "t3s.students.checkpoints": "CheckpointRefusedError",
         "t3s.students.diffusion": "DiffusionStudentError",
         "lightning.fabric.utilities.exceptions": "MisconfigurationException",
+        "omegaconf.errors": "InterpolationResolutionError",  # a resolver (``${toy_base:DIR}``) refused the value
     }
     for module_name, name in lazy.items():
         module = sys.modules.get(module_name)  # only modules the command imported can have raised
         if module is not None and hasattr(module, name):
             errors.append(getattr(module, name))
     return tuple(errors)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for a user error: its message on one line; for a failed ``${…}`` interpolation,
+    the config key and the resolver's own message (OmegaConf adds the exception type and its object dump)."""
+    message = str(err)
+    if type(err).__name__ == "InterpolationResolutionError":
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        first = re.sub(r"^\w+ raised while resolving interpolation: ", "", first)
+        key = getattr(err, "full_key", None)
+        message = f"{key}: {first}" if key else first
+    return " ".join(message.split()) or type(err).__name__
 
 
 def default_config_for(args: Sequence[str]) -> Path | None:

@@ -117,10 +117,14 @@ def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly
     assert pool.close() == [0]
 
 
-@pytest.mark.parametrize("engine_reloads", [True, False], ids=["reload_weights", "fallback"])
-def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypatch, engine_reloads: bool):
+@pytest.mark.parametrize(("engine_reloads", "insecure"), [(True, False), (False, True), (False, False)],
+                         ids=["reload_weights", "fallback", "restart"])
+def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypatch, engine_reloads: bool,
+                                                              insecure: bool):
     """vLLM's own ``reload_weights(weights_path=…)`` where the worker has it, else the tensors loaded by t3s's
-    function; either way the engine serves the new weights (the greedy answer is the new model's)."""
+    function where the user allowed vLLM's pickling (``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, never set by
+    t3s), else a fresh worker; each way the engine serves the new weights (the greedy answer is the new
+    model's)."""
     from conftest import TINY_WORLD, tiny_qwen3
     from transformers import AutoTokenizer
 
@@ -136,6 +140,10 @@ def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypat
     monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
     if not engine_reloads:
         monkeypatch.setenv("T3S_FAKE_VLLM_WITHOUT_RELOAD", "1")
+    if insecure:
+        monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    else:
+        monkeypatch.delenv("VLLM_ALLOW_INSECURE_SERIALIZATION", raising=False)
     prompt = [tokenizer.encode("1 + 2 =")]
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
     pool = VLLMWorkerPool(1, python=sys.executable, engine={})
@@ -143,9 +151,10 @@ def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypat
     after = pool.load(second, tokenizer).generate(prompt, greedy)[0][0].token_ids
     fresh = VLLMWorkerPool(1, python=sys.executable, engine={})
     expected = fresh.load(second, tokenizer).generate(prompt, greedy)[0][0].token_ids
-    assert pool.restarts == 0 and after == expected and before != after
+    assert pool.restarts == (0 if engine_reloads or insecure else 1) and after == expected and before != after
     reloads = [e for e in events(log) if e["event"] in ("reload_weights", "load_weights")]
-    assert [e["event"] for e in reloads] == (["reload_weights", "load_weights"] if engine_reloads else ["load_weights"])
+    assert [e["event"] for e in reloads] == (["reload_weights", "load_weights"] if engine_reloads
+                                             else ["load_weights"] if insecure else [])
     assert pool.close() == [0] and fresh.close() == [0]
 
 

@@ -89,6 +89,8 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
     """Check the run folder and work out the checkpoints, θ_b and settings (one-line errors for bad input)."""
     import yaml
 
+    from t3s.ops.env_refs import resolve_env_references
+
     run = Path(run_dir)
     if not run.is_dir():
         raise DiagnosticsError(f"{run}: no such directory (give a phase run directory, e.g. <run>/probe)")
@@ -102,7 +104,7 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
     if 0 not in found:
         raise DiagnosticsError(f"{run}: no hf/step_0 (θ_0), which the token groups are measured against")
     try:
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        config = resolve_env_references(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise DiagnosticsError(f"{run / 'config.yaml'}: unreadable YAML ({type(err).__name__})") from None
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):

@@ -155,6 +155,8 @@ class TeacherTraceDataModule(LightningDataModule):
         ):
             if value < 1:
                 raise TraceDataError(f"data.{name} must be positive, got {value}")
+        if limit is not None and limit < 1:
+            raise TraceDataError(f"data.limit must be positive (or null: every trace), got {limit}")
         self.save_hyperparameters()
         self.path = path
         self.tokenizer_name = tokenizer

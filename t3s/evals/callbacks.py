@@ -310,8 +310,17 @@ class BenchmarkCallback(L.Callback):
     def children(self, pl_module: L.LightningModule) -> ChildEvaluator:
         """The child ``t3s evaluate`` processes of mode ``subprocess`` (run by rank 0)."""
         if self._children is None or self._children.run_dir != Path(pl_module.run_dir):  # a new phase's run
-            self._children = ChildEvaluator(pl_module.run_dir, devices=self.eval_devices)
+            self._children = ChildEvaluator(pl_module.run_dir, devices=self.eval_devices,
+                                            options=self.evaluate_options(pl_module))
         return self._children
+
+    def evaluate_options(self, pl_module: L.LightningModule) -> list[str]:
+        """The ``t3s evaluate`` options this training config opts in to and a run's ``config.yaml`` cannot give:
+        the vLLM interpreter and the model's own code (the config being trained is the user's own)."""
+        options = ["--python", str(self.python)] if self.python else []
+        if getattr(getattr(pl_module, "hparams", None), "trust_remote_code", False):
+            options += ["--trust_remote_code", "true"]
+        return options
 
     def _collect_children(self, trainer: L.Trainer, pl_module: L.LightningModule,
                           block: bool) -> dict[int, dict[str, dict[str, float]]]:

@@ -28,11 +28,15 @@ class ChildEvaluator:
         run_dir: the run whose ``hf/step_<N>`` folders are evaluated.
         devices: GPUs of this process's visible devices the children use (indices; set as
             ``CUDA_VISIBLE_DEVICES``, with ``--devices len(devices)``); None: the children's defaults.
+        options: further ``t3s evaluate`` options: what the training config itself asked for and ``t3s evaluate``
+            never reads from a run's ``config.yaml`` (``--trust_remote_code true``, ``--python PATH``).
     """
 
-    def __init__(self, run_dir: str | Path, devices: list[int] | None = None) -> None:
+    def __init__(self, run_dir: str | Path, devices: list[int] | None = None,
+                 options: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.devices = list(devices) if devices else None
+        self.options = list(options or [])
         self.queued: list[int] = []
         self.running: list[int] = []
         self._process: subprocess.Popen | None = None
@@ -46,7 +50,7 @@ class ChildEvaluator:
         command = [sys.executable, "-m", "t3s", "evaluate", str(self.run_dir), "--steps", *map(str, steps)]
         if self.devices:
             command += ["--devices", str(len(self.devices))]
-        return command
+        return command + self.options
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

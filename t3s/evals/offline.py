@@ -12,6 +12,11 @@ each holding one model at a time and data-parallel over the task items. Outputs,
 A killed evaluation restarts where it stopped: (step, task) pairs already in ``results.jsonl`` are skipped.
 Any HF folder works too (an RRT output, a hub model): then ``tasks`` must be given and outputs go to ``output``.
 
+Trust: a run directory may come from anyone, so its ``config.yaml`` only says *what* to evaluate (tasks,
+sampling, data). What would run code of its choosing is taken from the command line alone: the model's own
+code (``trust_remote_code``, off unless ``--trust_remote_code true``) and the vLLM interpreter (``--python``);
+``vllm.LLM`` options are limited to :data:`~t3s.evals.vllm_pool.ENGINE_OPTIONS`.
+
 Backends: ``hf`` (``model.generate``, or the diffusion sampler when the run's student is a
 ``DiffusionStudent`` / the folder's config says ``is_causal: false``; one process per device, joined by gloo)
 and ``vllm`` (:class:`~t3s.evals.vllm_pool.VLLMWorkerPool`: engines in the vLLM environment, one per
@@ -56,6 +61,7 @@ class EvaluationPlan:
         data: the run's ``data`` config section (for training accuracy), or None.
         done: ``(step, task)`` pairs already evaluated.
         model: the run's ``model`` config section (which student family, its sampler), or None.
+        trust_remote_code: run the checkpoints' own model code (only ever set from the command line).
     """
 
     output: Path
@@ -64,6 +70,7 @@ class EvaluationPlan:
     data: dict[str, Any] | None
     done: set[tuple[int, str]] = field(default_factory=set)
     model: dict[str, Any] | None = None
+    trust_remote_code: bool = False
 
     def callback(self) -> BenchmarkCallback:
         """The run's callback settings (tasks, sampling); built as a ``subprocess``-mode callback, which is what
@@ -86,12 +93,14 @@ def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The ``config.yaml`` Lightning saved in a run directory."""
+    """The ``config.yaml`` Lightning saved in a run directory (``${oc.env:VAR}`` resolved from this environment)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
                               "give --tasks to evaluate a plain HF folder")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from t3s.ops.env_refs import resolve_env_references
+
+    return resolve_env_references(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def benchmark_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -114,10 +123,14 @@ def plan_evaluation(
     backend: str | None = None,
     python: str | None = None,
     vllm: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> EvaluationPlan:
     """Work out the checkpoints, settings and outputs of an evaluation of ``target`` (a run dir or an HF folder).
 
-    ``backend``, ``python`` and ``vllm`` (engine options) override the run's callback settings of those names.
+    ``backend`` and ``vllm`` (engine options) override the run's callback settings of those names. The
+    interpreter (``python``) and ``trust_remote_code`` come from the arguments only, never from the run's
+    ``config.yaml`` (see the module docstring): a run whose config names an interpreter for the vLLM backend is
+    refused until ``python`` is given.
     """
     target = Path(target)
     if not target.is_dir():
@@ -131,6 +144,10 @@ def plan_evaluation(
     else:
         config = saved_config(target)
         bench = benchmark_settings(config)
+        run_python = bench.pop("python", None)
+        if run_python and python is None and (backend or bench.get("backend")) == "vllm":
+            raise EvaluationError(f"{target}/config.yaml names a vLLM interpreter ({run_python}); a run's config "
+                                  f"does not choose what runs here: give --python {run_python} to use it")
         if tasks is not None:
             bench["tasks"] = list(tasks)
         checkpoints = run_checkpoints(target)
@@ -150,6 +167,13 @@ def plan_evaluation(
         bench["python"] = python
     if vllm:
         bench["vllm"] = {**(bench.get("vllm") or {}), **vllm}
+    if bench.get("vllm"):
+        from t3s.evals.vllm_pool import VLLMError, check_engine_options
+
+        try:
+            check_engine_options(bench["vllm"])
+        except VLLMError as err:
+            raise EvaluationError(f"{target}: {err}") from None
     if bench.get("backend", "hf") not in ("hf", "vllm"):
         raise EvaluationError(f"--backend must be hf or vllm, got {bench['backend']!r}")
     if not bench.get("tasks") and not bench.get("train_accuracy", True):
@@ -158,7 +182,14 @@ def plan_evaluation(
         wanted = set(steps)
         checkpoints = [c for c in checkpoints if c[0] in wanted]
     done = {(int(r["step"]), str(r["task"])) for r in read_results(out)}
-    return EvaluationPlan(out, checkpoints, bench, data, done, model)
+    if not trust_remote_code:
+        from t3s.students.diffusion_hf import needs_remote_code
+
+        custom = next((folder for _, folder in checkpoints if needs_remote_code(str(folder))), None)
+        if custom is not None:
+            raise EvaluationError(f"{custom} needs its own model code (config.json auto_map): give "
+                                  "--trust_remote_code true if you trust where it came from")
+    return EvaluationPlan(out, checkpoints, bench, data, done, model, trust_remote_code)
 
 
 def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[str, Any]]:
@@ -221,14 +252,16 @@ def _evaluate_with_vllm(plan: EvaluationPlan, devices: int) -> None:
         raise EvaluationError("the vLLM backend serves autoregressive models; evaluate a diffusion student "
                               "with --backend hf (its own sampler)")
     try:
-        with VLLMWorkerPool(devices, python=plan.bench.get("python"), engine=plan.bench.get("vllm")) as pool:
+        with VLLMWorkerPool(devices, python=plan.bench.get("python"), engine=plan.bench.get("vllm"),
+                            trust_remote_code=plan.trust_remote_code) as pool:
             _evaluate_plan(0, 1, plan, serve=pool.load)
     except VLLMError as err:
         raise EvaluationError(str(err)) from None
 
 
 def _trust_remote_code(plan: EvaluationPlan) -> bool:
-    return bool(((plan.model or {}).get("init_args") or {}).get("trust_remote_code", False))
+    """Only the command line's ``--trust_remote_code`` (never the run's config.yaml)."""
+    return plan.trust_remote_code
 
 
 def _is_diffusion(plan: EvaluationPlan, folder: Path) -> bool:
@@ -264,9 +297,9 @@ def _diffusion_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder:
     from t3s.students import DiffusionStudent
 
     args = (plan.model or {}).get("init_args") or {}
+    args = {**{k: args[k] for k in DIFFUSION_SAMPLING_ARGS if k in args}, "trust_remote_code": plan.trust_remote_code}
     student = DiffusionStudent(model=str(folder), tokenizer=str(folder),
-                               dtype="bfloat16" if device.type == "cuda" else "float32",
-                               **{k: args[k] for k in DIFFUSION_SAMPLING_ARGS if k in args})
+                               dtype="bfloat16" if device.type == "cuda" else "float32", **args)
     student.configure_model()
     student.model.to(device)
     return DiffusionGenerator.for_student(student, batch_size=bench.batch_size, show_progress=False)

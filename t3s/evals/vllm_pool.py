@@ -23,17 +23,24 @@ from t3s.evals.generation import (
     stopped_generation,
     to_vllm_sampling_kwargs,
 )
+from t3s.evals.vllm_worker import ENGINE_OPTIONS, disallowed_options
 
-__all__ = ["ENGINE_OPTIONS", "VLLMError", "VLLMWorkerPool", "worker_devices"]
+__all__ = ["ENGINE_OPTIONS", "VLLMError", "VLLMWorkerPool", "check_engine_options", "worker_devices"]
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 README_SECTION = 'the README section "Evaluating with vLLM"'
-#: Engine options passed to ``vllm.LLM`` (any other ``vllm.LLM`` keyword is passed through too).
-ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enable_prefix_caching")
 
 
 class VLLMError(ValueError):
     """The vLLM environment or a worker cannot do what was asked (one line, names the interpreter)."""
+
+
+def check_engine_options(engine: dict[str, Any]) -> None:
+    """Refuse ``vllm.LLM`` options outside :data:`ENGINE_OPTIONS` (the worker refuses them too)."""
+    refused = disallowed_options(engine)
+    if refused:
+        hint = " (trust_remote_code: give --trust_remote_code true)" if "trust_remote_code" in refused else ""
+        raise VLLMError(f"vllm options not allowed: {', '.join(refused)}{hint}; allowed: {', '.join(ENGINE_OPTIONS)}")
 
 
 def worker_devices(devices: int, tensor_parallel_size: int, visible: str | None = None) -> list[str]:
@@ -50,12 +57,13 @@ def worker_devices(devices: int, tensor_parallel_size: int, visible: str | None 
 class _Worker:
     """One worker process and its line protocol."""
 
-    def __init__(self, python: str, engine: dict[str, Any], gpus: str) -> None:
-        self.python, self.engine, self.gpus = python, engine, gpus
+    def __init__(self, python: str, engine: dict[str, Any], gpus: str, trust_remote_code: bool = False) -> None:
+        self.python, self.engine, self.gpus, self.trust_remote_code = python, engine, gpus, trust_remote_code
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+        trust = ["--trust-remote-code"] if trust_remote_code else []
         try:
             self.process = subprocess.Popen(
-                [python, str(WORKER_SCRIPT), "--engine", json.dumps(engine)],
+                [python, str(WORKER_SCRIPT), "--engine", json.dumps(engine), *trust],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8",
             )
         except OSError as err:
@@ -120,15 +128,19 @@ class VLLMWorkerPool:
     Args:
         devices: GPUs in all; ``devices / tensor_parallel_size`` workers.
         python: the interpreter of the vLLM environment (default: this one).
-        engine: ``vllm.LLM`` keyword arguments (:data:`ENGINE_OPTIONS` and any other).
+        engine: ``vllm.LLM`` keyword arguments (only :data:`ENGINE_OPTIONS`; others are refused).
+        trust_remote_code: let vLLM run the model folders' own code (the user's command line opted in).
 
     Use as a context manager: every worker is closed (engine dropped, process joined) on the way out.
     ``restarts`` counts fresh processes started after the first engines (0 when weights reload in place).
     """
 
-    def __init__(self, devices: int = 1, python: str | None = None, engine: dict[str, Any] | None = None) -> None:
+    def __init__(self, devices: int = 1, python: str | None = None, engine: dict[str, Any] | None = None,
+                 trust_remote_code: bool = False) -> None:
         self.python = os.path.expanduser(python) if python else sys.executable
         self.engine = dict(engine or {})
+        check_engine_options(self.engine)
+        self.trust_remote_code = trust_remote_code
         tp = int(self.engine.get("tensor_parallel_size", 1))
         self.gpus = worker_devices(devices, tp, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.workers: list[_Worker] = []
@@ -137,7 +149,7 @@ class VLLMWorkerPool:
         self.stop_token_ids: list[int] = []
         self.folder: Path | None = None
         try:
-            self.workers = [_Worker(self.python, self.engine, gpus) for gpus in self.gpus]
+            self.workers = [_Worker(self.python, self.engine, gpus, trust_remote_code) for gpus in self.gpus]
         except BaseException:
             self.close(graceful=False)
             raise
@@ -156,7 +168,7 @@ class VLLMWorkerPool:
         for i, worker in enumerate(self.workers):
             if worker.checked(worker.receive())["engine"] == "restart":
                 worker.close()
-                self.workers[i] = _Worker(self.python, self.engine, worker.gpus)
+                self.workers[i] = _Worker(self.python, self.engine, worker.gpus, self.trust_remote_code)
                 self.workers[i].call(op="load", model=str(folder))
                 self.restarts += 1
         self.folder, self.tokenizer = folder, tokenizer

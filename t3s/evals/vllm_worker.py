@@ -17,10 +17,17 @@ is moved to stderr, so it never corrupts the channel)::
 
 One ``vllm.LLM`` is built at the first ``load`` and reused for every later checkpoint: the new weights are
 loaded into the running engine on every tensor-parallel rank (``LLM.collective_rpc("reload_weights",
-weights_path=FOLDER)``, checked against vLLM 0.34.0's source; on a vLLM without it, ``collective_rpc`` runs
-:func:`load_folder_weights`: ``model.load_weights`` with the folder's safetensors) and the prefix cache is reset
-(cached KV blocks belong to the old weights). A checkpoint with another architecture, or an engine that
-cannot reload in place, answers ``restart``: the parent then starts a fresh worker for that checkpoint.
+weights_path=FOLDER)``, checked against vLLM 0.34.0's source) and the prefix cache is reset (cached KV blocks
+belong to the old weights). A checkpoint with another architecture, or an engine that cannot reload in place,
+answers ``restart``: the parent then starts a fresh worker for that checkpoint.
+
+On a vLLM without ``reload_weights(weights_path=…)``, ``collective_rpc`` could instead ship
+:func:`load_folder_weights` (a function) to the engine processes, which vLLM only accepts with
+``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` (pickle between its processes). t3s never sets it: only where the user
+has set it in the environment is the function shipped; otherwise such an engine restarts per checkpoint.
+
+The engine options are limited to :data:`ENGINE_OPTIONS`; the model's own code runs only with
+``--trust-remote-code`` (given by the parent only when the user's command line asked for it).
 """
 
 from __future__ import annotations
@@ -31,6 +38,25 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+#: The ``vllm.LLM`` keyword arguments a worker accepts (engine sizing and numerics). Anything else — a worker or
+#: executor class, a model loader, hub overrides, ``trust_remote_code`` (its own flag, ``--trust-remote-code``) —
+#: could run code of the options' author's choosing, and the options may come from a downloaded run.
+ENGINE_OPTIONS = (
+    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enable_prefix_caching", "seed",
+    "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "swap_space", "cpu_offload_gb", "kv_cache_dtype",
+    "quantization", "block_size", "enable_chunked_prefill", "disable_custom_all_reduce", "max_logprobs",
+)
+
+#: vLLM's switch that lets its processes exchange pickled objects (arbitrary code on load). Not set by t3s: an
+#: engine that cannot ``reload_weights`` by name gets a fresh worker per checkpoint instead of a pickled function.
+INSECURE_SERIALIZATION_ENV = "VLLM_ALLOW_INSECURE_SERIALIZATION"
+
+
+def disallowed_options(options: dict[str, Any]) -> list[str]:
+    """The keys of ``options`` not in :data:`ENGINE_OPTIONS`."""
+    return sorted(set(options) - set(ENGINE_OPTIONS))
+
 
 #: config.json keys that may differ between checkpoints of one run without changing the engine's shape.
 VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
@@ -100,6 +126,9 @@ class Engine:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
             return
         except Exception as err:  # noqa: BLE001 - older vLLM: no such method, or no weights_path argument
+            if os.environ.get(INSECURE_SERIALIZATION_ENV) != "1":
+                raise RuntimeError(f"reload_weights(weights_path=…) unavailable ({err}), and shipping a function "
+                                   f"to the engine needs {INSECURE_SERIALIZATION_ENV}=1") from None
             print(f"t3s vllm worker: reload_weights(weights_path=…) unavailable ({err}); loading the tensors "
                   "directly", file=sys.stderr)
         self.llm.collective_rpc(load_folder_weights, args=(folder,))
@@ -150,8 +179,15 @@ def serve(requests: Any, answers: Any, options: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--engine", default="{}", help="vllm.LLM keyword arguments, as JSON")
+    parser.add_argument("--engine", default="{}", help="vllm.LLM keyword arguments, as JSON (ENGINE_OPTIONS only)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code")
     args = parser.parse_args(argv)
+    options = json.loads(args.engine)
+    refused = disallowed_options(options)
+    if refused:
+        print(json.dumps({"ok": False, "error": f"vllm options not allowed: {', '.join(refused)} (allowed: "
+                                                f"{', '.join(ENGINE_OPTIONS)})"}), flush=True)
+        return 2
     # run by path, this file's folder is sys.path[0]: its siblings (tasks.py, metrics.py…) must not shadow packages
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
@@ -159,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    # collective_rpc ships load_folder_weights (a function) to vLLM's engine processes
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-    return serve(sys.stdin, answers, json.loads(args.engine))
+    return serve(sys.stdin, answers, {**options, **({"trust_remote_code": True} if args.trust_remote_code else {})})
 
 
 if __name__ == "__main__":

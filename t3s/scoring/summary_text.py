@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["summary_markdown"]
+__all__ = ["summary_markdown", "token_cell"]
+
+
+def token_cell(token: str) -> str:
+    """A token as a code span that stays in its table cell: ``|`` escaped (``<|im_end|>`` would split the row),
+    line breaks and tabs shown as ``\\n`` / ``\\t``, and a longer fence around a token holding a backtick."""
+    text = token.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t").replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
@@ -18,6 +27,6 @@ def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
         "|---|---|---|---|---|---|",
     ]
     for a, o in zip(summary["top_anchor_tokens"][:rows], summary["top_yet_to_learn_tokens"][:rows]):
-        lines.append(f"| `{a['token']}` | {a['count']} | {a['share_of_occurrences']:.2f} | `{o['token']}` "
+        lines.append(f"| {token_cell(a['token'])} | {a['count']} | {a['share_of_occurrences']:.2f} | {token_cell(o['token'])} "
                      f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
     return "\n".join(lines)

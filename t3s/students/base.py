@@ -167,6 +167,11 @@ class StudentModule(L.LightningModule):
             raise self.config_error(f"{name} needs exactly one of `model` (hub id / path) or `model_config`")
         if model_config is not None and "model_type" not in model_config:
             raise self.config_error("model_config needs a 'model_type' key (e.g. 'qwen3')")
+        if model_config is not None:
+            odd = _not_plain_data(model_config, "model.init_args.model_config")
+            if odd is not None:
+                raise self.config_error(f"{odd[0]}: a model config holds numbers, text, lists and mappings, not "
+                                        f"{odd[1]} (a class_path mapping there is built as an object)")
         for key, value, valid, what in (
             ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
             ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
@@ -271,7 +276,9 @@ class StudentModule(L.LightningModule):
             kwargs["config"].is_causal = False
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         check_finite(model.named_parameters(), source)
-        return model
+        # from_pretrained returns eval mode; the student trains it, and Lightning's model summary (a callback's
+        # on_fit_start, before the module's own) reports the mode it finds
+        return model.train()
 
     # -------------------------------------------------------------- training
     def plan_step(self, batch: dict[str, Any]) -> StepPlan:
@@ -486,6 +493,23 @@ class StudentModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
+
+
+def _not_plain_data(value: Any, key: str) -> tuple[str, str] | None:
+    """The first key under ``value`` that holds something other than JSON-like data, and what it holds."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "class_path":
+                return f"{key}.class_path", "a class_path mapping"
+            found = _not_plain_data(v, f"{key}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((f for i, v in enumerate(value) if (f := _not_plain_data(v, f"{key}[{i}]"))), None)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return key, f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

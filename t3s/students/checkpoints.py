@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from t3s.ops.files import make_shareable
@@ -145,11 +150,92 @@ def link_final(run_dir: str | Path, step: int) -> Path:
     return final
 
 
+class CheckpointRefusedError(ValueError):
+    """A Lightning checkpoint holding pickled objects other than tensors and plain data (one line, exit 2)."""
+
+
+def refused_checkpoint(path: Any, err: BaseException) -> CheckpointRefusedError:
+    """The one line for a checkpoint ``torch.load(weights_only=True)`` refused (it names what it would import)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch's wording varies: "Unsupported global: GLOBAL x", …
+    what = f"it would import {found.group(1)}" if found else "objects torch.load(weights_only=True) refuses"
+    return CheckpointRefusedError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
+                       f"plain data ({what}); t3s loads checkpoints with weights_only=True")
+
+
+class Terminated(Exception):
+    """``fit`` stopped by SIGTERM (a scheduler's notice before the kill) after saving a checkpoint: one line, and
+    the exit status of a process killed by SIGTERM (143), so the scheduler does not count the job as done."""
+
+    exit_code = 128 + 15
+
+    def __init__(self, message: str, rank: int = 0) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+class SaveOnSigterm(L.Callback):
+    """On SIGTERM, save a resumable checkpoint where ``--ckpt_path last`` finds it.
+
+    Lightning (2.6) only notes the signal (``trainer.received_sigterm``) and, after the step in progress,
+    raises ``SIGTERMException`` — a ``SystemExit`` with status 0 — without saving anything. This callback
+    saves ``last.ckpt`` in the checkpoint folder (the ``ModelCheckpoint``'s, else ``<log dir>/checkpoints``) from
+    ``on_exception``, on every rank (the save is collective); :func:`fit` then raises :class:`Terminated`.
+    """
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        callback = trainer.checkpoint_callback
+        folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        last = getattr(callback, "CHECKPOINT_NAME_LAST", "last")
+        self.saved = Path(folder) / f"{last}.ckpt"
+        trainer.save_checkpoint(self.saved)
+
+
+def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None,
+        resume_hint: str | None = None) -> None:
+    """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` (every strategy: Lightning hands it
+    to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback.
+
+    The data module is set up first, so bad data is refused before the run's folder exists.
+    A trainer with :class:`SaveOnSigterm` that gets SIGTERM raises :class:`Terminated` naming the checkpoint
+    and how to resume (``resume_hint``, default ``--ckpt_path <that file>``).
+    """
+    if datamodule is not None and hasattr(datamodule, "setup"):
+        # the data is checked before Lightning's loggers create the run's version_<k> folder: a run refused for
+        # its data takes no version number (setup runs once; Lightning's own call then does nothing)
+        datamodule.setup("fit")
+    try:
+        trainer.fit(student, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise refused_checkpoint(ckpt_path, err) from None
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSigterm)), None)
+        if saver is None or saver.saved is None:
+            raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; no checkpoint saved",
+                             trainer.global_rank) from None
+        raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; saved {saver.saved}: resume with "
+                         f"{resume_hint or f'--ckpt_path {saver.saved}'}", trainer.global_rank) from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes to a temporary file and renames it into place.
+    """Lightning checkpoint I/O that writes to a temporary file and renames it into place, and loads with
+    ``weights_only=True`` unless told otherwise (a checkpoint can come from anyone; unpickling runs code).
 
     A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
     """
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        try:
+            return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only,
+                                           **kwargs)
+        except pickle.UnpicklingError as err:
+            raise refused_checkpoint(path, err) from None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         path = Path(path)
