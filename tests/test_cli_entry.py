@@ -208,9 +208,10 @@ def test_comparison_figure_labels_theta0_and_each_theta_b():
     assert fig.axes[0].get_legend_handles_labels()[1][-2:] == ["θ_b of probe (step 5)", "θ_b of t3s (step 10)"]
 
 
-def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path):
+def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path, monkeypatch):
     from t3s.train_cli import StepProgressBar, train_cli
 
+    monkeypatch.setenv("T3S_PROGRESS", "bar")  # the terminal's bar (pytest's captured output is a file)
     config = yaml.safe_load(random_model_config(tmp_path).read_text())
     config["trainer"]["enable_progress_bar"] = True
     path = tmp_path / "bar.yaml"
