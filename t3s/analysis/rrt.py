@@ -19,47 +19,18 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from t3s.ops.files import make_shareable
-from t3s.ops.hf_folders import check_finite, check_hf_folder
+from t3s.ops.hf_folders import CheckpointError, LazyTensors, check_finite, check_hf_folder
 
-_INDEX = "model.safetensors.index.json"
-_SINGLE = "model.safetensors"
 #: Written into every RRT output folder: its inputs and the files t3s wrote there (what ``overwrite`` may replace).
 MARKER = "t3s-rrt.json"
 
 
-class CheckpointLayoutError(ValueError):
+class CheckpointLayoutError(CheckpointError):
     """A checkpoint folder lacks safetensors weights, or the three checkpoints do not line up."""
-
-
-def weight_map(folder: str | Path) -> dict[str, str]:
-    """Tensor name → shard file name of an HF folder (sharded or single-file safetensors)."""
-    folder = Path(folder)
-    if (folder / _INDEX).is_file():
-        return dict(json.loads((folder / _INDEX).read_text())["weight_map"])
-    if (folder / _SINGLE).is_file():
-        with safe_open(str(folder / _SINGLE), framework="pt") as f:
-            return {name: _SINGLE for name in f.keys()}
-    raise CheckpointLayoutError(f"'{folder}' has no {_SINGLE} or {_INDEX}: save it with save_pretrained first")
-
-
-class _LazyTensors:
-    """Opens shards on demand and reads one tensor at a time."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.map = weight_map(folder)
-        self._open: dict[str, object] = {}
-
-    def get(self, name: str) -> torch.Tensor:
-        shard = self.map[name]
-        if shard not in self._open:
-            self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
-        return self._open[shard].get_tensor(name)
 
 
 def check_output(output: str | Path, overwrite: bool = False) -> None:
@@ -105,8 +76,8 @@ def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Pat
     for folder in (base, bottleneck, final):
         if not is_adapter_folder(folder):
             check_hf_folder(folder)
-    base_t = _LazyTensors(base)
-    bott_t, final_t = (AdapterTensors(base, f) if is_adapter_folder(f) else _LazyTensors(f) for f in (bottleneck, final))
+    base_t = LazyTensors(base)
+    bott_t, final_t = (AdapterTensors(base, f) if is_adapter_folder(f) else LazyTensors(f) for f in (bottleneck, final))
     names = set(base_t.map)
     for label, other in (("bottleneck", bott_t), ("final", final_t)):
         if set(other.map) != names:

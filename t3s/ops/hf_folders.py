@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,3 +50,41 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: str | Path
     for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{source}: tensor '{name}' holds NaN or Inf values; refusing to use these weights")
+
+
+_INDEX = "model.safetensors.index.json"
+_SINGLE = "model.safetensors"
+
+
+def weight_map(folder: str | Path) -> dict[str, str]:
+    """Tensor name → shard file name of an HF folder (sharded or single-file safetensors)."""
+    import json
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if (folder / _INDEX).is_file():
+        return dict(json.loads((folder / _INDEX).read_text())["weight_map"])
+    if (folder / _SINGLE).is_file():
+        with safe_open(str(folder / _SINGLE), framework="pt") as f:
+            return {name: _SINGLE for name in f.keys()}
+    raise CheckpointError(f"'{folder}' has no {_SINGLE} or {_INDEX}: save it with save_pretrained first")
+
+
+class LazyTensors:
+    """The tensors of an HF folder's safetensors files, opened on demand, one tensor per read (an 8B
+    model never needs to be in memory whole)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.map = weight_map(folder)
+        self._open: dict[str, Any] = {}
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        shard = self.map[name]
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
+        return self._open[shard].get_tensor(name)
+

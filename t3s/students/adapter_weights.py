@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from t3s.ops.files import make_shareable
-from t3s.ops.hf_folders import CheckpointError
+from t3s.ops.hf_folders import CheckpointError, LazyTensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -106,23 +106,6 @@ def read_adapter(folder: str | Path) -> dict[str, LoraFactors]:
             raise AdapterError(f"{weights}: layer '{name}' lacks lora_A or lora_B")
         factors[name] = LoraFactors(found["a"], found["b"], scaling, found.get("m"))
     return factors
-
-
-class LazyTensors:
-    """The tensors of an HF folder's safetensors files, opened on demand, one tensor per read."""
-
-    def __init__(self, folder: str | Path):
-        from t3s.analysis.rrt import weight_map
-
-        self.folder = Path(folder)
-        self.map = weight_map(folder)
-        self._open: dict[str, object] = {}
-
-    def get(self, name: str) -> torch.Tensor:
-        shard = self.map[name]
-        if shard not in self._open:
-            self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
-        return self._open[shard].get_tensor(name)
 
 
 class AdapterTensors:
