@@ -165,6 +165,9 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
 
 #: The top-level keys of a ``fit`` config (LightningCLI's, plus t3s's ``--ckpt_path`` and ``--eval_mode``).
 FIT_KEYS = ("seed_everything", "trainer", "model", "data", "ckpt_path", "eval_mode", "config", "print_config", "help")
+#: What a ``fit`` command line may start an option with: the config keys and ``--eval.<argument>``
+#: (the BenchmarkCallback's settings, :mod:`t3s.eval_options`).
+FIT_OPTIONS = (*FIT_KEYS, "eval")
 
 
 def config_files(args: Sequence[str]) -> list[str]:
@@ -204,8 +207,8 @@ def precheck_training_args(args: Sequence[str], fit: bool = True) -> None:
     for arg in args:
         if arg.startswith("--") and arg != "--":
             top = arg[2:].split("=", 1)[0].split(".", 1)[0]
-            if top not in FIT_KEYS:
-                close = difflib.get_close_matches(top, FIT_KEYS, n=1)
+            if top not in FIT_OPTIONS:
+                close = difflib.get_close_matches(top, FIT_OPTIONS, n=1)
                 raise UsageError(f"unknown option {arg.split('=', 1)[0]}"
                                  + (f" (did you mean --{close[0]}?)" if close else ""))
 

@@ -29,9 +29,12 @@ import torch
 from t3s.students.adapter_weights import local_model_folder, write_merged
 from t3s.students.checkpoints import hf_step_dir, save_hf_folder
 from t3s.students.sharding import full_state_dict
-from t3s.usage import ConfigError
 
 ADAPTER_DIRNAME = "adapter"
+
+
+class AdapterSettingError(ValueError):
+    """``model.init_args.adapter`` asks for something this student cannot do (a user's setting, one line)."""
 
 
 def adapter_step_dir(run_dir: str | Path, step: int) -> Path:
@@ -74,10 +77,10 @@ class AdapterSpec:
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(value) - known)
             if unknown:
-                raise ConfigError(f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+                raise AdapterSettingError(f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
             spec = cls(**value)
         else:
-            raise ConfigError(f"model.init_args.adapter must be a mapping or null, got {value!r}")
+            raise AdapterSettingError(f"model.init_args.adapter must be a mapping or null, got {value!r}")
         if spec is None:
             return None
         where = "model.init_args.adapter"
@@ -91,11 +94,11 @@ class AdapterSpec:
             (bool(spec.target_modules), f"{where}.target_modules is empty"),
         ):
             if not ok:
-                raise ConfigError(message)
+                raise AdapterSettingError(message)
         if importlib.util.find_spec("peft") is None:
-            raise ConfigError("model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)")
+            raise AdapterSettingError("model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)")
         if spec.quantize == "4bit" and not (importlib.util.find_spec("bitsandbytes") and torch.cuda.is_available()):
-            raise ConfigError("adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it to train "
+            raise AdapterSettingError("adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it to train "
                               "LoRA on the unquantized base")
         return spec
 
@@ -138,7 +141,7 @@ class AdapterMixin:
 
         strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
         if strategy.startswith("FSDP"):
-            raise ConfigError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not "
+            raise AdapterSettingError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not "
                               "FSDPStrategy (FSDP1)")
         model = self.model
         with torch.random.fork_rng(devices=[]):
@@ -146,7 +149,7 @@ class AdapterMixin:
             peft_model = get_peft_model(model, self.adapter.peft_config())
         for head in (model.get_output_embeddings(), model.get_input_embeddings()):
             if isinstance(head, BaseTunerLayer):
-                raise ConfigError("model.init_args.adapter.target_modules names the embeddings or LM head; "
+                raise AdapterSettingError("model.init_args.adapter.target_modules names the embeddings or LM head; "
                                   "adapters go on the decoder's linear layers")
         self._peft = [peft_model]  # a list keeps the wrapper out of the module tree
         self._fresh_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -159,7 +162,7 @@ class AdapterMixin:
         from transformers import AutoModelForCausalLM
 
         if self.model_source is None:
-            raise ConfigError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
+            raise AdapterSettingError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
         hp = self.hparams
         kwargs: dict[str, Any] = {"trust_remote_code": hp.trust_remote_code, **quantized_load_kwargs()}
         if hp.attn_implementation:
@@ -188,7 +191,7 @@ class AdapterMixin:
         if self.adapter.quantize is None:
             return hf_step_dir(self.run_dir, 0)
         if self.model_source is None:
-            raise ConfigError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
+            raise AdapterSettingError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
         return local_model_folder(self.model_source)
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None, *, merged: bool = True) -> Path | None:
