@@ -35,7 +35,7 @@ if [[ "$MODE" == "rehearse" ]]; then
   R1="--model tiny --data r1 --traces 2 --max-length 2048 --cycles 1"
   BIG="--model tiny --data fixed --traces 1 --max-length 128 --precision bf16-true --grad-ckpt --cycles 1"
   SCORE="--model tiny --score-only --score-length 512"
-  FIT="--trainer.accelerator=cpu --trainer.devices=1 --trainer.max_steps=2"
+  FIT="--trainer.accelerator=cpu --trainer.devices=1 --trainer.max_steps=2 --eval.train_limit=4"
   TESTS="--collect-only $(grep -l 'mark.gpu' tests/*.py | tr '\n' ' ')"  # the GPU tests' files
   LIMIT=1   # rehearsal timeouts: 3 × the GPU's (a loaded CPU)
 else
