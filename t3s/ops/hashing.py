@@ -5,7 +5,8 @@
 * :func:`counter_uniform` is a counter-based generator (splitmix64 finaliser folded over integer counters):
   a float64 in [0, 1) that is a fixed function of a start key and the counters, so a draw never depends on
   which micro-batch, rank or row its element lands in.
-* :func:`hash_uniform` is the ``[R, length]`` grid form the diffusion student draws its masks from.
+* :func:`hash_uniform` is the ``[R, length]`` grid form the diffusion student draws its masks from, and
+  :func:`hash_uniform_at` the element-wise form (packed rows: a trace index and a position per token).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from t3s.ops.seeds import stable_seed
 
-__all__ = ["counter_uniform", "hash_bits", "hash_uniform", "stable_seed"]
+__all__ = ["counter_uniform", "hash_bits", "hash_uniform", "hash_uniform_at", "stable_seed"]
 
 _INT63 = 0x7FFFFFFFFFFFFFFF
 # splitmix64 constants as signed 64-bit integers (torch int64 arithmetic wraps around)
@@ -61,6 +62,17 @@ def hash_uniform(seed: int, step: int, traces: torch.Tensor, length: int, stream
     ``traces`` holds one trace index per row; positions count from 1. A row's draws do not depend on the
     other rows or on ``length`` beyond its own prefix.
     """
-    positions = torch.arange(1, length + 1, dtype=torch.int64, device=traces.device)
+    positions = torch.arange(length, dtype=torch.int64, device=traces.device)
+    return hash_uniform_at(seed, step, traces.long()[:, None], positions[None, :], stream)
+
+
+def hash_uniform_at(
+    seed: int, step: int, traces: torch.Tensor, positions: torch.Tensor, stream: int
+) -> torch.Tensor:
+    """Element-wise form of :func:`hash_uniform`: the draw of each ``(trace, position)`` pair (broadcast).
+
+    ``positions`` count from 0 within each trace, so a token of a packed row draws exactly what it draws on
+    a row of its own: ``hash_uniform(seed, step, t, L)[i, j] == hash_uniform_at(seed, step, t[i], j)``.
+    """
     start = (seed * 1_000_003 + stream) & _INT63
-    return counter_uniform(start, step, traces.long()[:, None], positions[None, :])
+    return counter_uniform(start, step, traces.long(), positions.long() + 1)

@@ -58,15 +58,18 @@ def document_causal_mask_mod(
     return mask_mod
 
 
-def dense_document_mask(position_ids: Tensor) -> Tensor:
+def dense_document_mask(position_ids: Tensor, causal: bool = True) -> Tensor:
     """The same predicate materialised: bool ``[R, 1, L, L]``, True where attention is allowed.
 
     For SDPA/eager with an explicit mask and for tests; O(L²) memory, so not for long rows on GPU.
+    ``causal=False``: the whole document (packed rows of a bidirectional diffusion student).
     """
     docs = document_ids(position_ids)
-    length = docs.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=docs.device).tril()
-    return ((docs[:, :, None] == docs[:, None, :]) & causal)[:, None]
+    same = docs[:, :, None] == docs[:, None, :]
+    if causal:
+        length = docs.shape[1]
+        same = same & torch.ones(length, length, dtype=torch.bool, device=docs.device).tril()
+    return same[:, None]
 
 
 def flex_block_mask(position_ids: Tensor, block_size: int = 128, causal: bool = True) -> Any:

@@ -1,11 +1,17 @@
 """``DiffusionStudent``: a masked-diffusion language model fine-tuned on teacher traces.
 
-Masked-diffusion SFT (LLaDA-style) on the same step batches as :class:`~t3s.students.ARStudent`, with the
-data module's per-sample layout (``data.packing: false``: one trace per row, right padded):
+Masked-diffusion SFT (LLaDA-style) on the same step batches as :class:`~t3s.students.ARStudent`, in either
+row layout of the data module:
 
-* the prompt is never corrupted; the answer region is the trace's labelled reply followed by EOS padding
-  up to the row length (everything after the reply's last labelled token becomes EOS and is trained:
-  that is how these models learn to stop);
+* ``data.packing: false``: one trace per row, right padded; the answer region is the trace's labelled reply
+  followed by EOS padding up to the row length (everything after the reply's last labelled token becomes EOS
+  and is trained: that is how these models learn to stop);
+* ``data.packing: true``: several traces per row; each is a document of its own, attended only by itself
+  (document mask, intersected with the block-diffusion mask when ``block_size`` is set; positions restart
+  per document), its answer region ends with the document (its own template tail as EOS, no EOS padding),
+  and its masking ratio, draws and per-sequence normalisers are its own: a packed step has the loss and
+  gradients of the same traces each alone on a row without padding;
+* the prompt is never corrupted;
 * each answer token is replaced by the mask token with probability ``p`` (one ``p`` per sequence), and
   the tokens the selection strategy names in :meth:`~t3s.selection.TokenSelectionStrategy.must_corrupt`
   are corrupted on top (the union); those it names in ``keep_visible`` (T3S: the anchors) are corrupted
@@ -47,6 +53,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from t3s.data.render import IGNORE_INDEX
 from t3s.ops.causal_lm import DTYPES
 from t3s.ops.logprob import token_logprobs
+from t3s.ops.packed_attention import dense_document_mask, document_ids, flex_block_mask
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
 from t3s.students.base import StepPlan, StepStats, StudentModule
 from t3s.students.diffusion_blocks import additive, block_diffusion_mask, flex_block_diffusion_mask
@@ -55,6 +62,7 @@ from t3s.students.diffusion_hf import (
     attends_bidirectionally,
     decoder_and_head,
     full_attention_mask,
+    isolates_documents,
     needs_explicit_mask,
     needs_remote_code,
     resolve_special_ids,
@@ -132,8 +140,8 @@ class _Prepared:
 class DiffusionStudent(StudentModule):
     """A masked-diffusion student (LLaDA-style) with trajectory-aware corruption.
 
-    Uses the same data module (with ``data.packing: false``), selection strategies, score cache, checkpoint
-    layout and CLI as :class:`~t3s.students.ARStudent`; see the module docstring for the objective. Takes
+    Uses the same data module (packed rows or one trace per row), selection strategies, score cache,
+    checkpoint layout and CLI as :class:`~t3s.students.ARStudent`; see the module docstring for the objective. Takes
     the arguments of :class:`~t3s.students.base.StudentModule` (model, tokenizer, AdamW and schedule,
     dtype, kernels) plus:
 
@@ -144,7 +152,8 @@ class DiffusionStudent(StudentModule):
         t_range: the U[lo, hi] range of p for ``llada2``.
         complementary_masking: also train every sample with the complement of its mask.
         pad_to: pad every answer with EOS to this row length (default: the longest row of the micro-batch);
-            set it to ``data.max_length`` to make the objective independent of the micro-batching.
+            set it to ``data.max_length`` to make the objective independent of the micro-batching. One trace
+            per row only (``data.packing: false``): a packed document has no EOS padding.
         mask_token_id / eos_token_id / pad_token_id: special ids (default: the tokenizer's; the mask token is
             its ``mask_token`` or ``<|mask|>``; pad only pads prompts at generation time).
         seed: seed of the masking draws.
@@ -218,6 +227,10 @@ class DiffusionStudent(StudentModule):
         self.attention_checked = False
         self.logits_only = False
         self.skipped_sequences = 0
+        #: rows hold several traces (``None``: follow the data module's ``packing``; set it when calling
+        #: :meth:`prepare` on micro-batches without a trainer)
+        self.packed_rows: bool | None = None
+        self.documents_checked = False
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> None:
@@ -266,14 +279,41 @@ class DiffusionStudent(StudentModule):
         except (ImportError, AttributeError, KeyError, NameError, TypeError) as error:
             raise DiffusionStudentError(load_error(str(source), error)) from None
 
+    def rows_are_packed(self) -> bool:
+        """True when the micro-batches hold several traces per row (:attr:`packed_rows`, else the data module's
+        ``packing``; no data module: one trace per row)."""
+        if self.packed_rows is not None:
+            return self.packed_rows
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return bool(getattr(datamodule, "packing", False))
+
+    def check_packing(self) -> None:
+        """Refuse, in one line each, what cannot train on packed rows (a no-op for one trace per row)."""
+        if not self.rows_are_packed():
+            return
+        if self.hparams.pad_to is not None:
+            raise DiffusionStudentError(
+                "pad_to EOS-pads one trace per row; packed documents end where their trace ends: unset "
+                "model.init_args.pad_to or set data.packing: false"
+            )
+        if self.logits_only:
+            raise DiffusionStudentError(
+                f"data.packing: true needs a forward that takes position_ids and a 4-D attention mask (each "
+                f"packed trace restarts its positions and sees only itself); {type(self.model).__name__}.forward "
+                "(LLaDA 1.0) takes neither: set data.packing: false"
+            )
+        kernel = str(getattr(self.model.config, "_attn_implementation", None) or "")
+        if kernel.startswith("flash"):
+            raise DiffusionStudentError(
+                f"packed diffusion rows need an explicit attention mask, which {kernel} cannot take: set "
+                "model.init_args.attn_implementation: flex_attention (CUDA) or sdpa"
+            )
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
         datamodule = self.trainer.datamodule
-        if datamodule is not None and getattr(datamodule, "packing", False):
-            raise DiffusionStudentError(
-                "the diffusion student trains one trace per row, right-padded with EOS: "
-                "set data.packing: false"
-            )
+        self.check_packing()
         if self.selection.needs_forward_signals:
             raise DiffusionStudentError(
                 f"{self.selection.describe()} chooses tokens from the student's own forward pass; the "
@@ -305,36 +345,59 @@ class DiffusionStudent(StudentModule):
         Runs once, at the first training step (inside the strategy's forward context, so sharded weights are
         gathered) or when a generator is made.
         """
-        if self.attention_checked:
-            return
-        self.explicit_attention_mask = self.run(needs_explicit_mask, self.model)
-        self.attention_checked = True
+        if not self.attention_checked:
+            self.explicit_attention_mask = self.run(needs_explicit_mask, self.model)
+            self.attention_checked = True
+        if self.rows_are_packed() and not self.documents_checked:
+            self.check_packing()
+            if not self.run(isolates_documents, self.model, self.hidden_states):
+                raise DiffusionStudentError(
+                    f"{type(self.model).__name__} ignores the 4-D document mask of packed rows (one packed trace "
+                    "sees the next): set data.packing: false"
+                )
+            self.documents_checked = True
 
     # --------------------------------------------------------------- forward
-    def hidden_states(self, input_ids: torch.Tensor, clean_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states ``[R, L, H]`` of unpacked noisy rows.
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        clean_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states ``[R, L, H]`` of noisy rows.
 
         Full bidirectional attention over ``input_ids``; with ``block_size`` set, the block-diffusion input
         ``[input_ids ; clean_ids]`` under :func:`~t3s.students.diffusion_blocks.block_diffusion_mask`, of
-        which the noisy half is returned.
+        which the noisy half is returned. ``position_ids`` (packed rows) restart at every document: each
+        document then attends only to itself (a dense 4-D mask, or a flex-attention ``BlockMask`` when the
+        model runs ``flex_attention``); ``None``: one sequence per row, positions ``0..L−1``.
         """
         decoder, _ = decoder_and_head(self.model)
         rows, length = input_ids.shape
-        positions = torch.arange(length, device=input_ids.device)[None].expand(rows, -1)
-        kwargs: dict[str, Any] = {"position_ids": positions, "use_cache": False}
+        packed = position_ids is not None
+        if position_ids is None:
+            position_ids = torch.arange(length, device=input_ids.device)[None].expand(rows, -1)
+        kwargs: dict[str, Any] = {"position_ids": position_ids, "use_cache": False}
         dtype = self.compute_dtype()
+        flex = getattr(self.model.config, "_attn_implementation", None) == "flex_attention"
         block_size = self.hparams.block_size
         if block_size is not None:
             if clean_ids is None:
                 raise DiffusionStudentError("block diffusion needs the clean row x_0 beside the noisy one")
-            kwargs["position_ids"] = torch.cat([positions, positions], dim=1)
-            if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
-                kwargs["attention_mask"] = flex_block_diffusion_mask(positions, block_size)
+            documents = document_ids(position_ids) if packed else None
+            kwargs["position_ids"] = torch.cat([position_ids, position_ids], dim=1)
+            if flex:
+                kwargs["attention_mask"] = flex_block_diffusion_mask(position_ids, block_size, documents)
             else:
-                kwargs["attention_mask"] = additive(block_diffusion_mask(positions, block_size), dtype)
+                kwargs["attention_mask"] = additive(block_diffusion_mask(position_ids, block_size, documents), dtype)
             both = torch.cat([input_ids, clean_ids], dim=1)
             return decoder(input_ids=both, **kwargs).last_hidden_state[:, :length]
-        if self.explicit_attention_mask:
+        if packed:
+            if flex:
+                kwargs["attention_mask"] = flex_block_mask(position_ids, causal=False)
+            else:
+                kwargs["attention_mask"] = additive(dense_document_mask(position_ids, causal=False)[:, 0], dtype)
+        elif self.explicit_attention_mask:
             kwargs["attention_mask"] = full_attention_mask(rows, length, dtype, input_ids.device)
         return decoder(input_ids=input_ids, **kwargs).last_hidden_state
 
@@ -350,7 +413,7 @@ class DiffusionStudent(StudentModule):
             logits = self.model(input_ids=view.noisy_ids).logits
             picked = torch.log_softmax(logits[view.corrupted].float(), dim=-1)
             return picked.gather(-1, view.targets[view.corrupted][:, None])[:, 0], logits
-        hidden = self.hidden_states(view.noisy_ids, view.targets)
+        hidden = self.hidden_states(view.noisy_ids, view.targets, view.position_ids)
         _, head = decoder_and_head(self.model)
         lp = token_logprobs(
             hidden[view.corrupted],
@@ -399,13 +462,15 @@ class DiffusionStudent(StudentModule):
     def prepare(self, mb: dict[str, torch.Tensor], step: int) -> _Prepared:
         """Draw the corruption of one micro-batch at optimizer step ``step`` (no forward pass)."""
         hp = self.hparams
-        check_one_trace_per_row(mb["trace_index"])
-        mb = self.pad_rows(mb)
-        layout = answer_layout(mb["input_ids"], mb["labels"], self.eos_token_id)
+        packed = self.rows_are_packed()
+        if not packed:
+            check_one_trace_per_row(mb["trace_index"])
+            mb = self.pad_rows(mb)
+        layout = answer_layout(mb["input_ids"], mb["labels"], self.eos_token_id, mb["trace_index"], packed=packed)
         ctx = self.selection_context(mb)
         must = self.selection.must_corrupt(ctx).to(layout.response.device) & layout.response
         keep = self.selection.keep_visible(ctx).to(layout.response.device) & layout.response & ~must
-        traces = row_traces(mb["trace_index"])
+        traces = layout.traces
         visibility = float(hp.anchor_visibility)
         p, random_mask = draw_corruption(
             hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range), keep, visibility
@@ -415,6 +480,9 @@ class DiffusionStudent(StudentModule):
             complementary=hp.complementary_masking, keep=keep, anchor_visibility=visibility,
             normalization=hp.loss_normalization,
         )
+        if packed:
+            for view in views:
+                view.position_ids = mb["position_ids"]
         primary = views[0].corrupted
         stats = DiffusionStepStats(
             rows=float(layout.has_answer.sum()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ __all__ = [
     "attends_bidirectionally",
     "decoder_and_head",
     "full_attention_mask",
+    "isolates_documents",
     "needs_explicit_mask",
     "needs_remote_code",
     "resolve_special_ids",
@@ -127,6 +129,33 @@ def attends_bidirectionally(model: nn.Module, explicit_mask: bool = False) -> bo
         model.train(was_training)
     moved = (first[0] - second[0]).norm() / first[0].norm().clamp(min=1e-12)
     return bool(moved > BIDIRECTIONAL_TOLERANCE)
+
+
+@torch.no_grad()
+def isolates_documents(model: nn.Module, hidden: Callable[..., torch.Tensor]) -> bool:
+    """True if, through ``hidden`` (the student's packed forward), a packed row keeps its documents apart.
+
+    The probe packs two 4-token documents (positions ``0..3`` twice) on one row and changes the second: no
+    output of the first may move by more than :data:`BIDIRECTIONAL_TOLERANCE` of its norm, while the second
+    moves. A model that ignores the 4-D mask it is handed fails (its first document sees the second).
+    ``hidden(input_ids, clean_ids, position_ids)`` returns ``[1, L, H]``.
+    """
+    param = next(model.parameters())
+    vocab = model.get_input_embeddings().num_embeddings
+    half = 4
+    ids = (torch.arange(1, 2 * half + 1, device=param.device)[None] * 7) % vocab
+    changed = ids.clone()
+    changed[0, half:] = (changed[0, half:] * 3 + 11) % vocab
+    positions = torch.arange(half, device=param.device).repeat(2)[None]
+    was_training = model.training
+    model.eval()
+    try:
+        first = hidden(ids, ids, positions)[0].float()
+        second = hidden(changed, changed, positions)[0].float()
+    finally:
+        model.train(was_training)
+    moved = (first - second).norm(dim=-1) / first.norm(dim=-1).clamp(min=1e-12)
+    return bool((moved[:half] <= BIDIRECTIONAL_TOLERANCE).all() and (moved[half:] > BIDIRECTIONAL_TOLERANCE).all())
 
 
 def needs_explicit_mask(model: nn.Module) -> bool:

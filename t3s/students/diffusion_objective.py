@@ -3,6 +3,12 @@
 Answer layout → per-sequence masking ratio → corruption (random ∪ strategy-forced, optionally with the
 complementary view) → weighted loss sum; see :mod:`t3s.students.diffusion` for the two conventions
 (``llada``, ``llada2``). The random draws are a counter-based hash of ``(seed, step, trace, position)``.
+
+A *sequence* (document) is one trace: a whole row when rows hold one trace each (its right padding is the
+trace's EOS tail), or one run of a packed row (``packed=True``: the row's padding belongs to no document and
+is never trained). Every per-sequence quantity (masking ratio, answer length, ``sequence`` normaliser) is
+per document, and the draws are keyed by the position inside the document, so a trace gets the same noise
+and the same loss terms packed or alone.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Literal
 import torch
 
 from t3s.data.render import IGNORE_INDEX
-from t3s.ops.hashing import hash_uniform
+from t3s.ops.hashing import hash_uniform, hash_uniform_at
 
 __all__ = [
     "AnswerLayout",
@@ -44,37 +50,101 @@ class AnswerLayout:
     """Where the answer of each row is, and what the model must reconstruct there.
 
     Attributes:
-        targets: ``[R, L]`` clean ids; after the reply's last labelled token every position holds EOS.
+        targets: ``[R, L]`` clean ids; after the reply's last labelled token of each document every position
+            of that document holds EOS.
         answer: ``[R, L]`` bool, the corruptible region: labelled reply tokens plus the EOS padding.
         response: ``[R, L]`` bool, the labelled reply tokens only (what the selection strategy sees; the
             score cache has no values on the EOS padding).
-        has_answer: ``[R]`` bool, rows with at least one labelled token (the others are skipped).
+        has_answer: ``[D]`` bool, documents with at least one labelled token (the others are skipped); one
+            document per row (``D = R``) unless the rows are packed.
+        documents: ``[R, L]`` document of each token (``0..D−1``, row-major); ``-1`` for a packed row's padding.
+        offsets: ``[R, L]`` position of each token inside its document (the draws' counter).
+        traces: ``[D]`` dataset index of each document's trace (``-1``: a row of padding only), or ``None``
+            when the layout was built without ``trace_index``.
     """
 
     targets: torch.Tensor
     answer: torch.Tensor
     response: torch.Tensor
     has_answer: torch.Tensor
+    documents: torch.Tensor
+    offsets: torch.Tensor
+    traces: torch.Tensor | None = None
+
+    @property
+    def num_documents(self) -> int:
+        """``D``, the number of documents of the micro-batch."""
+        return int(self.has_answer.shape[0])
+
+    def per_token(self, values: torch.Tensor) -> torch.Tensor:
+        """``[R, L]``: each token gets its document's entry of ``values`` (``[D]``; 0 outside documents)."""
+        inside = self.documents >= 0
+        picked = values[self.documents.clamp(min=0)]
+        return torch.where(inside, picked, torch.zeros_like(picked))
+
+    def per_document_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``[D]``: the sum of ``values`` (``[R, L]``) over each document's tokens."""
+        inside = self.documents >= 0
+        out = torch.zeros(self.num_documents, dtype=values.dtype, device=values.device)
+        return out.index_add_(0, self.documents[inside], values[inside])
 
 
-def answer_layout(input_ids: torch.Tensor, labels: torch.Tensor, eos_id: int) -> AnswerLayout:
-    """The answer region of one-trace rows: the labelled reply, then EOS up to the row length.
+def _documents(
+    trace_index: torch.Tensor | None, rows: int, length: int, packed: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(documents [R, L], offsets [R, L], traces [D])`` of the rows (see :class:`AnswerLayout`)."""
+    columns = torch.arange(length, device=device)[None, :].expand(rows, -1)
+    if not packed:
+        documents = torch.arange(rows, device=device)[:, None].expand(rows, length)
+        return documents, columns, None if trace_index is None else row_traces(trace_index)
+    if trace_index is None:
+        raise ValueError("packed rows need trace_index to tell their documents apart")
+    inside = trace_index >= 0
+    starts = inside.clone()
+    starts[:, 1:] &= trace_index[:, 1:] != trace_index[:, :-1]
+    ordinal = starts.flatten().to(torch.int64).cumsum(0).view(rows, length) - 1
+    documents = torch.where(inside, ordinal, torch.full_like(ordinal, -1))
+    first_column = columns[starts]  # row-major, so entry d is document d's first column
+    offsets = torch.where(inside, columns - first_column[documents.clamp(min=0)], torch.zeros_like(columns))
+    return documents, offsets, trace_index[starts]
+
+
+def answer_layout(
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    eos_id: int,
+    trace_index: torch.Tensor | None = None,
+    *,
+    packed: bool = False,
+) -> AnswerLayout:
+    """The answer region of each document: the labelled reply, then EOS up to the document's end.
 
     Unlabelled tokens *before* the reply's last labelled token (the prompt, template tokens) stay as they are
-    and are never corrupted; everything after it (template tail, padding) becomes EOS and is trained.
+    and are never corrupted; everything after it (template tail; with one trace per row, the row's padding)
+    becomes EOS and is trained. ``packed``: the rows hold several traces (``trace_index`` tells them apart);
+    each trace is a document of its own, and a row's padding is in none (never corrupted, never trained).
     """
     response = labels != IGNORE_INDEX
-    has_answer = response.any(dim=1)
-    length = labels.shape[1]
-    columns = torch.arange(length, device=labels.device)
-    last = (length - 1) - response.flip(1).to(torch.int64).argmax(dim=1)
-    tail = (columns[None, :] > last[:, None]) & has_answer[:, None]
+    rows, length = labels.shape
+    documents, offsets, traces = _documents(trace_index, rows, length, packed, labels.device)
+    inside = documents >= 0
+    count = rows if not packed else int((documents.amax() + 1).clamp(min=0)) if documents.numel() else 0
+    columns = torch.arange(length, device=labels.device)[None, :].expand(rows, -1)
+    labelled = torch.where(response & inside, columns, torch.full_like(columns, -1))
+    last = torch.full((count,), -1, dtype=torch.int64, device=labels.device)
+    last = last.scatter_reduce(0, documents[inside], labelled[inside], reduce="amax")
+    has_answer = last >= 0
+    index = documents.clamp(min=0)
+    tail = inside & (columns > last[index]) & has_answer[index]
     targets = torch.where(tail, torch.full_like(input_ids, eos_id), input_ids)
-    return AnswerLayout(targets=targets, answer=response | tail, response=response, has_answer=has_answer)
+    return AnswerLayout(
+        targets=targets, answer=response | tail, response=response, has_answer=has_answer,
+        documents=documents, offsets=offsets, traces=traces,
+    )
 
 
 def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
-    """Refuse packed rows: the diffusion student needs one trace per row (``data.packing: false``)."""
+    """Refuse packed rows where one trace per row is expected (the data module said ``packing: false``)."""
     valid = trace_index >= 0
     high = torch.where(valid, trace_index, torch.full_like(trace_index, -1)).amax(dim=1)
     low = torch.where(valid, trace_index, torch.full_like(trace_index, torch.iinfo(torch.int64).max)).amin(
@@ -83,8 +153,8 @@ def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
     packed = valid.any(dim=1) & (high != low)
     if bool(packed.any()):
         raise DiffusionStudentError(
-            f"{int(packed.sum())} row(s) of a micro-batch hold more than one trace: the diffusion student "
-            "pads every trace with EOS on its own row; set data.packing: false"
+            f"{int(packed.sum())} row(s) of a micro-batch hold more than one trace, but the student was set up "
+            "for one trace per row (data.packing: false); packed rows need data.packing: true"
         )
 
 
@@ -122,17 +192,19 @@ def draw_corruption(
     keep: torch.Tensor | None = None,
     anchor_visibility: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The random part of the corruption at optimizer step ``step``: ``(p [R], random_mask [R, L])``.
+    """The random part of the corruption at optimizer step ``step``: ``(p [D], random_mask [R, L])``.
 
-    ``traces`` is the dataset index of each row's trace (:func:`row_traces`); the draws depend only on
-    ``(seed, step, trace, position)``. Positions in ``keep`` (the anchors) are corrupted with probability
+    ``traces`` is the dataset index of each document's trace (``layout.traces``; :func:`row_traces` for one
+    trace per row); the draws depend only on ``(seed, step, trace, position inside the trace)``, so a trace
+    draws the same packed or alone. Positions in ``keep`` (the anchors) are corrupted with probability
     ``anchor_visibility · p`` instead of ``p`` (an independent thinning draw: 0 keeps them always visible).
     """
     p = mask_ratios(hash_uniform(seed, step, traces, 1, _STREAM_RATIO)[:, 0], objective, eps, t_range)
-    length = layout.targets.shape[1]
-    random_mask = (hash_uniform(seed, step, traces, length, _STREAM_TOKENS) < p[:, None]) & layout.answer
+    token_traces = layout.per_token(traces.long())
+    uniforms = hash_uniform_at(seed, step, token_traces, layout.offsets, _STREAM_TOKENS)
+    random_mask = (uniforms < layout.per_token(p)) & layout.answer
     if keep is not None and bool(keep.any()):
-        thinned = hash_uniform(seed, step, traces, length, _STREAM_ANCHORS) < anchor_visibility
+        thinned = hash_uniform_at(seed, step, token_traces, layout.offsets, _STREAM_ANCHORS) < anchor_visibility
         random_mask &= ~keep | thinned
     return p, random_mask
 
@@ -150,6 +222,8 @@ class CorruptedView:
         normaliser: this view's share of the global normaliser (``llada``: sequences with an answer;
             ``llada2``: corrupted tokens, or sequences with a corrupted token under ``sequence``).
         answer_tokens: size of the answer region (for the corrupted fraction).
+        position_ids: ``[R, L]`` positions restarting at every document of a packed row (the model then sees
+            each document alone); ``None``: one sequence per row, positions ``0..L−1``.
     """
 
     noisy_ids: torch.Tensor
@@ -158,6 +232,7 @@ class CorruptedView:
     weights: torch.Tensor
     normaliser: float
     answer_tokens: int
+    position_ids: torch.Tensor | None = None
 
 
 def inclusion_probability(
@@ -167,8 +242,11 @@ def inclusion_probability(
     anchor_visibility: float = 0.0,
 ) -> torch.Tensor:
     """``[R, L]`` float64 probability that each position is corrupted: 1 where forced (``must``),
-    ``anchor_visibility · p`` where kept visible (``keep``), the sequence's ``p`` elsewhere."""
-    q = p.to(torch.float64)[:, None].expand(must.shape)
+    ``anchor_visibility · p`` where kept visible (``keep``), the sequence's ``p`` elsewhere.
+
+    ``p`` is per row (``[R]``, one sequence per row) or already per token (``[R, L]``, packed rows)."""
+    q = p.to(torch.float64)
+    q = q[:, None].expand(must.shape) if q.dim() == 1 else q
     if keep is not None:
         q = torch.where(keep, q * float(anchor_visibility), q)
     return torch.where(must, torch.ones_like(q), q)
@@ -186,13 +264,13 @@ def _view(
     answer = layout.answer
     corrupted = corrupted & answer
     if objective == "llada":
-        length = answer.sum(dim=1, keepdim=True).clamp(min=1).to(torch.float64)
-        per_token = 1.0 / (q.clamp(min=eps) * length)
+        length = layout.per_token(layout.per_document_sum(answer.to(torch.int64)))
+        per_token = 1.0 / (q.clamp(min=eps) * length.clamp(min=1).to(torch.float64))
         weights = torch.where(corrupted, per_token, torch.zeros_like(per_token)).float()
         normaliser = float(layout.has_answer.sum())
     elif normalization == "sequence":
-        count = corrupted.sum(dim=1, keepdim=True)
-        weights = corrupted.float() / count.clamp(min=1).float()
+        count = layout.per_document_sum(corrupted.to(torch.int64))
+        weights = corrupted.float() / layout.per_token(count).clamp(min=1).float()
         normaliser = float((count > 0).sum())
     else:
         weights = corrupted.float()
@@ -217,6 +295,7 @@ def corrupt(
 ) -> list[CorruptedView]:
     """The corrupted views of a micro-batch: ``random_mask ∪ must`` inside the answer region.
 
+    ``p`` is each document's masking ratio (``[D]``, as :func:`draw_corruption` returns it) or per token.
     ``random_mask`` is the random draw at each position's inclusion probability (:func:`inclusion_probability`:
     the kept-visible positions ``keep`` already thinned to ``anchor_visibility · p``). Under ``llada`` each
     corrupted token is weighted by 1 / its inclusion probability (Horvitz–Thompson, so the loss stays an
@@ -231,6 +310,8 @@ def corrupt(
     batch; ``sequence`` averages each sequence's mean over the sequences (dFactory with micro-batch 1).
     """
     corrupted = (random_mask | must) & layout.answer
+    if p.dim() == 1:  # one ratio per document
+        p = layout.per_token(p.to(torch.float64))
     q = inclusion_probability(p, must, keep, anchor_visibility)
     views = [_view(layout, corrupted, q, mask_id, objective, normalization, eps)]
     if complementary:
