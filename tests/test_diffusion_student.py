@@ -96,10 +96,7 @@ def test_fit_with_t3s_from_a_real_score_cache(tiny_world, tmp_path, caplog):
 
 
 def test_bad_data_is_refused_or_skipped(tiny_world, tmp_path, caplog):
-    packed = make_data(tiny_world, packing=True)
-    with pytest.raises(DiffusionStudentError, match="data.packing: false"):
-        make_trainer(tmp_path / "packed", 1).fit(make_student(packed), datamodule=packed)
-
+    # packed rows train (tests/test_diffusion_packing.py); what cannot train on them is refused there
     data = make_data(tiny_world, batch=4, micro=2, limit=4)
     with pytest.raises(DiffusionStudentError, match="occurs as a real token"):
         make_trainer(tmp_path / "mask", 1).fit(make_student(data, mask_token_id=8), datamodule=data)

@@ -83,7 +83,7 @@ from t3s.students.diffusion_objective import (
     view_loss_sum,
 )
 from t3s.students.remote_compat import install as install_remote_compat
-from t3s.students.remote_compat import load_error
+from t3s.students.remote_compat import load_error, reinit_rotary_buffers
 
 __all__ = [
     "MASK_TOKEN_TEXT",
@@ -275,9 +275,11 @@ class DiffusionStudent(StudentModule):
             return self.build_causal_lm(source, bidirectional=True)
         install_remote_compat()  # transformers 4.x names the LLaDA2 code imports
         try:
-            return self.build_causal_lm(source, bidirectional=True)
+            model = self.build_causal_lm(source, bidirectional=True)
         except (ImportError, AttributeError, KeyError, NameError, TypeError) as error:
             raise DiffusionStudentError(load_error(str(source), error)) from None
+        reinit_rotary_buffers(model)  # transformers 5 leaves them uninitialised when _init_weights skips them
+        return model
 
     def rows_are_packed(self) -> bool:
         """True when the micro-batches hold several traces per row (:attr:`packed_rows`, else the data module's

@@ -9,7 +9,16 @@ names it uses at import time are gone in transformers 5:
   ``1 / θ^(2i/d)`` over ``d = head_dim · partial_rotary_factor`` dimensions, attention scaling 1.
 
 :func:`install` adds them only where missing (never replaces what transformers has), so it is a no-op on
-transformers 4.x. Anything else a checkpoint's code needs and this transformers lacks ends in
+transformers 4.x.
+
+One more difference shows only after loading. Transformers 5 builds a model on the meta device and fills its
+non-persistent buffers with uninitialised memory (``torch.empty_like``), relying on the model's
+``_init_weights`` to set them again; its own ``PreTrainedModel._init_weights`` recomputes the ``inv_freq`` of
+``*RotaryEmbedding`` modules. LLaDA2's code (dFactory's copy of ``modeling_llada2_moe.py``) keeps ``inv_freq``
+as a non-persistent buffer of ``LLaDA2MoeRotaryEmbedding`` but overrides ``_init_weights`` with one that only
+initialises ``Linear`` and ``Embedding`` weights, so the rotary frequencies stay garbage.
+:func:`reinit_rotary_buffers` recomputes them from the module's own ``rope_init_fn`` (or
+``ROPE_INIT_FUNCTIONS[rope_type]``) and config after every remote-code load. Anything else a checkpoint's code needs and this transformers lacks ends in
 :class:`~t3s.students.diffusion_objective.DiffusionStudentError`, one line naming the transformers version the
 checkpoint was written for (:func:`load_error`).
 """
@@ -22,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["default_rope_parameters", "install", "load_error"]
+__all__ = ["default_rope_parameters", "install", "load_error", "reinit_rotary_buffers"]
 
 
 def default_rope_parameters(
@@ -58,6 +67,37 @@ def install() -> list[str]:
         ROPE_INIT_FUNCTIONS["default"] = default_rope_parameters
         added.append('ROPE_INIT_FUNCTIONS["default"]')
     return added
+
+
+def reinit_rotary_buffers(model: torch.nn.Module) -> list[str]:
+    """Recompute the non-persistent ``inv_freq`` buffer of every rotary-embedding module of ``model``.
+
+    A module qualifies when ``inv_freq`` is one of its non-persistent buffers and it has a ``config`` plus a
+    ``rope_init_fn`` or a ``rope_type`` known to ``ROPE_INIT_FUNCTIONS`` (the transformers 4.x layout of
+    ``*RotaryEmbedding`` modules). ``original_inv_freq`` and ``attention_scaling`` are set with it. Returns
+    the qualified names of the buffers recomputed (modules without the layout are left alone).
+    """
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    done = []
+    for name, module in model.named_modules():
+        if "inv_freq" not in getattr(module, "_non_persistent_buffers_set", ()):
+            continue
+        config = getattr(module, "config", None)
+        init_fn = getattr(module, "rope_init_fn", None) or ROPE_INIT_FUNCTIONS.get(getattr(module, "rope_type", ""))
+        if config is None or init_fn is None:
+            continue
+        buffer = module.inv_freq
+        with torch.no_grad():
+            inv_freq, scaling = init_fn(config, buffer.device)
+            fresh = inv_freq.to(device=buffer.device, dtype=buffer.dtype)
+        module.register_buffer("inv_freq", fresh, persistent=False)
+        if hasattr(module, "original_inv_freq"):
+            module.original_inv_freq = fresh
+        if hasattr(module, "attention_scaling"):
+            module.attention_scaling = scaling
+        done.append(f"{name}.inv_freq" if name else "inv_freq")
+    return done
 
 
 def load_error(source: str, error: BaseException) -> str:
