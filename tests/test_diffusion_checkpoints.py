@@ -16,7 +16,7 @@ from t3s.evals.diffusion_generation import DiffusionGenerator
 from t3s.evals.generation import SamplingParams
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import DiffusionStudentError, answer_layout, corrupt, view_loss_sum
-from t3s.students.remote_compat import default_rope_parameters, install
+from t3s.students.remote_compat import default_rope_parameters, install, reinit_rotary_buffers
 
 EOS, MASK = 2, 5
 PROMPTS = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2]]
@@ -57,6 +57,23 @@ def test_the_shim_restores_what_llada2_code_imports():
     inv_freq, scaling = ROPE_INIT_FUNCTIONS["default"](config, None)
     assert ROPE_INIT_FUNCTIONS["default"] is default_rope_parameters and scaling == 1.0
     assert torch.allclose(inv_freq, torch.tensor([1.0, 100.0 ** -0.5]))  # dim 4: exponents 0, 2/4
+
+
+def test_the_rotary_frequencies_of_llada2_code_are_recomputed_after_loading(data, llada2):
+    """The stand-in keeps inv_freq as LLaDA2's code does (a non-persistent buffer of a *RotaryEmbedding module,
+    with an _init_weights that skips buffers), which transformers 5 leaves as uninitialised memory after
+    from_pretrained; the student's load recomputes it."""
+    from transformers import AutoModelForCausalLM
+
+    raw = AutoModelForCausalLM.from_pretrained(llada2, trust_remote_code=True)
+    expected, _ = default_rope_parameters(raw.config)
+    assert reinit_rotary_buffers(raw) == ["model.rotary_emb.inv_freq"]
+    assert torch.equal(raw.model.rotary_emb.inv_freq, expected)
+    assert raw.model.rotary_emb.original_inv_freq is raw.model.rotary_emb.inv_freq
+    student = DiffusionStudent(model=llada2, trust_remote_code=True)
+    student.configure_model()
+    assert torch.equal(student.model.model.rotary_emb.inv_freq, expected)
+    assert reinit_rotary_buffers(torch.nn.Linear(2, 2)) == []  # nothing else is touched
 
 
 def test_llada2_code_trains_block_diffusion_and_decodes_block_causally(data, llada2, tmp_path):
@@ -155,6 +172,7 @@ def test_the_bidirectionality_probe_is_not_fooled_by_routing_noise(data, llada2)
 
     noisy_causal = AutoModelForCausalLM.from_pretrained(llada2, trust_remote_code=True, always_causal=True,
                                                         routing_noise=1e-7)
+    reinit_rotary_buffers(noisy_causal)  # transformers 5 leaves the stand-in's inv_freq uninitialised
     decoder = noisy_causal.get_decoder()
     ids = torch.tensor([[1, 29, 41, 12]])
     changed = torch.tensor([[1, 30, 42, 13]])
@@ -164,5 +182,6 @@ def test_the_bidirectionality_probe_is_not_fooled_by_routing_noise(data, llada2)
     assert not attends_bidirectionally(noisy_causal)
     with pytest.raises(DiffusionStudentError, match="stays causal"):
         needs_explicit_mask(noisy_causal)
-    assert attends_bidirectionally(AutoModelForCausalLM.from_pretrained(llada2, trust_remote_code=True,
-                                                                        routing_noise=1e-7))
+    noisy = AutoModelForCausalLM.from_pretrained(llada2, trust_remote_code=True, routing_noise=1e-7)
+    reinit_rotary_buffers(noisy)
+    assert attends_bidirectionally(noisy)
