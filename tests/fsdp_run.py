@@ -65,7 +65,8 @@ def main(spec: dict) -> None:
     diffusion = spec["family"] == "diffusion"
     data = TeacherTraceDataModule(
         path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=spec.get("limit", 8),
-        global_batch_size=spec.get("batch", 4), micro_batch_size=2, max_length=512, packing=not diffusion,
+        global_batch_size=spec.get("batch", 4), micro_batch_size=2, max_length=512,
+        packing=spec.get("packing", not diffusion),
     )
     data.setup("fit")
     selection = T3S(scores=spec["scores"]) if spec.get("scores") else FullSFT()

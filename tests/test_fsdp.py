@@ -26,6 +26,7 @@ RUNS = {  # name: (family, T3S?)
     "diffusion-fullsft": ("diffusion", False),
     "diffusion-t3s": ("diffusion", True),
     "diffusion-blocks": ("diffusion", False),  # block diffusion: [x_t ; x_0] under the block mask
+    "diffusion-packed": ("diffusion", True),  # packed rows: document mask ∧ block mask, T3S per document
 }
 
 
@@ -36,8 +37,10 @@ def _spec(root: Path, world: Path, caches: dict[bool, str], name: str, **extra) 
         "world": str(world), "family": family, "model_config": tiny_model_config(vocab),
         "root": str(root / name), "scores": caches[family == "ar"] if t3s else None,
         # diffusion: EOS padding to a fixed width, so the objective does not depend on the micro-batching
-        "student": ({"pad_to": 192} if family == "diffusion" else {})
-        | ({"block_size": 32} if name.startswith("diffusion-blocks") else {}),
+        # (packed rows: each trace is its own document, whatever the row layout)
+        "student": ({"pad_to": 192} if family == "diffusion" and name != "diffusion-packed" else {})
+        | ({"block_size": 32} if name.startswith(("diffusion-blocks", "diffusion-packed")) else {}),
+        "packing": family == "ar" or name == "diffusion-packed",
     }
     return spec | extra
 
