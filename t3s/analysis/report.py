@@ -15,7 +15,6 @@ from t3s.evals.figures import comparison_figure
 from t3s.evals.scalars import has_scalars, scalar_tags
 from t3s.scoring.summary_text import summary_markdown
 
-
 #: How a recipe's phase folders are named in tables and legends (the paper's names: the plain-SFT phase is SFT).
 PHASE_LABELS = {"probe": "SFT", "sft": "SFT", "t3s": "T3S", "inverse_t3s": "−T3S", "random": "random mask"}
 
@@ -92,7 +91,7 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     output.mkdir(parents=True, exist_ok=True)
     rows = [summarize_run(r) for r in runs]
     lines = ["# t3s report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
-    lines += [*story(rows), ""]
+    lines += [*story(rows, toy=any(is_toy_run(r) for r in runs)), ""]
     lines += ["| run | benchmark | start | min (step) | final | best | θ_b step |", "|---|---|---|---|---|---|---|"]
     for task, (_, accuracy) in _theta0_rows(rows).items():
         lines.append(f"| θ_0 | {task} | {accuracy:.3f} | — | — | — | |")
@@ -155,8 +154,24 @@ def _theta0_rows(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
     return out
 
 
-def story(rows: list[dict[str, Any]]) -> list[str]:
-    """What the run shows, in one line, and where the toy worlds stop agreeing with the paper (README links).
+def is_toy_run(run_dir: Path) -> bool:
+    """Whether a run trained on a toy world (its saved config's traces sit beside a ``world.json``)."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return (Path(config["data"]["init_args"]["path"]).parent / "world.json").is_file()
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+
+
+def recipe_story(run_dirs: list[Path]) -> list[str]:
+    """:func:`story` of a finished recipe's phases (what the console prints at the end), without Markdown."""
+    rows = [summarize_run(r) for r in run_dirs]
+    return [line.replace("**", "") for line in story(rows, toy=any(is_toy_run(r) for r in run_dirs)) if line]
+
+
+def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
+    """What the run shows, in one line, and (``toy``) where the toy worlds stop agreeing with the paper, with
+    where the README's tables are.
 
     Empty unless the rows hold a plain-SFT run and a T3S run with training accuracy.
     """
@@ -168,7 +183,7 @@ def story(rows: list[dict[str, Any]]) -> list[str]:
     line = (f"**What this run shows:** SFT's training accuracy dips {sft['start']:.2f} → {sft['min']:.2f} "
             f"(step {sft['min_step']}) and ends at {sft['final']:.2f}; T3S's minimum is {t3s['min']:.2f} and it "
             f"ends at {t3s['final']:.2f}, {ahead} SFT.")
-    return [line, "", TOY_CAVEAT]
+    return [line, "", TOY_CAVEAT] if toy else [line]
 
 
 #: Where the toy worlds stop agreeing with the paper (the README's results tables have the numbers).

@@ -75,7 +75,6 @@ def measure(world_dir: str | Path, models: dict[str, str | Path], limit: int | N
     """Per model and wording: the per-token (kind, c) lists of the world's teacher problems."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from t3s.toy.world import ToyWorld
 
     world_dir = Path(world_dir)
     config = json.loads((world_dir / "world.json").read_text())
