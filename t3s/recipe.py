@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rich.console import Console
 
-from t3s.analysis.report import write_report
+from t3s.analysis.report import recipe_story, write_report
 from t3s.evals.bottleneck import BottleneckDetector, read_scalars
 from t3s.evals.callbacks import BenchmarkCallback
 from t3s.loggers import end_phase_runs, for_phase
@@ -383,6 +383,7 @@ class Recipe:
         if masked.trainer.is_global_zero:
             report = write_report([probe.run_dir, masked.run_dir], self.root / "report")
             console.print(results_table([probe, masked], probe.benchmark.train_tag, step_b))
+            console.print("\n".join(recipe_story([probe.run_dir, masked.run_dir])), markup=False)
             console.print(f"curves: {curves_hint(masked.trainer, self.root)}\nreport: {report}\nθ_b: step {step_b}, "
                           f"scores: {scores_dir}")
         return report

@@ -15,7 +15,7 @@ from pathlib import Path
 from t3s.resources import packaged_configs_dir
 
 #: The config ``fit``/``validate``/``test`` run when no ``--config`` is given.
-DEFAULT_CONFIG_NAME = "toy"
+DEFAULT_CONFIG_NAME = "toy-small"
 
 #: Set ``T3S_DEBUG=1`` to get the full traceback of a user error instead of its one line.
 DEBUG_ENV = "T3S_DEBUG"

@@ -64,7 +64,7 @@ def test_report_loads_neither_torch_nor_lightning(tmp_path):
                  "print('LOADED', [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])")
     assert "LOADED []" in out, out
     text = (root / "report" / "report.md").read_text()
-    assert "| probe | train | 0.900 | 0.100 (5) |" in text and text.count("## Anchor tokens") == 1
+    assert "| SFT | train | 0.900 | 0.100 (5) |" in text and text.count("## Anchor tokens") == 1
 
 
 def test_console_stays_quiet_about_weight_loads(tmp_path):
@@ -193,7 +193,7 @@ def test_report_accepts_a_recipe_run_folder(tmp_path):
         "top_yet_to_learn_tokens": [token]}))
     main(["report", str(root)])
     text = (root / "report" / "report.md").read_text()
-    assert "| probe | train | 0.900 | 0.100 (5) |" in text and "| t3s | train | 0.900 | 0.600 (5) |" in text
+    assert "| SFT | train | 0.900 | 0.100 (5) |" in text and "| T3S | train | 0.900 | 0.600 (5) |" in text
     assert text.count("## Anchor tokens") == 1  # the phases share one score cache
 
 

@@ -13,7 +13,7 @@ from t3s.resources import packaged_configs_dir
 from t3s.toy.base import base_key, pretrained_base, shipped_base
 from t3s.toy.ship import base_requests
 
-SHIPPED_CONFIGS = ("toy", "toy-small", "tiny", "tiny-diffusion")
+SHIPPED_CONFIGS = ("toy", "toy-small", "toy-skill", "tiny", "tiny-diffusion")
 
 
 @pytest.fixture

@@ -15,10 +15,21 @@ from t3s.evals.figures import comparison_figure
 from t3s.evals.scalars import has_scalars, scalar_tags
 from t3s.scoring.summary_text import summary_markdown
 
+#: How a recipe's phase folders are named in tables and legends (the paper's names: the plain-SFT phase is SFT).
+PHASE_LABELS = {"probe": "SFT", "sft": "SFT", "t3s": "T3S", "inverse_t3s": "−T3S", "random": "random mask"}
+
 
 def run_label(run_dir: Path) -> str:
-    """A short readable name: ``sft/version_0`` for logger version folders, ``probe`` for recipe phases."""
-    return "/".join(run_dir.parts[-2:]) if run_dir.name.startswith("version_") else run_dir.name
+    """A short readable name: ``sft/version_0`` for logger version folders; a recipe phase by the paper's name
+    (``SFT`` for the plain-SFT phase, ``T3S`` …, :data:`PHASE_LABELS`)."""
+    if run_dir.name.startswith("version_"):
+        return "/".join(run_dir.parts[-2:])
+    return PHASE_LABELS.get(run_dir.name, run_dir.name)
+
+
+def is_plain_sft(row: dict[str, Any]) -> bool:
+    """Whether a summarized run trained on every token (θ_b is read from its own curve, not from a score cache)."""
+    return row.get("scored_bottleneck") is None
 
 
 def accuracy_tags(run_dir: Path) -> list[str]:
@@ -49,6 +60,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         }
     # θ_b of a run trained on a score cache is the step the cache was scored at, not its own curve's minimum
     scored = scored_bottleneck(run_scores_dir(run_dir))
+    row["scored_bottleneck"] = scored
     if scored is not None:
         row["bottleneck"] = scored
     elif any(is_train_accuracy_tag(b["tag"]) for b in row["benchmarks"].values()):
@@ -79,7 +91,10 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     output.mkdir(parents=True, exist_ok=True)
     rows = [summarize_run(r) for r in runs]
     lines = ["# t3s report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
+    lines += [*story(rows, toy=any(is_toy_run(r) for r in runs)), ""]
     lines += ["| run | benchmark | start | min (step) | final | best | θ_b step |", "|---|---|---|---|---|---|---|"]
+    for task, (_, accuracy) in _theta0_rows(rows).items():
+        lines.append(f"| θ_0 | {task} | {accuracy:.3f} | — | — | — | |")
     for row in rows:
         for task, b in row["benchmarks"].items():
             lines.append(
@@ -103,11 +118,14 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
 
 
 def report_figures(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Figure]]:
-    """The report's figures by file name (with their alt text): accuracy per benchmark (θ_0's shared start as a
-    baseline, θ_b marked) and the training loss over all response tokens when every run logs it (a T3S
+    """The report's figures by file name (with their alt text), as the paper draws them: accuracy per benchmark
+    (θ_0's shared start as a baseline, θ_b marked on the plain-SFT curve it was read from, not on the masked
+    runs trained from its scores) and the training loss over all response tokens when every run logs it (a T3S
     run's ``train/loss`` covers only its selected tokens)."""
     figures: dict[str, tuple[str, Figure]] = {}
-    bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
+    bottlenecks = {row["run"]: row.get("bottleneck") for row in rows if is_plain_sft(row)}
+    if not bottlenecks:  # only masked runs: mark the θ_b their scores came from
+        bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
     for task in sorted({t for row in rows for t in row["benchmarks"]}):
         curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
                   for row in rows if task in row["benchmarks"]}
@@ -122,6 +140,57 @@ def report_figures(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Figure]]:
             {row["run"]: row[key] for row in logged}, title="training loss",
             ylabel="training loss (all response tokens)" if all_tokens else "training loss (selected tokens)"))
     return figures
+
+
+def _theta0_rows(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
+    """``{task: (0, accuracy)}``: θ_0's accuracy per benchmark, when every run of that task starts from it."""
+    out: dict[str, tuple[int, float]] = {}
+    for task in dict.fromkeys(t for row in rows for t in row["benchmarks"]):
+        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
+                  for row in rows if task in row["benchmarks"]}
+        start = _shared_start(curves)
+        if start is not None:
+            out[task] = (0, start)
+    return out
+
+
+def is_toy_run(run_dir: Path) -> bool:
+    """Whether a run trained on a toy world (its saved config's traces sit beside a ``world.json``)."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return (Path(config["data"]["init_args"]["path"]).parent / "world.json").is_file()
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+
+
+def recipe_story(run_dirs: list[Path]) -> list[str]:
+    """:func:`story` of a finished recipe's phases (what the console prints at the end), without Markdown."""
+    rows = [summarize_run(r) for r in run_dirs]
+    return [line.replace("**", "") for line in story(rows, toy=any(is_toy_run(r) for r in run_dirs)) if line]
+
+
+def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
+    """What the run shows, in one line, and (``toy``) where the toy worlds stop agreeing with the paper, with
+    where the README's tables are.
+
+    Empty unless the rows hold a plain-SFT run and a T3S run with training accuracy.
+    """
+    by_label = {row["run"]: row["benchmarks"].get("train") for row in rows}
+    sft, t3s = by_label.get("SFT"), by_label.get("T3S")
+    if not sft or not t3s:
+        return []
+    ahead = "ahead of" if t3s["final"] > sft["final"] else "not ahead of" if t3s["final"] < sft["final"] else "level with"
+    line = (f"**What this run shows:** SFT's training accuracy dips {sft['start']:.2f} → {sft['min']:.2f} "
+            f"(step {sft['min_step']}) and ends at {sft['final']:.2f}; T3S's minimum is {t3s['min']:.2f} and it "
+            f"ends at {t3s['final']:.2f}, {ahead} SFT.")
+    return [line, "", TOY_CAVEAT] if toy else [line]
+
+
+#: Where the toy worlds stop agreeing with the paper (the README's results tables have the numbers).
+TOY_CAVEAT = ("**Where the toys stop agreeing with the paper:** on `toy` and `toy-small`, T3S is ahead only while "
+              "SFT is still in the shock; given a longer budget SFT recovers past θ_0 and T3S does not, and no "
+              "method ends above θ_0 on held-out problems. See README.md, \"Results on the toy worlds\", and "
+              "docs/results/toy_skill.md.")
 
 
 def _scores_summary(run: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -75,6 +75,10 @@ class BenchmarkCallback(L.Callback):
         figure_every_n_evals: draw the loss-and-accuracy figure (PNG and loggers) every this many evaluations,
             and always once at the end of training with the whole curve; ``0``: only at the end. Drawing is
             a sizeable share of a toy run's CPU, and nobody looks at it between two evaluations.
+        fine_every_n_steps: a finer grid for θ_b: also evaluate every this many steps up to ``fine_until_step``,
+            until the detector has confirmed θ_b (the dip of a toy's shock lasts a few steps; a coarse grid
+            lands beside its minimum). ``None``: only ``every_n_steps``.
+        fine_until_step: the last step of the finer grid.
     """
 
     def __init__(
@@ -100,6 +104,8 @@ class BenchmarkCallback(L.Callback):
         num_text_samples: int = 3,
         seed: int = 0,
         figure_every_n_evals: int = 5,
+        fine_every_n_steps: int | None = None,
+        fine_until_step: int = 0,
     ):
         if every_n_steps < 1:
             raise ValueError("every_n_steps must be >= 1")
@@ -134,6 +140,10 @@ class BenchmarkCallback(L.Callback):
         self.num_text_samples = num_text_samples
         self.seed = seed
         self.figure_every_n_evals = figure_every_n_evals
+        if fine_every_n_steps is not None and fine_every_n_steps < 1:
+            raise ValueError("fine_every_n_steps must be >= 1 (or None)")
+        self.fine_every_n_steps = fine_every_n_steps
+        self.fine_until_step = fine_until_step
         self._recorded = 0  # evaluations recorded in this process (the figure is drawn every n-th and at the end)
         self._figure_step: int | None = None
         self.detector = BottleneckDetector(margin=bottleneck_margin, patience=bottleneck_patience)
@@ -255,8 +265,15 @@ class BenchmarkCallback(L.Callback):
             self.loss_history.append((trainer.global_step - 1, float(loss)))
         if self.mode == "subprocess" and not self.wait:
             self._collect_children(trainer, pl_module, block=False)
-        if trainer.global_step % self.every_n_steps == 0:
+        if self.due(trainer.global_step):
             self.run(trainer, pl_module)
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is evaluated: every ``every_n_steps``, and on the finer grid while θ_b is unconfirmed."""
+        if step % self.every_n_steps == 0:
+            return True
+        fine = self.fine_every_n_steps
+        return bool(fine) and step <= self.fine_until_step and step % fine == 0 and self.detector.bottleneck is None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)

@@ -78,7 +78,7 @@ def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
         whose = "" if len(by_step) == 1 else f" of {', '.join(runs)}"
         ax.axvline(step, color=BOTTLENECK_COLOR, ls=styles[j % len(styles)], lw=1.1,
                    label=f"θ_b{whose} (step {step})")
-        for run in curves:
+        for run in runs:  # the point on the curve θ_b was read from (not on runs trained from its scores)
             s, v = curves[run]
             if step in s:
                 ax.plot([step], [v[list(s).index(step)]], marker="v", ms=7, ls="none", color=BOTTLENECK_COLOR,

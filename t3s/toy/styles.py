@@ -193,6 +193,19 @@ PLAIN_TEACHER_STYLE = dataclasses.replace(
 )
 
 
+#: The ``toy-skill`` teacher (issue 23): fixed connectives in which no word of the framing repeats inside a
+#: phrase (``column by column`` made Δc split a phrase on ``toy``), no computed content outside the shared
+#: scaffold, so the whole style is learned fast and every digit is reasoning.
+SKILL_TEACHER_STYLE = StyleSpec(
+    name="teacher-skill",
+    opening="Let's handle each place starting at the right end .",
+    carry="so write and carry .",
+    no_carry="so write .",
+    closing="Putting those digits together yields {answer} .",
+    answer_prefix="So final answer is",
+)
+
+
 def student_trace(problem: Problem) -> tuple[str, str]:
     """``(reasoning, answer_text)`` of ``problem`` in :data:`STUDENT_STYLE`."""
     return STUDENT_STYLE.render(problem)

@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerFast
 
 from t3s.toy.styles import (
     PLAIN_TEACHER_STYLE,
+    SKILL_TEACHER_STYLE,
     STUDENT_STYLE,
     TEACHER_STYLE,
     StyleSpec,
@@ -252,25 +253,44 @@ _TOY = ToyWorld(
     filler_length=(1, 8),
 )
 
+#: The ``toy`` world scaled down for configs/toy-small.yaml and the test suite (see PRESETS).
+_SMALL = dataclasses.replace(
+    _TOY,
+    teacher_digits=(2, 2),
+    student_digits=(1, 2),
+    heldout_digits=(2, 2),
+    n_teacher_traces=128,
+    n_student_traces=1024,
+    n_heldout=64,
+    student_filler=0.5,
+    filler_length=(1, 3),
+)
+
+#: The world of configs/toy-skill.yaml (issue 23, docs/results/toy_skill.md): the teacher knows more.
+#: θ_0 is pretrained on 1–2-digit problems (the small world's student side), the teacher traces and both
+#: evaluation sets have 1–3-digit operands, so most problems need a third column θ_0 has never written:
+#: a skill with low c(θ_0) that SFT learns slowly, under a teacher style it learns fast. 1024 teacher traces,
+#: so that what SFT learns generalises to held-out problems rather than being memorised.
+_SKILL = dataclasses.replace(
+    _SMALL,
+    teacher_digits=(1, 3),
+    heldout_digits=(1, 3),
+    n_teacher_traces=1024,  # with 128 (as ``small``), SFT memorised them: held-out fell from θ_0's 0.50 to 0.27
+    n_heldout=128,
+    teacher_style=SKILL_TEACHER_STYLE,
+)
+
 #: Named configurations. ``tiny`` is committed under ``configs/data/tiny``; its student-trace count is
 #: capped to keep the committed files under 300 KB (``dataclasses.replace(world, n_student_traces=...)``
 #: with ``records()`` gives more in memory, same teacher / held-out splits). ``small`` is ``toy`` scaled
 #: down for configs/toy-small.yaml and the test suite: 2-digit problems and short filler, so a 2-layer θ_0
-#: learns it in 300 steps and plain SFT still shows the whole shock within 40 steps.
+#: learns it in 300 steps and plain SFT still shows the whole shock within 40 steps. ``skill`` is the
+#: ``toy-skill`` world (``_SKILL``).
 PRESETS: dict[str, ToyWorld] = {
     "tiny": ToyWorld(**_ADDITION, n_student_traces=384),
     "toy": _TOY,
-    "small": dataclasses.replace(
-        _TOY,
-        teacher_digits=(2, 2),
-        student_digits=(1, 2),
-        heldout_digits=(2, 2),
-        n_teacher_traces=128,
-        n_student_traces=1024,
-        n_heldout=64,
-        student_filler=0.5,
-        filler_length=(1, 3),
-    ),
+    "small": _SMALL,
+    "skill": _SKILL,
 }
 
 
