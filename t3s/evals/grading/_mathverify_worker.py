@@ -31,7 +31,7 @@ def _load_text_module() -> Any:
         from t3s.data import text
 
         return text
-    path = Path(__file__).resolve().parents[1] / "data" / "text.py"
+    path = Path(__file__).resolve().parents[2] / "data" / "text.py"
     spec = importlib.util.spec_from_file_location("_t3s_text", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
