@@ -123,9 +123,7 @@ class TorchBackend:
         return family == self.name
 
     def check(self, options: ServeOptions) -> None:
-        if options.engine:
-            raise BackendError(f"the {self.name} backend takes no engine options (vllm: …): "
-                               f"{', '.join(sorted(options.engine))}")
+        """Nothing to refuse: engine options (``vllm:``) belong to another backend and are left unused."""
 
     def from_student(self, student: Any, *, batch_size: int, show_progress: bool) -> Generator:
         raise NotImplementedError
