@@ -104,8 +104,8 @@ def check_objective(checkout: Path) -> float:
 
 
 def check_generate(checkout: Path) -> tuple[int, int]:
-    from t3s.evals.diffusion_generation import DiffusionGenerator
-    from t3s.evals.generation import SamplingParams
+    from t3s.evals.backends.diffusion import DiffusionGenerator
+    from t3s.evals.backends.sampling import SamplingParams
     from t3s.students import DiffusionStudent
 
     tree = ast.parse(_source(checkout, "models/llada2_moe/modeling_llada2_moe.py"))
@@ -156,8 +156,8 @@ def check_generate(checkout: Path) -> tuple[int, int]:
 
 
 def check_llada_generate(checkout: Path) -> tuple[int, int]:
-    from t3s.evals.diffusion_generation import DiffusionGenerator
-    from t3s.evals.generation import SamplingParams
+    from t3s.evals.backends.diffusion import DiffusionGenerator
+    from t3s.evals.backends.sampling import SamplingParams
     from t3s.students import DiffusionStudent
 
     tree = ast.parse(_source(checkout, "generate.py"))

@@ -13,7 +13,7 @@ import yaml
 
 from t3s.usage import ConfigError, UsageError, usage_error_line
 
-__all__ = ["PREFIX", "apply_eval_options", "check_accumulation", "split_eval_options"]
+__all__ = ["PREFIX", "apply_eval_options", "check_accumulation", "set_callback_option", "split_eval_options"]
 
 PREFIX = "--eval."
 
@@ -79,7 +79,22 @@ def apply_eval_options(config: Any, options: dict[str, Any]) -> None:
         raise ConfigError(f"{given}: the config has no t3s.evals.BenchmarkCallback in trainer.callbacks")
     for callback in callbacks:
         for name, value in options.items():
-            setattr(callback.init_args, name, value)
+            set_callback_option(callback.init_args, name, value)
+
+
+def set_callback_option(init_args: Any, name: str, value: Any) -> None:
+    """Set one ``BenchmarkCallback`` argument on a parsed config's ``init_args``: a group's field (``tasks``,
+    ``mode``, …) inside its group when the config writes the group (``suite: {…}``), else the flat key."""
+    from t3s.evals.callback_settings import group_of
+
+    group = group_of(name)
+    section = init_args.get(group) if group is not None else None
+    if section is not None and not isinstance(section, dict):
+        setattr(section, name, value)
+    elif isinstance(section, dict):
+        section[name] = value
+    else:
+        setattr(init_args, name, value)
 
 
 def check_accumulation(config: Any) -> None:

@@ -54,11 +54,7 @@ class RecipeError(RuntimeError):
 # ------------------------------------------------------------------ strategies
 def missing_scores(strategy: TokenSelectionStrategy | None) -> list[ScoredStrategy]:
     """The Δc-based parts of ``strategy`` that have no score cache yet (they need the recipe)."""
-    if isinstance(strategy, RandomMask) and strategy.match is not None:
-        return missing_scores(strategy.match)
-    if isinstance(strategy, ScoredStrategy) and strategy.scores is None:
-        return [strategy]
-    return []
+    return strategy.unscored() if strategy is not None else []
 
 
 def strategy_config(class_: type[TokenSelectionStrategy], **init_args: Any) -> Namespace:

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
-from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
+from t3s.eval_options import apply_eval_options, check_accumulation, set_callback_option, split_eval_options
 from t3s.loggers import with_run_folder
 from t3s.progress import PlainProgressBar, is_terminal
 from t3s.recipe import (
@@ -277,7 +277,7 @@ def set_benchmark_mode(config: Any, mode: str) -> None:
     """``--eval_mode``: the ``mode`` of every ``BenchmarkCallback`` in ``trainer.callbacks``."""
     for callback in config.get("trainer.callbacks") or []:
         if str(getattr(callback, "class_path", "")).endswith("BenchmarkCallback"):
-            callback.init_args.mode = mode
+            set_callback_option(callback.init_args, "mode", mode)
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:

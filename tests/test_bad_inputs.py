@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from t3s.cli import main
 from t3s.data import FIELD_PRESETS, TraceDataError, load_records
-from t3s.evals.task import EvalTask
 from t3s.evals.tasks import TaskError, load_task
+from t3s.evals.tasks.eval_task import EvalTask
 from t3s.scoring import ScoreCache, ScoreCacheError
 
 GOOD_TRACE = {"id": "a", "prompt": "What is 2+2?", "reasoning": "add", "answer_text": "4", "answer": "4"}

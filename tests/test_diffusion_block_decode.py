@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
-from t3s.evals.diffusion_generation import DiffusionGenerator
-from t3s.evals.generation import SamplingParams
+from t3s.evals.backends.diffusion import DiffusionGenerator
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion_block_decode import (
     CachedPrefix,

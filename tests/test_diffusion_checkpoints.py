@@ -12,8 +12,8 @@ from conftest import Record, make_trainer
 from fixtures.remote_dllm import HERE, build
 
 from t3s.data import TeacherTraceDataModule
-from t3s.evals.diffusion_generation import DiffusionGenerator
-from t3s.evals.generation import SamplingParams
+from t3s.evals.backends.diffusion import DiffusionGenerator
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import DiffusionStudentError, answer_layout, corrupt, view_loss_sum
 from t3s.students.remote_compat import default_rope_parameters, install, reinit_rotary_buffers

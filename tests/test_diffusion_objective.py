@@ -310,8 +310,8 @@ def test_student_attends_bidirectionally_and_a_causal_copy_does_not(data):
     assert student.explicit_attention_mask
     with torch.no_grad():
         assert torch.allclose(student.hidden_states(ids), a, atol=1e-5)
-    from t3s.evals.diffusion_generation import DiffusionGenerator
-    from t3s.evals.generation import SamplingParams
+    from t3s.evals.backends.diffusion import DiffusionGenerator
+    from t3s.evals.backends.sampling import SamplingParams
 
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
     prompts = [[1, 9, 10, 11, 2, 1, 30], [1, 12, 2, 1, 30]]

@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
-from t3s.evals.diffusion_generation import DiffusionGenerator
-from t3s.evals.generation import Generator, SamplingParams
+from t3s.evals.backends.base import Generator
+from t3s.evals.backends.diffusion import DiffusionGenerator
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalTask
 from t3s.students import DiffusionStudent

@@ -149,8 +149,9 @@ def test_block_diffusion_fit_from_the_cli_writes_checkpoints_the_evaluator_decod
     from conftest import REPO
 
     from t3s.cli import main
+    from t3s.evals.backends import get_backend
     from t3s.evals.bottleneck import read_scalars
-    from t3s.evals.offline import _diffusion_generator, plan_evaluation
+    from t3s.evals.offline import plan_evaluation
 
     data = make_data(tiny_world, limit=8)
     data.setup("fit")
@@ -176,7 +177,8 @@ def test_block_diffusion_fit_from_the_cli_writes_checkpoints_the_evaluator_decod
     assert (run / "hf" / "step_2" / "config.json").is_file()
     plan = plan_evaluation(run, train_accuracy=True, steps=[2])
     folder = plan.checkpoints[0][1]
-    gen = _diffusion_generator(plan, plan.callback(), folder, data.tokenizer, torch.device("cpu"))
+    assert plan.family(folder).generation_backend == "diffusion"
+    gen = get_backend("diffusion").from_folder(folder, data.tokenizer, torch.device("cpu"), plan.serve_options())
     assert gen.block_causal and gen.block_length == 4
     trained = AutoModelForCausalLM.from_pretrained(folder)
     assert torch.equal(gen.model.lm_head.weight, trained.lm_head.weight)

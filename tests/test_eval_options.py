@@ -49,3 +49,24 @@ def test_eval_option_mistakes_and_accumulation_hint(tmp_path: Path, capsys) -> N
     line = error_of(capsys, "fit", "--config", bare, "--trainer.accumulate_grad_batches", "4")
     assert line.startswith("error: --trainer.accumulate_grad_batches 4: t3s steps are sized by the data module")
     assert "data.global_batch_size" in line and "data.micro_batch_size" in line
+
+
+def test_the_grouped_spelling_and_the_flat_one_configure_the_same_callback(tmp_path: Path) -> None:
+    """``suite:`` / ``schedule:`` / ``curve:`` groups in a config; ``--eval.<field>`` and ``--eval_mode`` still
+    reach a field inside its group."""
+    from t3s.evals import BenchmarkCallback
+
+    path = random_model_config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["trainer"]["callbacks"] = [{"class_path": "t3s.evals.callbacks.BenchmarkCallback", "init_args": {
+        "suite": {"train_limit": 32, "sampling": {"n": 1, "temperature": 0.0}},
+        "schedule": {"every_n_steps": 10, "mode": "defer"},
+        "curve": {"bottleneck_patience": 3},
+    }}]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cli = train_cli(["--config", str(path), "--eval.every_n_steps", "3", "--eval.train_limit=4",
+                     "--eval_mode", "inline"], run=False)
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, BenchmarkCallback)]
+    assert (callback.schedule.every_n_steps, callback.suite.train_limit, callback.schedule.mode) == (3, 4, "inline")
+    assert callback.curve.bottleneck_patience == 3 and callback.detector.patience == 3
+    assert callback.suite.sampling == {"n": 1, "temperature": 0.0}

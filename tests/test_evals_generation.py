@@ -8,13 +8,10 @@ from conftest import tiny_qwen3
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
-from t3s.evals.generation import (
-    Generator,
-    HFGenerator,
-    SamplingParams,
-    default_stop_token_ids,
-    to_vllm_sampling_kwargs,
-)
+from t3s.evals.backends.base import Generator, default_stop_token_ids
+from t3s.evals.backends.hf import HFGenerator
+from t3s.evals.backends.sampling import SamplingParams
+from t3s.evals.backends.vllm import to_vllm_sampling_kwargs
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalTask
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from t3s.data.text import ReasoningSplit, last_boxed, split_reasoning
-from t3s.evals import _mathverify_worker, graders
-from t3s.evals.graders import GRADERS, grade_aime, grade_exact, grade_math, grade_mc, validate_gold
-from t3s.evals.mathverify import MathVerifier
-from t3s.evals.verdict import UngradableGold
+from t3s.evals.grading import _mathverify_worker, graders
+from t3s.evals.grading.graders import GRADERS, grade_aime, grade_exact, grade_math, grade_mc, validate_gold
+from t3s.evals.grading.mathverify import MathVerifier
+from t3s.evals.grading.verdict import UngradableGold
 
 
 def _jsonl(path: Path) -> list[dict]:

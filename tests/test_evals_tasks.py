@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from t3s.evals.graders import MC_LETTERS
+from t3s.evals.grading.graders import MC_LETTERS
 from t3s.evals.tasks import (
     DEFAULT_INSTRUCTION,
     EvalItem,

@@ -19,9 +19,9 @@ from conftest import REPO
 from test_evaluate import tiny_run_config, verdicts
 
 from t3s.cli import main
+from t3s.evals.backends.vllm import VLLMError, worker_devices
 from t3s.evals.bottleneck import read_scalars
 from t3s.evals.results import read_results
-from t3s.evals.vllm_pool import VLLMError, worker_devices
 
 FAKE_VLLM = REPO / "tests" / "fixtures" / "fake_vllm"
 
@@ -95,8 +95,8 @@ def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly
     from conftest import TINY_WORLD, tiny_qwen3
     from transformers import AutoTokenizer
 
-    from t3s.evals.generation import SamplingParams
-    from t3s.evals.vllm_pool import VLLMWorkerPool
+    from t3s.evals.backends.sampling import SamplingParams
+    from t3s.evals.backends.vllm import VLLMWorkerPool
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
     small, wide = tmp_path / "small", tmp_path / "wide"
@@ -128,8 +128,8 @@ def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypat
     from conftest import TINY_WORLD, tiny_qwen3
     from transformers import AutoTokenizer
 
-    from t3s.evals.generation import SamplingParams
-    from t3s.evals.vllm_pool import VLLMWorkerPool
+    from t3s.evals.backends.sampling import SamplingParams
+    from t3s.evals.backends.vllm import VLLMWorkerPool
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_WORLD / "tokenizer")
     first, second = tmp_path / "first", tmp_path / "second"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from t3s.data import FIELD_PRESETS, TraceDataError, load_records
-from t3s.evals.graders import grade_aime, grade_exact, grade_mc
-from t3s.evals.verdict import Verdict
+from t3s.evals.grading.graders import grade_aime, grade_exact, grade_mc
+from t3s.evals.grading.verdict import Verdict
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 

@@ -6,8 +6,8 @@ import torch
 from conftest import TINY_WORLD
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from t3s.evals.generation import HFGenerator
-from t3s.evals.sampling import SamplingParams
+from t3s.evals.backends.hf import HFGenerator
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.toy.base import pretrained_base
 
 

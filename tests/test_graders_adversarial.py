@@ -7,8 +7,8 @@ import time
 import pytest
 
 from t3s.data.text import REASONING_TAGS
-from t3s.evals.graders import grade, grade_aime, grade_exact, grade_math, grade_mc, integer_text
-from t3s.evals.mathverify import MathVerifier
+from t3s.evals.grading.graders import grade, grade_aime, grade_exact, grade_math, grade_mc, integer_text
+from t3s.evals.grading.mathverify import MathVerifier
 
 WRONG_VALUES = [  # none of these is exactly the integer 25
     "25/4", "\\frac{25}{4}", "\\dfrac{25}{4}", "25\\sqrt{2}", "25^{2}", "25^2", "\u221225", "-25", "2.5", "250",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from t3s.evals.graders import grade, grade_aime, grade_math
-from t3s.evals.mathverify import MathVerifier
+from t3s.evals.grading.graders import grade, grade_aime, grade_math
+from t3s.evals.grading.mathverify import MathVerifier
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CORPUS = FIXTURES / "grader_corpus.jsonl"
@@ -225,7 +225,7 @@ def test_corpus_is_reproducible_from_shared(shared_dir):
 
 
 def test_clean_value_and_locate_answer():
-    from t3s.evals.answer_text import clean_value, locate_answer, strip_stray_tail
+    from t3s.evals.grading.answer_text import clean_value, locate_answer, strip_stray_tail
 
     assert clean_value("indeed 284") == "284"
     assert clean_value("equal to 0.15") == "0.15"
@@ -255,7 +255,7 @@ def test_clean_value_and_locate_answer():
 
 
 def test_the_locator_is_bounded():
-    from t3s.evals.answer_text import locate_answer
+    from t3s.evals.grading.answer_text import locate_answer
 
     for text in ("So the value is 5. " * 20_000, "$" * 100_000, "\\[" * 50_000, "is " * 100_000,
                  "\n\n" * 50_000 + "The answer is 3.", "(" * 100_000 + " is the correct answer"):

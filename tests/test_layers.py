@@ -62,6 +62,38 @@ def test_no_import_from_a_lower_room_to_a_higher_one():
     assert upward == []
 
 
+#: Inside ``evals``, lowest first: ``grading`` and ``backends`` know nothing of each other or of tasks; ``tasks``
+#: grade with ``grading`` and name their sampling with ``backends.sampling``; the modules at the top of
+#: ``evals/`` (runner, metrics, suite, the callback, the offline evaluator, …) use all three.
+EVALS_LAYERS = [["grading", "backends"], ["tasks"], ["top"]]
+EVALS_LEVEL = {room: i for i, rooms in enumerate(EVALS_LAYERS) for room in rooms}
+
+
+def evals_room(module: str) -> str:
+    """``t3s.evals.tasks.spec`` → ``tasks``; a module at the top of ``evals/`` (``t3s.evals.runner``) → ``top``."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[2] in EVALS_LEVEL else "top"
+
+
+def test_evals_sub_packages_import_one_way():
+    evals = {m: ds for m, ds in GRAPH.items() if m.startswith("t3s.evals.")}
+    upward = sorted(
+        f"{src} -> {dst}"
+        for src, targets in evals.items()
+        for dst in targets
+        if dst.startswith("t3s.evals.") and EVALS_LEVEL[evals_room(dst)] > EVALS_LEVEL[evals_room(src)]
+    )
+    sideways = sorted(f"{src} -> {dst}" for src, targets in evals.items() for dst in targets
+                      if {evals_room(src), evals_room(dst)} == {"grading", "backends"})
+    assert upward == [] and sideways == []
+
+
+def test_the_offline_evaluator_shares_the_suite_not_the_callback():
+    """``t3s evaluate`` reads a run's :class:`EvalSuite`; it never builds a ``BenchmarkCallback``."""
+    assert "t3s.evals.callbacks" not in GRAPH["t3s.evals.offline"]
+    assert "t3s.evals.suite" in GRAPH["t3s.evals.offline"] and "t3s.evals.suite" in GRAPH["t3s.evals.callbacks"]
+
+
 def test_no_import_cycle_between_modules():
     """Modules import each other one way inside a room too (a module importing its own package aside)."""
     graph = {m: {d for d in ds if d != m and not m.startswith(d + ".")} for m, ds in GRAPH.items()}

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from t3s.analysis.interaction import group_loss_sums, probe_batch
 from t3s.analysis.rrt import residual_transfer
 from t3s.analysis.trajectories import score_step
-from t3s.evals.generation import HFGenerator
-from t3s.evals.sampling import SamplingParams
+from t3s.evals.backends.hf import HFGenerator
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.scoring.scorer import checkpoint_logprobs, data_offsets
 
 

@@ -158,7 +158,7 @@ def test_the_vllm_worker_refuses_options_outside_its_allow_list(tmp_path):
     import subprocess
     import sys
 
-    from t3s.evals.vllm_pool import WORKER_SCRIPT
+    from t3s.evals.backends.vllm import WORKER_SCRIPT
 
     done = subprocess.run([sys.executable, str(WORKER_SCRIPT), "--engine", json.dumps({"hf_overrides": {}})],
                           capture_output=True, text=True, input="", timeout=60)

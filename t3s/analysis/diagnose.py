@@ -41,6 +41,7 @@ from t3s.analysis.trajectories import (
     token_groups,
 )
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.evals.callback_settings import grouped
 from t3s.evals.offline import benchmark_settings, run_checkpoints
 from t3s.ops.threads import right_size_threads
 from t3s.ops.workers import run_on_workers, worker_device
@@ -120,9 +121,9 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
         if not steps:
             raise DiagnosticsError(f"{run}: no training-accuracy curve ({TRAIN_ACCURACY_TAG}); run "
                                    f"`t3s evaluate {run}` first or give --bottleneck_step")
-        bench = benchmark_settings(config)
-        detector = BottleneckDetector.from_curve(steps, values, margin=float(bench.get("bottleneck_margin", 0.05)),
-                                                 patience=int(bench.get("bottleneck_patience", 2)))
+        curve = grouped(benchmark_settings(config))["curve"]
+        detector = BottleneckDetector.from_curve(steps, values, margin=float(curve.get("bottleneck_margin", 0.05)),
+                                                 patience=int(curve.get("bottleneck_patience", 2)))
         bottleneck, source = detector.final(), "curve"
         if not bottleneck or bottleneck not in found:
             raise DiagnosticsError(f"{run}: the training-accuracy curve gives no θ_b with a checkpoint (argmin step "

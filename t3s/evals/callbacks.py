@@ -11,9 +11,9 @@ feeds a :class:`~t3s.evals.bottleneck.BottleneckDetector`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import random
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -21,68 +21,40 @@ from typing import Any, Literal
 import lightning as L
 
 from t3s.data.rows import json_line
+from t3s.evals.backends import get_backend, resolve_backend
 from t3s.evals.bottleneck import BottleneckDetector, scored_bottleneck
+from t3s.evals.callback_settings import CurveSettings, EvalSchedule, merged
 from t3s.evals.child_evaluator import ChildEvaluator
-from t3s.evals.diffusion_generation import DiffusionGenerator
-from t3s.evals.generation import HFGenerator, SamplingParams
 from t3s.evals.results import read_results
 from t3s.evals.runner import evaluate
-from t3s.evals.tasks import EvalItem, EvalTask, TaskSpec, load_task
-from t3s.students.diffusion import DiffusionStudent
+from t3s.evals.suite import TRAIN_TASK, EvalSuite
+from t3s.evals.tasks import EvalTask
 
 log = logging.getLogger(__name__)
-
-TRAIN_TASK = "train"
 
 
 class BenchmarkCallback(L.Callback):
     """Benchmark and training-accuracy evaluations during ``fit``.
 
     Args:
-        tasks: benchmark suites, by name (``benchmarks/tasks/<name>.yaml``), YAML path, or an inline task
-            definition (a mapping with the keys of a task YAML).
-        every_n_steps: evaluate every N optimizer steps (and at step 0 and at the end).
-        train_accuracy: also evaluate on the training problems themselves (the θ_b signal).
-        train_grader: grader for the training problems (``exact``, ``aime``, ``math``, ``mc``).
-        train_limit: evaluate this many training problems (a fixed seeded subset); ``None``: all.
-        train_instruction: text appended to each training prompt (default: none, as in training).
-        sampling: overrides of the sampling parameters for every task (e.g. ``{n: 1, temperature: 0}``).
-        task_limit: evaluate at most this many items of each benchmark.
-        batch_size: prompts per generation batch.
-        backend: ``hf`` (``model.generate``, or the diffusion sampler for a ``DiffusionStudent``) or ``vllm``
-            (engines in a separate vLLM environment, through ``t3s evaluate``: needs mode ``subprocess`` or
-            ``defer``; README, "Evaluating with vLLM").
-        vllm: ``vllm.LLM`` options of the vLLM backend (``tensor_parallel_size``, ``gpu_memory_utilization``,
-            ``max_model_len``, ``dtype``, ``enable_prefix_caching``, …).
-        python: the vLLM environment's interpreter (default: the training one).
-        mode: where evaluations run. ``inline``: in the training process, on the training weights (the toy,
-            small models, one process). ``subprocess``: ``t3s evaluate`` on the step's HF folder in a child
-            process (its results feed the curve, θ_b and the online switch; see ``wait``).
-            ``defer``: only write the step's HF folder; run ``t3s evaluate RUN_DIR`` later (e.g. as the next
-            job). Under ``ModelParallelStrategy`` (FSDP2) ``inline`` gathers a full copy of the weights on every
-            rank for generation (models that fit on one device); Lightning's FSDP1 ``FSDPStrategy`` refuses it.
-        wait: ``subprocess`` only. True: training waits for each evaluation. False: the evaluation runs beside
-            training (on GPUs: ``eval_devices``, which training must not use); its results are logged when the
-            child finishes, one child at a time, each evaluating every step queued since the last; at the end
-            of ``fit`` training waits for the last one, so the curve is whole before θ_b is read.
-        eval_devices: ``subprocess`` only: GPUs (indices of the visible devices) the child evaluation runs on,
-            one ``t3s evaluate`` worker each. Default: the child's own default (one device).
-        tasks_dir: extra directory searched for task YAMLs.
-        bottleneck_margin: see :class:`BottleneckDetector`.
-        bottleneck_patience: see :class:`BottleneckDetector`.
-        num_text_samples: generations shown per task and evaluation in TensorBoard's text panel (or ``log_text``).
-        seed: seed of the training-problem subset.
-        figure_every_n_evals: draw the loss-and-accuracy figure (PNG and loggers) every this many evaluations,
-            and always once at the end of training with the whole curve; ``0``: only at the end. Drawing is
-            a sizeable share of a toy run's CPU, and nobody looks at it between two evaluations.
-        fine_every_n_steps: a finer grid for θ_b: also evaluate every this many steps up to ``fine_until_step``,
-            until the detector has confirmed θ_b (the dip of a toy's shock lasts a few steps; a coarse grid
-            lands beside its minimum). ``None``: only ``every_n_steps``.
-        fine_until_step: the last step of the finer grid.
+        suite: what is measured and how it samples (:class:`~t3s.evals.suite.EvalSuite`: tasks, training
+            accuracy, sampling, batch size, backend), the settings ``t3s evaluate`` reads back from the run.
+        schedule: when and where evaluations run (:class:`~t3s.evals.callback_settings.EvalSchedule`:
+            ``every_n_steps``, ``mode``, ``wait``, ``eval_devices``).
+        curve: what is made of the curve (:class:`~t3s.evals.callback_settings.CurveSettings`: the θ_b
+            detector's ``bottleneck_margin`` / ``bottleneck_patience``, ``num_text_samples``, ``figure_every_n_evals``).
+
+    Every field of the three groups is also accepted flat (``tasks``, ``every_n_steps``, ``bottleneck_margin``,
+    …: the spelling of earlier releases, in ``init_args`` and as ``--eval.<field>`` on the command line).
+    Flat keys are deprecated aliases kept for one release; one given with a value other than its default
+    overrides the group's field. Their meaning is documented on the groups.
     """
 
     def __init__(
         self,
+        suite: EvalSuite | None = None,
+        schedule: EvalSchedule | None = None,
+        curve: CurveSettings | None = None,
         tasks: list[str | dict[str, Any]] | None = None,
         every_n_steps: int = 10,
         train_accuracy: bool = True,
@@ -92,7 +64,7 @@ class BenchmarkCallback(L.Callback):
         sampling: dict[str, Any] | None = None,
         task_limit: int | None = None,
         batch_size: int = 16,
-        backend: Literal["hf", "vllm"] = "hf",
+        backend: str = "hf",
         mode: Literal["inline", "subprocess", "defer"] = "inline",
         wait: bool = True,
         eval_devices: list[int] | None = None,
@@ -107,91 +79,51 @@ class BenchmarkCallback(L.Callback):
         fine_every_n_steps: int | None = None,
         fine_until_step: int = 0,
     ):
-        if every_n_steps < 1:
-            raise ValueError("every_n_steps must be >= 1")
-        if figure_every_n_evals < 0:
-            raise ValueError("figure_every_n_evals must be >= 0 (0: only at the end of training)")
-        if mode not in ("inline", "subprocess", "defer"):
-            raise ValueError(f"BenchmarkCallback mode must be inline, subprocess or defer, got {mode!r}")
-        if backend == "vllm" and mode == "inline":
-            raise ValueError("BenchmarkCallback backend 'vllm' runs in its own environment through `t3s evaluate`: "
-                             "set mode 'subprocess' or 'defer'")
-        if mode != "subprocess" and (not wait or eval_devices):
-            raise ValueError("BenchmarkCallback wait: false and eval_devices are for mode 'subprocess' (a child "
-                             f"t3s evaluate), not mode {mode!r}")
-        self.mode = mode
-        self.wait = wait
-        self.eval_devices = list(eval_devices) if eval_devices else None
+        flat = {k: v for k, v in locals().items() if k not in ("self", "suite", "schedule", "curve", "__class__")}
+        self.suite = merged(EvalSuite, suite, flat)
+        self.schedule = merged(EvalSchedule, schedule, flat)
+        self.curve = merged(CurveSettings, curve, flat)
+        if self.schedule.mode == "inline" and not get_backend(self.suite.backend).inline:
+            raise ValueError(f"BenchmarkCallback backend {self.suite.backend!r} runs in its own environment through "
+                             "`t3s evaluate`: set mode 'subprocess' or 'defer'")
         self._children: ChildEvaluator | None = None
         self._resubmit: list[int] = []
-        self.task_names = list(tasks or [])
-        self.every_n_steps = every_n_steps
-        self.train_accuracy = train_accuracy
-        self.train_grader = train_grader
-        self.train_limit = train_limit
-        self.train_instruction = train_instruction
-        self.sampling_overrides = dict(sampling or {})
-        self.task_limit = task_limit
-        self.batch_size = batch_size
-        self.backend = backend
-        self.vllm = dict(vllm or {})
-        self.python = python
-        self.tasks_dir = tasks_dir
-        self.num_text_samples = num_text_samples
-        self.seed = seed
-        self.figure_every_n_evals = figure_every_n_evals
-        if fine_every_n_steps is not None and fine_every_n_steps < 1:
-            raise ValueError("fine_every_n_steps must be >= 1 (or None)")
-        self.fine_every_n_steps = fine_every_n_steps
-        self.fine_until_step = fine_until_step
         self._recorded = 0  # evaluations recorded in this process (the figure is drawn every n-th and at the end)
         self._figure_step: int | None = None
-        self.detector = BottleneckDetector(margin=bottleneck_margin, patience=bottleneck_patience)
+        self.detector = BottleneckDetector(margin=self.curve.bottleneck_margin,
+                                           patience=self.curve.bottleneck_patience)
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self.loss_history: list[tuple[int, float]] = []
         self._tasks: list[EvalTask] | None = None
         self._evaluated: set[int] = set()
 
+    def __getattr__(self, name: str) -> Any:
+        """A group's field read flat (``callback.every_n_steps``, ``callback.train_limit``), as before."""
+        for group in ("suite", "schedule", "curve"):
+            settings = self.__dict__.get(group)
+            if settings is not None and name in {f.name for f in dataclasses.fields(settings)}:
+                return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def train_tag(self) -> str:
         """The TensorBoard tag of the training-accuracy curve (``bench/train/avg@<n>``, n = samples per problem)."""
-        n = int(self.sampling_overrides.get("n", SamplingParams().n))
-        return f"bench/{TRAIN_TASK}/avg@{n}"
+        return self.suite.train_tag
 
     # ---------------------------------------------------------------- tasks
     def tasks(self, trainer: L.Trainer) -> list[EvalTask]:
         if self._tasks is None:
-            self._tasks = self.build_tasks(trainer.datamodule)
+            self._tasks = self.suite.build_tasks(trainer.datamodule)
         return self._tasks
 
-    def build_tasks(self, datamodule: Any) -> list[EvalTask]:
-        """The benchmark tasks (``task_limit`` applied), after the training problems if ``train_accuracy``."""
-        tasks = [self._load(name) for name in self.task_names]
-        if self.task_limit is not None:
-            for task in tasks:
-                task.spec.limit = self.task_limit
-        if self.train_accuracy:
-            if datamodule is None or not hasattr(datamodule, "problems"):
-                raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
-            tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
-                                          seed=self.seed, instruction=self.train_instruction))
-        return tasks
-
-    def _load(self, task: str | dict[str, Any]) -> EvalTask:
-        if isinstance(task, dict):
-            return EvalTask(TaskSpec.from_dict(task))
-        return load_task(task, tasks_dir=self.tasks_dir)
-
-    def sampling_for(self, task: EvalTask) -> SamplingParams:
-        """The task's own sampling with this callback's ``sampling`` overrides on top."""
-        return SamplingParams(**{**task.spec.sampling.to_dict(), **self.sampling_overrides})
-
     def evaluate_model(self, model: Any, tokenizer: Any, datamodule: Any) -> dict[str, dict[str, float]]:
-        """Evaluate a model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
-        generator = HFGenerator(model, tokenizer, batch_size=self.batch_size)
+        """Evaluate an autoregressive model outside training (e.g. an RRT checkpoint) on this callback's tasks."""
+        from t3s.evals.backends.hf import HFGenerator
+
+        generator = HFGenerator(model, tokenizer, batch_size=self.suite.batch_size)
         return {
-            task.name: evaluate(task, generator, tokenizer, self.sampling_for(task)).metrics
-            for task in self.build_tasks(datamodule)
+            task.name: evaluate(task, generator, tokenizer, self.suite.sampling_for(task)).metrics
+            for task in self.suite.build_tasks(datamodule)
         }
 
     # ---------------------------------------------------------------- state
@@ -224,18 +156,18 @@ class BenchmarkCallback(L.Callback):
         from lightning.pytorch.accelerators import CUDAAccelerator
         from lightning.pytorch.strategies import FSDPStrategy
 
-        if self.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy):
+        if self.schedule.mode == "inline" and isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(
                 "BenchmarkCallback mode 'inline' generates on the training weights, which FSDPStrategy shards "
                 "across ranks: use ModelParallelStrategy (FSDP2; inline gathers a full copy on every rank, for "
                 "models that fit) or mode 'subprocess' / 'defer'"
             )
-        if self.mode == "subprocess" and not self.wait and isinstance(trainer.accelerator, CUDAAccelerator):
-            shared = sorted(set(self.eval_devices or []) & set(trainer.device_ids))
-            if not self.eval_devices or shared:
+        if self.schedule.mode == "subprocess" and not self.schedule.wait and isinstance(trainer.accelerator, CUDAAccelerator):
+            shared = sorted(set(self.schedule.eval_devices or []) & set(trainer.device_ids))
+            if not self.schedule.eval_devices or shared:
                 raise MisconfigurationException(
                     "BenchmarkCallback wait: false evaluates beside training, so it needs GPUs training does not "
-                    f"use (training: {trainer.device_ids}; eval_devices: {self.eval_devices}), e.g. "
+                    f"use (training: {trainer.device_ids}; eval_devices: {self.schedule.eval_devices}), e.g. "
                     "trainer.devices: [0, 1, 2, 3] and eval_devices: [4, 5, 6, 7]"
                 )
 
@@ -250,7 +182,7 @@ class BenchmarkCallback(L.Callback):
 
     def log_selection_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Show what the strategy masks (the score cache's anchor-token summary) in the loggers' text panels."""
-        scores = scores_dir_of(getattr(pl_module, "selection", None))
+        scores = _score_dir(pl_module)
         summary_file = Path(scores) / "summary.json" if scores else None
         if not trainer.is_global_zero or summary_file is None or not summary_file.is_file():
             return
@@ -263,21 +195,22 @@ class BenchmarkCallback(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:  # the step just taken, as its train/loss scalar is logged (the optimizer has stepped)
             self.loss_history.append((trainer.global_step - 1, float(loss)))
-        if self.mode == "subprocess" and not self.wait:
+        if self.schedule.mode == "subprocess" and not self.schedule.wait:
             self._collect_children(trainer, pl_module, block=False)
         if self.due(trainer.global_step):
             self.run(trainer, pl_module)
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is evaluated: every ``every_n_steps``, and on the finer grid while θ_b is unconfirmed."""
-        if step % self.every_n_steps == 0:
+        schedule = self.schedule
+        if step % schedule.every_n_steps == 0:
             return True
-        fine = self.fine_every_n_steps
-        return bool(fine) and step <= self.fine_until_step and step % fine == 0 and self.detector.bottleneck is None
+        fine = schedule.fine_every_n_steps
+        return bool(fine) and step <= schedule.fine_until_step and step % fine == 0 and self.detector.bottleneck is None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)
-        if self.mode == "subprocess":
+        if self.schedule.mode == "subprocess":
             self._collect_children(trainer, pl_module, block=True)
         if (self._recorded or self.history) and self._figure_step != trainer.global_step:  # whole curve, at the end
             self._log_figure(trainer, trainer.global_step, pl_module)
@@ -295,12 +228,12 @@ class BenchmarkCallback(L.Callback):
         self._evaluated.add(step)
         if hasattr(pl_module, "ensure_hf_checkpoint"):
             pl_module.ensure_hf_checkpoint(step)
-        if self.mode == "defer":
+        if self.schedule.mode == "defer":
             return {}
-        if self.mode == "subprocess":
+        if self.schedule.mode == "subprocess":
             if trainer.is_global_zero:
                 self.children(pl_module).submit(step)
-            if not self.wait:
+            if not self.schedule.wait:
                 return {}  # logged when its child finishes (on_train_batch_end polls, on_train_end waits)
             return self._collect_children(trainer, pl_module, block=True).get(step, {})
         results = self._evaluate_inline(trainer, pl_module, step)
@@ -316,10 +249,10 @@ class BenchmarkCallback(L.Callback):
             if fired is not None:
                 log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
                             min(self.detector.values))
-        if self.mode == "inline":
+        if self.schedule.mode == "inline":
             self._log_scalars(trainer, step, results, pl_module)
         self._recorded += 1
-        if self.figure_every_n_evals and self._recorded % self.figure_every_n_evals == 0:
+        if self.curve.figure_every_n_evals and self._recorded % self.curve.figure_every_n_evals == 0:
             self._log_figure(trainer, step, pl_module)
         if results and trainer.is_global_zero:
             print(accuracy_line(step, results), flush=True)
@@ -327,14 +260,14 @@ class BenchmarkCallback(L.Callback):
     def children(self, pl_module: L.LightningModule) -> ChildEvaluator:
         """The child ``t3s evaluate`` processes of mode ``subprocess`` (run by rank 0)."""
         if self._children is None or self._children.run_dir != Path(pl_module.run_dir):  # a new phase's run
-            self._children = ChildEvaluator(pl_module.run_dir, devices=self.eval_devices,
+            self._children = ChildEvaluator(pl_module.run_dir, devices=self.schedule.eval_devices,
                                             options=self.evaluate_options(pl_module))
         return self._children
 
     def evaluate_options(self, pl_module: L.LightningModule) -> list[str]:
         """The ``t3s evaluate`` options this training config opts in to and a run's ``config.yaml`` cannot give:
         the vLLM interpreter and the model's own code (the config being trained is the user's own)."""
-        options = ["--python", str(self.python)] if self.python else []
+        options = ["--python", str(self.suite.python)] if self.suite.python else []
         if getattr(getattr(pl_module, "hparams", None), "trust_remote_code", False):
             options += ["--trust_remote_code", "true"]
         return options
@@ -368,7 +301,7 @@ class BenchmarkCallback(L.Callback):
                 items = task.items()[rank::world]
                 # generation failures are contained per item inside evaluate(), so every rank reaches the
                 # metric sync; anything else (a broken task file) is a configuration error and raises
-                result = evaluate(task, generator, pl_module.tokenizer, self.sampling_for(task), items=items,
+                result = evaluate(task, generator, pl_module.tokenizer, self.suite.sampling_for(task), items=items,
                                   device=pl_module.device)
                 results[task.name] = result.metrics
                 self.history.setdefault(task.name, []).append((step, result.metrics))
@@ -377,10 +310,9 @@ class BenchmarkCallback(L.Callback):
         return results
 
     def _generator(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> Any:
-        if isinstance(pl_module, DiffusionStudent):
-            return DiffusionGenerator.for_student(pl_module, batch_size=self.batch_size)
-        return HFGenerator(pl_module.model, pl_module.tokenizer, batch_size=self.batch_size,
-                           show_progress=trainer.is_global_zero)
+        """The student's own sampler over its training weights (its family names it: ``generation_backend``)."""
+        backend = resolve_backend(self.suite.backend, pl_module.generation_backend)
+        return backend.from_student(pl_module, batch_size=self.suite.batch_size, show_progress=trainer.is_global_zero)
 
     @staticmethod
     def _full_params(trainer: L.Trainer):
@@ -411,7 +343,7 @@ class BenchmarkCallback(L.Callback):
     def bottleneck_step(self, pl_module: Any) -> int | None:
         """θ_b as this run knows it: the step its score cache was computed with (a T3S phase), else the
         detector's once recovery is confirmed; None before that."""
-        scored = scored_bottleneck(scores_dir_of(getattr(pl_module, "selection", None)))
+        scored = scored_bottleneck(_score_dir(pl_module))
         return scored if scored is not None else self.detector.bottleneck
 
     def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]], pl_module: Any) -> None:
@@ -428,7 +360,7 @@ class BenchmarkCallback(L.Callback):
         if not records or not trainer.is_global_zero:
             return
         lines = [f"**step {step}, task {task}**", ""]
-        for record in records[: self.num_text_samples]:
+        for record in records[: self.curve.num_text_samples]:
             verdict = "correct" if record["correct"] else "wrong"
             lines += [f"- `{record['id']}` gold `{record['gold']}` extracted `{record['extracted']}` ({verdict})",
                       "", "    " + record["response"][:2000].replace("\n", "\n    "), ""]
@@ -475,27 +407,6 @@ class BenchmarkCallback(L.Callback):
         return self.detector.steps[values.index(min(values))]
 
 
-def training_task(problems: list[Any], grader: str, *, limit: int | None = None, seed: int = 0,
-                  instruction: str = "") -> EvalTask:
-    """The training problems as an evaluation task ("training accuracy", the signal that locates θ_b).
-
-    Problems without a gold answer are left out; ``limit`` keeps a fixed seeded subset.
-    """
-    problems = [p for p in problems if p.gold is not None]
-    if not problems:
-        raise ValueError("train_accuracy is on but no training problem has a gold answer (data.fields.answer)")
-    if limit is not None and len(problems) > limit:
-        problems = random.Random(seed).sample(problems, limit)
-    system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)
-    items = [
-        EvalItem(id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold,
-                 source=p.source)
-        for p in problems
-    ]
-    return EvalTask.from_items(TRAIN_TASK, items, grader=grader, instruction=instruction, system_prompt=system,
-                               sampling=SamplingParams())
-
-
 def accuracy_line(step: int, results: dict[str, dict[str, float]]) -> str:
     """The console line of one evaluation: ``[eval] step 5: train avg@1 0.020 | heldout avg@1 0.031``."""
     parts = []
@@ -506,12 +417,11 @@ def accuracy_line(step: int, results: dict[str, dict[str, float]]) -> str:
     return f"[eval] step {step}: " + " | ".join(parts)
 
 
-def scores_dir_of(selection: Any) -> str | None:
-    """The score cache a selection strategy reads (a budget-matched random mask: its match's), if any."""
-    scores = getattr(selection, "scores", None)
-    if scores is None and getattr(selection, "match", None) is not None:
-        scores = getattr(selection.match, "scores", None)
-    return str(scores) if scores else None
+def _score_dir(pl_module: Any) -> str | None:
+    """The score cache the student's selection strategy reads (the first, if several), if any."""
+    selection = getattr(pl_module, "selection", None)
+    dirs = selection.score_dirs() if selection is not None else []
+    return dirs[0] if dirs else None
 
 
 def _is_tensorboard(logger: Any) -> bool:
@@ -531,4 +441,4 @@ def _accuracy(metrics: dict[str, float]) -> float:
     return next(v for k, v in metrics.items() if k.startswith("avg@"))
 
 
-__all__ = ["BenchmarkCallback", "TRAIN_TASK"]
+__all__ = ["TRAIN_TASK", "BenchmarkCallback", "CurveSettings", "EvalSchedule", "EvalSuite"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from t3s.data.rows import DataFileError, errors_as, iter_jsonl_rows, json_line
-from t3s.evals.graders import GRADERS, grade
-from t3s.evals.verdict import UngradableGold
+from t3s.evals.grading.graders import GRADERS, grade
+from t3s.evals.grading.verdict import UngradableGold
 
 __all__ = ["GradeInputError", "grade_file"]
 

@@ -15,13 +15,13 @@ Any HF folder works too (an RRT output, a hub model): then ``tasks`` must be giv
 Trust: a run directory may come from anyone, so its ``config.yaml`` only says *what* to evaluate (tasks,
 sampling, data). What would run code of its choosing is taken from the command line alone: the model's own
 code (``trust_remote_code``, off unless ``--trust_remote_code true``) and the vLLM interpreter (``--python``);
-``vllm.LLM`` options are limited to :data:`~t3s.evals.vllm_pool.ENGINE_OPTIONS`.
+``vllm.LLM`` options are limited to :data:`~t3s.evals.backends.vllm.ENGINE_OPTIONS`.
 
-Backends: ``hf`` (``model.generate``, or the diffusion sampler when the run's student is a
-``DiffusionStudent`` / the folder's config says ``is_causal: false``; one process per device, joined by gloo)
-and ``vllm`` (:class:`~t3s.evals.vllm_pool.VLLMWorkerPool`: engines in the vLLM environment, one per
-``tensor_parallel_size`` GPUs, reused across checkpoints). Only generation differs: prompts, grading, the
-ledger and TensorBoard are the same code for both.
+Backends (:mod:`t3s.evals.backends`): the checkpoints' student family is read from the run (its
+``model.class_path``) or the folder (:func:`t3s.students.families.saved_family`), and the suite's ``backend``
+resolved for it: ``hf`` is the family's own torch sampler (``model.generate``, or the diffusion sampler; one
+process per device, joined by gloo), ``vllm`` engines in the vLLM environment. The backend decides the worker
+processes and serves each folder; prompts, grading, the ledger and TensorBoard are the same code for all.
 """
 
 from __future__ import annotations
@@ -29,20 +29,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-from t3s.evals.callbacks import BenchmarkCallback
-from t3s.evals.generation import Generator, HFGenerator
+from t3s.evals.backends import resolve_backend
+from t3s.evals.backends.base import BackendError, Generator, Serve
+from t3s.evals.callback_settings import grouped
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
-from t3s.ops.threads import right_size_threads
-from t3s.ops.workers import run_on_workers, worker_device
+from t3s.evals.suite import EvalSuite
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ class EvaluationPlan:
     Attributes:
         output: the run directory (or ``output``) that receives generations, results and TensorBoard scalars.
         checkpoints: ``(step, HF folder)`` to evaluate, in step order.
-        bench: the benchmark settings (tasks, sampling, training accuracy) of the run's callback.
+        suite: the benchmark settings (tasks, sampling, training accuracy, backend): the run's callback's.
         data: the run's ``data`` config section (for training accuracy), or None.
         done: ``(step, task)`` pairs already evaluated.
         model: the run's ``model`` config section (which student family, its sampler), or None.
@@ -66,20 +64,25 @@ class EvaluationPlan:
 
     output: Path
     checkpoints: list[tuple[int, Path]]
-    bench: dict[str, Any]
+    suite: EvalSuite
     data: dict[str, Any] | None
     done: set[tuple[int, str]] = field(default_factory=set)
     model: dict[str, Any] | None = None
     trust_remote_code: bool = False
 
-    def callback(self) -> BenchmarkCallback:
-        """The run's callback settings (tasks, sampling); built as a ``subprocess``-mode callback, which is what
-        this evaluation serves, so its evaluation settings (backend, vLLM, waiting) are accepted as they are."""
-        return BenchmarkCallback(**{**self.bench, "mode": "subprocess"})
-
     @property
     def backend(self) -> str:
-        return str(self.bench.get("backend") or "hf")
+        return self.suite.backend
+
+    def family(self, folder: Path) -> type:
+        """The student family of a checkpoint folder (the run's ``model.class_path``, else the folder's config)."""
+        from t3s.students.families import saved_family
+
+        return saved_family((self.model or {}).get("class_path") if self.model is not None else None, folder)
+
+    def serve_options(self) -> Any:
+        """How the backend serves this plan's folders (the run's sampler settings, the command line's trust)."""
+        return self.suite.serve_options(self.trust_remote_code, (self.model or {}).get("init_args") or {})
 
 
 def run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -104,11 +107,16 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
 
 
 def benchmark_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The init args of the config's ``BenchmarkCallback`` (empty when it has none)."""
+    """The init args of the config's ``BenchmarkCallback`` as written (empty when it has none)."""
     for callback in (config.get("trainer") or {}).get("callbacks") or []:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("BenchmarkCallback"):
             return dict(callback.get("init_args") or {})
     return {}
+
+
+def suite_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`EvalSuite` fields a run's config gives its ``BenchmarkCallback`` (grouped or flat)."""
+    return grouped(benchmark_settings(config))["suite"]
 
 
 def plan_evaluation(
@@ -143,7 +151,7 @@ def plan_evaluation(
         out = Path(output) if output else target
     else:
         config = saved_config(target)
-        bench = benchmark_settings(config)
+        bench = suite_settings(config)
         run_python = bench.pop("python", None)
         if run_python and python is None and (backend or bench.get("backend")) == "vllm":
             raise EvaluationError(f"{target}/config.yaml names a vLLM interpreter ({run_python}); a run's config "
@@ -167,17 +175,12 @@ def plan_evaluation(
         bench["python"] = python
     if vllm:
         bench["vllm"] = {**(bench.get("vllm") or {}), **vllm}
-    if bench.get("vllm"):
-        from t3s.evals.vllm_pool import VLLMError, check_engine_options
-
-        try:
-            check_engine_options(bench["vllm"])
-        except VLLMError as err:
-            raise EvaluationError(f"{target}: {err}") from None
-    if bench.get("backend", "hf") not in ("hf", "vllm"):
-        raise EvaluationError(f"--backend must be hf or vllm, got {bench['backend']!r}")
     if not bench.get("tasks") and not bench.get("train_accuracy", True):
         raise EvaluationError(f"{target}: nothing to evaluate (no tasks and no training accuracy)")
+    try:
+        suite = EvalSuite(**bench)
+    except (TypeError, ValueError) as err:
+        raise EvaluationError(f"{target}: {err}") from None
     if steps is not None:
         wanted = set(steps)
         checkpoints = [c for c in checkpoints if c[0] in wanted]
@@ -189,51 +192,54 @@ def plan_evaluation(
         if custom is not None:
             raise EvaluationError(f"{custom} needs its own model code (config.json auto_map): give "
                                   "--trust_remote_code true if you trust where it came from")
-    return EvaluationPlan(out, checkpoints, bench, data, done, model, trust_remote_code)
+    return EvaluationPlan(out, checkpoints, suite, data, done, model, trust_remote_code)
 
 
 def evaluate_checkpoints(plan: EvaluationPlan, devices: int = 1) -> list[dict[str, Any]]:
     """Evaluate every checkpoint of ``plan`` that has a task left, on ``devices`` worker processes.
 
-    Returns the new ``results.jsonl`` rows. HF backend: one worker evaluates in this process; several are
-    spawned and joined through a gloo process group (metrics are summed across workers, generations gathered
-    on worker 0). vLLM backend: this process renders, grades and writes; the workers only generate.
+    Returns the new ``results.jsonl`` rows. The backend (:func:`~t3s.evals.backends.resolve_backend`, for the
+    checkpoints' student family) lays out the workers: torch backends evaluate in this process (one worker) or
+    spawn several joined through a gloo process group (metrics are summed across workers, generations gathered
+    on worker 0); the vLLM backend renders, grades and writes here, its engines only generate.
     """
     if devices < 1:
         raise EvaluationError(f"--devices must be >= 1, got {devices}")
     before = len(read_results(plan.output))
-    if plan.backend == "vllm":
-        _evaluate_with_vllm(plan, devices)
-    else:
-        run_on_workers(_evaluate_plan, (plan,), devices, backend="gloo")
+    if plan.checkpoints:
+        try:
+            backend = resolve_backend(plan.suite.backend, plan.family(plan.checkpoints[0][1]).generation_backend)
+            options = plan.serve_options()
+            backend.check(options)
+            backend.run(_evaluate_plan, plan, devices, options)
+        except BackendError as err:
+            raise EvaluationError(str(err)) from None
     return read_results(plan.output)[before:]
 
 
-def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[[Path, Any], Generator] | None = None) -> None:
-    """Every pending checkpoint: ``serve(folder, tokenizer)`` gives its generator (default: an HF model here)."""
+def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Serve) -> None:
+    """Every pending checkpoint on this worker: ``serve(folder, tokenizer)`` gives its generator."""
     from transformers import AutoTokenizer
 
     from t3s.progress import progress as progress_bar
 
-    bench = plan.callback()
-    datamodule = _datamodule(plan.data) if bench.train_accuracy else None
-    tasks = bench.build_tasks(datamodule)
-    device = worker_device(rank)
-    serve = serve or (lambda folder, tokenizer: _hf_generator(plan, bench, folder, tokenizer, device))
+    suite = plan.suite
+    datamodule = _datamodule(plan.data) if suite.train_accuracy else None
+    tasks = suite.build_tasks(datamodule)
     pending = [(step, folder) for step, folder in plan.checkpoints
                if any((step, task.name) not in plan.done for task in tasks)]
     writer = _summary_writer(plan.output) if rank == 0 and pending else None
     progress = progress_bar(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
     generator: Generator | None = None
     for step, folder in pending:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=_trust_remote_code(plan))
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=plan.trust_remote_code)
         generator = None  # the previous checkpoint's model is freed before the next one loads
         generator = serve(folder, tokenizer)
         for task in tasks:
             if (step, task.name) in plan.done:
                 progress.update()
                 continue
-            result = evaluate(task, generator, tokenizer, bench.sampling_for(task), items=task.items()[rank::world])
+            result = evaluate(task, generator, tokenizer, suite.sampling_for(task), items=task.items()[rank::world])
             records = _gather(result.records, world)
             if rank == 0:
                 _write_outputs(plan.output, step, folder, task.name, result.metrics, records, writer)
@@ -242,67 +248,6 @@ def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Callable[
     progress.close()
     if writer is not None:
         writer.close()
-
-
-def _evaluate_with_vllm(plan: EvaluationPlan, devices: int) -> None:
-    """The vLLM backend: one pool of engines for every checkpoint, this process doing the rest."""
-    from t3s.evals.vllm_pool import VLLMError, VLLMWorkerPool
-
-    if plan.checkpoints and _is_diffusion(plan, plan.checkpoints[0][1]):
-        raise EvaluationError("the vLLM backend serves autoregressive models; evaluate a diffusion student "
-                              "with --backend hf (its own sampler)")
-    try:
-        with VLLMWorkerPool(devices, python=plan.bench.get("python"), engine=plan.bench.get("vllm"),
-                            trust_remote_code=plan.trust_remote_code) as pool:
-            _evaluate_plan(0, 1, plan, serve=pool.load)
-    except VLLMError as err:
-        raise EvaluationError(str(err)) from None
-
-
-def _trust_remote_code(plan: EvaluationPlan) -> bool:
-    """Only the command line's ``--trust_remote_code`` (never the run's config.yaml)."""
-    return plan.trust_remote_code
-
-
-def _is_diffusion(plan: EvaluationPlan, folder: Path) -> bool:
-    """A diffusion student's checkpoint: the run trained a ``DiffusionStudent``, or the folder is bidirectional."""
-    if plan.model is not None:
-        return str(plan.model.get("class_path", "")).endswith("DiffusionStudent")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return config.get("is_causal") is False
-
-
-def _hf_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, tokenizer: Any,
-                  device: torch.device) -> Generator:
-    """The HF backend's generator for one checkpoint: ``model.generate``, or the diffusion sampler."""
-    if _is_diffusion(plan, folder):
-        return _diffusion_generator(plan, bench, folder, tokenizer, device)
-    from transformers import AutoModelForCausalLM
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=_trust_remote_code(plan))
-    right_size_threads(model, device)
-    return HFGenerator(model.to(device).eval(), tokenizer, batch_size=bench.batch_size, show_progress=False)
-
-
-#: ``DiffusionStudent`` arguments that matter for sampling (the rest configure training).
-DIFFUSION_SAMPLING_ARGS = ("mask_token_id", "eos_token_id", "pad_token_id", "sampler", "trust_remote_code",
-                           "attn_implementation", "block_size")
-
-
-def _diffusion_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder: Path, tokenizer: Any,
-                         device: torch.device) -> Generator:
-    """The run's diffusion sampler (its ``sampler`` settings and special ids) over the folder's weights."""
-    from t3s.evals.diffusion_generation import DiffusionGenerator
-    from t3s.students import DiffusionStudent
-
-    args = (plan.model or {}).get("init_args") or {}
-    args = {**{k: args[k] for k in DIFFUSION_SAMPLING_ARGS if k in args}, "trust_remote_code": plan.trust_remote_code}
-    student = DiffusionStudent(model=str(folder), tokenizer=str(folder),
-                               dtype="bfloat16" if device.type == "cuda" else "float32", **args)
-    student.configure_model()
-    student.model.to(device)
-    return DiffusionGenerator.for_student(student, batch_size=bench.batch_size, show_progress=False)
 
 
 def _datamodule(section: dict[str, Any] | None) -> Any:

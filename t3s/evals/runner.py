@@ -8,12 +8,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from t3s.evals.generation import Generation, Generator, SamplingParams
-from t3s.evals.graders import validate_gold
+from t3s.evals.backends.base import Generation, Generator
+from t3s.evals.backends.sampling import SamplingParams
+from t3s.evals.grading.graders import validate_gold
+from t3s.evals.grading.verdict import UngradableGold
 from t3s.evals.metrics import BenchmarkMetrics
-from t3s.evals.task import EvalTask, prompt_opens_think
-from t3s.evals.task_spec import EvalItem
-from t3s.evals.verdict import UngradableGold
+from t3s.evals.tasks.eval_task import EvalTask, prompt_opens_think
+from t3s.evals.tasks.spec import EvalItem
 
 __all__ = ["EvalResult", "evaluate", "exclude_ungradable", "generate_safely"]
 

@@ -102,6 +102,14 @@ class TokenSelectionStrategy:
     def describe(self) -> str:
         return type(self).__name__
 
+    def score_dirs(self) -> list[str]:
+        """The ``t3s score`` caches this strategy reads (those given; a budget-matched control: its match's)."""
+        return []
+
+    def unscored(self) -> list[TokenSelectionStrategy]:
+        """Its parts that read a score cache but have none yet (``t3s fit`` runs the recipe that writes one)."""
+        return []
+
 
 def top_fraction(scores: torch.Tensor, candidates: torch.Tensor, fraction: float) -> torch.Tensor:
     """Mask of the ``round(fraction * n)`` candidates with the highest score (ties by position)."""

@@ -47,6 +47,12 @@ class ScoredStrategy(TokenSelectionStrategy):
         cache.check_matches(data_fingerprint, source=str(self.scores))
         self._cache = cache
 
+    def score_dirs(self) -> list[str]:
+        return [str(self.scores)] if self.scores else []
+
+    def unscored(self) -> list[TokenSelectionStrategy]:
+        return [self] if self.scores is None else []
+
     def attach(self, cache: ScoreCache) -> None:
         """Use an in-memory cache instead of reading ``scores`` (the throughput benchmark builds one)."""
         self._cache = cache
@@ -187,6 +193,12 @@ class RandomMask(TokenSelectionStrategy):
     def setup(self, data_fingerprint: dict[str, Any]) -> None:
         if self.match is not None:
             self.match.setup(data_fingerprint)
+
+    def score_dirs(self) -> list[str]:
+        return self.match.score_dirs() if self.match is not None else []
+
+    def unscored(self) -> list[TokenSelectionStrategy]:
+        return self.match.unscored() if self.match is not None else []
 
     def _priority(self, ctx: SelectionContext) -> torch.Tensor:
         """A deterministic pseudo-random number in [0, 1) per (seed, trace, position)."""

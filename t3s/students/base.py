@@ -129,6 +129,17 @@ class StudentModule(L.LightningModule):
     #: c_t. A family that cannot (diffusion students take Δc from an AR selector) is refused before step 1.
     supports_offline_recipe: bool = False
 
+    #: The evaluation backend that samples this family in torch (a name in ``t3s.evals.backends.BACKENDS``):
+    #: what ``backend: hf`` means for it, in the training process and for its saved ``hf/step_<N>`` folders.
+    generation_backend: str = "hf"
+
+    @classmethod
+    def saved_by(cls, class_path: str | None, folder_config: dict[str, Any]) -> bool:
+        """Whether a saved checkpoint belongs to this family: the run's ``model.class_path`` names it (a
+        subclass counts by its name's ending), or, for a bare HF folder (``class_path`` None), its ``config.json``
+        says so (``folder_config``). The base family answers by name only."""
+        return class_path is not None and class_path.endswith(cls.__name__)
+
     #: raised for a bad constructor argument (families may use a subclass of ValueError)
     config_error: type[ValueError] = ValueError
     #: warned once when a step has nothing in its loss

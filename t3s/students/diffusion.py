@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -179,6 +180,29 @@ class DiffusionStudent(StudentModule):
 
     config_error = DiffusionStudentError
     empty_step_message = "no answer token of the global batch is corrupted; the loss is 0"
+    generation_backend = "diffusion"
+
+    #: Arguments that matter for sampling from a saved folder (the rest configure training).
+    SAMPLING_ARGS = ("mask_token_id", "eos_token_id", "pad_token_id", "sampler", "trust_remote_code",
+                     "attn_implementation", "block_size")
+
+    @classmethod
+    def saved_by(cls, class_path: str | None, folder_config: dict[str, Any]) -> bool:
+        """The run trained a ``DiffusionStudent``, or a bare folder's config is bidirectional (``is_causal: false``)."""
+        if class_path is None:
+            return folder_config.get("is_causal") is False
+        return super().saved_by(class_path, folder_config)
+
+    @classmethod
+    def for_sampling(cls, folder: str | Path, run_args: dict[str, Any], *, trust_remote_code: bool,
+                     dtype: str) -> DiffusionStudent:
+        """A student over a saved folder's weights, with the run's sampler settings and special ids (the
+        :data:`SAMPLING_ARGS` of ``run_args``, its ``model.init_args``), ready to sample."""
+        args = {k: run_args[k] for k in cls.SAMPLING_ARGS if k in run_args}
+        student = cls(model=str(folder), tokenizer=str(folder), dtype=dtype,
+                      **{**args, "trust_remote_code": trust_remote_code})
+        student.configure_model()
+        return student
 
     def __init__(
         self,

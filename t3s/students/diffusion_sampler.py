@@ -10,7 +10,7 @@ decoded left to right; inside a block, each iteration predicts every still-maske
 
 A row is finished once a stop token is committed with every position before it filled: the rest of its
 canvas becomes EOS and it takes no further part. :class:`DiffusionGenerator` wraps this for the evaluation
-code (the Generator protocol) in :mod:`t3s.evals.diffusion_generation`.
+code (the Generator protocol) in :mod:`t3s.evals.backends.diffusion`.
 """
 
 from __future__ import annotations

@@ -131,8 +131,8 @@ def generate_traces(
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from t3s.evals.generation import HFGenerator
-    from t3s.evals.sampling import SamplingParams
+    from t3s.evals.backends.hf import HFGenerator
+    from t3s.evals.backends.sampling import SamplingParams
     from t3s.ops.causal_lm import DTYPES
     from t3s.ops.hf_folders import check_hf_folder, looks_local
     from t3s.students.adapter_weights import as_model_folder

@@ -15,8 +15,8 @@ def verify_traces(path: str, grader: str = "math", output: str | None = None) ->
     ``truncated``: the trace stopped at the token limit (``hit_limit``) or its reasoning block never closed;
     a truncated trace is never correct. A row without a gold answer gets ``correct: null``.
     """
-    from t3s.evals.graders import GRADERS, grade
-    from t3s.evals.verdict import UngradableGold
+    from t3s.evals.grading.graders import GRADERS, grade
+    from t3s.evals.grading.verdict import UngradableGold
 
     if grader not in GRADERS:
         raise TracesError(f"unknown grader {grader!r}; choose from {', '.join(sorted(GRADERS))}")

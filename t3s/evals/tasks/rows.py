@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from t3s.data.rows import LOCAL_SUFFIXES, errors_as, iter_file_rows, iter_hub_rows
-from t3s.evals.graders import MC_LETTERS, mc_letter
-from t3s.evals.task_spec import MAX_CHOICES, EvalItem, TaskError, TaskFields, TaskSpec
+from t3s.evals.grading.graders import MC_LETTERS, mc_letter
+from t3s.evals.tasks.spec import MAX_CHOICES, EvalItem, TaskError, TaskFields, TaskSpec
 
 __all__ = ["iter_task_rows", "make_item"]
 

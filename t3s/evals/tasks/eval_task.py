@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from t3s.data.text import format_options, split_reasoning
-from t3s.evals.graders import MC_LETTERS, grade
-from t3s.evals.task_rows import iter_task_rows, make_item
-from t3s.evals.task_spec import ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.evals.verdict import Verdict
+from t3s.evals.grading.graders import MC_LETTERS, grade
+from t3s.evals.grading.verdict import Verdict
+from t3s.evals.tasks.rows import iter_task_rows, make_item
+from t3s.evals.tasks.spec import ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
 from t3s.ops.seeds import stable_seed
 
 __all__ = ["EvalTask", "prompt_opens_think"]
@@ -172,5 +172,5 @@ class EvalTask:
     # -- grading ---------------------------------------------------------------------------------
     def grade(self, response: str, gold: str, **kw: Any) -> Verdict:
         """Grade one response against the gold of its sample with the task's grader (a grader failure on the
-        response is graded wrong and logged, see :func:`t3s.evals.graders.grade`)."""
+        response is graded wrong and logged, see :func:`t3s.evals.grading.graders.grade`)."""
         return grade(self.spec.grader, response, gold, **{**self.spec.grader_kwargs, **kw})

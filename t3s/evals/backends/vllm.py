@@ -1,9 +1,9 @@
 """The parent side of ``t3s evaluate --backend vllm``: worker processes in the vLLM environment, one engine each.
 
-:class:`VLLMWorkerPool` starts ``devices / tensor_parallel_size`` copies of :mod:`t3s.evals.vllm_worker` with
+:class:`VLLMWorkerPool` starts ``devices / tensor_parallel_size`` copies of :mod:`t3s.evals.backends.vllm_worker` with
 the given interpreter (``CUDA_VISIBLE_DEVICES`` set to each worker's GPUs), serves every checkpoint with
 the same engines (weights reloaded in place; a fresh process only when a worker asks for one) and speaks the
-:class:`~t3s.evals.generation.Generator` protocol: prompts are split across the workers, responses come
+:class:`~t3s.evals.backends.base.Generator` protocol: prompts are split across the workers, responses come
 back as token ids and are decoded here, with the same stop tokens as the HF backend.
 """
 
@@ -16,22 +16,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.generation import (
+from t3s.evals.backends.base import (
+    BackendError,
     Generation,
-    SamplingParams,
+    Generator,
+    Job,
+    ServeOptions,
     default_stop_token_ids,
     stopped_generation,
-    to_vllm_sampling_kwargs,
 )
-from t3s.evals.vllm_worker import ENGINE_OPTIONS, disallowed_options
+from t3s.evals.backends.sampling import SamplingParams
+from t3s.evals.backends.vllm_worker import ENGINE_OPTIONS, disallowed_options
 
-__all__ = ["ENGINE_OPTIONS", "VLLMError", "VLLMWorkerPool", "check_engine_options", "worker_devices"]
+__all__ = ["BACKEND", "ENGINE_OPTIONS", "VLLMBackend", "VLLMError", "VLLMWorkerPool", "check_engine_options",
+           "to_vllm_sampling_kwargs", "worker_devices"]
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 README_SECTION = 'the README section "Evaluating with vLLM"'
 
 
-class VLLMError(ValueError):
+class VLLMError(BackendError):
     """The vLLM environment or a worker cannot do what was asked (one line, names the interpreter)."""
 
 
@@ -204,3 +208,43 @@ def folder_stop_token_ids(folder: Path, tokenizer: Any) -> list[int]:
 
     config = GenerationConfig.from_pretrained(folder) if (folder / "generation_config.json").is_file() else None
     return default_stop_token_ids(tokenizer, generation_config=config)
+
+
+def to_vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """Map :class:`SamplingParams` to ``vllm.SamplingParams`` keyword arguments."""
+    return {
+        "n": int(params.n),
+        "temperature": float(params.temperature),
+        "top_p": 1.0 if params.greedy else float(params.top_p),
+        "top_k": int(params.top_k) if params.top_k else -1,
+        "max_tokens": int(params.max_new_tokens),
+        "seed": int(params.seed),
+    }
+
+
+class VLLMBackend:
+    """Engines in a separate vLLM environment (:class:`VLLMWorkerPool`), reused across checkpoints; this process
+    renders, grades and writes. Serves saved folders only (``BenchmarkCallback`` mode ``subprocess`` or
+    ``defer``), of autoregressive students."""
+
+    name = "vllm"
+    inline = False
+
+    def serves(self, family: str) -> bool:
+        return family == "hf"
+
+    def check(self, options: ServeOptions) -> None:
+        check_engine_options(options.engine)
+
+    def from_student(self, student: Any, *, batch_size: int, show_progress: bool) -> Generator:
+        raise VLLMError("the vLLM backend runs in its own environment through `t3s evaluate`: "
+                        "set mode 'subprocess' or 'defer'")
+
+    def run(self, job: Job, plan: Any, devices: int, options: ServeOptions) -> None:
+        with VLLMWorkerPool(devices, python=options.python, engine=options.engine,
+                            trust_remote_code=options.trust_remote_code) as pool:
+            job(0, 1, plan, pool.load)
+
+
+#: The backend this module registers (:data:`t3s.evals.backends.BACKENDS`).
+BACKEND = VLLMBackend()

@@ -8,7 +8,7 @@ chat template itself opened the block (the prompt ends inside ``<think>``), pass
 that a response without a closing tag counts as unclosed.
 
 Where a final text states its answer (the last box, else the last concluding statement), and whether it
-was cut off mid-thought (then it is truncated), is decided by :func:`t3s.evals.answer_text.locate_answer`
+was cut off mid-thought (then it is truncated), is decided by :func:`t3s.evals.grading.answer_text.locate_answer`
 for the ``aime``, ``math`` and ``exact`` graders.
 
 Graders: ``aime`` (an exact integer), ``math`` (LaTeX, via math-verify under a hard wall-clock limit),
@@ -35,9 +35,9 @@ from t3s.data.text import (
     split_reasoning,
     unwrap_text_commands,
 )
-from t3s.evals.answer_text import AnswerSpan, locate_answer, strip_stray_tail
-from t3s.evals.mathverify import MathVerifier, get_math_verifier
-from t3s.evals.verdict import UngradableGold, Verdict
+from t3s.evals.grading.answer_text import AnswerSpan, locate_answer, strip_stray_tail
+from t3s.evals.grading.mathverify import MathVerifier, get_math_verifier
+from t3s.evals.grading.verdict import UngradableGold, Verdict
 
 __all__ = [
     "GRADERS",
@@ -125,8 +125,8 @@ def _gold_reader(grader: str, parse: Callable[[str], str | None], reason: str) -
 def _grader(read_gold: Callable[..., Any], locate: bool = True) -> Callable[[Callable[..., _Reading]], Grader]:
     """Make a grader from ``read_gold(gold, **kw)`` (the gold's value; raises :class:`UngradableGold`) and the
     decorated ``read(final_text, gold_value, located=..., **kw) -> _Reading``, adding the shared reasoning
-    handling. With ``locate``, ``located`` is the :class:`~t3s.evals.answer_text.AnswerSpan` of the final
-    text, and a final text that was cut off mid-thought (:func:`~t3s.evals.answer_text.locate_answer`) is
+    handling. With ``locate``, ``located`` is the :class:`~t3s.evals.grading.answer_text.AnswerSpan` of the final
+    text, and a final text that was cut off mid-thought (:func:`~t3s.evals.grading.answer_text.locate_answer`) is
     truncated; without it ``located`` is None.
 
     The grader's keywords: ``hit_token_limit`` (generation stopped at its token limit: truncated),
@@ -235,7 +235,7 @@ def _leading_integer(phrase: str) -> str | None:
 def grade_aime(final: str, gold: str, *, located: AnswerSpan, **_: Any) -> _Reading:
     """Grade an AIME-style answer: correct only when it states exactly the gold integer ("025" == 25).
 
-    The answer is where :func:`~t3s.evals.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
+    The answer is where :func:`~t3s.evals.grading.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
     the final text, else the value of the last concluding statement ("the answer is indeed 25", "Hence
     n = 25.", "25 is the correct answer"), else a final text that is only the answer.
     """
@@ -290,7 +290,7 @@ def grade_math(
 ) -> _Reading:
     """Grade a LaTeX answer with math-verify (``verify(parse(gold), parse(answer))``).
 
-    The answer is where :func:`~t3s.evals.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
+    The answer is where :func:`~t3s.evals.grading.answer_text.locate_answer` finds it: the last ``\\boxed{}`` of
     the final text, else the value of the last concluding statement (filler words, delimiters and units
     dropped; display math after "is:" read), else a final text that is only an expression. A text with
     none of these states no answer: math-verify is never let loose on free text, where it would read an
@@ -348,7 +348,7 @@ def grade_exact(final: str, gold: str, *, located: AnswerSpan, **_: Any) -> _Rea
     """Normalised exact string match (see :func:`normalize_exact`).
 
     The answer is the last ``\\boxed{}`` of the final text, else the value of the last concluding statement
-    (:func:`~t3s.evals.answer_text.locate_answer`), else the last non-empty line of the final text.
+    (:func:`~t3s.evals.grading.answer_text.locate_answer`), else the last non-empty line of the final text.
     """
     raw = located.text
     if located.kind != "boxed":

@@ -1,7 +1,7 @@
 """math-verify checks, usable in-process or as a killable worker subprocess.
 
 This module imports no ``t3s`` package (and neither torch nor transformers) so that
-:class:`t3s.evals.mathverify.MathVerifier` can start it as a light subprocess
+:class:`t3s.evals.grading.mathverify.MathVerifier` can start it as a light subprocess
 (``python -c <boot> <this file>``) and kill it when a comparison exceeds its wall-clock limit. The shared
 brace scanner comes from ``t3s/data/text.py``, loaded by file path (that module uses only the standard
 library).
@@ -31,7 +31,7 @@ def _load_text_module() -> Any:
         from t3s.data import text
 
         return text
-    path = Path(__file__).resolve().parents[1] / "data" / "text.py"
+    path = Path(__file__).resolve().parents[2] / "data" / "text.py"
     spec = importlib.util.spec_from_file_location("_t3s_text", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from t3s.data.rows import DataFileError
-from t3s.evals.graders import GRADERS, MC_LETTERS
-from t3s.evals.sampling import SamplingParams
+from t3s.evals.backends.sampling import SamplingParams
+from t3s.evals.grading.graders import GRADERS, MC_LETTERS
 
 __all__ = ["DEFAULT_INSTRUCTION", "MAX_CHOICES", "ChoiceOrder", "EvalItem", "TaskError", "TaskFields", "TaskSpec"]
 

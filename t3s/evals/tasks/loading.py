@@ -17,8 +17,8 @@ column per option (``fields.choice_columns``), and say how the gold answer is wr
 AND per sample with a seed derived (by a stable hash) from the task seed, the item id and the sample
 index, so the correct letter is uniformly distributed and every order is reproducible.
 
-The schema lives in :mod:`t3s.evals.task_spec`, row reading in :mod:`t3s.evals.task_rows`, the loaded task in
-:mod:`t3s.evals.task`; this module only finds task files (:func:`task_search_dirs`) and loads them.
+The schema lives in :mod:`t3s.evals.tasks.spec`, row reading in :mod:`t3s.evals.tasks.rows`, the loaded task in
+:mod:`t3s.evals.tasks.eval_task`; this module only finds task files (:func:`task_search_dirs`) and loads them.
 """
 
 from __future__ import annotations
@@ -31,27 +31,12 @@ from typing import Any
 
 import yaml
 
-from t3s.evals.sampling import SamplingParams
-from t3s.evals.task import EvalTask, prompt_opens_think
-from t3s.evals.task_spec import DEFAULT_INSTRUCTION, ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.ops.seeds import stable_seed
+from t3s.evals.backends.sampling import SamplingParams
+from t3s.evals.tasks.eval_task import EvalTask
+from t3s.evals.tasks.spec import TaskError, TaskSpec
 from t3s.resources import packaged_tasks_dir
 
-__all__ = [
-    "DEFAULT_INSTRUCTION",
-    "ChoiceOrder",
-    "EvalItem",
-    "EvalTask",
-    "TaskError",
-    "TaskFields",
-    "TaskSpec",
-    "find_task_file",
-    "load_task",
-    "load_task_spec",
-    "prompt_opens_think",
-    "stable_seed",
-    "task_search_dirs",
-]
+__all__ = ["TASKS_DIR_ENV", "find_task_file", "load_task", "load_task_spec", "task_search_dirs"]
 
 TASKS_DIR_ENV = "T3S_TASKS_DIR"
 

@@ -1,68 +1,25 @@
-"""Sampling responses from a student: a small Generator protocol, its HF backend, and vLLM's sampling arguments
-(the vLLM backend is :mod:`t3s.evals.vllm_pool`, engines in their own environment)."""
+"""The ``hf`` backend: an autoregressive student sampled with its Hugging Face causal LM and KV cache
+(:class:`HFGenerator`), in the training process or from saved folders on ``t3s evaluate``'s workers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
-from t3s.data.render import stop_token_ids
-from t3s.evals.sampling import SamplingParams
+from t3s.evals.backends.base import (
+    Generation,
+    Generator,
+    ServeOptions,
+    TorchBackend,
+    default_stop_token_ids,
+    stopped_generation,
+)
+from t3s.evals.backends.sampling import SamplingParams
 
-__all__ = [
-    "Generation",
-    "Generator",
-    "HFGenerator",
-    "SamplingParams",
-    "default_stop_token_ids",
-    "stopped_generation",
-    "to_vllm_sampling_kwargs",
-]
-
-@dataclass
-class Generation:
-    """One sampled response.
-
-    ``token_ids`` are the generated tokens without the stop token and padding; ``num_tokens`` is their
-    count; ``hit_limit`` is True when generation stopped at ``max_new_tokens`` without a stop token.
-    """
-
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    num_tokens: int = 0
-    hit_limit: bool = False
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """Anything that samples ``params.n`` responses for each tokenized prompt."""
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
-        """Return one list of ``params.n`` generations per prompt, in prompt order."""
-        ...
-
-
-def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config: Any = None) -> list[int]:
-    """EOS ids of the tokenizer and of the generation config (``generation_config``, else the model's), plus known
-    end-of-turn tokens."""
-    ids: list[int] = []
-
-    def add(value: Any) -> None:
-        if value is None:
-            return
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is not None and int(v) not in ids:
-                ids.append(int(v))
-
-    add(getattr(tokenizer, "eos_token_id", None))
-    gen_cfg = generation_config if generation_config is not None else getattr(model, "generation_config", None)
-    if gen_cfg is not None:
-        add(getattr(gen_cfg, "eos_token_id", None))
-    add(stop_token_ids(tokenizer))  # end-of-turn tokens the tokenizer has as special tokens (not Qwen's plain `</s>`)
-    return ids
+__all__ = ["BACKEND", "HFBackend", "HFGenerator", "decode_leaving_finished"]
 
 
 class HFGenerator:
@@ -247,24 +204,24 @@ def decode_leaving_finished(model: Any, input_ids: torch.Tensor, attention_mask:
     return out
 
 
-def stopped_generation(tokens: Sequence[int], stop_token_ids: Sequence[int], tokenizer: Any, *,
-                       limit_reached: bool) -> Generation:
-    """A response cut before its first stop token and decoded; it ``hit_limit`` when it has no stop token and
-    the backend says its budget ran out (``limit_reached``)."""
-    stops = set(stop_token_ids)
-    cut = next((i for i, t in enumerate(tokens) if t in stops), None)
-    kept = list(tokens if cut is None else tokens[:cut])
-    text = tokenizer.decode(kept, skip_special_tokens=False)
-    return Generation(text=text, token_ids=kept, num_tokens=len(kept), hit_limit=cut is None and limit_reached)
+class HFBackend(TorchBackend):
+    """``model.generate``-style sampling of an autoregressive student (:class:`HFGenerator`)."""
+
+    name: ClassVar[str] = "hf"
+
+    def from_student(self, student: Any, *, batch_size: int, show_progress: bool) -> Generator:
+        return HFGenerator(student.model, student.tokenizer, batch_size=batch_size, show_progress=show_progress)
+
+    def from_folder(self, folder: Path, tokenizer: Any, device: Any, options: ServeOptions) -> Generator:
+        from transformers import AutoModelForCausalLM
+
+        from t3s.ops.threads import right_size_threads
+
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=options.trust_remote_code)
+        right_size_threads(model, device)
+        return HFGenerator(model.to(device).eval(), tokenizer, batch_size=options.batch_size, show_progress=False)
 
 
-def to_vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
-    """Map :class:`SamplingParams` to ``vllm.SamplingParams`` keyword arguments."""
-    return {
-        "n": int(params.n),
-        "temperature": float(params.temperature),
-        "top_p": 1.0 if params.greedy else float(params.top_p),
-        "top_k": int(params.top_k) if params.top_k else -1,
-        "max_tokens": int(params.max_new_tokens),
-        "seed": int(params.seed),
-    }
+#: The backend this module registers (:data:`t3s.evals.backends.BACKENDS`).
+BACKEND = HFBackend()

@@ -1,4 +1,4 @@
-"""``DiffusionGenerator``: a masked-diffusion student behind the evaluation code's ``Generator`` protocol.
+"""The ``diffusion`` backend: a masked-diffusion student behind the ``Generator`` protocol (:class:`DiffusionGenerator`).
 
 Batching, prompt padding, seeding and stop tokens around :func:`t3s.students.diffusion_sampler.diffusion_decode`
 (semi-autoregressive block decoding with low-confidence remasking, full attention) or, for block-diffusion
@@ -11,12 +11,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch.nn import functional as F
 
-from t3s.evals.generation import Generation, SamplingParams, default_stop_token_ids, stopped_generation
+from t3s.evals.backends.base import (
+    Generation,
+    Generator,
+    ServeOptions,
+    TorchBackend,
+    default_stop_token_ids,
+    stopped_generation,
+)
+from t3s.evals.backends.sampling import SamplingParams
 from t3s.students.diffusion import DiffusionStudent
 from t3s.students.diffusion_block_decode import (
     CachedPrefix,
@@ -29,7 +38,7 @@ from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask, tak
 from t3s.students.diffusion_objective import DiffusionStudentError
 from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
 
-__all__ = ["DiffusionGenerator"]
+__all__ = ["BACKEND", "DiffusionBackend", "DiffusionGenerator"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ class DiffusionGenerator:
     attention mask and the position ids) and decoded ``batch_size`` rows at a time. Sampling at
     ``temperature > 0`` is seeded per batch (``params.seed`` + batch index) with a private generator, so the
     global RNG is untouched and results repeat for the same inputs and ``batch_size``. ``top_p`` / ``top_k``
-    of :class:`~t3s.evals.generation.SamplingParams` are not used (remasking relies on the full distribution).
+    of :class:`~t3s.evals.backends.sampling.SamplingParams` are not used (remasking relies on the full distribution).
 
     The response canvas is ``gen_length`` tokens, or ``max_new_tokens`` rounded up to whole blocks when
     that is smaller (the number of steps per block stays ``steps / (gen_length / block_length)``);
@@ -277,3 +286,22 @@ class DiffusionGenerator:
             "explicit_attention_mask", student.explicit_attention_mask if student.attention_checked else None
         )
         return cls(student.model, student.tokenizer, student.mask_token_id, student.eos_token_id, **kwargs)
+
+
+class DiffusionBackend(TorchBackend):
+    """A diffusion student's own sampler (:class:`DiffusionGenerator`), with the run's ``sampler`` settings."""
+
+    name: ClassVar[str] = "diffusion"
+
+    def from_student(self, student: Any, *, batch_size: int, show_progress: bool) -> Generator:
+        return DiffusionGenerator.for_student(student, batch_size=batch_size, show_progress=show_progress)
+
+    def from_folder(self, folder: Path, tokenizer: Any, device: Any, options: ServeOptions) -> Generator:
+        student = DiffusionStudent.for_sampling(folder, options.run_args, trust_remote_code=options.trust_remote_code,
+                                                dtype="bfloat16" if device.type == "cuda" else "float32")
+        student.model.to(device)
+        return DiffusionGenerator.for_student(student, batch_size=options.batch_size, show_progress=False)
+
+
+#: The backend this module registers (:data:`t3s.evals.backends.BACKENDS`).
+BACKEND = DiffusionBackend()

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from t3s.evals import _mathverify_worker
-from t3s.evals.verdict import UngradableGold
+from t3s.evals.grading import _mathverify_worker
+from t3s.evals.grading.verdict import UngradableGold
 
 __all__ = ["DEFAULT_MATH_TIMEOUT_S", "MathVerifier", "get_math_verifier"]
 

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ok": False, "error": f"vllm options not allowed: {', '.join(refused)} (allowed: "
                                                 f"{', '.join(ENGINE_OPTIONS)})"}), flush=True)
         return 2
-    # run by path, this file's folder is sys.path[0]: its siblings (tasks.py, metrics.py…) must not shadow packages
+    # run by path, this file's folder is sys.path[0]: its siblings (vllm.py above all) must not shadow packages
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
     # the protocol keeps the real stdout; everything else written to fd 1 (vLLM's logs, prints) goes to stderr
