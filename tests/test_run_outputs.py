@@ -17,12 +17,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from t3s.analysis.report import report_figures, summarize_run
 from t3s.cli import main
+from t3s.cli.lightning_cli import prepare_trainer
 from t3s.evals import BenchmarkCallback
 from t3s.evals.bottleneck import read_scalars
 from t3s.evals.figures import comparison_figure, curve_figure
 from t3s.evals.scalars import scalar_tags
-from t3s.recipe import phase_loggers
-from t3s.train_cli import prepare_trainer
+from t3s.recipe.phases import phase_loggers
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 #: toy-small shortened to 20 steps: the shock at step 5 is confirmed at step 15 (patience 2), so the whole

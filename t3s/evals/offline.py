@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import yaml
 
+from t3s.errors import T3SError
 from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
@@ -46,7 +47,7 @@ from t3s.ops.workers import run_on_workers, worker_device
 
 log = logging.getLogger(__name__)
 
-class EvaluationError(ValueError):
+class EvaluationError(T3SError, ValueError):
     """The folder cannot be evaluated (no checkpoints, no tasks, no saved config)."""
 
 
@@ -307,11 +308,11 @@ def _diffusion_generator(plan: EvaluationPlan, bench: BenchmarkCallback, folder:
 
 def _datamodule(section: dict[str, Any] | None) -> Any:
     """The run's training data module (training accuracy evaluates on its problems)."""
-    from t3s.data import TeacherTraceDataModule
+    from t3s.data.from_config import datamodule_from_config
 
     if not section:
         raise EvaluationError("training accuracy needs the run's data section (config.yaml has none)")
-    return TeacherTraceDataModule(**section)
+    return datamodule_from_config(section, origin="the run's config.yaml")
 
 
 def _gather(records: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:
