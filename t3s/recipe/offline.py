@@ -54,7 +54,8 @@ class RecipeState:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(saved, dict) and LEGACY_SFT_KEY in saved:  # written when the SFT phase was "probe"
-                saved = {**saved, "sft_done": saved.pop(LEGACY_SFT_KEY), "sft_phase": LEGACY_SFT_PHASE}
+                done = saved.pop(LEGACY_SFT_KEY)
+                saved = {**saved, "sft_done": done, "sft_phase": LEGACY_SFT_PHASE}
             return cls(**saved)
         except (ValueError, TypeError) as err:
             raise RecipeError(f"{path}: unreadable recipe state ({err})") from None
