@@ -7,9 +7,6 @@ from t3s.cli.configs import precheck_training_args
 from t3s.errors import ConfigError
 from t3s.resources import find_config
 
-#: Options taking space-separated values.
-LISTS = ("--seeds", "--overrides")
-
 
 def run(config: str, seeds: list[int], output: str, overrides: list[str] | None = None) -> None:
     """The paper's comparison: SFT, T3S, −T3S, random mask and RRT, same steps, LR and data order, per seed.

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-#: A leading bare value is the run folder (one).
-POSITIONAL = "--run"
-SINGLE = True
+#: The parameter that may be given bare (``t3s diagnose RUN``).
+POSITIONAL = "run"
 
 
 def run(
@@ -21,7 +20,7 @@ def run(
     """Trajectory diagnostics of a finished phase: group confidences, gradient interaction, loss transfer.
 
     Args:
-        run: a phase run directory (``hf/step_N``, ``config.yaml``; e.g. ``<recipe run>/probe``).
+        run: a phase run directory (``hf/step_N``, ``config.yaml``; e.g. ``<recipe run>/sft``).
         bottleneck_step: θ_b's step (default: read from the phase's training-accuracy curve, as the recipe does).
         threshold: anchors are tokens with Δc = c(θ_b) − c(θ_0) above this (T3S: 0).
         probe_traces: traces in the fixed probe batch of the gradient and transfer measurements.

@@ -6,12 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: Leading bare values are the targets.
-POSITIONAL = "--targets"
-#: Options taking space-separated values.
-LISTS = ("--tasks", "--steps")
-#: Options whose keys may be given one by one (``--vllm.dtype bfloat16``).
-MAPPINGS = ("--vllm",)
+#: The parameter that may be given bare (``t3s evaluate TARGET …``).
+POSITIONAL = "targets"
 
 
 def run(

@@ -63,9 +63,7 @@ def run_analysis_command(name: str, args: Sequence[str]) -> Any:
     module = command_module(name)
     if hasattr(module, "main"):
         return module.main(args)
-    return run_function(f"t3s {name}", module.run, args, positional=getattr(module, "POSITIONAL", None),
-                        lists=getattr(module, "LISTS", ()), mappings=getattr(module, "MAPPINGS", ()),
-                        single=getattr(module, "SINGLE", False))
+    return run_function(f"t3s {name}", module.run, args, positional=getattr(module, "POSITIONAL", None))
 
 
 def run_training_command(name: str, args: Sequence[str]) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from t3s.errors import ConfigError
 
-#: Leading bare values are the run folders.
-POSITIONAL = "--runs"
+#: The parameter that may be given bare (``t3s report RUN …``).
+POSITIONAL = "runs"
 
 
 def run(runs: list[str], output: str | None = None) -> None:
@@ -16,7 +16,7 @@ def run(runs: list[str], output: str | None = None) -> None:
 
     Args:
         runs: run directories holding logged scalars, TensorBoard event files or a CSVLogger's ``metrics.csv``
-            (``runs/tiny/sft/version_0``), or a recipe's ``version_<k>`` folder (its phases ``probe``, ``t3s``
+            (``runs/tiny/sft/version_0``), or a recipe's ``version_<k>`` folder (its phases ``sft``, ``t3s``
             are compared).
         output: output directory (default: ``report/`` inside the first run directory).
     """

@@ -9,11 +9,6 @@ from typing import Any
 from t3s.errors import ConfigError
 from t3s.resources import find_config
 
-#: Options taking space-separated values.
-LISTS = ("--checkpoints",)
-#: Options whose keys may be given one by one (``--data.limit 32``).
-MAPPINGS = ("--data",)
-
 
 def run(
     config: str,
