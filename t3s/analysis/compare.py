@@ -61,7 +61,7 @@ def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, di
     lines = [
         "# t3s compare", "",
         f"Seeds: {', '.join(map(str, seeds))}. Training accuracy (`{TRAIN_ACCURACY_TAG}`), mean ± sd over seeds.",
-        f"θ_b (SFT probe) per seed: {bottlenecks}.", "",
+        f"θ_b (SFT) per seed: {bottlenecks}.", "",
         "| method | start | minimum | final | dip (start − min) |", "|---|---|---|---|---|",
     ]
     for method, r in rows.items():

@@ -17,7 +17,7 @@ from t3s.scoring.summary_text import summary_markdown
 
 
 def run_label(run_dir: Path) -> str:
-    """A short readable name: ``sft/version_0`` for logger version folders, ``probe`` for recipe phases."""
+    """A short readable name: ``sft/version_0`` for logger version folders, ``sft`` for recipe phases."""
     return "/".join(run_dir.parts[-2:]) if run_dir.name.startswith("version_") else run_dir.name
 
 
@@ -61,7 +61,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 def find_runs(path: str | Path) -> list[Path]:
     """The run folders under ``path``: itself when it holds logged scalars (TensorBoard event files, a
     ``metrics.csv``), else its sub-folders that do (a recipe's ``<save_dir>/<name>/version_<k>`` holds one
-    per phase: ``probe``, ``t3s``)."""
+    per phase: ``sft``, ``t3s``)."""
     path = Path(path)
     if has_scalars(path):
         return [path]
