@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from t3s.cli.lightning_cli import T3SCLI, prepare_trainer, train_cli
+from t3s.cli.lightning_cli import T3SCLI, one_line_build_errors, prepare_trainer, train_cli
 from t3s.cli.process import process_rank
 from t3s.recipe.detect import RecipeError, RecipePaused
 from t3s.recipe.offline import Recipe, find_recipe_root
 from t3s.recipe.online import run_online
-from t3s.recipe.phases import PhaseFactory
+from t3s.recipe.phases import Phase, PhaseFactory
 from t3s.recipe.strategies import fit_path, selection_of
 from t3s.students.checkpoints import fit as safe_fit
 
@@ -31,7 +31,8 @@ from t3s.students.checkpoints import fit as safe_fit
 def fit_command(args: Sequence[str]) -> None:
     """Parse the ``fit`` command line, say which path it takes in one line, and hand over to that path."""
     cli = train_cli(args, run=False, build=False)
-    path, why = fit_path(selection_of(cli.config))
+    with one_line_build_errors():  # a strategy's own check of its arguments
+        path, why = fit_path(selection_of(cli.config))
     if process_rank() == 0:
         print(f"t3s fit: {path} — {why}", flush=True)
     FIT_PATHS[path](cli)
@@ -55,13 +56,20 @@ def recipe_fit(cli: T3SCLI) -> None:
     if ckpt_path not in (None, "last"):
         raise RecipeError("the T3S recipe resumes with --ckpt_path last (each phase from its own last checkpoint)")
     resume = ckpt_path == "last"
-    phases = PhaseFactory(cli.parser, cli.config, recipe_root(cli.config, resume=resume),
-                          prepare_trainer=prepare_trainer)
+    phases = CLIPhases(cli.parser, cli.config, recipe_root(cli.config, resume=resume), prepare_trainer=prepare_trainer)
     try:
         Recipe(phases, resume=resume).run()
     except RecipePaused as paused:
         if process_rank() == 0:  # every rank pauses; one says so
             print(f"paused: {paused}", file=sys.stderr)
+
+
+class CLIPhases(PhaseFactory):
+    """The recipe's phases, built from the command line's config: what the config cannot build is one line."""
+
+    def build(self, name: str, selection: Any) -> Phase:
+        with one_line_build_errors():
+            return super().build(name, selection)
 
 
 #: What each path of :func:`t3s.recipe.strategies.fit_path` hands over to.
@@ -121,6 +129,6 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
     def build(seed: int) -> PhaseFactory:
         cli = train_cli(["--config", config, *overrides, f"--seed_everything={seed}", f"--data.seed={seed}"],
                         run=False, build=False)
-        return PhaseFactory(cli.parser, cli.config, Path(output) / f"seed_{seed}", prepare_trainer=prepare_trainer)
+        return CLIPhases(cli.parser, cli.config, Path(output) / f"seed_{seed}", prepare_trainer=prepare_trainer)
 
     return build

@@ -11,7 +11,8 @@ import os
 import sys
 import zipfile
 from argparse import ArgumentError
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,16 +103,8 @@ class T3SCLI(LightningCLI):
         strategy or attention kernel, a model that is neither a folder nor a hub id) is one line."""
         if self._deferred:  # ``build=False``: :meth:`build` instantiates when the caller has chosen what to run
             return
-        try:
+        with one_line_build_errors():
             super().instantiate_classes()
-        except Exception as err:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            if no_gpu_here(err):
-                raise ConfigError(NO_GPU_LINE) from None
-            if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
-                raise
-            raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
     def before_instantiate_classes(self) -> None:
         """Relative data paths written in a config file mean that file's folder (when the file is there)."""
@@ -126,6 +119,23 @@ class T3SCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         return prepare_trainer(super().instantiate_trainer(**kwargs))
+
+
+@contextmanager
+def one_line_build_errors() -> Iterator[None]:
+    """Building a config's student, data module or trainer: what they reject (a GPU option on a CPU machine,
+    an unknown strategy or attention kernel, a model that is neither a folder nor a hub id) becomes one
+    :class:`~t3s.errors.ConfigError` line (``T3S_DEBUG=1``: the original error)."""
+    try:
+        yield
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        if no_gpu_here(err):
+            raise ConfigError(NO_GPU_LINE) from None
+        if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
+            raise
+        raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
