@@ -26,7 +26,7 @@ from t3s.recipe.phases import phase_loggers
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 #: toy-small shortened to 20 steps: the shock at step 5 is confirmed at step 15 (patience 2), so the whole
-#: recipe (probe, θ_b, score, T3S, report) runs in half the time
+#: recipe (SFT, θ_b, score, T3S, report) runs in half the time
 SHORT = ["--trainer.max_steps", "20"]
 
 
@@ -153,9 +153,9 @@ def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
 def test_recipe_phases_log_into_their_folder_with_the_configured_file_logger(tmp_path):
     root = tmp_path / "recipe" / "version_0"
     media = MediaLogger()
-    loggers = phase_loggers([media, CSVLogger(tmp_path / "elsewhere")], root, "probe")
+    loggers = phase_loggers([media, CSVLogger(tmp_path / "elsewhere")], root, "sft")
     assert [type(x) for x in loggers] == [CSVLogger, MediaLogger] and loggers[1] is media
-    assert Path(loggers[0].log_dir) == root / "probe"
+    assert Path(loggers[0].log_dir) == root / "sft"
     (default,) = phase_loggers(None, root, "t3s")
     assert isinstance(default, TensorBoardLogger) and Path(default.log_dir) == root / "t3s"
     assert [type(x) for x in phase_loggers(media, root, "t3s")] == [TensorBoardLogger, MediaLogger]
@@ -195,12 +195,12 @@ def test_recipe_console_is_one_line_per_event(tensorboard_recipe):
 @pytest.mark.slow
 def test_recipe_scalars_say_what_they_mean(tensorboard_recipe):
     root, _ = tensorboard_recipe
-    probe, masked = scalar_tags(root / "probe"), scalar_tags(root / "t3s")
-    for tags in (probe, masked):
+    sft, masked = scalar_tags(root / "sft"), scalar_tags(root / "t3s")
+    for tags in (sft, masked):
         assert "bench/train/avg@1" in tags and "hp_metric" not in tags
         assert not [t for t in tags if "/pass@1" in t or "/maj@1" in t]  # n = 1: both would repeat avg@1
-    assert "train/logprob_unselected" not in probe and "train/logprob_unselected" in masked  # SFT leaves none out
-    steps, step_b = read_scalars(root / "probe", "bench/bottleneck_step")
+    assert "train/logprob_unselected" not in sft and "train/logprob_unselected" in masked  # SFT leaves none out
+    steps, step_b = read_scalars(root / "sft", "bench/bottleneck_step")
     assert steps == [15, 20] and step_b == [5.0, 5.0]  # logged once recovery confirmed it, not before
     steps, step_b = read_scalars(root / "t3s", "bench/bottleneck_step")
     assert steps[0] == 0 and set(step_b) == {5.0}  # the θ_b its scores came from, from its first evaluation
@@ -210,18 +210,18 @@ def test_recipe_scalars_say_what_they_mean(tensorboard_recipe):
 @pytest.mark.slow
 def test_recipe_report_plots_comparable_losses_and_one_anchor_section(tensorboard_recipe):
     root, _ = tensorboard_recipe
-    rows = [summarize_run(root / phase) for phase in ("probe", "t3s")]
+    rows = [summarize_run(root / phase) for phase in ("sft", "t3s")]
     assert [row["bottleneck"] for row in rows] == [5, 5]
     figures = report_figures(rows)
     loss_lines = {line.get_label(): list(line.get_ydata()) for line in figures["loss.png"][1].axes[0].lines}
-    for phase in ("probe", "t3s"):
+    for phase in ("sft", "t3s"):
         assert loss_lines[phase] == pytest.approx(read_scalars(root / phase, "train/loss_all_tokens")[1])
     # T3S's selected-token loss is not what is drawn
     assert loss_lines["t3s"] != pytest.approx(read_scalars(root / "t3s", "train/loss")[1])
     text = (root / "report" / "report.md").read_text()
     assert text.count("## Anchor tokens") == 1
     assert "θ_b (step 5)" in labels(figures["accuracy_heldout.png"][1])
-    for phase in ("probe", "t3s"):
+    for phase in ("sft", "t3s"):
         assert (root / phase / "figures" / "loss_and_accuracy.png").stat().st_size > 10_000
 
 
@@ -230,14 +230,14 @@ def test_recipe_runs_to_its_report_with_a_csv_logger(tmp_path):
     console = run_recipe(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger")
     root = tmp_path / "recipe" / "version_0"
     assert json.loads((root / "recipe.json").read_text())["bottleneck_step"] == 5
-    for phase in ("probe", "t3s"):
+    for phase in ("sft", "t3s"):
         assert not list((root / phase).glob("events.out.tfevents.*"))
         assert (root / phase / "metrics.csv").is_file()
         assert (root / phase / "figures" / "loss_and_accuracy.png").stat().st_size > 10_000
         steps, _ = read_scalars(root / phase, "bench/train/avg@1")
         assert steps == [0, 5, 10, 15, 20]
     text = (root / "report" / "report.md").read_text()
-    assert "| probe | train | " in text and "| t3s | train | " in text
+    assert "| sft | train | " in text and "| t3s | train | " in text
     assert "tensorboard" not in console and "metrics.csv" in console
     main(["report", str(root), "--output", str(tmp_path / "again")])
     assert (tmp_path / "again" / "accuracy_train.png").stat().st_size > 10_000
