@@ -1,3 +1,3 @@
-from t3s.cli import main
+from t3s.cli.main import main
 
 main()

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from t3s.usage import ConfigError
+from t3s.errors import ConfigError
 
 #: Top-level packages whose classes a config may name.
 ALLOWED_PACKAGES = ("t3s", "lightning", "torch")

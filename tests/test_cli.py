@@ -133,10 +133,10 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
                        micro_batch_size=2)
     path = tmp_path / "qwen3-tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    # the recipe's probe, whose evaluations are deferred to `t3s evaluate`: it pauses after the probe
+    # the recipe's SFT phase, whose evaluations are deferred to `t3s evaluate`: it pauses after it
     main(["fit", "--config", str(path)])
-    probe = run_dir(tmp_path, "recipe") / "probe"
-    assert (probe / "hf" / "step_2").is_dir() and not (probe / "generations").exists()
+    sft = run_dir(tmp_path, "recipe") / "sft"
+    assert (sft / "hf" / "step_2").is_dir() and not (sft / "generations").exists()
     assert (run_dir(tmp_path, "recipe") / "recipe.json").is_file()
     # plain SFT is one flag away
     main(["fit", "--config", str(path), "--model.init_args.selection.class_path=t3s.selection.FullSFT"])

@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from conftest import REPO, error_of, random_model_config
 
-from t3s.cli import help_text, load_datamodule, main
+from t3s.cli import help_text, main
+from t3s.data.from_config import datamodule_from_config
 from t3s.resources import find_config, packaged_configs, packaged_configs_dir, packaged_tasks_dir
 
 COMMANDS = ("fit", "validate", "test", "score", "rrt", "grade", "report", "compare")
@@ -129,7 +130,7 @@ def test_score_reads_the_shipped_configs_data_without_building_theta0(tmp_path, 
     monkeypatch.chdir(tmp_path)
     cache = Path(os.environ["T3S_CACHE"])
     before = sorted(cache.rglob("*")) if cache.exists() else []
-    data = load_datamodule("tiny")
+    data = datamodule_from_config(find_config("tiny"))
     assert Path(data.path) == (packaged_configs_dir() / "data" / "tiny" / "teacher_traces.jsonl").resolve()
     assert (sorted(cache.rglob("*")) if cache.exists() else []) == before
 
@@ -209,7 +210,7 @@ def test_comparison_figure_labels_theta0_and_each_theta_b():
 
 
 def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_path, monkeypatch):
-    from t3s.train_cli import StepProgressBar, train_cli
+    from t3s.cli.lightning_cli import StepProgressBar, train_cli
 
     monkeypatch.setenv("T3S_PROGRESS", "bar")  # the terminal's bar (pytest's captured output is a file)
     config = yaml.safe_load(random_model_config(tmp_path).read_text())

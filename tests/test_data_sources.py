@@ -136,7 +136,7 @@ def test_bad_sources_are_one_line(kwargs: dict, message: str, tiny_world: Path) 
 def test_relative_source_paths_mean_the_config_folder(tmp_path: Path) -> None:
     from jsonargparse import Namespace
 
-    from t3s.train_cli import anchor_data_paths
+    from t3s.data.from_config import anchor_data_paths
 
     write_jsonl(tmp_path / "cfg" / "a.jsonl", rows("a", 1))
     (tmp_path / "cfg" / "t.jinja").write_text("{{ messages }}")

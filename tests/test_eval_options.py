@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from conftest import error_of, random_model_config
 
-from t3s.train_cli import train_cli
+from t3s.cli.lightning_cli import train_cli
 
 
 def with_benchmark_callback(tmp_path: Path) -> str:

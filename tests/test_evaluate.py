@@ -184,17 +184,17 @@ def small_toy_config(tmp_path: Path, steps: int = 20) -> Path:
 
 @pytest.mark.slow
 def test_deferred_recipe_pauses_for_evaluate_then_resumes_with_ckpt_path_last(tmp_path, capsys):
-    """The acceptance path: defer → `t3s evaluate <probe> --devices 2` → the same command + --ckpt_path last."""
+    """The acceptance path: defer → `t3s evaluate <sft phase> --devices 2` → the same command + --ckpt_path last."""
     config = small_toy_config(tmp_path)
     main(["fit", "--config", str(config), "--eval_mode", "defer"])
     root = tmp_path / "recipe" / "version_0"
-    assert "paused: the probe's evaluations are deferred" in capsys.readouterr().err
-    assert json.loads((root / "recipe.json").read_text())["probe_done"] is True
-    assert not (root / "probe" / "generations").exists() and not (root / "scores").exists()
-    probe_files = {p: p.stat().st_mtime_ns for p in (root / "probe").rglob("*") if p.is_file()}
+    assert "paused: the SFT phase's evaluations are deferred" in capsys.readouterr().err
+    assert json.loads((root / "recipe.json").read_text())["sft_done"] is True
+    assert not (root / "sft" / "generations").exists() and not (root / "scores").exists()
+    sft_files = {p: p.stat().st_mtime_ns for p in (root / "sft").rglob("*") if p.is_file()}
 
-    main(["evaluate", str(root / "probe"), "--devices", "2"])
-    steps, accuracy = read_scalars(root / "probe", "bench/train/avg@1")
+    main(["evaluate", str(root / "sft"), "--devices", "2"])
+    steps, accuracy = read_scalars(root / "sft", "bench/train/avg@1")
     assert steps == [0, 5, 10, 15, 20] and accuracy[0] - min(accuracy) >= 0.2  # the shock, evaluated afterwards
 
     main(["fit", "--config", str(config), "--eval_mode", "defer", "--ckpt_path", "last"])
@@ -202,7 +202,7 @@ def test_deferred_recipe_pauses_for_evaluate_then_resumes_with_ckpt_path_last(tm
     assert state["bottleneck_step"] == steps[accuracy.index(min(accuracy))] and state["masked_done"]
     assert (root / "report" / "report.md").is_file()
     assert not (tmp_path / "recipe" / "version_1").exists()  # resumed in place
-    for path, mtime in probe_files.items():  # the probe was not trained again
+    for path, mtime in sft_files.items():  # the SFT phase was not trained again
         if path.suffix in (".safetensors", ".ckpt"):
             assert path.stat().st_mtime_ns == mtime, path
     _, selected = read_scalars(root / "t3s", "train/selected_fraction")

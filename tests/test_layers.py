@@ -13,13 +13,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 
 #: Lowest first; a room may import only rooms at its own level or below. ``toy`` sits beside ``recipe``, and
-#: ``loggers`` (logger runs per phase) with them; ``resources`` (where the shipped configs and tasks are),
-#: ``lazy`` (first-use package exports) and ``progress`` (bars / plain lines) are leaves; the command line is
-#: five modules (``trust``: the class paths a config may import, checked before parsing) and ``traces`` (the
+#: ``loggers`` (logger runs per phase) with them; ``errors`` (:class:`t3s.errors.T3SError`, every user error's
+#: base), ``resources`` (where the shipped configs and tasks are), ``lazy`` (first-use package exports) and
+#: ``progress`` (bars / plain lines) are leaves; the command line is the ``cli`` package (one module per
+#: command), ``trust`` (the class paths a config may import, checked before parsing) and ``traces`` (the
 #: ``t3s traces`` commands).
-LAYERS = [["ops", "resources", "lazy", "progress"], ["data"], ["selection"], ["scoring"], ["students"], ["evals"],
-          ["analysis"], ["recipe", "toy", "loggers"], ["cli", "train_cli", "usage", "eval_options", "trust", "traces",
-                                                      "__main__"]]
+LAYERS = [["errors", "ops", "resources", "lazy", "progress"], ["data"], ["selection"], ["scoring"], ["students"],
+          ["evals"], ["analysis"], ["recipe", "toy", "loggers"], ["cli", "trust", "traces", "__main__"]]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
 
@@ -121,3 +121,15 @@ def test_import_selection_stays_light():
             "print(','.join(m for m in ('transformers', 'rich', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_errors_is_a_leaf():
+    """Every room may raise a :class:`~t3s.errors.T3SError`: its module imports nothing from t3s."""
+    assert GRAPH["t3s.errors"] == set()
+
+
+def test_the_recipe_and_command_line_are_packages():
+    """``t3s/recipe/`` (phases, offline recipe, online switch, compare) and ``t3s/cli/`` (one module per command)."""
+    assert {"t3s.recipe.phases", "t3s.recipe.offline", "t3s.recipe.online", "t3s.recipe.compare",
+            "t3s.cli.main", "t3s.cli.fit", "t3s.cli.score", "t3s.cli.evaluate"} <= MODULES
+    assert not {"t3s.train_cli", "t3s.usage", "t3s.eval_options"} & MODULES

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from t3s.cli.fit import recipe_root
+from t3s.cli.lightning_cli import prepare_trainer
 from t3s.loggers import end_phase_runs, metric_name
-from t3s.recipe import phase_loggers
-from t3s.train_cli import prepare_trainer, recipe_root
+from t3s.recipe.phases import phase_loggers
 
 
 def wandb_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> object:
@@ -108,7 +110,7 @@ def test_a_run_without_a_file_logger_gets_a_versioned_folder(monkeypatch: pytest
         Path(trainer.log_dir).mkdir(parents=True)  # what the run's first artefact does
     assert folders == [tmp_path / "lightning_logs" / "version_0", tmp_path / "lightning_logs" / "version_1"]
     # no logger at all: the recipe root is versioned too
-    bare = L.Trainer(logger=False, default_root_dir=str(tmp_path / "bare"), accelerator="cpu")
+    bare = Namespace(trainer=Namespace(logger=False, default_root_dir=str(tmp_path / "bare")))  # a parsed fit config
     first = recipe_root(bare)
     first.mkdir(parents=True)
     (first / "recipe.json").write_text(json.dumps({}))

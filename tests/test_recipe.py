@@ -80,13 +80,13 @@ def test_small_toy_shock_and_one_command_recipe(tmp_path, capsys):
 
     root = tmp_path / "recipe" / "version_0"
     # Imitation Shock: training accuracy dips by >= 20 points and recovers while the loss keeps falling
-    steps, accuracy = read_scalars(root / "probe", "bench/train/avg@1")
+    steps, accuracy = read_scalars(root / "sft", "bench/train/avg@1")
     assert steps == list(range(0, 41, 5))
     # θ_0 is a strong student: 0.94 on torch 2.13 CPU (README, "Versions"); a torch build that moves it fails here
     assert accuracy[0] == pytest.approx(0.94, abs=0.06)
     assert accuracy[0] - min(accuracy) >= 0.2
     assert accuracy[-1] >= min(accuracy) + 0.2
-    loss_steps, loss = read_scalars(root / "probe", "train/loss")
+    loss_steps, loss = read_scalars(root / "sft", "train/loss")
     windows = [[v for s, v in zip(loss_steps, loss) if a < s <= b] for a, b in zip(steps, steps[1:])]
     means = [sum(w) / len(w) for w in windows]
     assert all(later < earlier for earlier, later in zip(means, means[1:])), means

@@ -17,16 +17,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from t3s.analysis.report import report_figures, summarize_run
 from t3s.cli import main
+from t3s.cli.lightning_cli import prepare_trainer
 from t3s.evals import BenchmarkCallback
 from t3s.evals.bottleneck import read_scalars
 from t3s.evals.figures import comparison_figure, curve_figure
 from t3s.evals.scalars import scalar_tags
-from t3s.recipe import phase_loggers
-from t3s.train_cli import prepare_trainer
+from t3s.recipe.phases import phase_loggers
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 #: toy-small in its fast-shock regime (LR 3e-3; the shipped demo regime is 3e-4 for 120 steps), shortened to
-#: 20 steps: the shock at step 5 is confirmed at step 15 (patience 2), so the whole recipe (probe, θ_b, score,
+#: 20 steps: the shock at step 5 is confirmed at step 15 (patience 2), so the whole recipe (SFT, θ_b, score,
 #: T3S, report) runs in a sixth of the demo's time
 SHORT = ["--trainer.max_steps", "20", "--model.init_args.lr", "3e-3"]
 
@@ -154,9 +154,9 @@ def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
 def test_recipe_phases_log_into_their_folder_with_the_configured_file_logger(tmp_path):
     root = tmp_path / "recipe" / "version_0"
     media = MediaLogger()
-    loggers = phase_loggers([media, CSVLogger(tmp_path / "elsewhere")], root, "probe")
+    loggers = phase_loggers([media, CSVLogger(tmp_path / "elsewhere")], root, "sft")
     assert [type(x) for x in loggers] == [CSVLogger, MediaLogger] and loggers[1] is media
-    assert Path(loggers[0].log_dir) == root / "probe"
+    assert Path(loggers[0].log_dir) == root / "sft"
     (default,) = phase_loggers(None, root, "t3s")
     assert isinstance(default, TensorBoardLogger) and Path(default.log_dir) == root / "t3s"
     assert [type(x) for x in phase_loggers(media, root, "t3s")] == [TensorBoardLogger, MediaLogger]
@@ -196,12 +196,12 @@ def test_recipe_console_is_one_line_per_event(tensorboard_recipe):
 @pytest.mark.slow
 def test_recipe_scalars_say_what_they_mean(tensorboard_recipe):
     root, _ = tensorboard_recipe
-    probe, masked = scalar_tags(root / "probe"), scalar_tags(root / "t3s")
-    for tags in (probe, masked):
+    sft, masked = scalar_tags(root / "sft"), scalar_tags(root / "t3s")
+    for tags in (sft, masked):
         assert "bench/train/avg@1" in tags and "hp_metric" not in tags
         assert not [t for t in tags if "/pass@1" in t or "/maj@1" in t]  # n = 1: both would repeat avg@1
-    assert "train/logprob_unselected" not in probe and "train/logprob_unselected" in masked  # SFT leaves none out
-    steps, step_b = read_scalars(root / "probe", "bench/bottleneck_step")
+    assert "train/logprob_unselected" not in sft and "train/logprob_unselected" in masked  # SFT leaves none out
+    steps, step_b = read_scalars(root / "sft", "bench/bottleneck_step")
     assert steps == [15, 20] and step_b == [5.0, 5.0]  # logged once recovery confirmed it, not before
     steps, step_b = read_scalars(root / "t3s", "bench/bottleneck_step")
     assert steps[0] == 0 and set(step_b) == {5.0}  # the θ_b its scores came from, from its first evaluation
@@ -211,18 +211,18 @@ def test_recipe_scalars_say_what_they_mean(tensorboard_recipe):
 @pytest.mark.slow
 def test_recipe_report_plots_comparable_losses_and_one_anchor_section(tensorboard_recipe):
     root, _ = tensorboard_recipe
-    rows = [summarize_run(root / phase) for phase in ("probe", "t3s")]
+    rows = [summarize_run(root / phase) for phase in ("sft", "t3s")]
     assert [row["bottleneck"] for row in rows] == [5, 5]
     figures = report_figures(rows)
     loss_lines = {line.get_label(): list(line.get_ydata()) for line in figures["loss.png"][1].axes[0].lines}
-    for phase, label in (("probe", "SFT"), ("t3s", "T3S")):  # the paper's names in the legend
+    for phase, label in (("sft", "SFT"), ("t3s", "T3S")):  # the paper's names in the legend
         assert loss_lines[label] == pytest.approx(read_scalars(root / phase, "train/loss_all_tokens")[1])
     # T3S's selected-token loss is not what is drawn
     assert loss_lines["T3S"] != pytest.approx(read_scalars(root / "t3s", "train/loss")[1])
     text = (root / "report" / "report.md").read_text()
     assert text.count("## Anchor tokens") == 1
     assert "θ_b (step 5)" in labels(figures["accuracy_heldout.png"][1])
-    for phase in ("probe", "t3s"):
+    for phase in ("sft", "t3s"):
         assert (root / phase / "figures" / "loss_and_accuracy.png").stat().st_size > 10_000
 
 
@@ -231,7 +231,7 @@ def test_recipe_runs_to_its_report_with_a_csv_logger(tmp_path):
     console = run_recipe(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger")
     root = tmp_path / "recipe" / "version_0"
     assert json.loads((root / "recipe.json").read_text())["bottleneck_step"] == 5
-    for phase in ("probe", "t3s"):
+    for phase in ("sft", "t3s"):
         assert not list((root / phase).glob("events.out.tfevents.*"))
         assert (root / phase / "metrics.csv").is_file()
         assert (root / phase / "figures" / "loss_and_accuracy.png").stat().st_size > 10_000

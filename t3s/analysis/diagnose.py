@@ -40,6 +40,7 @@ from t3s.analysis.trajectories import (
     score_step,
     token_groups,
 )
+from t3s.errors import T3SError
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
 from t3s.evals.callback_settings import grouped
 from t3s.evals.offline import benchmark_settings, run_checkpoints
@@ -51,7 +52,7 @@ OUTPUT_DIR = "diagnostics"
 JSON_FILE = "diagnostics.json"
 
 
-class DiagnosticsError(ValueError):
+class DiagnosticsError(T3SError, ValueError):
     """The folder cannot be diagnosed (not a run, no checkpoints, no θ_b)."""
 
 
@@ -94,7 +95,7 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
 
     run = Path(run_dir)
     if not run.is_dir():
-        raise DiagnosticsError(f"{run}: no such directory (give a phase run directory, e.g. <run>/probe)")
+        raise DiagnosticsError(f"{run}: no such directory (give a phase run directory, e.g. <run>/sft)")
     if not (run / "config.yaml").is_file():
         phases = [p.name for p in sorted(run.iterdir()) if (p / "hf").is_dir()]
         hint = f"; a recipe run: give one of its phases, e.g. {run / phases[0]}" if phases else ""
@@ -161,12 +162,12 @@ def _broadcast(obj: Any, world: int) -> Any:
 def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     from transformers import AutoModelForCausalLM
 
-    from t3s.data import TeacherTraceDataModule
+    from t3s.data.from_config import datamodule_from_config
     from t3s.progress import progress as tqdm
 
     started = time.perf_counter()
     device = worker_device(rank)
-    datamodule = TeacherTraceDataModule(**plan.data)
+    datamodule = datamodule_from_config(plan.data, origin=f"{plan.run_dir / 'config.yaml'}")
     datamodule.setup("fit")
     offsets = data_offsets(datamodule.traces)
     cache = Trajectories(plan.output / "trajectories", datamodule.fingerprint(), offsets) if rank == 0 else None

@@ -73,7 +73,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 def find_runs(path: str | Path) -> list[Path]:
     """The run folders under ``path``: itself when it holds logged scalars (TensorBoard event files, a
     ``metrics.csv``), else its sub-folders that do (a recipe's ``<save_dir>/<name>/version_<k>`` holds one
-    per phase: ``probe``, ``t3s``)."""
+    per phase: ``sft``, ``t3s``)."""
     path = Path(path)
     if has_scalars(path):
         return [path]

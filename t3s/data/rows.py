@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from t3s.errors import T3SError
+
 __all__ = [
     "LOCAL_SUFFIXES",
     "MAX_NUMBER_DIGITS",
@@ -42,7 +44,7 @@ MAX_NUMBER_DIGITS = 4_300
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
-class DataFileError(ValueError):
+class DataFileError(T3SError, ValueError):
     """A data file (or one of its rows) cannot be used; the message is one line naming ``file:line``."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from t3s.errors import T3SError
 from t3s.evals.backends import resolve_backend
 from t3s.evals.backends.base import BackendError, Generator, Serve
 from t3s.evals.callback_settings import grouped
@@ -44,7 +45,7 @@ from t3s.evals.suite import EvalSuite
 
 log = logging.getLogger(__name__)
 
-class EvaluationError(ValueError):
+class EvaluationError(T3SError, ValueError):
     """The folder cannot be evaluated (no checkpoints, no tasks, no saved config)."""
 
 
@@ -252,11 +253,11 @@ def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Serve) ->
 
 def _datamodule(section: dict[str, Any] | None) -> Any:
     """The run's training data module (training accuracy evaluates on its problems)."""
-    from t3s.data import TeacherTraceDataModule
+    from t3s.data.from_config import datamodule_from_config
 
     if not section:
         raise EvaluationError("training accuracy needs the run's data section (config.yaml has none)")
-    return TeacherTraceDataModule(**section)
+    return datamodule_from_config(section, origin="the run's config.yaml")
 
 
 def _gather(records: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:

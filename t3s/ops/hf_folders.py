@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from t3s.errors import T3SError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(T3SError, ValueError):
     """An HF model folder that cannot be used: missing, not a model, unreadable or non-finite weights."""
 
 

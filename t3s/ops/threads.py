@@ -15,13 +15,15 @@ import os
 
 import torch
 
+from t3s.errors import T3SError
+
 #: Models below this many parameters run on one CPU thread (the toy, tiny and test models are 0.1–3 M; a
 #: 0.6 B Qwen3 uses every core it is given).
 SMALL_MODEL_PARAMETERS = 20_000_000
 THREADS_ENV = "T3S_THREADS"
 
 
-class ThreadsSettingError(ValueError):
+class ThreadsSettingError(T3SError, ValueError):
     """``T3S_THREADS`` holds something other than a thread count or ``auto``."""
 
 

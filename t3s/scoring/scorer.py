@@ -16,6 +16,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from t3s.errors import T3SError
 from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
 from t3s.ops.hf_folders import CheckpointError, check_finite, check_hf_folder, looks_local
 from t3s.ops.threads import right_size_threads
@@ -24,7 +25,7 @@ from t3s.selection.scores import SUMMARY_FILE, ScoreCache, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(T3SError, ValueError):
     """A checkpoint's tokenizer differs from the tokenizer the data was rendered with."""
 
 

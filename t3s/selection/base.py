@@ -20,11 +20,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from t3s.errors import T3SError
+
 #: Signals computed by the student during its forward pass (the others, ``scores``, come from a cache).
 FORWARD_SIGNALS = frozenset({"student_logprob", "entropy", "reference_logprob"})
 
 
-class SelectionError(ValueError):
+class SelectionError(T3SError, ValueError):
     """A strategy cannot work because a signal it needs is missing or malformed."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from t3s.errors import T3SError
 from t3s.ops.files import make_shareable
 
 SCORES_FILE = "scores.safetensors"
@@ -30,7 +31,7 @@ SUMMARY_FILE = "summary.json"
 MATCH_KEYS = ("vocab_size", "max_length", "num_traces", "sha256")
 
 
-class ScoreCacheError(ValueError):
+class ScoreCacheError(T3SError, ValueError):
     """A score cache is missing, malformed, or does not belong to the current data."""
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from t3s.errors import T3SError
 from t3s.students.adapter_weights import local_model_folder, write_merged
 from t3s.students.checkpoints import hf_step_dir, save_hf_folder
 from t3s.students.sharding import full_state_dict
@@ -33,7 +34,7 @@ from t3s.students.sharding import full_state_dict
 ADAPTER_DIRNAME = "adapter"
 
 
-class AdapterSettingError(ValueError):
+class AdapterSettingError(T3SError, ValueError):
     """``model.init_args.adapter`` asks for something this student cannot do (a user's setting, one line)."""
 
 

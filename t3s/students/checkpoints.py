@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from t3s.errors import T3SError
 from t3s.ops.files import make_shareable
 
 HF_DIRNAME = "hf"
@@ -150,7 +151,7 @@ def link_final(run_dir: str | Path, step: int) -> Path:
     return final
 
 
-class CheckpointRefusedError(ValueError):
+class CheckpointRefusedError(T3SError, ValueError):
     """A Lightning checkpoint holding pickled objects other than tensors and plain data (one line, exit 2)."""
 
 

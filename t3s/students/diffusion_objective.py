@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from t3s.data.render import IGNORE_INDEX
+from t3s.errors import T3SError
 from t3s.ops.hashing import hash_uniform, hash_uniform_at
 
 __all__ = [
@@ -41,7 +42,7 @@ Objective = Literal["llada", "llada2"]
 Normalization = Literal["token", "sequence"]
 
 
-class DiffusionStudentError(ValueError):
+class DiffusionStudentError(T3SError, ValueError):
     """The diffusion student cannot train on this configuration or data (the message says what to change)."""
 
 

@@ -22,7 +22,8 @@ def traces_main(args: Sequence[str]) -> Any:
     """Run ``t3s traces <action> ...`` (``--help`` after the action lists its options)."""
     from jsonargparse import ArgumentError, ArgumentParser
 
-    from t3s.usage import UsageError, usage_error_line
+    from t3s.cli.messages import usage_error_line
+    from t3s.errors import UsageError
 
     args = list(args)
     actions = _actions()

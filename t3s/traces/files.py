@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from t3s.usage import ConfigError
+from t3s.errors import ConfigError
 
 
 class TracesError(ConfigError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from t3s.data.render import stop_token_ids
+from t3s.errors import T3SError
 from t3s.evals.backends.sampling import SamplingParams
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-class BackendError(ValueError):
+class BackendError(T3SError, ValueError):
     """A backend cannot serve what was asked (unknown name, wrong student family, bad options): one line."""
 
 

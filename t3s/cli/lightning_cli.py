@@ -1,7 +1,8 @@
 """LightningCLI for the training commands (``fit``, ``validate``, ``test``, ``predict``).
 
-:mod:`t3s.cli` dispatches here only for those commands, so the analysis commands and ``t3s --help`` do
-not pay for importing torch and Lightning.
+:mod:`t3s.cli.main` imports it only for those commands, so the analysis commands and ``t3s --help`` do
+not pay for importing torch and Lightning. ``fit`` parses here without building anything
+(``train_cli(args, run=False, build=False)``) and :mod:`t3s.cli.fit` chooses what to build.
 """
 
 from __future__ import annotations
@@ -10,50 +11,53 @@ import os
 import sys
 import zipfile
 from argparse import ArgumentError
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from t3s.cli.configs import default_config_for
+from t3s.cli.eval_options import (
+    apply_eval_options,
+    check_accumulation,
+    set_callback_option,
+    split_eval_options,
+)
+from t3s.cli.messages import usage_error_line, user_errors
 from t3s.data import TeacherTraceDataModule
-from t3s.eval_options import apply_eval_options, check_accumulation, set_callback_option, split_eval_options
+from t3s.data.from_config import anchor_data_paths
+from t3s.errors import DEBUG_ENV, ConfigError, UsageError
 from t3s.loggers import with_run_folder
 from t3s.progress import PlainProgressBar, is_terminal
-from t3s.recipe import (
-    PhaseFactory,
-    Recipe,
-    RecipeError,
-    RecipePaused,
-    SaveConfig,
-    find_recipe_root,
-    missing_scores,
-    run_online,
-    with_atomic_checkpoints,
-)
+from t3s.recipe.phases import SaveConfig, with_atomic_checkpoints
 from t3s.students.checkpoints import SaveOnSigterm
-from t3s.students.checkpoints import fit as safe_fit
-from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
-
-#: ``data`` options that name files; relative values are anchored at the config file's folder.
-DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "chat_template")
 
 
 class T3SCLI(LightningCLI):
     """LightningCLI with the data module's tokenizer handed to the student.
 
-    With ``run=False`` it parses the ``fit`` options alone (plus ``--ckpt_path``): :func:`fit_command`
-    then decides between a plain ``Trainer.fit``, the online variant and the multi-phase recipe.
+    With ``run=False`` it parses the ``fit`` options alone (plus ``--ckpt_path`` and ``--eval_mode``); with
+    ``build=False`` as well it builds nothing (:meth:`build` does, later): :func:`t3s.cli.fit.fit_command`
+    chooses between a plain ``Trainer.fit``, the online variant and the multi-phase recipe from the parsed
+    config, and only the chosen path builds a student, a data module and a trainer.
     """
 
-    def __init__(self, *args: Any, run: bool = True, eval_options: dict[str, Any] | None = None,
+    def __init__(self, *args: Any, run: bool = True, build: bool = True, eval_options: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
         self.fit_only = not run
         self.eval_options = eval_options or {}
+        self._deferred = not build
         super().__init__(*args, run=run, **kwargs)
+
+    def build(self) -> None:
+        """Instantiate the student, data module and trainer of a CLI made with ``build=False``."""
+        self._deferred = False
+        self.instantiate_classes()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
@@ -102,16 +106,10 @@ class T3SCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a config they reject (a GPU option on a CPU machine, an unknown
         strategy or attention kernel, a model that is neither a folder nor a hub id) is one line."""
-        try:
+        if self._deferred:  # ``build=False``: :meth:`build` instantiates when the caller has chosen what to run
+            return
+        with one_line_build_errors():
             super().instantiate_classes()
-        except Exception as err:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            if no_gpu_here(err):
-                raise ConfigError(NO_GPU_LINE) from None
-            if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
-                raise
-            raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
     def before_instantiate_classes(self) -> None:
         """Relative data paths written in a config file mean that file's folder (when the file is there)."""
@@ -126,6 +124,23 @@ class T3SCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         return prepare_trainer(super().instantiate_trainer(**kwargs))
+
+
+@contextmanager
+def one_line_build_errors() -> Iterator[None]:
+    """Building a config's student, data module or trainer: what they reject (a GPU option on a CPU machine,
+    an unknown strategy or attention kernel, a model that is neither a folder nor a hub id) becomes one
+    :class:`~t3s.errors.ConfigError` line (``T3S_DEBUG=1``: the original error)."""
+    try:
+        yield
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        if no_gpu_here(err):
+            raise ConfigError(NO_GPU_LINE) from None
+        if isinstance(err, user_errors()) or not isinstance(err, (ValueError, OSError, ImportError, RuntimeError)):
+            raise
+        raise ConfigError(f"the config does not build: {build_error_line(err)}") from err
 
 
 def prepare_trainer(trainer: L.Trainer) -> L.Trainer:
@@ -163,59 +178,6 @@ def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
         if type(callback) in (RichProgressBar, TQDMProgressBar):
             trainer.callbacks[i] = StepProgressBar() if is_terminal() else PlainProgressBar()
     return trainer
-
-
-
-def fit_command(args: Sequence[str]) -> None:
-    """``t3s fit``: plain ``Trainer.fit``, unless the selection needs Δc that nobody computed yet — then the
-    online variant (``T3S(online=true)``) or the multi-phase recipe (probe → θ_b → score → restart)."""
-    cli = train_cli(args, run=False)
-    student, datamodule, ckpt_path = cli.model, cli.datamodule, cli.config.get("ckpt_path")
-    selection = getattr(student, "selection", None)
-    if not missing_scores(selection):
-        safe_fit(cli.trainer, student, datamodule, ckpt_path)
-    elif getattr(selection, "online", False):
-        run_online(cli.trainer, student, datamodule, ckpt_path)
-    else:
-        if ckpt_path not in (None, "last"):
-            raise RecipeError("the T3S recipe resumes with --ckpt_path last (each phase from its own last checkpoint)")
-        logger_config = getattr(cli.config.trainer.get("logger"), "init_args", None)
-        version_given = getattr(logger_config, "version", None) is not None
-        resume = ckpt_path == "last"
-        root = recipe_root(cli.trainer, resume=resume and not version_given)
-        phases = PhaseFactory(cli.parser, cli.config, root, prepare_trainer=prepare_trainer)
-        try:
-            Recipe(phases, resume=resume).run()
-        except RecipePaused as paused:
-            if cli.trainer.is_global_zero:  # every rank pauses; one says so
-                print(f"paused: {paused}", file=sys.stderr)
-
-
-def recipe_root(trainer: L.Trainer, resume: bool = False) -> Path:
-    """``<save_dir>/<name>/version_<k>``: the recipe's phases log into sub-directories of it. ``resume``
-    picks the newest such folder that holds a ``recipe.json`` instead of the next free version."""
-    logger = trainer.logger
-    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
-        if resume:
-            return find_recipe_root(logger.root_dir)
-        return Path(logger.log_dir)
-    base = Path(trainer.default_root_dir) / "t3s_recipe"  # no logger at all: versioned all the same
-    if resume:
-        return find_recipe_root(base)
-    taken = [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
-    return base / f"version_{max(taken, default=-1) + 1}"
-
-
-def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -> Callable[[int], PhaseFactory]:
-    """``t3s compare``: the phase factory of each seed (data order and evaluation sampling set to the seed)."""
-
-    def build(seed: int) -> PhaseFactory:
-        cli = train_cli(["--config", config, *overrides, f"--seed_everything={seed}", f"--data.seed={seed}"],
-                        run=False)
-        return PhaseFactory(cli.parser, cli.config, Path(output) / f"seed_{seed}",
-                            prepare_trainer=prepare_trainer)
-
-    return build
 
 
 #: What a GPU config on a machine without a GPU is told (Lightning says "No supported gpu backend found!").
@@ -280,39 +242,13 @@ def set_benchmark_mode(config: Any, mode: str) -> None:
             set_callback_option(callback.init_args, "mode", mode)
 
 
-def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
-    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.chat_template`` and the paths of
-    ``data.sources`` that exist relative to a config file's folder (the last file first) as absolute paths;
-    anything else (hub ids, cwd-relative paths, template names) is kept."""
-    for key in DATA_PATH_KEYS:
-        value = config.get(f"data.{key}")
-        if not isinstance(value, str) or not value or Path(value).is_absolute():
-            continue
-        for file in reversed(config_files):
-            candidate = file.parent / value
-            if candidate.exists():
-                config[f"data.{key}"] = str(candidate.resolve())
-                if key == "tokenizer" and config.get("model.init_args.tokenizer") == value:  # the linked copy
-                    config["model.init_args.tokenizer"] = str(candidate.resolve())
-                break
-    sources = config.get("data.sources")
-    for k, source in enumerate(sources if isinstance(sources, list) else []):
-        value = source.get("path") if isinstance(source, dict) else source
-        if not isinstance(value, str) or not value or Path(value).is_absolute():
-            continue
-        for file in reversed(config_files):
-            candidate = file.parent / value
-            if candidate.exists():
-                sources[k] = {**source, "path": str(candidate.resolve())} if isinstance(source, dict) else str(
-                    candidate.resolve())
-                break
-
-
-def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
+def train_cli(args: Sequence[str] | None = None, run: bool = True, build: bool = True) -> T3SCLI:
     """The LightningCLI entry point: ``validate`` / ``test`` / ``predict`` subcommands, or, with ``run=False``,
-    the ``fit`` options alone (``args`` without the subcommand; see :func:`fit_command`).
+    the ``fit`` options alone (``args`` without the subcommand; see :func:`t3s.cli.fit.fit_command`), parsed
+    and, with ``build=False``, not yet instantiated (:meth:`T3SCLI.build`).
 
-    Process-wide settings (warning filters, the toy resolvers) are made by :func:`t3s.cli.configure_process`.
+    Process-wide settings (warning filters, the toy resolvers) are made by
+    :func:`t3s.cli.process.configure_process`.
     """
     given, eval_options = split_eval_options(sys.argv[1:] if args is None else args)
     parser_kwargs: dict[str, Any] = {"prog": "t3s" if run else "t3s fit", "parser_mode": "omegaconf",
@@ -334,5 +270,6 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True) -> T3SCLI:
         parser_kwargs=parser_kwargs,
         args=given,
         run=run,
+        build=build,
         eval_options=eval_options,
     )

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from t3s.usage import ConfigError, UsageError, usage_error_line
+from t3s.cli.messages import usage_error_line
+from t3s.errors import ConfigError, UsageError
 
 __all__ = ["PREFIX", "apply_eval_options", "check_accumulation", "set_callback_option", "split_eval_options"]
 

@@ -1,6 +1,9 @@
-"""What the command line tells a user who made a mistake: the error kinds printed as one line (exit 2),
-"did you mean" suggestions, and which config runs when none is named. Standard library only at import,
-shared by the dispatcher (:mod:`t3s.cli`) and the LightningCLI commands (:mod:`t3s.train_cli`).
+"""What the command line tells a user who made a mistake: a parser's message (jsonargparse, several lines,
+nested per class) as one line with a "did you mean", and the one line of a user error. Standard library
+only at import.
+
+Which errors are the user's is one class, :class:`t3s.errors.T3SError`, plus a few raised by libraries
+(:func:`user_errors`).
 """
 
 from __future__ import annotations
@@ -10,53 +13,22 @@ import inspect
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from t3s.resources import packaged_configs_dir
-
-#: The config ``fit``/``validate``/``test`` run when no ``--config`` is given.
-DEFAULT_CONFIG_NAME = "toy-small"
-
-#: Set ``T3S_DEBUG=1`` to get the full traceback of a user error instead of its one line.
-DEBUG_ENV = "T3S_DEBUG"
-
-
-class ConfigError(ValueError):
-    """A config file (or a section of it) that does not parse."""
-
-
-class UsageError(ValueError):
-    """A command line that does not parse (unknown option, wrong type): printed as one line, exit code 2."""
+from t3s.errors import T3SError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: printed as one line, exit code 2.
 
-    Imported lazily: the modules defining them import torch, and ``t3s grade`` should not.
+    t3s's own are :class:`~t3s.errors.T3SError`; besides them a missing file, a missing optional package a
+    config asks for (flash-attn, vllm; raised when the model is built inside fit), Lightning's refusal of a
+    trainer setting and a ``${…}`` resolver's refusal (``${toy_base:DIR}``), looked up only when the command
+    imported their library.
     """
-    # ImportError: an optional package a config asks for (flash-attn, vllm) is missing; raised when the
-    # model is built inside fit, so instantiate-time wrapping does not see it
-    errors: list[type[BaseException]] = [ConfigError, UsageError, FileNotFoundError, ImportError]
-    lazy = {
-        "t3s.data": "TraceDataError",
-        "t3s.selection": "SelectionError",
-        "t3s.selection.scores": "ScoreCacheError",
-        "t3s.data.rows": "DataFileError",
-        "t3s.evals.offline": "EvaluationError",
-        "t3s.analysis.diagnose": "DiagnosticsError",
-        "t3s.ops.hf_folders": "CheckpointError",
-        "t3s.ops.threads": "ThreadsSettingError",
-        "t3s.students.adapters": "AdapterSettingError",
-        "t3s.scoring.scorer": "TokenizerMismatchError",
-        "t3s.analysis.rrt": "CheckpointLayoutError",
-        "t3s.recipe": "RecipeError",
-        "t3s.students.checkpoints": "CheckpointRefusedError",
-        "t3s.students.diffusion": "DiffusionStudentError",
-        "lightning.fabric.utilities.exceptions": "MisconfigurationException",
-        "omegaconf.errors": "InterpolationResolutionError",  # a resolver (``${toy_base:DIR}``) refused the value
-    }
-    for module_name, name in lazy.items():
-        module = sys.modules.get(module_name)  # only modules the command imported can have raised
+    errors: list[type[BaseException]] = [T3SError, FileNotFoundError, ImportError]
+    for module_name, name in (("lightning.fabric.utilities.exceptions", "MisconfigurationException"),
+                              ("omegaconf.errors", "InterpolationResolutionError")):
+        module = sys.modules.get(module_name)
         if module is not None and hasattr(module, name):
             errors.append(getattr(module, name))
     return tuple(errors)
@@ -72,18 +44,6 @@ def error_line(err: BaseException) -> str:
         key = getattr(err, "full_key", None)
         message = f"{key}: {first}" if key else first
     return " ".join(message.split()) or type(err).__name__
-
-
-def default_config_for(args: Sequence[str]) -> Path | None:
-    """The shipped default config when ``fit``/``validate``/``test`` run without ``--config`` (and without a
-    help request, so ``fit --model.help t3s.ARStudent`` does not build the demo's θ_0 first)."""
-    if not args or args[0] not in ("fit", "validate", "test"):
-        return None
-    for a in args[1:]:
-        if a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") or a.endswith(".help") \
-                or ".help=" in a:
-            return None
-    return packaged_configs_dir() / f"{DEFAULT_CONFIG_NAME}.yaml"
 
 
 def usage_error_line(message: str, known_options: Sequence[str]) -> str:
