@@ -220,6 +220,7 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any
     from omegaconf import OmegaConf
 
     from t3s.data import TeacherTraceDataModule
+    from t3s.data.args import DATA_FLAT_KEYS
 
     path = find_config(config).resolve()
     cwd = Path.cwd()
@@ -229,14 +230,15 @@ def load_datamodule(config: str, overrides: dict[str, Any] | None = None) -> Any
         data = dict(OmegaConf.to_container(loaded.data, resolve=True) if "data" in loaded else {})
     finally:
         os.chdir(cwd)
-    from jsonargparse import Namespace
+    from jsonargparse import Namespace, dict_to_namespace
 
+    from t3s.flat_keys import merge_sections, nest_section
     from t3s.train_cli import anchor_data_paths
 
-    anchored = Namespace(data=Namespace(**data))
+    data = nest_section(data, DATA_FLAT_KEYS, "data")
+    anchored = Namespace(data=dict_to_namespace(data))
     anchor_data_paths(anchored, [path])
-    data = dict(vars(anchored.data))
-    data.update(overrides or {})
+    data = merge_sections(anchored.data.as_dict(), nest_section(overrides or {}, DATA_FLAT_KEYS, "data"))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")
     try:

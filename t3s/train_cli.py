@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from t3s.data import TeacherTraceDataModule
 from t3s.eval_options import apply_eval_options, check_accumulation, split_eval_options
+from t3s.flat_keys import FlatKeyParser, nest_argv
 from t3s.loggers import with_run_folder
 from t3s.progress import PlainProgressBar, is_terminal
 from t3s.recipe import (
@@ -39,7 +40,7 @@ from t3s.students.checkpoints import fit as safe_fit
 from t3s.usage import DEBUG_ENV, ConfigError, UsageError, default_config_for, usage_error_line, user_errors
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
-DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "chat_template")
+DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "template.chat_template")
 
 
 class T3SCLI(LightningCLI):
@@ -51,6 +52,7 @@ class T3SCLI(LightningCLI):
 
     def __init__(self, *args: Any, run: bool = True, eval_options: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", FlatKeyParser)  # the flat keys of one release ago (t3s.flat_keys)
         self.fit_only = not run
         self.eval_options = eval_options or {}
         super().__init__(*args, run=run, **kwargs)
@@ -66,6 +68,8 @@ class T3SCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
+        if isinstance(args, list):
+            args = nest_argv(args)
         self._check_option_names(args)
         try:
             super().parse_arguments(parser, args)
@@ -281,7 +285,7 @@ def set_benchmark_mode(config: Any, mode: str) -> None:
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path]) -> None:
-    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.chat_template`` and the paths of
+    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.template.chat_template`` and the paths of
     ``data.sources`` that exist relative to a config file's folder (the last file first) as absolute paths;
     anything else (hub ids, cwd-relative paths, template names) is kept."""
     for key in DATA_PATH_KEYS:

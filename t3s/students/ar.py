@@ -131,7 +131,7 @@ class ARStudent(AdapterMixin, StudentModule):
         """c_t for the tokens where ``token_mask`` is True, through the chunked kernel."""
         return logprobs_at(
             model or self.model, hidden, input_ids, token_mask,
-            chunk_size=self.hparams.logprob_chunk_size, with_entropy=with_entropy,
+            chunk_size=self.memory_args.logprob_chunk_size, with_entropy=with_entropy,
         )
 
     @staticmethod
@@ -171,12 +171,12 @@ class ARStudent(AdapterMixin, StudentModule):
             mask = mask & response
             hp = self.hparams
             nll = nll_sum_at(
-                self.model, hidden, mb["input_ids"], mask, chunk_size=hp.logprob_chunk_size, kernel=hp.loss_kernel
+                self.model, hidden, mb["input_ids"], mask, chunk_size=self.memory_args.logprob_chunk_size, kernel=hp.loss_kernel
             )
             n_sel = int(mask.sum())
             lp_unsel, n_unsel = sampled_logprob_sum(
                 self.model, hidden, mb["input_ids"], response & ~mask, hp.unselected_logprob_sample,
-                chunk_size=hp.logprob_chunk_size,
+                chunk_size=self.memory_args.logprob_chunk_size,
             )
         if n_sel == 0:  # keep every parameter in the graph so DDP's reducer stays in step
             nll = nll + 0.0 * hidden.sum()

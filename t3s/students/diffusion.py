@@ -340,8 +340,8 @@ class DiffusionStudent(StudentModule):
 
     def compute_dtype(self) -> torch.dtype:
         """The dtype attention runs in (explicit masks must match it): FSDP2's gathered dtype, else the weights'."""
-        if self.sharded and self.hparams.fsdp_param_dtype:
-            return DTYPES[self.hparams.fsdp_param_dtype]
+        if self.sharded and self.sharding_args.param_dtype:
+            return DTYPES[self.sharding_args.param_dtype]
         return next(self.model.parameters()).dtype
 
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,7 +357,7 @@ class DiffusionStudent(StudentModule):
             head.weight,
             view.targets[view.corrupted],
             bias=getattr(head, "bias", None),
-            chunk_size=self.hparams.logprob_chunk_size,
+            chunk_size=self.memory_args.logprob_chunk_size,
         )
         return lp, hidden
 
