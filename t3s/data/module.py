@@ -266,7 +266,7 @@ class TeacherTraceDataModule(LightningDataModule):
         return traces, stats
 
     def _share_template(self) -> None:
-        """Give ``data.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
+        """Give ``data.template.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
         module = self.trainer.lightning_module if self.trainer is not None else None
         student_tokenizer = getattr(module, "tokenizer", None)
         if self.chat_template is not None and student_tokenizer is not None:

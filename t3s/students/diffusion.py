@@ -1,7 +1,7 @@
 """``DiffusionStudent``: a masked-diffusion language model fine-tuned on teacher traces.
 
 Masked-diffusion SFT (LLaDA-style) on the same step batches as :class:`~t3s.students.ARStudent`, with the
-data module's per-sample layout (``data.packing: false``: one trace per row, right padded):
+data module's per-sample layout (``data.batching.packing: false``: one trace per row, right padded):
 
 * the prompt is never corrupted; the answer region is the trace's labelled reply followed by EOS padding
   up to the row length (everything after the reply's last labelled token becomes EOS and is trained:
@@ -132,7 +132,7 @@ class _Prepared:
 class DiffusionStudent(StudentModule):
     """A masked-diffusion student (LLaDA-style) with trajectory-aware corruption.
 
-    Uses the same data module (with ``data.packing: false``), selection strategies, score cache, checkpoint
+    Uses the same data module (with ``data.batching.packing: false``), selection strategies, score cache, checkpoint
     layout and CLI as :class:`~t3s.students.ARStudent`; see the module docstring for the objective. Takes
     the arguments of :class:`~t3s.students.base.StudentModule` (model, tokenizer, AdamW and schedule,
     dtype, kernels) plus:
@@ -272,7 +272,7 @@ class DiffusionStudent(StudentModule):
         if datamodule is not None and getattr(datamodule, "packing", False):
             raise DiffusionStudentError(
                 "the diffusion student trains one trace per row, right-padded with EOS: "
-                "set data.packing: false"
+                "set data.batching.packing: false"
             )
         if self.selection.needs_forward_signals:
             raise DiffusionStudentError(

@@ -74,7 +74,7 @@ def answer_layout(input_ids: torch.Tensor, labels: torch.Tensor, eos_id: int) ->
 
 
 def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
-    """Refuse packed rows: the diffusion student needs one trace per row (``data.packing: false``)."""
+    """Refuse packed rows: the diffusion student needs one trace per row (``data.batching.packing: false``)."""
     valid = trace_index >= 0
     high = torch.where(valid, trace_index, torch.full_like(trace_index, -1)).amax(dim=1)
     low = torch.where(valid, trace_index, torch.full_like(trace_index, torch.iinfo(torch.int64).max)).amin(
@@ -84,7 +84,7 @@ def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
     if bool(packed.any()):
         raise DiffusionStudentError(
             f"{int(packed.sum())} row(s) of a micro-batch hold more than one trace: the diffusion student "
-            "pads every trace with EOS on its own row; set data.packing: false"
+            "pads every trace with EOS on its own row; set data.batching.packing: false"
         )
 
 
