@@ -1,7 +1,8 @@
 """Constructor arguments in documented groups (LitGPT ``args.py`` style), and the flat spellings of one release.
 
-A group is a dataclass whose ``__post_init__`` checks its values with a one-line error. A constructor takes it
-as an instance, a mapping (YAML, a saved ``config.yaml``) or ``None`` (the defaults): :func:`as_group`.
+A group is a dataclass whose ``__post_init__`` checks its values with a one-line error. A constructor declares
+it with a default instance (so ``--print_config`` shows every key, and jsonargparse reports a failed check as
+it is) and takes an instance, a mapping (a saved ``config.yaml``, Python callers) or ``None``: :func:`as_group`.
 
 Before the groups, every key was a constructor argument of its own (``model.init_args.lr``, ``data.packing``).
 Those flat keys are still read for one release: :func:`nest_flat_keys` moves them into their group (the one
@@ -24,12 +25,12 @@ _NOTED: set[tuple[str, str]] = set()
 
 
 def as_group(value: G | Mapping[str, Any] | None, cls: type[G], where: str) -> G:
-    """``value`` as a ``cls`` instance: ``None`` gives the defaults, a mapping its fields (an unknown key is a
-    one-line ``ValueError`` naming ``where``), an instance is kept."""
+    """``value`` as a fresh ``cls`` instance: ``None`` gives the defaults, a mapping its fields (an unknown key is
+    a one-line ``ValueError`` naming ``where``), an instance is copied (a signature's default is never shared)."""
     if value is None:
         return cls()
     if isinstance(value, cls):
-        return value
+        return dataclasses.replace(value)  # type: ignore[type-var]
     if isinstance(value, Mapping):
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(value) - known)
@@ -47,8 +48,9 @@ def group_dict(value: Any) -> dict[str, Any]:
 def nest_flat_keys(section: Mapping[str, Any], flat_keys: Mapping[str, str], where: str) -> tuple[dict[str, Any], list[str]]:
     """``section`` with every flat key of ``flat_keys`` (``{"lr": "optimizer.lr", ...}``) moved into its group.
 
-    Returns the nested mapping and the flat keys it moved. A key given both ways is a one-line ``ValueError``.
-    A group given as an object (not a mapping) is kept as it is, the flat keys replacing its fields.
+    Returns the nested mapping and the flat keys it moved. A key given both ways (an old config partly
+    updated) takes the flat value, with a one-line warning. A group given as an object (not a mapping) is kept,
+    the flat keys replacing its fields.
     """
     out = dict(section)
     moved: list[str] = []
@@ -61,9 +63,9 @@ def nest_flat_keys(section: Mapping[str, Any], flat_keys: Mapping[str, str], whe
             out[group] = dataclasses.replace(node, **{field: out.pop(key)})
         else:
             node = dict(node or {})
-            if field in node:
-                raise ValueError(f"{where}.{key} and {where}.{target} are the same setting: give it once "
-                                 f"(as {where}.{target})")
+            if field in node and node[field] != out[key]:  # a config of one release ago, partly updated
+                log.warning("%s.%s and %s.%s are the same setting, given both ways: the flat value %r is used",
+                            where, key, where, target, out[key])
             node[field] = out.pop(key)
             out[group] = node
         moved.append(key)

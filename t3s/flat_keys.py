@@ -10,7 +10,6 @@ same for ``--model.init_args.<key>`` / ``--data.<key>`` options, and :class:`Fla
 
 from __future__ import annotations
 
-from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,8 +79,5 @@ class FlatKeyParser(LightningArgumentParser):
 
     def _apply_actions(self, cfg: Any, parent_key: str = "", prev_cfg: Any = None, skip_fn: Any = None) -> Any:
         if isinstance(cfg, dict) and not parent_key:
-            try:
-                cfg = nest_config(cfg)
-            except ValueError as err:  # a key given both flat and in its group
-                raise ArgumentError(None, str(err)) from None
+            cfg = nest_config(cfg)
         return super()._apply_actions(cfg, parent_key=parent_key, prev_cfg=prev_cfg, skip_fn=skip_fn)

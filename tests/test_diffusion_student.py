@@ -97,7 +97,7 @@ def test_fit_with_t3s_from_a_real_score_cache(tiny_world, tmp_path, caplog):
 
 def test_bad_data_is_refused_or_skipped(tiny_world, tmp_path, caplog):
     packed = make_data(tiny_world, packing=True)
-    with pytest.raises(DiffusionStudentError, match="data.packing: false"):
+    with pytest.raises(DiffusionStudentError, match="data.batching.packing: false"):
         make_trainer(tmp_path / "packed", 1).fit(make_student(packed), datamodule=packed)
 
     data = make_data(tiny_world, batch=4, micro=2, limit=4)

@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,9 +134,9 @@ class TeacherTraceDataModule(LightningDataModule):
         max_length: int = 4096,
         global_batch_size: int = 64,
         val_path: str | None = None,
-        layout: LayoutArgs | None = None,
-        batching: BatchingArgs | None = None,
-        template: TemplateArgs | None = None,
+        layout: LayoutArgs = LayoutArgs(),  # noqa: B008 (copied, never shared: as_group)
+        batching: BatchingArgs = BatchingArgs(),  # noqa: B008 (copied, never shared: as_group)
+        template: TemplateArgs = TemplateArgs(),  # noqa: B008 (copied, never shared: as_group)
         **flat: Any,
     ) -> None:
         super().__init__()

@@ -137,10 +137,10 @@ class StudentModule(L.LightningModule):
         model_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
         selection: TokenSelectionStrategy | None = None,
-        optimizer: OptimizerArgs | None = None,
-        memory: MemoryArgs | None = None,
-        sharding: ShardingArgs | None = None,
-        export: ExportArgs | None = None,
+        optimizer: OptimizerArgs = OptimizerArgs(),  # noqa: B008 (copied, never shared: as_group)
+        memory: MemoryArgs = MemoryArgs(),  # noqa: B008 (copied, never shared: as_group)
+        sharding: ShardingArgs = ShardingArgs(),  # noqa: B008 (copied, never shared: as_group)
+        export: ExportArgs = ExportArgs(),  # noqa: B008 (copied, never shared: as_group)
         dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
