@@ -35,8 +35,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rich.console import Console
 
 from t3s.analysis.report import write_report
-from t3s.evals.bottleneck import BottleneckDetector, read_scalars
+from t3s.evals.bottleneck import BottleneckDetector
 from t3s.evals.callbacks import BenchmarkCallback
+from t3s.evals.scalars import read_scalars
 from t3s.loggers import end_phase_runs, for_phase
 from t3s.scoring.scorer import score
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask, ScoredStrategy, TokenSelectionStrategy
@@ -259,7 +260,7 @@ def find_bottleneck(phase: Phase) -> int:
     detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
                                              patience=bench.detector.patience)
     step = detector.final()
-    if step is not None and detector.bottleneck is None:
+    if step is not None and detector.bottleneck_step is None:
         log.warning("recovery was not confirmed during the probe; using the global argmin, step %d", step)
     if step is None and bench.mode == "defer":
         command = " ".join(["t3s evaluate", str(phase.run_dir), *bench.evaluate_options(phase.student)])
@@ -472,7 +473,7 @@ class OnlineT3SSwitch(L.Callback):
             pl_module.reschedule(start=self.switched_at)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        step_b = self.bench.detector.bottleneck
+        step_b = self.bench.detector.bottleneck_step
         if self.switched_at is not None or step_b is None:
             return
         step = trainer.global_step

@@ -19,8 +19,8 @@ from conftest import REPO
 from test_evaluate import tiny_run_config, verdicts
 
 from t3s.cli import main
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.results import read_results
+from t3s.evals.scalars import read_scalars
 from t3s.evals.vllm_pool import VLLMError, worker_devices
 
 FAKE_VLLM = REPO / "tests" / "fixtures" / "fake_vllm"

@@ -18,9 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from t3s.analysis.report import report_figures, summarize_run
 from t3s.cli import main
 from t3s.evals import BenchmarkCallback
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.figures import comparison_figure, curve_figure
-from t3s.evals.scalars import scalar_tags
+from t3s.evals.scalars import read_scalars, scalar_tags
 from t3s.recipe import phase_loggers
 from t3s.train_cli import prepare_trainer
 

@@ -7,9 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, read_scalars
+from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG
 from t3s.evals.figures import method_seed_figure
-from t3s.evals.scalars import has_scalars
+from t3s.evals.scalars import has_scalars, read_scalars
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
 
 METHODS = tuple(s.name for s in (FullSFT, T3S, InverseT3S, RandomMask))

@@ -23,7 +23,7 @@ from t3s.data.records import load_records
 from t3s.data.render import show_trace, tokenize_trace, use_chat_template
 from t3s.data.schema import LoadStats, TokenizedTrace, TraceDataError, TraceRecord
 from t3s.data.sources import TraceSource, parse_sources
-from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
+from t3s.data.steps import StepDataLoader, StepDataset, StepSampler, TraceSchedule, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
 
@@ -180,7 +180,7 @@ class TeacherTraceDataModule(LightningDataModule):
         self.sources = parse_sources(sources, own) if sources else [own]
         self._mixed_limit = limit if sources else None  # data.limit over the mixed set
         self._tokenizer: Any = None
-        self._plan: StepPlan | None = None
+        self._schedule: TraceSchedule | None = None
         self.records: list[TraceRecord] = []
         self.traces: list[TokenizedTrace] = []
 
@@ -275,7 +275,7 @@ class TeacherTraceDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load, validate and tokenize the traces (once; later calls do nothing)."""
         self._share_template()
-        if self._plan is not None:
+        if self._schedule is not None:
             return
         traces: list[TokenizedTrace] = []
         rows = 0
@@ -297,7 +297,7 @@ class TeacherTraceDataModule(LightningDataModule):
             trace.index = index
         self.traces = traces
         self.records = [t.record for t in traces]
-        self._plan = StepPlan(len(traces), self.global_batch_size, self.seed)
+        self._schedule = TraceSchedule(len(traces), self.global_batch_size, self.seed)
         log.info(
             "loaded %d traces (%d response tokens, %.0f tokens per trace) from %s; %d steps per epoch",
             len(traces),
@@ -313,27 +313,27 @@ class TeacherTraceDataModule(LightningDataModule):
         return " + ".join(s.path for s in self.sources)
 
     @property
-    def plan(self) -> StepPlan:
+    def schedule(self) -> TraceSchedule:
         """The step schedule (sets the module up on first use)."""
-        if self._plan is None:
+        if self._schedule is None:
             self.setup()
-        assert self._plan is not None
-        return self._plan
+        assert self._schedule is not None
+        return self._schedule
 
     # ------------------------------------------------------------------------------------------------ steps
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one Lightning epoch: ``ceil(num_traces / global_batch_size)``."""
-        return self.plan.steps_per_epoch
+        return self.schedule.steps_per_epoch
 
     def step_traces(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
         """Indices of the traces that ``rank`` of ``world_size`` trains on at optimizer step ``step``."""
-        return self.plan.step_traces(step, rank, world_size)
+        return self.schedule.step_traces(step, rank, world_size)
 
     def _dataset(self, rank: int, world_size: int) -> StepDataset:
         return StepDataset(
             self.traces,
-            self.plan,
+            self.schedule,
             rank=rank,
             world_size=world_size,
             micro_batch_size=self.micro_batch_size,

@@ -21,7 +21,7 @@ from t3s.ops.packed_attention import resolve_attn_implementation
 from t3s.ops.speed import compile_decoder_layers
 from t3s.selection import SelectionContext
 from t3s.students.adapters import AdapterMixin, AdapterSpec
-from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.base import PassPlan, StepStats, StudentModule
 
 
 @dataclass
@@ -141,14 +141,14 @@ class ARStudent(AdapterMixin, StudentModule):
         return SelectionContext(response, micro_batch["trace_index"], micro_batch["position_ids"])
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """One pass per micro-batch; the normaliser counts the selected tokens (an online strategy's budget)."""
         passes = []
         for mb in batch["micro_batches"]:
             ctx = self.selection_context(mb)
             passes.append(_Pass(mb, ctx, None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx)))
         local = sum(self.selection.budget(p.context) if p.mask is None else int(p.mask.sum()) for p in passes)
-        return StepPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
+        return PassPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
 
     def pass_loss(self, item: _Pass) -> tuple[torch.Tensor, ARStepStats]:
         """Summed NLL of the selected tokens (with grad) and detached statistics for logging.

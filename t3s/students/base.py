@@ -72,8 +72,10 @@ class StepStats:
 
 
 @dataclass
-class StepPlan:
-    """What a family prepares for one optimizer step before any forward pass.
+class PassPlan:
+    """What a family prepares for one optimizer step before any forward pass: its plan of passes.
+
+    (Not the data module's :class:`~t3s.data.steps.TraceSchedule`, which traces each step takes.)
 
     Attributes:
         passes: one item per forward/backward pass of this rank (given back to ``pass_loss``).
@@ -280,7 +282,7 @@ class StudentModule(L.LightningModule):
         return model.train()
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """The passes of this rank for one step batch, its share of the normaliser, pre-forward stats."""
         raise NotImplementedError
 

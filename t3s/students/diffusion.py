@@ -48,7 +48,7 @@ from t3s.data.render import IGNORE_INDEX
 from t3s.ops.causal_lm import DTYPES
 from t3s.ops.logprob import token_logprobs
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.base import PassPlan, StepStats, StudentModule
 from t3s.students.diffusion_blocks import additive, block_diffusion_mask, flex_block_diffusion_mask
 from t3s.students.diffusion_hf import (
     MASK_TOKEN_TEXT,
@@ -429,7 +429,7 @@ class DiffusionStudent(StudentModule):
         return _Prepared(views, stats)
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """One pass per corrupted view; the normaliser is the objective's (sequences or corrupted tokens)."""
         self.check_bidirectional()
         prepared = [self.prepare(mb, self.global_step) for mb in batch["micro_batches"]]
@@ -437,7 +437,7 @@ class DiffusionStudent(StudentModule):
         for item in prepared:
             stats = stats + item.stats
         views = [view for item in prepared for view in item.views]
-        return StepPlan(views, sum(v.normaliser for v in views), stats)
+        return PassPlan(views, sum(v.normaliser for v in views), stats)
 
     def pass_loss(self, view: CorruptedView) -> tuple[torch.Tensor, DiffusionStepStats]:
         """Σ weight · (−log p) over the corrupted positions of one view, and its statistics."""
