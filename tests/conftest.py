@@ -163,7 +163,8 @@ def random_model_config(tmp_path: Path, folder: str = "cfg", relative_data: bool
         data = {"path": "world/teacher_traces.jsonl", "tokenizer": "world/tokenizer"}
     else:
         data = {"path": str(TINY_WORLD / "teacher_traces.jsonl"), "tokenizer": str(TINY_WORLD / "tokenizer")}
-    cfg["data"].update(**data, limit=16, global_batch_size=8, micro_batch_size=8)
+    cfg["data"].update(**data, limit=16, global_batch_size=8)
+    cfg["data"].setdefault("batching", {})["micro_batch_size"] = 8
     path = where / "random.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -15,10 +15,10 @@ from t3s.cli import main
 
 
 @pytest.mark.parametrize(("option", "key"), [
-    ("--model.init_args.lr=-1e-5", "model.init_args.lr"),
-    ("--model.init_args.warmup_steps=-3", "model.init_args.warmup_steps"),
-    ("--model.init_args.betas=[0.9, 1.5]", "model.init_args.betas"),
-    ("--model.init_args.max_grad_norm=0", "model.init_args.max_grad_norm"),
+    ("--model.init_args.optimizer.lr=-1e-5", "model.init_args.optimizer.lr"),
+    ("--model.init_args.warmup_steps=-3", "model.init_args.optimizer.warmup_steps"),  # the flat key of one release ago
+    ("--model.init_args.optimizer.betas=[0.9, 1.5]", "model.init_args.optimizer.betas"),
+    ("--model.init_args.max_grad_norm=0", "model.init_args.optimizer.max_grad_norm"),
 ])
 def test_bad_optimiser_settings_are_one_line_naming_the_key(tmp_path, capsys, option, key):
     line = error_of(capsys, "fit", "--config", str(random_model_config(tmp_path)), option)

@@ -148,7 +148,7 @@ def test_qwen3_config_parses_with_fsdp(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(REPO / "configs" / "qwen3.yaml"), "--print_config"])
     printed = capsys.readouterr().out
-    assert "ModelParallelStrategy" in printed and "fsdp_param_dtype: bfloat16" in printed
+    assert "ModelParallelStrategy" in printed and "param_dtype: bfloat16" in printed
     assert "max_length: 32768" in printed and "gradient_checkpointing: true" in printed
 
 

@@ -103,7 +103,7 @@ def test_a_typo_is_one_line_naming_the_key_before_any_theta0_is_built(tmp_path, 
     config = str(random_model_config(tmp_path))
     assert "did you mean --data.max_length" in error_of(capsys, "fit", "--config", config, "--data.max_lenght=3")
     line = error_of(capsys, "fit", "--config", config, "--model.init_args.lrr=3")
-    assert "model.init_args.lrr" in line and "did you mean lr?" in line
+    assert "model.init_args.lrr" in line and "did you mean optimizer.lr?" in line
     line = error_of(capsys, "fit", "--config", config, "--model.init_args.selection=t3s.selection.T3SS")
     assert "T3SS" in line and "t3s.selection.T3S," in line and "t3s.selection.RandomMask" in line
     line = error_of(capsys, "fit", "--config", config, "--model.init_args.attn_implementation=flash_attention_2")

@@ -160,7 +160,7 @@ def test_openr1_row_without_verified_generation_is_skipped_and_counted(tmp_path:
     assert (stats.rows, stats.skipped_unverified, stats.loaded) == (3, 2, 1)
     bad = [dict(rows[0], correctness_math_verify=[True])]
     with pytest.raises(TraceDataError, match=r"o\.jsonl:1: field 'correctness_math_verify' must be a list of 3 "
-                                             r"flags .*\(data\.fields\.verified\)"):
+                                             r"flags .*\(data\.layout\.fields\.verified\)"):
         load_records(write_jsonl(tmp_path / "o.jsonl", bad), FIELD_PRESETS["openr1"])
 
 
@@ -186,7 +186,7 @@ def test_reasoning_that_would_be_dropped_is_an_error(tmp_path: Path, preset: str
     message = str(err.value)
     assert message.startswith(f"{path}:1: the record maps to an empty reasoning but the row has reasoning in "
                               f"field '{column}'")
-    assert message.endswith("(data.fields.reasoning)") and "\n" not in message
+    assert message.endswith("(data.layout.fields.reasoning)") and "\n" not in message
 
 
 def test_bad_turn_shapes(tmp_path: Path) -> None:
@@ -272,11 +272,11 @@ def test_tokenizer_without_chat_template(tmp_path: Path, shared_dir: Path) -> No
     with pytest.raises(TraceDataError) as err:
         TeacherTraceDataModule(path, str(tmp_path / "base")).setup()
     assert str(err.value) == (
-        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); set data.chat_template to a "
+        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a "
         "Jinja file, a template of the tokenizer or a built-in one (chatml)"
     )
     with pytest.raises(TraceDataError, match=r"nope: no such template file, and not a template name of .* "
-                                             r"\(chatml\) \(data\.chat_template\)"):
+                                             r"\(chatml\) \(data\.template\.chat_template\)"):
         TeacherTraceDataModule(path, str(tmp_path / "base"), chat_template="nope").setup()
     chatml = TeacherTraceDataModule(path, str(tmp_path / "base"), chat_template="chatml")
     assert chatml.preview(2) == (

@@ -213,7 +213,7 @@ def test_overlong_drop_and_truncate_are_counted(
         dm = make_dm(tmp_path, tokenizer_dir, max_length=17)  # lengths 13..22: 5 fit
     assert [len(t) for t in dm.traces] == [13, 14, 15, 16, 17]
     assert [t.record.id for t in dm.traces] == ["t0", "t1", "t2", "t3", "t4"]
-    assert "dropped 5 of 10 traces longer than max_length=17 (data.overlong=drop)" in caplog.text
+    assert "dropped 5 of 10 traces longer than max_length=17 (data.batching.overlong=drop)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="t3s.data.module"):
         cut = make_dm(tmp_path, tokenizer_dir, max_length=17, overlong="truncate")

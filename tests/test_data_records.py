@@ -209,7 +209,7 @@ def test_missing_required_field_names_file_line_and_key(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "traces.jsonl", [good, bad])
     with pytest.raises(TraceDataError) as info:
         load_records(path, FIELD_PRESETS["r1_mc"])
-    assert str(info.value) == f"{path}:2: record has no field 'reasoning' (data.fields.reasoning)"
+    assert str(info.value) == f"{path}:2: record has no field 'reasoning' (data.layout.fields.reasoning)"
 
 
 def test_override_makes_a_field_required(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_override_makes_a_field_required(tmp_path: Path) -> None:
     )
     mapping = FIELD_PRESETS["default"].with_overrides({"reasoning": "thinking"})
     with pytest.raises(
-        TraceDataError, match=r"t\.jsonl:2: record has no field 'thinking' \(data\.fields\.reasoning\)"
+        TraceDataError, match=r"t\.jsonl:2: record has no field 'thinking' \(data\.layout\.fields\.reasoning\)"
     ):
         load_records(path, mapping)
     with pytest.raises(TraceDataError, match=r"unknown field mapping key\(s\) \['reasonning'\]"):
@@ -245,7 +245,7 @@ def test_non_utf8_line(tmp_path: Path) -> None:
     [
         (
             {"prompt": 5, "answer_text": "a"},
-            r"t\.jsonl:1: field 'prompt' must be a string, got int \(data\.fields\.prompt\)",
+            r"t\.jsonl:1: field 'prompt' must be a string, got int \(data\.layout\.fields\.prompt\)",
         ),
         (
             {"prompt": "q", "answer_text": "a", "reasoning": [1]},
@@ -310,7 +310,7 @@ def test_conversations_errors(tmp_path: Path) -> None:
     rows = [{"messages": []}]
     with pytest.raises(
         TraceDataError,
-        match=r"c\.jsonl:1: record has no field 'conversations' \(data\.fields\.conversations\)",
+        match=r"c\.jsonl:1: record has no field 'conversations' \(data\.layout\.fields\.conversations\)",
     ):
         load_records(write_jsonl(tmp_path / "c.jsonl", rows), FIELD_PRESETS["conversations"])
     rows = [{"conversations": [{"from": "human", "value": "hi"}]}]

@@ -140,9 +140,9 @@ def test_relative_source_paths_mean_the_config_folder(tmp_path: Path) -> None:
 
     write_jsonl(tmp_path / "cfg" / "a.jsonl", rows("a", 1))
     (tmp_path / "cfg" / "t.jinja").write_text("{{ messages }}")
-    config = Namespace(data=Namespace(path=None, chat_template="t.jinja",
+    config = Namespace(data=Namespace(path=None, template=Namespace(chat_template="t.jinja"),
                                       sources=[{"path": "a.jsonl", "limit": 1}, "a.jsonl", "org/hub-id"]))
     anchor_data_paths(config, [tmp_path / "cfg" / "c.yaml"])
     absolute = str((tmp_path / "cfg" / "a.jsonl").resolve())
     assert config.data.sources == [{"path": absolute, "limit": 1}, absolute, "org/hub-id"]
-    assert config.data.chat_template == str((tmp_path / "cfg" / "t.jinja").resolve())
+    assert config.data.template.chat_template == str((tmp_path / "cfg" / "t.jinja").resolve())

@@ -86,8 +86,8 @@ def test_trajectories_equal_per_checkpoint_scores(tiny_run, diagnosed, tmp_path)
         from t3s.selection.scores import ScoreCache
 
         scored = ScoreCache.load(tmp_path / str(step))
-        torch.testing.assert_close(cache.load(0), scored.base, atol=1e-6, rtol=0, equal_nan=True)
-        torch.testing.assert_close(cache.load(step), scored.bottleneck, atol=1e-6, rtol=0, equal_nan=True)
+        torch.testing.assert_close(cache.load(0), scored.base_logprob, atol=1e-6, rtol=0, equal_nan=True)
+        torch.testing.assert_close(cache.load(step), scored.bottleneck_logprob, atol=1e-6, rtol=0, equal_nan=True)
         if step == 2:  # θ_b: the diagnostics' anchor fraction is the scorer's
             assert report["anchor_fraction"] == pytest.approx(summary["anchor_fraction"])
     # `t3s score --checkpoints <run>` writes the same trajectories and their per-group summary
@@ -210,7 +210,7 @@ def test_diagnose_contract_on_a_toy_small_probe(tmp_path, capsys):
     assert b["anchor"]["below_base"] == 0.0 and b["yet_to_learn"]["below_base"] > 0.99  # Δc = 0: not below
     for png in ("confidence.png", "gradient_interaction.png", "transfer_matrix.png", "tokens.png"):
         assert (phase / "diagnostics" / png).stat().st_size > 10_000
-    from t3s.evals.bottleneck import read_scalars
+    from t3s.evals.scalars import read_scalars
 
     steps, ratio = read_scalars(phase, "diagnostics/grad_norm_ratio")
     assert steps == [0, 5, 10] and ratio[0] == pytest.approx(report["steps"][0]["grad_norm_ratio"], rel=1e-5)
@@ -245,7 +245,7 @@ def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
 
     cache = ScoreCache.load(tmp_path / "scores")
     offsets = data_offsets(data.traces)
-    groups = token_groups(cache.base, cache.bottleneck, answer_spans(data.traces, data.tokenizer, offsets))
+    groups = token_groups(cache.base_logprob, cache.bottleneck_logprob, answer_spans(data.traces, data.tokenizer, offsets))
     probe = probe_batch(data, groups.ids, offsets, traces=8, micro_batch_size=2)
     model = AutoModelForCausalLM.from_pretrained(str(Path(trainer.log_dir) / "hf" / "step_2")).eval()
     offline = gradient_interaction(model, probe, (0, 1), (2, 3))

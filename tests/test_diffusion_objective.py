@@ -335,7 +335,7 @@ def test_bad_inputs_are_refused(data, tmp_path):
     assert resolve_special_ids(data.tokenizer, None, None, None) == (MASK, EOS, 0)
 
     packed = collate(data.traces[:4], data.pad_id, pack=True, max_length=512)
-    with pytest.raises(DiffusionStudentError, match="data.packing: false"):
+    with pytest.raises(DiffusionStudentError, match="data.batching.packing: false"):
         check_one_trace_per_row(packed["trace_index"])
 
     remote = tmp_path / "llada2"

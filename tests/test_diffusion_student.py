@@ -150,8 +150,8 @@ def test_block_diffusion_fit_from_the_cli_writes_checkpoints_the_evaluator_decod
 
     from t3s.cli import main
     from t3s.evals.backends import get_backend
-    from t3s.evals.bottleneck import read_scalars
     from t3s.evals.offline import plan_evaluation
+    from t3s.evals.scalars import read_scalars
 
     data = make_data(tiny_world, limit=8)
     data.setup("fit")

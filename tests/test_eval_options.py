@@ -48,7 +48,7 @@ def test_eval_option_mistakes_and_accumulation_hint(tmp_path: Path, capsys) -> N
         "error: --eval.every_n_steps: the config has no t3s.evals.BenchmarkCallback in trainer.callbacks")
     line = error_of(capsys, "fit", "--config", bare, "--trainer.accumulate_grad_batches", "4")
     assert line.startswith("error: --trainer.accumulate_grad_batches 4: t3s steps are sized by the data module")
-    assert "data.global_batch_size" in line and "data.micro_batch_size" in line
+    assert "data.global_batch_size" in line and "data.batching.micro_batch_size" in line
 
 
 def test_the_grouped_spelling_and_the_flat_one_configure_the_same_callback(tmp_path: Path) -> None:

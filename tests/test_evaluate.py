@@ -12,8 +12,8 @@ import yaml
 from conftest import BASE, REPO, TINY_WORLD
 
 from t3s.cli import main
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.results import RESULTS_FILE, read_results
+from t3s.evals.scalars import read_scalars
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 48}
 

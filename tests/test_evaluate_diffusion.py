@@ -8,8 +8,8 @@ from conftest import BASE, REPO, TINY_WORLD
 from test_evaluate import verdicts
 
 from t3s.cli import main
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.results import read_results
+from t3s.evals.scalars import read_scalars
 
 
 @pytest.mark.slow

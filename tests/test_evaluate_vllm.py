@@ -20,8 +20,8 @@ from test_evaluate import tiny_run_config, verdicts
 
 from t3s.cli import main
 from t3s.evals.backends.vllm import VLLMError, worker_devices
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.results import read_results
+from t3s.evals.scalars import read_scalars
 
 FAKE_VLLM = REPO / "tests" / "fixtures" / "fake_vllm"
 

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from t3s.analysis.report import write_report
 from t3s.cli import main
 from t3s.evals import BenchmarkCallback
-from t3s.evals.bottleneck import read_scalars
+from t3s.evals.scalars import read_scalars
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 

@@ -19,16 +19,15 @@ from t3s.analysis.report import report_figures, summarize_run
 from t3s.cli import main
 from t3s.cli.lightning_cli import prepare_trainer
 from t3s.evals import BenchmarkCallback
-from t3s.evals.bottleneck import read_scalars
 from t3s.evals.figures import comparison_figure, curve_figure
-from t3s.evals.scalars import scalar_tags
+from t3s.evals.scalars import read_scalars, scalar_tags
 from t3s.recipe.phases import phase_loggers
 
 GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 #: toy-small in its fast-shock regime (LR 3e-3; the shipped demo regime is 3e-4 for 120 steps), shortened to
 #: 20 steps: the shock at step 5 is confirmed at step 15 (patience 2), so the whole recipe (SFT, θ_b, score,
 #: T3S, report) runs in a sixth of the demo's time
-SHORT = ["--trainer.max_steps", "20", "--model.init_args.lr", "3e-3"]
+SHORT = ["--trainer.max_steps", "20", "--model.init_args.optimizer.lr", "3e-3"]
 
 
 def labels(fig) -> list[str]:

@@ -59,7 +59,7 @@ def test_fine_grid_evaluates_every_few_steps_until_theta_b_is_confirmed() -> Non
     assert [s for s in range(31) if bench.due(s)] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 30]
     for step, accuracy in ((0, 0.5), (2, 0.1), (4, 0.3), (6, 0.4)):
         bench.detector.update(step, accuracy)
-    assert bench.detector.bottleneck == 2
+    assert bench.detector.bottleneck_step == 2
     assert [s for s in range(7, 31) if bench.due(s)] == [10, 20, 30]  # back to the coarse grid
     with pytest.raises(ValueError):
         BenchmarkCallback(fine_every_n_steps=0)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from t3s.lazy import lazy_exports
 
-_HOMES = {
+_EXPORTS = {
     "DiagnosticsCallback": "t3s.analysis.diagnostics_callback",
     "residual_transfer": "t3s.analysis.rrt",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = sorted(_EXPORTS)
 
 
-__getattr__ = lazy_exports(__name__, _HOMES)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -41,9 +41,10 @@ from t3s.analysis.trajectories import (
     token_groups,
 )
 from t3s.errors import T3SError
-from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector, read_scalars
+from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector
 from t3s.evals.callback_settings import grouped
 from t3s.evals.offline import benchmark_settings, run_checkpoints
+from t3s.evals.scalars import read_scalars
 from t3s.ops.threads import right_size_threads
 from t3s.ops.workers import run_on_workers, worker_device
 from t3s.selection.scores import write_json_atomic
@@ -64,7 +65,7 @@ class DiagnosticsPlan:
         run_dir: the phase directory (``hf/step_<N>``, ``config.yaml``, TensorBoard events).
         output: where the JSON, figures and trajectories go.
         checkpoints: ``(step, HF folder)`` to diagnose, by step (θ_0 = step 0 and θ_b included).
-        bottleneck: θ_b's step; ``bottleneck_source`` says where it came from (``curve`` or ``argument``).
+        bottleneck_step: θ_b's step; ``bottleneck_source`` says where it came from (``curve`` or ``argument``).
         accuracy: the training accuracy per step (empty without a curve).
         data: the run's ``data`` config section.
         optimizer: the run's AdamW settings for the one-step intervention.
@@ -73,7 +74,7 @@ class DiagnosticsPlan:
     run_dir: Path
     output: Path
     checkpoints: list[tuple[int, Path]]
-    bottleneck: int
+    bottleneck_step: int
     bottleneck_source: str
     accuracy: dict[int, float]
     data: dict[str, Any]
@@ -184,7 +185,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
 
     folders = dict(plan.checkpoints)
     base = _broadcast(confidences(0, folders[0]), world)
-    bottleneck = _broadcast(confidences(plan.bottleneck, folders[plan.bottleneck]), world)
+    bottleneck = _broadcast(confidences(plan.bottleneck_step, folders[plan.bottleneck_step]), world)
     answer = answer_spans(datamodule.traces, datamodule.tokenizer, offsets)
     groups = token_groups(base, bottleneck, answer, plan.threshold)
     probe = probe_batch(datamodule, groups.ids, offsets, traces=plan.probe_traces,
@@ -196,7 +197,7 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     entries = []
     progress = tqdm(plan.checkpoints, desc="diagnose", unit="checkpoint", disable=rank != 0)
     for step, folder in progress:
-        values = bottleneck if step == plan.bottleneck else base if step == 0 else confidences(step, folder)
+        values = bottleneck if step == plan.bottleneck_step else base if step == 0 else confidences(step, folder)
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
         right_size_threads(model, device)
         interaction = gradient_interaction(model, probe, anchor, other, plan.chunk_size)
@@ -229,11 +230,11 @@ def _report(plan: DiagnosticsPlan, datamodule: Any, groups: Any, base: torch.Ten
 
     summary = summarize(ScoreCache(base, bottleneck, offsets, {}), datamodule.traces, datamodule.tokenizer,
                         top_tokens=15, selection=T3S(threshold=plan.threshold))
-    at_bottleneck = next(e for e in entries if e["step"] == plan.bottleneck)
+    at_bottleneck = next(e for e in entries if e["step"] == plan.bottleneck_step)
     return {
         "run": str(plan.run_dir),
         "base_step": 0,
-        "bottleneck_step": plan.bottleneck,
+        "bottleneck_step": plan.bottleneck_step,
         "bottleneck_source": plan.bottleneck_source,
         "threshold": plan.threshold,
         "groups": list(groups.names),
@@ -249,7 +250,7 @@ def _report(plan: DiagnosticsPlan, datamodule: Any, groups: Any, base: torch.Ten
         "top_anchor_tokens": summary["top_anchor_tokens"],
         "top_yet_to_learn_tokens": summary["top_yet_to_learn_tokens"],
         "transfer_matrix": at_bottleneck["transfer_matrix"],
-        "transfer_matrix_step": plan.bottleneck,
+        "transfer_matrix_step": plan.bottleneck_step,
         "steps": entries,
     }
 

@@ -65,7 +65,7 @@ class DiagnosticsCallback(L.Callback):
 
             cache = ScoreCache.load(self.scores)
             cache.check_matches(datamodule.fingerprint(), self.scores)
-            base, bottleneck = cache.base, cache.bottleneck
+            base, bottleneck = cache.base_logprob, cache.bottleneck_logprob
         else:
             rank, world = trainer.global_rank, trainer.world_size
             base, bottleneck = (score_step(datamodule, Path(folder), offsets, device=str(pl_module.device),

@@ -147,7 +147,9 @@ class OptimizerSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OptimizerSettings:
         """From a phase's saved ``config.yaml`` (``model.init_args``); the peak LR of the run."""
-        args = ((config.get("model") or {}).get("init_args") or {})
+        init_args = ((config.get("model") or {}).get("init_args") or {})
+        # a config of one release ago spells the optimizer's keys flat (model.init_args.lr)
+        args = {**{k: v for k, v in init_args.items() if not isinstance(v, dict)}, **(init_args.get("optimizer") or {})}
         default = cls()
         return cls(lr=float(args.get("lr", default.lr)), betas=tuple(args.get("betas", default.betas)),
                    weight_decay=float(args.get("weight_decay", default.weight_decay)),

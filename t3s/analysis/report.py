@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from t3s.evals.bottleneck import BottleneckDetector, is_train_accuracy_tag, read_scalars, scored_bottleneck
+from t3s.evals.bottleneck import BottleneckDetector, is_train_accuracy_tag, scored_bottleneck
 from t3s.evals.figures import comparison_figure
-from t3s.evals.scalars import has_scalars, scalar_tags
+from t3s.evals.scalars import has_scalars, read_scalars, scalar_tags
 from t3s.scoring.summary_text import summary_markdown
 
 #: How a recipe's phase folders are named in tables and legends (the paper's names: the plain-SFT phase is SFT).

@@ -28,6 +28,7 @@ from t3s.cli.eval_options import (
     set_callback_option,
     split_eval_options,
 )
+from t3s.cli.flat_keys import FlatKeyParser, nest_argv
 from t3s.cli.messages import usage_error_line, user_errors
 from t3s.data import TeacherTraceDataModule
 from t3s.data.from_config import anchor_data_paths
@@ -49,6 +50,7 @@ class T3SCLI(LightningCLI):
 
     def __init__(self, *args: Any, run: bool = True, build: bool = True, eval_options: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", FlatKeyParser)  # the flat keys of one release ago (t3s.cli.flat_keys)
         self.fit_only = not run
         self.eval_options = eval_options or {}
         self._deferred = not build
@@ -70,6 +72,8 @@ class T3SCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
+        if isinstance(args, list):
+            args = nest_argv(args)
         self._check_option_names(args)
         try:
             super().parse_arguments(parser, args)

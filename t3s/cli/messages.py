@@ -8,6 +8,7 @@ Which errors are the user's is one class, :class:`t3s.errors.T3SError`, plus a f
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
@@ -59,8 +60,11 @@ def usage_error_line(message: str, known_options: Sequence[str]) -> str:
     if rejected:
         class_path, option = rejected.groups()
         full = f"{key}.init_args.{option}" if key else option
-        return f"unknown option {full}: {class_path} has no argument {option!r}" + _did_you_mean(
-            option, _init_parameters(class_path))
+        candidates = _init_parameters(class_path)  # a grouped key (optimizer.lr) is matched by its last part
+        by_last = {c.rsplit(".", 1)[-1]: c for c in reversed(candidates)}
+        close = difflib.get_close_matches(option, list(by_last), n=1, cutoff=0.6)
+        hint = f" (did you mean {by_last[close[0]]}?)" if close else ""
+        return f"unknown option {full}: {class_path} has no argument {option!r}{hint}"
     missing_class = re.search(r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?",
                               message)
     if missing_class and "not accessible" in message:
@@ -104,4 +108,6 @@ def _init_parameters(class_path: str) -> list[str]:
             for name, param in inspect.signature(klass.__init__).parameters.items():
                 if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                     names.append(name)
+                    if dataclasses.is_dataclass(param.default):  # an argument group: its keys too
+                        names += [f"{name}.{f.name}" for f in dataclasses.fields(param.default)]
     return list(dict.fromkeys(names))

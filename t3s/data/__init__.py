@@ -30,7 +30,7 @@ _EXPORTS = {
     "parse_sources": "t3s.data.sources",
     "show_trace": "t3s.data.render",
     "use_chat_template": "t3s.data.render",
-    "StepPlan": "t3s.data.steps",
+    "TraceSchedule": "t3s.data.steps",
     "StepSampler": "t3s.data.steps",
 }
 

@@ -90,7 +90,7 @@ class FieldMapping:
         unknown = sorted(set(fields) - set(FIELD_KEYS))
         if unknown:
             raise TraceDataError(
-                f"unknown field mapping key(s) {unknown} (data.fields); known keys: {', '.join(FIELD_KEYS)}"
+                f"unknown field mapping key(s) {unknown} (data.layout.fields); known keys: {', '.join(FIELD_KEYS)}"
             )
         required = tuple(dict.fromkeys([*self.required, *(k for k, v in fields.items() if v is not None)]))
         return dataclasses.replace(self, **dict(fields), required=required)

@@ -17,12 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from t3s.arg_groups import merge_sections, nest_section
 from t3s.errors import ConfigError
 
 __all__ = ["DATA_PATH_KEYS", "anchor_data_paths", "data_section", "datamodule_from_config"]
 
 #: ``data`` options that name files; relative values are anchored at the config file's folder.
-DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "chat_template")
+DATA_PATH_KEYS = ("path", "tokenizer", "val_path", "template.chat_template")
 
 
 def data_section(config_file: str | Path) -> dict[str, Any]:
@@ -47,12 +48,12 @@ def _anchored(value: Any, config_files: Sequence[Path]) -> str | None:
 
 
 def anchor_data_paths(config: Any, config_files: Sequence[Path], prefix: str = "data.") -> None:
-    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.chat_template`` and the paths of
+    """Rewrite ``data.path`` / ``data.tokenizer`` / ``data.val_path`` / ``data.template.chat_template`` and the paths of
     ``data.sources`` that exist relative to a config file's folder (the last file first) as absolute paths;
     anything else (hub ids, cwd-relative paths, template names) is kept.
 
     ``config`` is a parsed ``fit`` config (jsonargparse namespace, keys ``data.*``; the student's linked
-    ``model.init_args.tokenizer`` follows ``data.tokenizer``) or, with ``prefix=""``, a data section (a dict).
+    ``model.init_args.tokenizer`` follows ``data.tokenizer``).
     """
     get = config.get
     for key in DATA_PATH_KEYS:
@@ -84,16 +85,17 @@ def datamodule_from_config(data: Mapping[str, Any] | str | Path, overrides: Mapp
     Raises:
         ConfigError: the section does not fit the data module's arguments (the line names the key).
     """
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ArgumentParser, Namespace, dict_to_namespace
 
+    from t3s.data.args import DATA_FLAT_KEYS
     from t3s.data.module import TeacherTraceDataModule
 
     if isinstance(data, (str, Path)):
         config_files, origin = [*config_files, Path(data).resolve()], origin or str(data)
         data = data_section(data)
-    section = dict(data)
-    anchor_data_paths(section, [Path(f) for f in config_files], prefix="")
-    section.update(overrides or {})
+    anchored = Namespace(data=dict_to_namespace(nest_section(dict(data), DATA_FLAT_KEYS, "data")))
+    anchor_data_paths(anchored, [Path(f) for f in config_files])
+    section = merge_sections(anchored.data.as_dict(), nest_section(dict(overrides or {}), DATA_FLAT_KEYS, "data"))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(TeacherTraceDataModule, "data")
     try:

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from t3s.arg_groups import as_group, group_dict, nest_flat_keys, note_flat_keys
+from t3s.data.args import DATA_FLAT_KEYS, BatchingArgs, LayoutArgs, TemplateArgs
 from t3s.data.fields import FIELD_PRESETS
 from t3s.data.packing import collate_rows, next_fit
 from t3s.data.records import load_records
 from t3s.data.render import show_trace, tokenize_trace, use_chat_template
 from t3s.data.schema import LoadStats, TokenizedTrace, TraceDataError, TraceRecord
 from t3s.data.sources import TraceSource, parse_sources
-from t3s.data.steps import StepDataLoader, StepDataset, StepPlan, StepSampler, _identity
+from t3s.data.steps import StepDataLoader, StepDataset, StepSampler, TraceSchedule, _identity
 
 __all__ = ["ScoringBatches", "TeacherTraceDataModule"]
 
@@ -53,6 +56,25 @@ class ScoringBatches:
             yield collate_rows([[self.traces[i] for i in row] for row in group], self.pad_id)
 
 
+#: The argument groups of the data module: ``data.<key>`` → its dataclass.
+GROUPS = {"layout": LayoutArgs, "batching": BatchingArgs, "template": TemplateArgs}
+
+
+def data_groups(**given: Any) -> dict[str, Any]:
+    """The three argument groups from what the constructor got, flat keys of one release ago included."""
+    nested, moved = nest_flat_keys(given, DATA_FLAT_KEYS, "data")
+    unknown = sorted(set(nested) - set(GROUPS))
+    if unknown:
+        raise TypeError(f"TeacherTraceDataModule.__init__() got an unexpected keyword argument {unknown[0]!r}")
+    note_flat_keys(moved, DATA_FLAT_KEYS, "data")
+    try:
+        return {key: as_group(nested[key], cls, f"data.{key}") for key, cls in GROUPS.items()}
+    except TraceDataError:
+        raise
+    except (TypeError, ValueError) as err:  # an unknown key in a group, a group that is not a mapping
+        raise TraceDataError(str(err)) from None
+
+
 def load_tokenizer(source: str) -> Any:
     """``AutoTokenizer.from_pretrained(source)``; a missing, empty or corrupt tokenizer is one line
     (:class:`TraceDataError` naming ``data.tokenizer``), not a loader traceback."""
@@ -79,35 +101,23 @@ class TeacherTraceDataModule(LightningDataModule):
             folder, or a Hugging Face dataset id. Required unless ``sources`` is given; a config may leave it
             null (``qwen3-boba200``) for the command line to fill in.
         tokenizer: Hub id or local path of the student's tokenizer (loaded with ``AutoTokenizer``).
-        preset: Field mapping preset, one of ``FIELD_PRESETS``: default, messages, prompt_completion,
-            sharegpt (= conversations), s1k-1.0, s1k-1.1 (= s1k), openthoughts, openr1, alpaca, r1_mc.
-        fields: Column-name overrides on top of the preset (``{"reasoning": "thinking"}``); overridden keys
-            become required.
-        split: Split of a Hugging Face or ``save_to_disk`` dataset (in a folder: the files naming it, if any).
-        subset: Configuration (subset) of a Hugging Face dataset.
-        revision: Revision (branch, tag, commit) of a Hugging Face dataset.
         sources: Several sources mixed into one training set instead of ``path``: a list of paths or of
             ``{path, preset, fields, split, subset, revision, limit}`` mappings (unset keys default to this
-            module's own, ``limit`` to none). See :mod:`t3s.data.sources` for the mixing rule.
+            module's ``layout``, ``limit`` to none). See :mod:`t3s.data.sources` for the mixing rule.
         limit: Keep a reproducible random subset of this many records (drawn with ``seed``); with ``sources``,
             of the mixed set.
         seed: Seeds the subset and the per-epoch trace permutations.
         max_length: Most tokens per trace and per packed row.
-        overlong: ``"drop"`` traces longer than ``max_length`` (counted and logged) or ``"truncate"`` them.
         global_batch_size: Traces per optimizer step across all ranks, whatever the packing.
-        micro_batch_size: Rows per forward pass per device.
-        packing: Pack several traces per row (first-fit-decreasing); else one trace per row.
-        system_prompt: System turn given to records that carry none.
-        enable_thinking: The thinking switch: train the thinking form (``<think>reasoning</think>answer``);
-            False trains the template's non-thinking form on the answer alone. Passed to the chat template as
-            ``enable_thinking`` (Qwen3's switch; templates without one ignore it).
-        chat_template: The template to render with instead of the tokenizer's own: a Jinja file, the name of
-            one of the tokenizer's templates, ``chatml`` (built in, for base models), or Jinja text. The
-            student's tokenizer gets it too, so evaluations and exported ``hf/`` folders use it.
-        chat_template_kwargs: Further variables for the template (e.g. ``{reasoning_effort: high}``).
-        num_workers: DataLoader worker processes building step batches.
         val_path: Held-out traces (same layout) for a teacher-forced validation loss during ``fit``;
             ``validate`` / ``test`` fall back to the training traces when unset.
+        layout: How ``path`` is read: preset, fields, split, subset, revision (:class:`~t3s.data.args.LayoutArgs`).
+        batching: Micro-batches, packing, overlong traces, loader workers (:class:`~t3s.data.args.BatchingArgs`).
+        template: System prompt, thinking switch, chat template (:class:`~t3s.data.args.TemplateArgs`).
+        **flat: The flat keys of one release ago (``packing``, ``preset``, …: :data:`~t3s.data.args.DATA_FLAT_KEYS`),
+            moved into their group with a one-line note.
+
+    Each group's keys are also attributes of the module (``dm.packing``, ``dm.preset``, ``dm.chat_template``).
 
     The train dataloader yields one *step batch* per optimizer step,
     ``{"micro_batches": [micro_batch, ...], "num_traces": B / W, "num_tokens": int, "step": int}``, and resumes
@@ -118,25 +128,16 @@ class TeacherTraceDataModule(LightningDataModule):
         self,
         path: str | None,
         tokenizer: str,
-        preset: str = "default",
-        fields: dict[str, str] | None = None,
-        split: str = "train",
+        sources: list[str | dict[str, Any]] | None = None,
         limit: int | None = None,
         seed: int = 0,
         max_length: int = 4096,
-        overlong: Literal["drop", "truncate"] = "drop",
         global_batch_size: int = 64,
-        micro_batch_size: int = 1,
-        packing: bool = True,
-        system_prompt: str | None = None,
-        enable_thinking: bool = True,
-        num_workers: int = 0,
         val_path: str | None = None,
-        chat_template: str | None = None,
-        chat_template_kwargs: dict[str, Any] | None = None,
-        subset: str | None = None,
-        revision: str | None = None,
-        sources: list[str | dict[str, Any]] | None = None,
+        layout: LayoutArgs = LayoutArgs(),  # noqa: B008 (copied, never shared: as_group)
+        batching: BatchingArgs = BatchingArgs(),  # noqa: B008 (copied, never shared: as_group)
+        template: TemplateArgs = TemplateArgs(),  # noqa: B008 (copied, never shared: as_group)
+        **flat: Any,
     ) -> None:
         super().__init__()
         if path and sources:
@@ -144,49 +145,42 @@ class TeacherTraceDataModule(LightningDataModule):
         if not path and not sources:
             raise TraceDataError("data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
                                  "a Hugging Face dataset id (--data.path …), or several with data.sources")
-        if preset not in FIELD_PRESETS:
-            raise TraceDataError(f"unknown preset {preset!r} (data.preset); known: {', '.join(FIELD_PRESETS)}")
-        if overlong not in ("drop", "truncate"):
-            raise TraceDataError(f"data.overlong must be 'drop' or 'truncate', got {overlong!r}")
-        for name, value in (
-            ("max_length", max_length),
-            ("global_batch_size", global_batch_size),
-            ("micro_batch_size", micro_batch_size),
-        ):
+        for name, value in (("max_length", max_length), ("global_batch_size", global_batch_size)):
             if value < 1:
                 raise TraceDataError(f"data.{name} must be positive, got {value}")
         if limit is not None and limit < 1:
             raise TraceDataError(f"data.limit must be positive (or null: every trace), got {limit}")
+        groups = data_groups(layout=layout, batching=batching, template=template, **flat)
+        self.layout: LayoutArgs = groups["layout"]
+        self.batching: BatchingArgs = groups["batching"]
+        self.template: TemplateArgs = groups["template"]
         self.save_hyperparameters()
+        for key in DATA_FLAT_KEYS:
+            self._hparams.pop(key, None)
+        self._hparams.update({key: group_dict(value) for key, value in groups.items()})
+        self._hparams_initial = copy.deepcopy(self._hparams)
         self.path = path
         self.tokenizer_name = tokenizer
-        self.preset = preset
-        self.fields = fields
-        self.split = split
         self.limit = limit
         self.seed = seed
         self.max_length = max_length
-        self.overlong = overlong
         self.global_batch_size = global_batch_size
-        self.micro_batch_size = micro_batch_size
-        self.packing = packing
-        self.system_prompt = system_prompt
-        self.enable_thinking = enable_thinking
-        self.num_workers = num_workers
         self.val_path = val_path
-        self.chat_template = chat_template
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        # each group's keys as attributes too (dm.packing, dm.preset, dm.chat_template, as before the groups)
+        preset, fields, split = self.layout.preset, self.layout.fields, self.layout.split
+        subset, revision = self.layout.subset, self.layout.revision
+        self.preset, self.fields, self.split, self.subset, self.revision = preset, fields, split, subset, revision
+        self.micro_batch_size, self.packing = self.batching.micro_batch_size, self.batching.packing
+        self.overlong, self.num_workers = self.batching.overlong, self.batching.num_workers
+        self.system_prompt, self.enable_thinking = self.template.system_prompt, self.template.enable_thinking
+        self.chat_template, self.chat_template_kwargs = self.template.chat_template, self.template.chat_template_kwargs
         self._val_traces: list[TokenizedTrace] | None = None
         self.mapping = FIELD_PRESETS[preset].with_overrides(fields)
-        self.subset = subset
-        self.revision = revision
-        if limit is not None and limit < 1:
-            raise TraceDataError(f"data.limit must be a positive number of records, got {limit}")
         own = TraceSource(path or "", preset, fields, split, subset, revision, limit if not sources else None)
         self.sources = parse_sources(sources, own) if sources else [own]
         self._mixed_limit = limit if sources else None  # data.limit over the mixed set
         self._tokenizer: Any = None
-        self._plan: StepPlan | None = None
+        self._schedule: TraceSchedule | None = None
         self.records: list[TraceRecord] = []
         self.traces: list[TokenizedTrace] = []
 
@@ -255,7 +249,7 @@ class TeacherTraceDataModule(LightningDataModule):
         examined = len(kept) + dropped
         if dropped:
             log.warning(
-                "dropped %d of %d traces longer than max_length=%d (data.overlong=%s)",
+                "dropped %d of %d traces longer than max_length=%d (data.batching.overlong=%s)",
                 dropped,
                 examined,
                 self.max_length,
@@ -264,7 +258,7 @@ class TeacherTraceDataModule(LightningDataModule):
         truncated = sum(t.truncated for t in traces)
         if truncated:
             log.warning(
-                "truncated %d of %d traces to max_length=%d (data.overlong=truncate)",
+                "truncated %d of %d traces to max_length=%d (data.batching.overlong=truncate)",
                 truncated,
                 examined,
                 self.max_length,
@@ -272,7 +266,7 @@ class TeacherTraceDataModule(LightningDataModule):
         return traces, stats
 
     def _share_template(self) -> None:
-        """Give ``data.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
+        """Give ``data.template.chat_template`` to the student's tokenizer too (its evaluations and ``hf/`` exports)."""
         module = self.trainer.lightning_module if self.trainer is not None else None
         student_tokenizer = getattr(module, "tokenizer", None)
         if self.chat_template is not None and student_tokenizer is not None:
@@ -281,7 +275,7 @@ class TeacherTraceDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load, validate and tokenize the traces (once; later calls do nothing)."""
         self._share_template()
-        if self._plan is not None:
+        if self._schedule is not None:
             return
         traces: list[TokenizedTrace] = []
         rows = 0
@@ -303,7 +297,7 @@ class TeacherTraceDataModule(LightningDataModule):
             trace.index = index
         self.traces = traces
         self.records = [t.record for t in traces]
-        self._plan = StepPlan(len(traces), self.global_batch_size, self.seed)
+        self._schedule = TraceSchedule(len(traces), self.global_batch_size, self.seed)
         log.info(
             "loaded %d traces (%d response tokens, %.0f tokens per trace) from %s; %d steps per epoch",
             len(traces),
@@ -319,27 +313,27 @@ class TeacherTraceDataModule(LightningDataModule):
         return " + ".join(s.path for s in self.sources)
 
     @property
-    def plan(self) -> StepPlan:
+    def schedule(self) -> TraceSchedule:
         """The step schedule (sets the module up on first use)."""
-        if self._plan is None:
+        if self._schedule is None:
             self.setup()
-        assert self._plan is not None
-        return self._plan
+        assert self._schedule is not None
+        return self._schedule
 
     # ------------------------------------------------------------------------------------------------ steps
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one Lightning epoch: ``ceil(num_traces / global_batch_size)``."""
-        return self.plan.steps_per_epoch
+        return self.schedule.steps_per_epoch
 
     def step_traces(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
         """Indices of the traces that ``rank`` of ``world_size`` trains on at optimizer step ``step``."""
-        return self.plan.step_traces(step, rank, world_size)
+        return self.schedule.step_traces(step, rank, world_size)
 
     def _dataset(self, rank: int, world_size: int) -> StepDataset:
         return StepDataset(
             self.traces,
-            self.plan,
+            self.schedule,
             rank=rank,
             world_size=world_size,
             micro_batch_size=self.micro_batch_size,

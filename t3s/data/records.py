@@ -59,7 +59,7 @@ def load_records(
                 continue
             if record.id in first_seen:
                 raise TraceDataError(
-                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) (data.fields.id)"
+                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) (data.layout.fields.id)"
                 )
             first_seen[record.id] = where
             records.append(record)
@@ -79,7 +79,7 @@ def load_records(
         )
     if stats.skipped_unverified:
         log.warning(
-            "skipped %d of %d records of %s with no verified generation (data.fields.verified: %s)",
+            "skipped %d of %d records of %s with no verified generation (data.layout.fields.verified: %s)",
             stats.skipped_unverified,
             stats.rows,
             path,

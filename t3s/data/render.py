@@ -37,7 +37,7 @@ END_OF_TURN_TOKENS = (
 )
 
 
-#: Templates shipped by name for tokenizers that have none (base models): ``data.chat_template: chatml``.
+#: Templates shipped by name for tokenizers that have none (base models): ``data.template.chat_template: chatml``.
 #: ``chatml``: ChatML turns (``<|im_start|>role ... <|im_end|>``), the reply's reasoning in a
 #: ``<think>...</think>`` block; ``enable_thinking=false`` opens the reply with an empty block.
 BUILTIN_TEMPLATES: dict[str, str] = {
@@ -58,7 +58,7 @@ def _tokenizer_name(tokenizer: Any) -> str:
 
 
 def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
-    """Install the chat template to render with on ``tokenizer`` and return it (``data.chat_template``).
+    """Install the chat template to render with on ``tokenizer`` and return it (``data.template.chat_template``).
 
     ``chat_template``: None keeps the tokenizer's own (its ``default`` one when it has several); else a path
     to a Jinja file, the name of one of the tokenizer's templates, the name of a :data:`BUILTIN_TEMPLATES`
@@ -74,10 +74,10 @@ def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
             template = named["default"]
         elif named:
             raise TraceDataError(f"{name}: the tokenizer has several chat templates and none is 'default'; "
-                                 f"pick one with data.chat_template (one of {', '.join(sorted(named))})")
+                                 f"pick one with data.template.chat_template (one of {', '.join(sorted(named))})")
         else:
             raise TraceDataError(
-                f"{name}: the tokenizer has no chat template (a base model?); set data.chat_template to a Jinja "
+                f"{name}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a Jinja "
                 f"file, a template of the tokenizer or a built-in one ({', '.join(BUILTIN_TEMPLATES)})"
             )
     elif chat_template in named:
@@ -92,13 +92,13 @@ def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
             known = sorted({*named, *BUILTIN_TEMPLATES})
             raise TraceDataError(
                 f"{chat_template}: no such template file, and not a template name of {name} or a built-in one "
-                f"({', '.join(known)}) (data.chat_template)"
+                f"({', '.join(known)}) (data.template.chat_template)"
             )
         try:
             template = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise TraceDataError(f"{chat_template}: cannot read the template file ({err}) "
-                                 "(data.chat_template)") from None
+                                 "(data.template.chat_template)") from None
     tokenizer.chat_template = template
     return template
 
@@ -120,7 +120,7 @@ def _template(
     except Exception as err:  # noqa: BLE001 - jinja2 raises several kinds; one line naming the template
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise TraceDataError(f"{_tokenizer_name(tokenizer)}: the chat template failed to render ({first}) "
-                             "(data.chat_template)") from None
+                             "(data.template.chat_template)") from None
 
 
 def render_texts(
@@ -138,7 +138,7 @@ def render_texts(
     ``"<think>\\n" + reasoning + "\\n</think>\\n\\n" + answer`` instead. With ``enable_thinking=False`` the
     reasoning is left out: the template's non-thinking form of the answer is trained. ``enable_thinking``
     reaches the template as ``enable_thinking`` (Qwen3's switch; templates without one ignore it), and
-    ``template_kwargs`` are further template variables (``data.chat_template_kwargs``).
+    ``template_kwargs`` are further template variables (``data.template.chat_template_kwargs``).
     """
 
     def conversation(content: str, reasoning_content: str | None = None) -> str:

@@ -293,7 +293,7 @@ def iter_saved_rows(folder: Path, name: str, split: str) -> Iterator[tuple[str, 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise DataFileError(f"{name}: the saved dataset has no split '{split}' (splits: "
-                                f"{', '.join(loaded)}) (data.split)")
+                                f"{', '.join(loaded)}) (data.layout.split)")
         loaded, name = loaded[split], f"{name}[{split}]"
     for number, row in enumerate(loaded, start=1):
         yield f"{name}:{number}", row

@@ -20,15 +20,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from t3s.data.packing import collate_rows, rows_of
 from t3s.data.schema import TokenizedTrace
 
-__all__ = ["StepDataLoader", "StepDataset", "StepPlan", "StepSampler", "micro_batches"]
+__all__ = ["StepDataLoader", "StepDataset", "TraceSchedule", "StepSampler", "micro_batches"]
 
 
-class StepPlan:
-    """Which traces each optimizer step (and each rank within it) takes; deterministic in ``seed``."""
+class TraceSchedule:
+    """Which traces each optimizer step (and each rank within it) takes; deterministic in ``seed``.
+
+    (Not the students' :class:`~t3s.students.base.PassPlan`, the forward/backward passes of one step.)
+    """
 
     def __init__(self, num_traces: int, global_batch_size: int, seed: int = 0) -> None:
         if num_traces < 1:
-            raise ValueError("a step plan needs at least one trace")
+            raise ValueError("a trace schedule needs at least one trace")
         if global_batch_size < 1:
             raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
         if seed < 0:
@@ -86,7 +89,7 @@ class StepDataset(Dataset):
     def __init__(
         self,
         traces: Sequence[TokenizedTrace],
-        plan: StepPlan,
+        schedule: TraceSchedule,
         *,
         rank: int,
         world_size: int,
@@ -95,9 +98,9 @@ class StepDataset(Dataset):
         packing: bool,
         pad_id: int,
     ) -> None:
-        plan.step_traces(0, rank, world_size)  # validates rank / world size early
+        schedule.step_traces(0, rank, world_size)  # validates rank / world size early
         self.traces = traces
-        self.plan = plan
+        self.schedule = schedule
         self.rank = rank
         self.world_size = world_size
         self.micro_batch_size = micro_batch_size
@@ -106,7 +109,7 @@ class StepDataset(Dataset):
         self.pad_id = pad_id
 
     def __getitem__(self, step: int) -> dict[str, Any]:
-        chosen = [self.traces[i] for i in self.plan.step_traces(step, self.rank, self.world_size)]
+        chosen = [self.traces[i] for i in self.schedule.step_traces(step, self.rank, self.world_size)]
         return {
             "micro_batches": micro_batches(
                 chosen,

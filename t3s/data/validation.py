@@ -1,7 +1,7 @@
 """Turning one source row into a :class:`TraceRecord`, validating every field on the way.
 
 Problems raise :class:`TraceDataError` with one line naming the row's location and the mapping key
-(``data.fields.<key>``) involved.
+(``data.layout.fields.<key>``) involved.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class _Row:
         self.row, self.mapping, self.where = row, mapping, where
 
     def error(self, message: str, key: str | None = None) -> TraceDataError:
-        suffix = f" (data.fields.{key})" if key else ""
+        suffix = f" (data.layout.fields.{key})" if key else ""
         return TraceDataError(f"{self.where}: {message}{suffix}")
 
     def has(self, key: str) -> bool:
@@ -136,7 +136,7 @@ def _kind(value: Any) -> str:
 
 
 class UnverifiedRow(Exception):
-    """A multi-generation row (``data.fields.verified``) none of whose generations is verified."""
+    """A multi-generation row (``data.layout.fields.verified``) none of whose generations is verified."""
 
 
 Turns = list[dict[str, str]]
@@ -256,7 +256,7 @@ def _check_no_reasoning_dropped(row: _Row) -> None:
         if _has_text(row.row.get(column)):
             raise row.error(
                 f"the record maps to an empty reasoning but the row has reasoning in field '{column}'; read it "
-                f"with --data.fields.reasoning={column} (or a data.preset for this layout)",
+                f"with --data.layout.fields.reasoning={column} (or a data.layout.preset for this layout)",
                 "reasoning",
             )
 

@@ -38,27 +38,27 @@ class BottleneckDetector:
     patience: int = 2
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
-    bottleneck: int | None = None
+    bottleneck_step: int | None = None
 
     def update(self, step: int, accuracy: float) -> int | None:
         """Add one evaluation; returns θ_b's step the first time recovery is confirmed, else None."""
         self.steps.append(int(step))
         self.values.append(float(accuracy))
-        if self.bottleneck is not None:
+        if self.bottleneck_step is not None:
             return None
         i_min = self._argmin()
         dipped = self.values[i_min] <= self.values[0] - self.margin
         after = self.values[i_min + 1 :]
         if dipped and len(after) >= self.patience:
             if all(v >= self.values[i_min] + self.margin for v in after[-self.patience :]):
-                self.bottleneck = self.steps[i_min]
-                return self.bottleneck
+                self.bottleneck_step = self.steps[i_min]
+                return self.bottleneck_step
         return None
 
     def final(self) -> int | None:
         """The confirmed θ_b, or else the global argmin (earliest on ties); None without evaluations."""
-        if self.bottleneck is not None:
-            return self.bottleneck
+        if self.bottleneck_step is not None:
+            return self.bottleneck_step
         return self.steps[self._argmin()] if self.values else None
 
     def _argmin(self) -> int:

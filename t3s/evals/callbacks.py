@@ -131,7 +131,7 @@ class BenchmarkCallback(L.Callback):
         """The curves so far, so a resumed run keeps its whole trajectory (and θ_b)."""
         return {
             "detector": {"steps": self.detector.steps, "values": self.detector.values,
-                         "bottleneck": self.detector.bottleneck},
+                         "bottleneck": self.detector.bottleneck_step},
             "history": self.history,
             "loss_history": self.loss_history,
             "evaluated": sorted(self._evaluated),
@@ -142,7 +142,7 @@ class BenchmarkCallback(L.Callback):
         detector = state.get("detector", {})
         self.detector.steps = list(detector.get("steps", []))
         self.detector.values = list(detector.get("values", []))
-        self.detector.bottleneck = detector.get("bottleneck")
+        self.detector.bottleneck_step = detector.get("bottleneck")  # the key checkpoints hold
         self.history = {k: [tuple(row) for row in v] for k, v in state.get("history", {}).items()}
         self.loss_history = [tuple(row) for row in state.get("loss_history", [])]
         self._evaluated = set(state.get("evaluated", []))
@@ -206,7 +206,7 @@ class BenchmarkCallback(L.Callback):
         if step % schedule.every_n_steps == 0:
             return True
         fine = schedule.fine_every_n_steps
-        return bool(fine) and step <= schedule.fine_until_step and step % fine == 0 and self.detector.bottleneck is None
+        return bool(fine) and step <= schedule.fine_until_step and step % fine == 0 and self.detector.bottleneck_step is None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)
@@ -344,7 +344,7 @@ class BenchmarkCallback(L.Callback):
         """θ_b as this run knows it: the step its score cache was computed with (a T3S phase), else the
         detector's once recovery is confirmed; None before that."""
         scored = scored_bottleneck(_score_dir(pl_module))
-        return scored if scored is not None else self.detector.bottleneck
+        return scored if scored is not None else self.detector.bottleneck_step
 
     def _log_scalars(self, trainer: L.Trainer, step: int, results: dict[str, dict[str, float]], pl_module: Any) -> None:
         if not trainer.loggers or not trainer.is_global_zero:

@@ -140,7 +140,7 @@ def training_task(problems: list[Any], grader: str, *, limit: int | None = None,
     """
     problems = [p for p in problems if p.gold is not None]
     if not problems:
-        raise ValueError("train_accuracy is on but no training problem has a gold answer (data.fields.answer)")
+        raise ValueError("train_accuracy is on but no training problem has a gold answer (data.layout.fields.answer)")
     if limit is not None and len(problems) > limit:
         problems = random.Random(seed).sample(problems, limit)
     system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)

@@ -11,7 +11,8 @@ from typing import Any
 import lightning as L
 
 from t3s.errors import T3SError
-from t3s.evals.bottleneck import BottleneckDetector, read_scalars
+from t3s.evals.bottleneck import BottleneckDetector
+from t3s.evals.scalars import read_scalars
 from t3s.recipe.phases import Phase
 from t3s.scoring.scorer import score
 from t3s.selection import TokenSelectionStrategy
@@ -41,7 +42,7 @@ def find_bottleneck(phase: Phase) -> int:
     detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
                                              patience=bench.detector.patience)
     step = detector.final()
-    if step is not None and detector.bottleneck is None:
+    if step is not None and detector.bottleneck_step is None:
         log.warning("recovery was not confirmed during the SFT phase; using the global argmin, step %d", step)
     if step is None and bench.mode == "defer":
         command = " ".join(["t3s evaluate", str(phase.run_dir), *bench.evaluate_options(phase.student)])

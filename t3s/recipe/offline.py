@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from t3s.analysis.report import recipe_story, write_report
-from t3s.evals.bottleneck import read_scalars
+from t3s.evals.scalars import read_scalars
 from t3s.recipe.detect import RecipeError, check_recipe_phase, find_bottleneck, score_bottleneck
 from t3s.recipe.phases import Phase, PhaseFactory, curves_hint
 from t3s.recipe.strategies import phase_name, strategy_config, with_scores

@@ -62,7 +62,7 @@ class OnlineT3SSwitch(L.Callback):
             pl_module.reschedule(start=self.switched_at)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        step_b = self.bench.detector.bottleneck
+        step_b = self.bench.detector.bottleneck_step
         if self.switched_at is not None or step_b is None:
             return
         step = trainer.global_step

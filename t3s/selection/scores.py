@@ -48,9 +48,10 @@ class ScoreCache:
             raise ScoreCacheError("score cache offsets do not index the scores (they must rise from 0 to their number)")
         if not isinstance(meta, dict):
             raise ScoreCacheError(f"score cache metadata must be a JSON object, got {type(meta).__name__}")
-        self.base = base.float()
-        self.bottleneck = bottleneck.float()
-        self.delta = self.bottleneck - self.base
+        # c_t(θ_0) and c_t(θ_b) per token ("base" / "bottleneck" in scores.safetensors); θ_b's step is elsewhere
+        self.base_logprob = base.float()
+        self.bottleneck_logprob = bottleneck.float()
+        self.delta = self.bottleneck_logprob - self.base_logprob
         self.offsets = offsets.long()
         self.meta = meta
 
@@ -78,7 +79,8 @@ class ScoreCache:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (SCORES_FILE + ".tmp")
-        save_file({"base": self.base, "bottleneck": self.bottleneck, "offsets": self.offsets}, str(tmp))
+        save_file({"base": self.base_logprob, "bottleneck": self.bottleneck_logprob, "offsets": self.offsets},
+                  str(tmp))
         make_shareable(tmp)
         tmp.replace(directory / SCORES_FILE)
         write_json_atomic(directory / META_FILE, self.meta)
@@ -87,7 +89,7 @@ class ScoreCache:
     def check_values(self, source: str = "score cache") -> None:
         """Refuse caches no scorer writes: infinite log-probs, or not one scored token."""
         for name in ("base", "bottleneck"):
-            values = getattr(self, name)
+            values = getattr(self, f"{name}_logprob")
             scored = values[~torch.isnan(values)]
             if not bool(torch.isfinite(scored).all()):
                 raise ScoreCacheError(f"{source}: '{name}' holds infinite log-probs; re-run `t3s score`")
@@ -112,7 +114,7 @@ class ScoreCache:
 
     # -------------------------------------------------------------- lookup
     def lookup(self, name: str, trace_index: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Gather signal ``name`` ('base', 'bottleneck' or 'delta') at [R, L] token coordinates.
+        """Gather signal ``name`` ('base_logprob', 'bottleneck_logprob' or 'delta') at [R, L] token coordinates.
 
         Padding (trace_index < 0) and positions outside a trace give NaN.
         """

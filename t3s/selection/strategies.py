@@ -155,14 +155,14 @@ class ConfidenceMask(ScoredStrategy):
 
     def _threshold(self) -> float:
         if self._cutoff is None:
-            base = self.cache.base[~torch.isnan(self.cache.base)]
+            base = self.cache.base_logprob[~torch.isnan(self.cache.base_logprob)]
             q = 1.0 - self.fraction if self.side == "high" else self.fraction
             # numpy: torch.quantile refuses inputs above 2^24 elements (a full s1K cache has more)
             self._cutoff = float(np.quantile(base.double().numpy(), q)) if base.numel() else 0.0
         return self._cutoff
 
     def loss_mask(self, ctx: SelectionContext) -> torch.Tensor:
-        c0 = self.signal("base", ctx)
+        c0 = self.signal("base_logprob", ctx)
         excluded = c0 > self._threshold() if self.side == "high" else c0 < self._threshold()
         return ctx.response_mask & ~excluded
 

@@ -169,7 +169,7 @@ class AdapterMixin:
         if hp.attn_implementation:
             kwargs["attn_implementation"] = hp.attn_implementation
         model = AutoModelForCausalLM.from_pretrained(self.model_source, dtype=torch.bfloat16, **kwargs)
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.memory_args.gradient_checkpointing)
 
     # ------------------------------------------------------------- restarts
     def load_restart_weights(self, folder: str | Path) -> None:
@@ -228,7 +228,7 @@ class AdapterMixin:
         if not self.sharded:  # FSDP2's distributed checkpoint keeps every tensor (its loader is strict)
             trained = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
-        if self.hparams.hf_folders != "evaluated" and self._last_hf_step != self.global_step:
+        if self.export_args.folders != "evaluated" and self._last_hf_step != self.global_step:
             self.save_hf(self.global_step, merged=self.adapter.exports == "both")
 
     def _save_base(self, directory: Path, state: dict[str, torch.Tensor]) -> None:

@@ -21,7 +21,7 @@ from t3s.ops.packed_attention import resolve_attn_implementation
 from t3s.ops.speed import compile_decoder_layers
 from t3s.selection import SelectionContext
 from t3s.students.adapters import AdapterMixin, AdapterSpec
-from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.base import PassPlan, StepStats, StudentModule
 
 
 @dataclass
@@ -131,7 +131,7 @@ class ARStudent(AdapterMixin, StudentModule):
         """c_t for the tokens where ``token_mask`` is True, through the chunked kernel."""
         return logprobs_at(
             model or self.model, hidden, input_ids, token_mask,
-            chunk_size=self.hparams.logprob_chunk_size, with_entropy=with_entropy,
+            chunk_size=self.memory_args.logprob_chunk_size, with_entropy=with_entropy,
         )
 
     @staticmethod
@@ -141,14 +141,14 @@ class ARStudent(AdapterMixin, StudentModule):
         return SelectionContext(response, micro_batch["trace_index"], micro_batch["position_ids"])
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """One pass per micro-batch; the normaliser counts the selected tokens (an online strategy's budget)."""
         passes = []
         for mb in batch["micro_batches"]:
             ctx = self.selection_context(mb)
             passes.append(_Pass(mb, ctx, None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx)))
         local = sum(self.selection.budget(p.context) if p.mask is None else int(p.mask.sum()) for p in passes)
-        return StepPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
+        return PassPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
 
     def pass_loss(self, item: _Pass) -> tuple[torch.Tensor, ARStepStats]:
         """Summed NLL of the selected tokens (with grad) and detached statistics for logging.
@@ -171,12 +171,12 @@ class ARStudent(AdapterMixin, StudentModule):
             mask = mask & response
             hp = self.hparams
             nll = nll_sum_at(
-                self.model, hidden, mb["input_ids"], mask, chunk_size=hp.logprob_chunk_size, kernel=hp.loss_kernel
+                self.model, hidden, mb["input_ids"], mask, chunk_size=self.memory_args.logprob_chunk_size, kernel=hp.loss_kernel
             )
             n_sel = int(mask.sum())
             lp_unsel, n_unsel = sampled_logprob_sum(
                 self.model, hidden, mb["input_ids"], response & ~mask, hp.unselected_logprob_sample,
-                chunk_size=hp.logprob_chunk_size,
+                chunk_size=self.memory_args.logprob_chunk_size,
             )
         if n_sel == 0:  # keep every parameter in the graph so DDP's reducer stays in step
             nll = nll + 0.0 * hidden.sum()

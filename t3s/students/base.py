@@ -4,6 +4,7 @@ Hugging Face folder written next to every Lightning checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -17,11 +18,20 @@ import lightning as L
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from t3s.arg_groups import as_group, group_dict, nest_flat_keys, note_flat_keys
 from t3s.ops.causal_lm import DTYPES
 from t3s.ops.hf_folders import check_finite, check_hf_folder, looks_local
 from t3s.ops.speed import adamw_speed_kwargs
 from t3s.ops.threads import right_size_threads
 from t3s.selection import FullSFT, TokenSelectionStrategy
+from t3s.students.args import (
+    STUDENT_FLAT_KEYS,
+    WHERE,
+    ExportArgs,
+    MemoryArgs,
+    OptimizerArgs,
+    ShardingArgs,
+)
 from t3s.students.checkpoints import (
     hf_step_dir,
     link_final,
@@ -41,6 +51,9 @@ from t3s.students.sharding import (
 
 log = logging.getLogger(__name__)
 
+#: The argument groups of every student: ``model.init_args.<key>`` → its dataclass.
+GROUPS = {"optimizer": OptimizerArgs, "memory": MemoryArgs, "sharding": ShardingArgs, "export": ExportArgs}
+
 
 @dataclass
 class StepStats:
@@ -59,8 +72,10 @@ class StepStats:
 
 
 @dataclass
-class StepPlan:
-    """What a family prepares for one optimizer step before any forward pass.
+class PassPlan:
+    """What a family prepares for one optimizer step before any forward pass: its plan of passes.
+
+    (Not the data module's :class:`~t3s.data.steps.TraceSchedule`, which traces each step takes.)
 
     Attributes:
         passes: one item per forward/backward pass of this rank (given back to ``pass_loss``).
@@ -92,37 +107,21 @@ class StudentModule(L.LightningModule):
         tokenizer: tokenizer saved with every HF checkpoint (linked from ``data.tokenizer`` by the CLI;
             defaults to ``model``).
         selection: the token-selection strategy (default: ``FullSFT``).
-        lr: peak learning rate of AdamW (paper: 1e-5).
-        weight_decay: AdamW weight decay (matrices only; biases and norms get none).
-        betas: AdamW betas.
-        adam_eps: AdamW epsilon. Larger values (e.g. 1e-4) make updates shrink with the gradient instead of
-            keeping a fixed size once the remaining loss is small.
-        warmup_steps: linear warm-up steps from 0 to ``lr``.
-        schedule: after warm-up, ``constant``, ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr`` at
-            ``trainer.max_steps``.
-        min_lr_ratio: floor of the decaying schedules, as a fraction of ``lr``.
-        max_grad_norm: clip the global gradient norm to this (``None``: no clipping, norm still logged).
+        optimizer: AdamW and the learning-rate schedule (:class:`~t3s.students.args.OptimizerArgs`).
+        memory: activation checkpointing and the log-prob kernels' chunks (:class:`~t3s.students.args.MemoryArgs`).
+        sharding: FSDP2 under ``ModelParallelStrategy`` (:class:`~t3s.students.args.ShardingArgs`).
+        export: the ``hf/step_<N>`` folders (:class:`~t3s.students.args.ExportArgs`).
         dtype: dtype the weights are loaded in. With ``trainer.precision=bf16-true`` Lightning casts anyway.
-        gradient_checkpointing: recompute decoder activations in backward to save memory.
-        checkpoint_every_n_layers: with ``gradient_checkpointing``, recompute only every N-th decoder layer
-            (selective activation checkpointing: ``2`` keeps the activations of half the layers, a middle
-            ground between speed and memory; ``1``: every layer).
         attn_implementation: transformers attention kernel (``sdpa``, ``eager``, ``flash_attention_2``;
             ``None``: the model's default). Packed rows need one that honours restarting ``position_ids``
             (all three do in transformers>=5).
-        logprob_chunk_size: rows per chunk of the log-prob kernel (memory/speed trade-off).
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
-        fsdp_param_dtype: under ``ModelParallelStrategy`` (FSDP2), the dtype of the gathered weights in
-            forward and backward (``bfloat16`` with float32 stored weights: mixed precision; ``None``: the
-            stored dtype).
-        fsdp_reduce_dtype: FSDP2 dtype of the gradient reduce-scatter (``None``: the gradients' dtype).
-        fsdp_reshard_after_forward: FSDP2 frees the gathered weights of a layer after its forward (less
-            memory, one more all-gather in backward).
-        hf_dtype: dtype of the weights in ``hf/step_<N>`` folders. ``auto``: bfloat16 when the run computes
-            in bfloat16 (weights, ``fsdp_param_dtype`` or a ``bf16`` trainer precision), else the weights' dtype.
-        hf_folders: ``every_checkpoint`` writes an HF folder at every Lightning checkpoint; ``evaluated``
-            only where a callback evaluates (``ensure_hf_checkpoint``), plus ``step_0`` and the final step.
+        **flat: the flat keys of one release ago (``lr``, ``hf_dtype``, …: :data:`~t3s.students.args.STUDENT_FLAT_KEYS`),
+            moved into their group with a one-line note.
+
+    The groups are read as ``self.optimizer_args``, ``self.memory_args``, ``self.sharding_args`` and
+    ``self.export_args``; the hyper-parameters (``hparams.yaml``, checkpoints) hold them as mappings.
     """
 
     #: The offline recipe (probe → θ_b → ``t3s score`` → restart) scores Δc with this family's own teacher-forced
@@ -151,26 +150,15 @@ class StudentModule(L.LightningModule):
         model_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
         selection: TokenSelectionStrategy | None = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        adam_eps: float = 1e-8,
-        warmup_steps: int = 0,
-        schedule: Literal["constant", "cosine", "linear"] = "cosine",
-        min_lr_ratio: float = 0.0,
-        max_grad_norm: float | None = 1.0,
+        optimizer: OptimizerArgs = OptimizerArgs(),  # noqa: B008 (copied, never shared: as_group)
+        memory: MemoryArgs = MemoryArgs(),  # noqa: B008 (copied, never shared: as_group)
+        sharding: ShardingArgs = ShardingArgs(),  # noqa: B008 (copied, never shared: as_group)
+        export: ExportArgs = ExportArgs(),  # noqa: B008 (copied, never shared: as_group)
         dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32",
-        gradient_checkpointing: bool = False,
-        checkpoint_every_n_layers: int = 1,
         attn_implementation: str | None = "sdpa",
-        logprob_chunk_size: int = 2048,
         trust_remote_code: bool = False,
         init_seed: int = 0,
-        fsdp_param_dtype: Literal["bfloat16", "float16", "float32"] | None = None,
-        fsdp_reduce_dtype: Literal["bfloat16", "float16", "float32"] | None = "float32",
-        fsdp_reshard_after_forward: bool = True,
-        hf_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
-        hf_folders: Literal["every_checkpoint", "evaluated"] = "every_checkpoint",
+        **flat: Any,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -183,22 +171,15 @@ class StudentModule(L.LightningModule):
             if odd is not None:
                 raise self.config_error(f"{odd[0]}: a model config holds numbers, text, lists and mappings, not "
                                         f"{odd[1]} (a class_path mapping there is built as an object)")
-        for key, value, valid, what in (
-            ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
-            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
-            ("adam_eps", adam_eps, adam_eps > 0, "a positive number"),
-            ("betas", betas, all(0 <= b < 1 for b in betas), "two numbers in [0, 1)"),
-            ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
-            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
-            ("max_grad_norm", max_grad_norm, max_grad_norm is None or max_grad_norm > 0, "positive or null"),
-            ("logprob_chunk_size", logprob_chunk_size, logprob_chunk_size >= 1, ">= 1"),
-            ("checkpoint_every_n_layers", checkpoint_every_n_layers, checkpoint_every_n_layers >= 1, ">= 1"),
-        ):
-            if not valid:
-                raise self.config_error(f"model.init_args.{key} must be {what}, got {value!r}")
+        groups = self._groups(name, optimizer=optimizer, memory=memory, sharding=sharding, export=export, **flat)
+        self.optimizer_args: OptimizerArgs = groups["optimizer"]
+        self.memory_args: MemoryArgs = groups["memory"]
+        self.sharding_args: ShardingArgs = groups["sharding"]
+        self.export_args: ExportArgs = groups["export"]
         self.automatic_optimization = False
         # collects the arguments of the whole constructor chain (a family's own ones included)
         self.save_hyperparameters(ignore=["selection"])
+        self._store_groups(groups)
         self.model_source = model
         self.model_config = model_config
         self.tokenizer_source = tokenizer or model
@@ -209,6 +190,26 @@ class StudentModule(L.LightningModule):
         self._last_hf_step: int | None = None
         self._warned_empty = False
         self._sharded: list[ShardedRoot] = []  # the FSDP2 root, kept out of the module tree on purpose
+
+    def _groups(self, name: str, **given: Any) -> dict[str, Any]:
+        """The four argument groups from what the constructor got, flat keys of one release ago included."""
+        nested, moved = nest_flat_keys(given, STUDENT_FLAT_KEYS, WHERE)
+        unknown = sorted(set(nested) - set(GROUPS))
+        if unknown:
+            raise TypeError(f"{name}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        note_flat_keys(moved, STUDENT_FLAT_KEYS, WHERE)
+        try:
+            return {key: as_group(nested[key], cls, f"{WHERE}.{key}") for key, cls in GROUPS.items()}
+        except (ValueError, TypeError) as err:
+            raise self.config_error(str(err)) from None
+
+    def _store_groups(self, groups: dict[str, Any]) -> None:
+        """The hyper-parameters with each group as a mapping and no flat key (what loggers and checkpoints get)."""
+        for key in STUDENT_FLAT_KEYS:
+            self._hparams.pop(key, None)
+        for key, value in groups.items():
+            self._hparams[key] = group_dict(value)
+        self._hparams_initial = copy.deepcopy(self._hparams)
 
     # ----------------------------------------------------------------- model
     def load_model(self) -> None:
@@ -223,18 +224,18 @@ class StudentModule(L.LightningModule):
         self.load_model()
         if self._trainer is not None:  # one CPU thread for a small model (t3s.ops.threads)
             right_size_threads(self.model, self.trainer.strategy.root_device)
-        hp = self.hparams
-        if hp.gradient_checkpointing:  # per decoder layer
+        memory, sharding = self.memory_args, self.sharding_args
+        if memory.gradient_checkpointing:  # per decoder layer
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            select_checkpointed_layers(self.model, hp.get("checkpoint_every_n_layers", 1))
+            select_checkpointed_layers(self.model, memory.checkpoint_every_n_layers)
         if self.device_mesh is not None:
             self._sharded = [
                 shard_model(
                     self.model,
                     data_parallel_mesh(self.device_mesh),
-                    param_dtype=hp.fsdp_param_dtype,
-                    reduce_dtype=hp.fsdp_reduce_dtype,
-                    reshard_after_forward=hp.fsdp_reshard_after_forward,
+                    param_dtype=sharding.param_dtype,
+                    reduce_dtype=sharding.reduce_dtype,
+                    reshard_after_forward=sharding.reshard_after_forward,
                 )
             ]
 
@@ -247,7 +248,7 @@ class StudentModule(L.LightningModule):
         """Full weights on every rank inside the block, no collective per forward pass (generation under
         FSDP2, where ranks run different numbers of passes). Every rank must enter it together."""
         if self._sharded:
-            return gathered(self._sharded[0], self.hparams.fsdp_reshard_after_forward)
+            return gathered(self._sharded[0], self.sharding_args.reshard_after_forward)
         return nullcontext()
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -292,7 +293,7 @@ class StudentModule(L.LightningModule):
         return model.train()
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """The passes of this rank for one step batch, its share of the normaliser, pre-forward stats."""
         raise NotImplementedError
 
@@ -347,7 +348,7 @@ class StudentModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+        hp = self.optimizer_args
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -355,7 +356,7 @@ class StudentModule(L.LightningModule):
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,
             betas=tuple(hp.betas),
-            eps=hp.get("adam_eps", 1e-8),
+            eps=hp.adam_eps,
             **adamw_speed_kwargs(params),  # fused AdamW on CUDA
         )
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
@@ -388,7 +389,7 @@ class StudentModule(L.LightningModule):
     def reschedule(self, start: int) -> None:
         """Replace the LR schedule by one that begins (warm-up included) at optimizer step ``start``."""
         config = self.trainer.lr_scheduler_configs[0]
-        hp = self.hparams
+        hp = self.optimizer_args
         remaining = max(1, self.trainer.max_steps - start) if self.trainer.max_steps > 0 else 1
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             config.scheduler.optimizer, make_schedule(hp.schedule, hp.warmup_steps, remaining, hp.min_lr_ratio)
@@ -409,7 +410,7 @@ class StudentModule(L.LightningModule):
 
     def clip_gradient_norm(self) -> float:
         """Clip to ``max_grad_norm`` (if set) and return the global gradient norm before clipping."""
-        max_norm = self.hparams.max_grad_norm or float("inf")
+        max_norm = self.optimizer_args.max_grad_norm or float("inf")
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:  # fp16: clip the true gradients, not the loss-scaled ones
             for optimizer in self.trainer.optimizers:
@@ -461,13 +462,13 @@ class StudentModule(L.LightningModule):
         )
 
     def export_dtype(self) -> torch.dtype:
-        """The dtype of the weights in HF folders (``hf_dtype``; ``auto``: see the class docstring)."""
-        hp = self.hparams
-        if hp.hf_dtype != "auto":
-            return DTYPES[hp.hf_dtype]
+        """The dtype of the weights in HF folders (``export.dtype``; ``auto``: see :class:`ExportArgs`)."""
+        wanted = self.export_args.dtype
+        if wanted != "auto":
+            return DTYPES[wanted]
         stored = next(self.model.parameters()).dtype
         precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
-        if stored == torch.bfloat16 or (self.sharded and hp.fsdp_param_dtype == "bfloat16") or precision.startswith("bf16"):
+        if stored == torch.bfloat16 or (self.sharded and self.sharding_args.param_dtype == "bfloat16") or precision.startswith("bf16"):
             return torch.bfloat16
         return stored
 
@@ -492,7 +493,7 @@ class StudentModule(L.LightningModule):
             self.ensure_hf_checkpoint(0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.hparams.hf_folders == "evaluated":
+        if self.export_args.folders == "evaluated":
             return
         if self._last_hf_step != self.global_step:  # a callback may have written this step already
             self.save_hf(self.global_step, strip_prefix(checkpoint["state_dict"], "model."))

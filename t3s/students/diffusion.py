@@ -3,10 +3,10 @@
 Masked-diffusion SFT (LLaDA-style) on the same step batches as :class:`~t3s.students.ARStudent`, in either
 row layout of the data module:
 
-* ``data.packing: false``: one trace per row, right padded; the answer region is the trace's labelled reply
+* ``data.batching.packing: false``: one trace per row, right padded; the answer region is the trace's labelled reply
   followed by EOS padding up to the row length (everything after the reply's last labelled token becomes EOS
   and is trained: that is how these models learn to stop);
-* ``data.packing: true``: several traces per row; each is a document of its own, attended only by itself
+* ``data.batching.packing: true``: several traces per row; each is a document of its own, attended only by itself
   (document mask, intersected with the block-diffusion mask when ``block_size`` is set; positions restart
   per document), its answer region ends with the document (its own template tail as EOS, no EOS padding),
   and its masking ratio, draws and per-sequence normalisers are its own: a packed step has the loss and
@@ -56,7 +56,7 @@ from t3s.ops.causal_lm import DTYPES
 from t3s.ops.logprob import token_logprobs
 from t3s.ops.packed_attention import dense_document_mask, document_ids, flex_block_mask
 from t3s.selection import FullSFT, SelectionContext, TokenSelectionStrategy
-from t3s.students.base import StepPlan, StepStats, StudentModule
+from t3s.students.base import PassPlan, StepStats, StudentModule
 from t3s.students.diffusion_blocks import additive, block_diffusion_mask, flex_block_diffusion_mask
 from t3s.students.diffusion_hf import (
     MASK_TOKEN_TEXT,
@@ -154,7 +154,7 @@ class DiffusionStudent(StudentModule):
         complementary_masking: also train every sample with the complement of its mask.
         pad_to: pad every answer with EOS to this row length (default: the longest row of the micro-batch);
             set it to ``data.max_length`` to make the objective independent of the micro-batching. One trace
-            per row only (``data.packing: false``): a packed document has no EOS padding.
+            per row only (``data.batching.packing: false``): a packed document has no EOS padding.
         mask_token_id / eos_token_id / pad_token_id: special ids (default: the tokenizer's; the mask token is
             its ``mask_token`` or ``<|mask|>``; pad only pads prompts at generation time).
         seed: seed of the masking draws.
@@ -321,13 +321,13 @@ class DiffusionStudent(StudentModule):
         if self.hparams.pad_to is not None:
             raise DiffusionStudentError(
                 "pad_to EOS-pads one trace per row; packed documents end where their trace ends: unset "
-                "model.init_args.pad_to or set data.packing: false"
+                "model.init_args.pad_to or set data.batching.packing: false"
             )
         if self.logits_only:
             raise DiffusionStudentError(
-                f"data.packing: true needs a forward that takes position_ids and a 4-D attention mask (each "
+                f"data.batching.packing: true needs a forward that takes position_ids and a 4-D attention mask (each "
                 f"packed trace restarts its positions and sees only itself); {type(self.model).__name__}.forward "
-                "(LLaDA 1.0) takes neither: set data.packing: false"
+                "(LLaDA 1.0) takes neither: set data.batching.packing: false"
             )
         kernel = str(getattr(self.model.config, "_attn_implementation", None) or "")
         if kernel.startswith("flash"):
@@ -379,7 +379,7 @@ class DiffusionStudent(StudentModule):
             if not self.run(isolates_documents, self.model, self.hidden_states):
                 raise DiffusionStudentError(
                     f"{type(self.model).__name__} ignores the 4-D document mask of packed rows (one packed trace "
-                    "sees the next): set data.packing: false"
+                    "sees the next): set data.batching.packing: false"
                 )
             self.documents_checked = True
 
@@ -429,8 +429,8 @@ class DiffusionStudent(StudentModule):
 
     def compute_dtype(self) -> torch.dtype:
         """The dtype attention runs in (explicit masks must match it): FSDP2's gathered dtype, else the weights'."""
-        if self.sharded and self.hparams.fsdp_param_dtype:
-            return DTYPES[self.hparams.fsdp_param_dtype]
+        if self.sharded and self.sharding_args.param_dtype:
+            return DTYPES[self.sharding_args.param_dtype]
         return next(self.model.parameters()).dtype
 
     def corrupted_logprobs(self, view: CorruptedView) -> tuple[torch.Tensor, torch.Tensor]:
@@ -446,7 +446,7 @@ class DiffusionStudent(StudentModule):
             head.weight,
             view.targets[view.corrupted],
             bias=getattr(head, "bias", None),
-            chunk_size=self.hparams.logprob_chunk_size,
+            chunk_size=self.memory_args.logprob_chunk_size,
         )
         return lp, hidden
 
@@ -523,7 +523,7 @@ class DiffusionStudent(StudentModule):
         return _Prepared(views, stats)
 
     # -------------------------------------------------------------- training
-    def plan_step(self, batch: dict[str, Any]) -> StepPlan:
+    def plan_step(self, batch: dict[str, Any]) -> PassPlan:
         """One pass per corrupted view; the normaliser is the objective's (sequences or corrupted tokens)."""
         self.check_bidirectional()
         prepared = [self.prepare(mb, self.global_step) for mb in batch["micro_batches"]]
@@ -531,7 +531,7 @@ class DiffusionStudent(StudentModule):
         for item in prepared:
             stats = stats + item.stats
         views = [view for item in prepared for view in item.views]
-        return StepPlan(views, sum(v.normaliser for v in views), stats)
+        return PassPlan(views, sum(v.normaliser for v in views), stats)
 
     def pass_loss(self, view: CorruptedView) -> tuple[torch.Tensor, DiffusionStepStats]:
         """Σ weight · (−log p) over the corrupted positions of one view, and its statistics."""

@@ -155,7 +155,7 @@ def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
     if bool(packed.any()):
         raise DiffusionStudentError(
             f"{int(packed.sum())} row(s) of a micro-batch hold more than one trace, but the student was set up "
-            "for one trace per row (data.packing: false); packed rows need data.packing: true"
+            "for one trace per row (data.batching.packing: false); packed rows need data.batching.packing: true"
         )
 
 

@@ -198,15 +198,15 @@ def pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
         path=str(world_dir / "student_traces.jsonl"),
         tokenizer=tokenizer_dir,
         global_batch_size=recipe.global_batch_size,
-        micro_batch_size=recipe.global_batch_size,
+        batching={"micro_batch_size": recipe.global_batch_size},
         max_length=recipe.max_length,
         seed=recipe.seed,
     )
     data.setup("fit")
     config = {**tiny_qwen3(len(data.tokenizer)), **recipe.model}
     student = ARStudent(
-        model_config=config, tokenizer=tokenizer_dir, lr=recipe.lr, warmup_steps=recipe.steps // 10,
-        schedule="cosine", min_lr_ratio=0.05, init_seed=recipe.seed,
+        model_config=config, tokenizer=tokenizer_dir, init_seed=recipe.seed,
+        optimizer={"lr": recipe.lr, "warmup_steps": recipe.steps // 10, "schedule": "cosine", "min_lr_ratio": 0.05},
     )
     with tempfile.TemporaryDirectory(prefix="t3s-toy-base-") as tmp:
         L.seed_everything(recipe.seed, workers=True, verbose=False)
