@@ -102,7 +102,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
                               "give --tasks to evaluate a plain HF folder")
-    from t3s.ops.env_refs import resolve_env_references
+    from t3s.runtime.env_refs import resolve_env_references
 
     return resolve_env_references(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 

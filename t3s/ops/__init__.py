@@ -1,6 +1,6 @@
 """Low-level tensor ops (torch only): memory-lean per-token log-probabilities through an LM head.
 
-``token_logprobs`` is imported on first use, so the torch-free helpers (:mod:`t3s.ops.seeds`) load no torch.
+``token_logprobs`` is imported on first use, so the torch-free helpers (:mod:`t3s.runtime.seeds`) load no torch.
 """
 
 from __future__ import annotations

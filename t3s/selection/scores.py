@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from t3s.errors import T3SError
-from t3s.ops.files import make_shareable
+from t3s.runtime.files import make_shareable
 
 SCORES_FILE = "scores.safetensors"
 META_FILE = "meta.json"

@@ -134,7 +134,7 @@ class TorchBackend:
         raise NotImplementedError
 
     def run(self, job: Job, plan: Any, devices: int, options: ServeOptions) -> None:
-        from t3s.ops.workers import run_on_workers
+        from t3s.runtime.workers import run_on_workers
 
         run_on_workers(_torch_worker, (self.name, job, plan, options), devices, backend="gloo")
 
@@ -142,7 +142,7 @@ class TorchBackend:
 def _torch_worker(rank: int, world: int, name: str, job: Job, plan: Any, options: ServeOptions) -> None:
     """One worker of a :class:`TorchBackend` (module level: spawned workers unpickle it)."""
     from t3s.evals.backends import get_backend
-    from t3s.ops.workers import worker_device
+    from t3s.runtime.workers import worker_device
 
     backend, device = get_backend(name), worker_device(rank)
     job(rank, world, plan, lambda folder, tokenizer: backend.from_folder(folder, tokenizer, device, options))

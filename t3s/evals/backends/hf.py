@@ -215,7 +215,7 @@ class HFBackend(TorchBackend):
     def from_folder(self, folder: Path, tokenizer: Any, device: Any, options: ServeOptions) -> Generator:
         from transformers import AutoModelForCausalLM
 
-        from t3s.ops.threads import right_size_threads
+        from t3s.runtime.threads import right_size_threads
 
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=options.trust_remote_code)

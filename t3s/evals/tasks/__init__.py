@@ -15,7 +15,7 @@ from __future__ import annotations
 from t3s.evals.tasks.eval_task import EvalTask, prompt_opens_think
 from t3s.evals.tasks.loading import TASKS_DIR_ENV, find_task_file, load_task, load_task_spec, task_search_dirs
 from t3s.evals.tasks.spec import DEFAULT_INSTRUCTION, ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.ops.seeds import stable_seed
+from t3s.runtime.seeds import stable_seed
 
 __all__ = [
     "DEFAULT_INSTRUCTION",

@@ -11,7 +11,7 @@ from t3s.evals.grading.graders import MC_LETTERS, grade
 from t3s.evals.grading.verdict import Verdict
 from t3s.evals.tasks.rows import iter_task_rows, make_item
 from t3s.evals.tasks.spec import ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.ops.seeds import stable_seed
+from t3s.runtime.seeds import stable_seed
 
 __all__ = ["EvalTask", "prompt_opens_think"]
 
