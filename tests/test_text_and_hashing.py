@@ -17,7 +17,7 @@ from t3s.data.text import (
     split_response,
     unwrap_text_commands,
 )
-from t3s.evals import generation
+from t3s.evals.backends import base as generation
 from t3s.evals.grading.graders import grade_aime
 from t3s.ops.hashing import counter_uniform, hash_uniform, stable_seed
 
