@@ -1,6 +1,6 @@
 """Which of the paper's mechanism signs hold in finished `t3s diagnose` runs: one Markdown row per run.
 
-    python benchmarks/diagnostic_signs.py RUN/probe/diagnostics/diagnostics.json ... [--json OUT]
+    python benchmarks/diagnostic_signs.py RUN/sft/diagnostics/diagnostics.json ... [--json OUT]
 
 The five signs (Shen et al., 2026), read from each run's ``diagnostics.json``:
 

@@ -115,7 +115,7 @@ def test_t3s_without_scores_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error: no score cache at") and "t3s score" in err
 
 
-def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
+def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path, capsys):
     cfg = yaml.safe_load((REPO / "configs" / "qwen3.yaml").read_text())
     assert cfg["model"]["init_args"]["model"] == "Qwen/Qwen3-8B" and cfg["data"]["global_batch_size"] == 64
     assert cfg["model"]["init_args"]["optimizer"]["lr"] == 1e-5 and cfg["trainer"]["max_steps"] == 50
@@ -135,11 +135,15 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     # the recipe's SFT phase, whose evaluations are deferred to `t3s evaluate`: it pauses after it
     main(["fit", "--config", str(path)])
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("t3s fit:")]
+    assert said == ["t3s fit: recipe — T3S has no score cache: SFT → θ_b → score → T3S → report"]  # one line
     sft = run_dir(tmp_path, "recipe") / "sft"
     assert (sft / "hf" / "step_2").is_dir() and not (sft / "generations").exists()
     assert (run_dir(tmp_path, "recipe") / "recipe.json").is_file()
     # plain SFT is one flag away
     main(["fit", "--config", str(path), "--model.init_args.selection.class_path=t3s.selection.FullSFT"])
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("t3s fit:")]
+    assert said == ["t3s fit: plain fit — FullSFT needs no Δc"]
     hf = tmp_path / "recipe" / "version_1" / "hf"
     assert (hf / "step_2").is_dir() and (hf / "final").exists()
 

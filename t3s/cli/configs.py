@@ -43,7 +43,7 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
 #: The top-level keys of a ``fit`` config (LightningCLI's, plus t3s's ``--ckpt_path`` and ``--eval_mode``).
 FIT_KEYS = ("seed_everything", "trainer", "model", "data", "ckpt_path", "eval_mode", "config", "print_config", "help")
 #: What a ``fit`` command line may start an option with: the config keys and ``--eval.<argument>``
-#: (the BenchmarkCallback's settings, :mod:`t3s.eval_options`).
+#: (the BenchmarkCallback's settings, :mod:`t3s.cli.eval_options`).
 FIT_OPTIONS = (*FIT_KEYS, "eval")
 
 
