@@ -18,8 +18,14 @@ def tests(session: nox.Session) -> None:
     if torch_spec:
         session.install(torch_spec)
     session.install("-e", ".[dev]")
-    # no -x: one failing (or load-sensitive) test must not hide the rest of the suite
-    session.run("pytest", "-q", "--durations=15", *session.posargs, env={"TOKENIZERS_PARALLELISM": "false"})
+    # no -x: one failing (or load-sensitive) test must not hide the rest of the suite.
+    # -n auto: one pytest worker per core (the tests run one intra-op thread each; tests/conftest.py), a test
+    # file's tests on one worker (--dist loadfile) so module fixtures are built once. T3S_TEST_WORKERS=0
+    # runs everything in this process (e.g. under a debugger).
+    workers = os.environ.get("T3S_TEST_WORKERS", "auto")
+    parallel = ["-n", workers, "--dist", "loadfile"] if workers != "0" else []
+    session.run("pytest", "-q", "--durations=15", *parallel, *session.posargs,
+                env={"TOKENIZERS_PARALLELISM": "false"})
 
 
 @nox.session
