@@ -209,7 +209,7 @@ def test_what_cannot_train_on_packed_rows_is_refused_in_one_line(tiny_world, tmp
         make_trainer(tmp_path / "pad", 1).fit(student, datamodule=data)
 
     llada1 = build("llada1", tmp_path / "llada1", data.tokenizer, len(data.tokenizer))
-    with pytest.raises(DiffusionStudentError, match="LLaDA 1.0.*set data.packing: false"):
+    with pytest.raises(DiffusionStudentError, match="LLaDA 1.0.*set data.batching.packing: false"):
         make_trainer(tmp_path / "l1", 1).fit(DiffusionStudent(model=llada1, trust_remote_code=True),
                                              datamodule=data)
 
