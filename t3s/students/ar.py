@@ -63,7 +63,7 @@ class ARStudent(AdapterMixin, StudentModule):
             scaled to all masked tokens). ``None`` scores all of them (exact, one LM-head matmul per masked
             token); ``0`` none (those two metrics are logged as NaN), so masked tokens cost nothing.
         compile_layers: ``torch.compile`` each decoder layer before the first training step (GPU; the first
-            step pays the compilation). Other speed knobs: ``gradient_checkpointing``; fused AdamW is used
+            step pays the compilation). Other speed knobs: ``memory.gradient_checkpointing``; fused AdamW is used
             automatically on CUDA; bf16 master weights are ``dtype: bfloat16`` with ``trainer.precision:
             bf16-true`` (halves weight and Adam memory, e.g. an 8B model on one GPU).
         adapter: train LoRA / DoRA adapters on a frozen base instead of every weight (``{kind: lora, r: 16}``;

@@ -435,7 +435,7 @@ class StudentModule(L.LightningModule):
         return self._run_dir
 
     def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None) -> Path | None:
-        """Write ``<run_dir>/hf/step_<step>`` in ``hf_dtype``. Every rank must call it (sharded weights are
+        """Write ``<run_dir>/hf/step_<step>`` in ``export.dtype``. Every rank must call it (sharded weights are
         gathered to rank 0, on the CPU)."""
         if self._sharded:
             state_dict = full_state_dict(self.model)
