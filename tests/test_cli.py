@@ -118,7 +118,7 @@ def test_t3s_without_scores_is_a_one_line_error(tmp_path, capsys):
 def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "qwen3.yaml").read_text())
     assert cfg["model"]["init_args"]["model"] == "Qwen/Qwen3-8B" and cfg["data"]["global_batch_size"] == 64
-    assert cfg["model"]["init_args"]["lr"] == 1e-5 and cfg["trainer"]["max_steps"] == 50
+    assert cfg["model"]["init_args"]["optimizer"]["lr"] == 1e-5 and cfg["trainer"]["max_steps"] == 50
     # the same file, with model, data, strategy and precision made tiny for a CPU
     cfg["model"]["init_args"]["model"] = BASE
     cfg["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true", max_steps=2,
@@ -128,9 +128,9 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path):
     assert bench["init_args"]["tasks"] == ["aime24", "aime25"]
     bench["init_args"].update(tasks=[], train_grader="exact", train_limit=2,
                               sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8})
-    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), preset="default", limit=16,
-                       tokenizer=str(TINY_WORLD / "tokenizer"), max_length=512, global_batch_size=4,
-                       micro_batch_size=2)
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), limit=16,
+                       tokenizer=str(TINY_WORLD / "tokenizer"), max_length=512, global_batch_size=4)
+    cfg["data"]["layout"]["preset"], cfg["data"]["batching"]["micro_batch_size"] = "default", 2
     path = tmp_path / "qwen3-tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     # the recipe's probe, whose evaluations are deferred to `t3s evaluate`: it pauses after the probe

@@ -48,13 +48,14 @@ def test_qwen3_and_its_32b_overlay_parse(capsys):
 def test_boba200_overlay_is_qwen3_with_the_traces_left_to_the_command_line(capsys):
     base = printed_config(capsys, "qwen3")
     boba = printed_config(capsys, "qwen3", "qwen3-boba200")
-    assert boba["data"]["path"] is None and boba["data"]["preset"] == "default"
+    assert boba["data"]["path"] is None and boba["data"]["layout"]["preset"] == "default"
     assert boba["trainer"]["default_root_dir"] == "runs/qwen3-boba200"
     assert boba["trainer"]["logger"]["init_args"]["save_dir"] == "runs/qwen3-boba200"
     same = ("model", "seed_everything")
     assert all(boba[key] == base[key] for key in same) and bench_args(boba) == bench_args(base)
-    assert {k: v for k, v in boba["data"].items() if k not in ("path", "preset")} == \
-        {k: v for k, v in base["data"].items() if k not in ("path", "preset")}
+    assert {k: v for k, v in boba["data"].items() if k not in ("path", "layout")} == \
+        {k: v for k, v in base["data"].items() if k not in ("path", "layout")}
+    assert {**boba["data"]["layout"], "preset": None} == {**base["data"]["layout"], "preset": None}
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", "qwen3", "--config", "qwen3-boba200", "--data.path", "org/boba-200",
               "--print_config"])
@@ -94,7 +95,7 @@ def test_llada2_mini_evaluates_through_the_evaluator(capsys):
 
 def test_s1k_preset_reads_a_row_with_the_hub_columns(tmp_path: Path):
     """A row shaped like simplescaling/s1K-1.1 (every column it has): the DeepSeek-R1 trace is what is read."""
-    preset = yaml.safe_load((REPO / "configs" / "qwen3.yaml").read_text())["data"]["preset"]
+    preset = yaml.safe_load((REPO / "configs" / "qwen3.yaml").read_text())["data"]["layout"]["preset"]
     row = {
         "solution": r"Since $x^2 = 4$ and $x > 0$, $x = \boxed{2}$.",
         "question": "Find the positive x with x^2 = 4.",
@@ -122,4 +123,4 @@ def test_the_diffusion_configs_follow_their_references(capsys):
     llada = printed_config(capsys, "llada-8b")
     args = llada["model"]["init_args"]
     assert (args["objective"], args["block_size"], args["mask_token_id"]) == ("llada", None, 126336)
-    assert args["trust_remote_code"] and llada["data"]["packing"] is False
+    assert args["trust_remote_code"] and llada["data"]["batching"]["packing"] is False

@@ -65,7 +65,8 @@ def test_generate_verify_select_then_fit_trains_on_the_selection(teacher_and_pro
 
     config = random_model_config(tmp_path)
     cfg = yaml.safe_load(config.read_text())
-    cfg["data"].update(limit=None, global_batch_size=4, micro_batch_size=4)
+    cfg["data"].update(limit=None, global_batch_size=4)
+    cfg["data"].setdefault("batching", {})["micro_batch_size"] = 4
     config.write_text(yaml.safe_dump(cfg))
     main(["fit", "--config", str(config), "--data.path", str(selected), "--trainer.max_steps", "2"])
     run = next((tmp_path / "runs" / "sft").glob("version_*"))
