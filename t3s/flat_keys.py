@@ -75,7 +75,12 @@ def nest_argv(args: Sequence[str]) -> list[str]:
 
 
 class FlatKeyParser(LightningArgumentParser):
-    """LightningCLI's parser, reading the flat keys of one release ago in every config it loads."""
+    """LightningCLI's parser, reading the flat keys of one release ago in every config it loads.
+
+    ``_apply_actions`` is where jsonargparse (4.x) applies a loaded config mapping (a ``--config`` file, a
+    default config file, ``parse_object``) to the parser: the one hook every config passes through. A private
+    method: ``tests/test_arg_groups.py`` parses flat packaged configs through it.
+    """
 
     def _apply_actions(self, cfg: Any, parent_key: str = "", prev_cfg: Any = None, skip_fn: Any = None) -> Any:
         if isinstance(cfg, dict) and not parent_key:
