@@ -164,7 +164,7 @@ class PhaseFactory:
 
 class SaveConfig(SaveConfigCallback):
     """Lightning's ``config.yaml`` beside the run, with ``${oc.env:VAR}`` values written as the reference, not
-    the value (a token in the environment stays out of the run folder; :mod:`t3s.ops.env_refs`). The same goes
+    the value (a token in the environment stays out of the run folder; :mod:`t3s.runtime.env_refs`). The same goes
     for the hyper-parameters the loggers write (``hparams.yaml``) and those stored in checkpoints."""
 
     references: dict[str, str] = {}
@@ -173,7 +173,7 @@ class SaveConfig(SaveConfigCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import sys
 
-        from t3s.ops.env_refs import env_references
+        from t3s.runtime.env_refs import env_references
 
         self._config_path = Path(trainer.log_dir or "") / self.config_filename  # a broadcast: on every rank
         files = [Path(str(getattr(p, "absolute", p))) for p in (self.config.get("config") or [])]
@@ -184,7 +184,7 @@ class SaveConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
     def _restoring(self, log_hyperparams: Callable[..., Any]) -> Callable[..., Any]:
-        from t3s.ops.env_refs import restore_env_references
+        from t3s.runtime.env_refs import restore_env_references
 
         def log(params: Any, *args: Any, **kwargs: Any) -> Any:
             if isinstance(params, dict):
@@ -196,7 +196,7 @@ class SaveConfig(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         import yaml
 
-        from t3s.ops.env_refs import restore_env_references
+        from t3s.runtime.env_refs import restore_env_references
 
         path = self._config_path  # rank 0 only runs this: trainer.log_dir here would wait for the others forever
         if not self.references or not path.is_file():
@@ -207,7 +207,7 @@ class SaveConfig(SaveConfigCallback):
             path.write_text(yaml.safe_dump(restored, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        from t3s.ops.env_refs import restore_env_references
+        from t3s.runtime.env_refs import restore_env_references
 
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if self.references and isinstance(checkpoint.get(key), dict):

@@ -46,7 +46,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         "t3s.evals.offline": "EvaluationError",
         "t3s.analysis.diagnose": "DiagnosticsError",
         "t3s.ops.hf_folders": "CheckpointError",
-        "t3s.ops.threads": "ThreadsSettingError",
+        "t3s.runtime.threads": "ThreadsSettingError",
         "t3s.students.adapters": "AdapterSettingError",
         "t3s.scoring.scorer": "TokenizerMismatchError",
         "t3s.analysis.rrt": "CheckpointLayoutError",

@@ -160,7 +160,7 @@ def test_written_weights_are_readable_like_their_neighbours(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from t3s.ops.files import make_shareable
+    from t3s.runtime.files import make_shareable
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text("{}")

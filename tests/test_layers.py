@@ -12,13 +12,14 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 
-#: Lowest first; a room may import only rooms at its own level or below. ``toy`` sits beside ``recipe``, and
+#: Lowest first; a room may import only rooms at its own level or below. ``ops`` (tensor ops) and ``runtime``
+#: (process and file helpers) are the lowest rooms. ``toy`` sits beside ``recipe``, and
 #: ``loggers`` (logger runs per phase) with them; ``resources`` (where the shipped configs and tasks are),
 #: ``lazy`` (first-use package exports), ``arg_groups`` (argument groups and their flat spellings) and ``progress``
 #: (bars / plain lines) are leaves; the command line is
 #: five modules (``trust``: the class paths a config may import, checked before parsing) and ``traces`` (the
 #: ``t3s traces`` commands).
-LAYERS = [["ops", "resources", "lazy", "progress", "arg_groups"], ["data"], ["selection"], ["scoring"], ["students"],
+LAYERS = [["ops", "runtime", "resources", "lazy", "progress", "arg_groups"], ["data"], ["selection"], ["scoring"], ["students"],
           ["evals"], ["analysis"], ["recipe", "toy", "loggers"],
           ["cli", "train_cli", "usage", "eval_options", "trust", "traces", "flat_keys", "__main__"]]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_data, make_student, make_trainer
 
-from t3s.ops.threads import SMALL_MODEL_PARAMETERS, cpu_threads_for, right_size_threads
+from t3s.runtime.threads import SMALL_MODEL_PARAMETERS, cpu_threads_for, right_size_threads
 
 
 @pytest.fixture

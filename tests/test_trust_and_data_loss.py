@@ -237,7 +237,7 @@ def test_sigterm_during_fit_saves_a_checkpoint_that_resumes_and_exits_non_zero(t
 def test_the_umask_is_read_without_being_changed(tmp_path):
     import os
 
-    from t3s.ops.files import _umask, _umask_by_probe, make_shareable
+    from t3s.runtime.files import _umask, _umask_by_probe, make_shareable
 
     before = os.umask(0o027)
     try:

@@ -43,8 +43,8 @@ from t3s.analysis.trajectories import (
 from t3s.evals.bottleneck import TRAIN_ACCURACY_TAG, BottleneckDetector
 from t3s.evals.offline import benchmark_settings, run_checkpoints
 from t3s.evals.scalars import read_scalars
-from t3s.ops.threads import right_size_threads
-from t3s.ops.workers import run_on_workers, worker_device
+from t3s.runtime.threads import right_size_threads
+from t3s.runtime.workers import run_on_workers, worker_device
 from t3s.selection.scores import write_json_atomic
 
 OUTPUT_DIR = "diagnostics"
@@ -90,7 +90,7 @@ def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None,
     """Check the run folder and work out the checkpoints, θ_b and settings (one-line errors for bad input)."""
     import yaml
 
-    from t3s.ops.env_refs import resolve_env_references
+    from t3s.runtime.env_refs import resolve_env_references
 
     run = Path(run_dir)
     if not run.is_dir():

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from t3s.ops.files import make_shareable
 from t3s.ops.hf_folders import CheckpointError, LazyTensors, check_finite, check_hf_folder
+from t3s.runtime.files import make_shareable
 
 #: Written into every RRT output folder: its inputs and the files t3s wrote there (what ``overwrite`` may replace).
 MARKER = "t3s-rrt.json"

@@ -41,8 +41,8 @@ from t3s.evals.callbacks import BenchmarkCallback
 from t3s.evals.generation import Generator, HFGenerator
 from t3s.evals.results import RESULTS_FILE, read_results
 from t3s.evals.runner import evaluate
-from t3s.ops.threads import right_size_threads
-from t3s.ops.workers import run_on_workers, worker_device
+from t3s.runtime.threads import right_size_threads
+from t3s.runtime.workers import run_on_workers, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
                               "give --tasks to evaluate a plain HF folder")
-    from t3s.ops.env_refs import resolve_env_references
+    from t3s.runtime.env_refs import resolve_env_references
 
     return resolve_env_references(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 

@@ -11,7 +11,7 @@ from t3s.evals.graders import MC_LETTERS, grade
 from t3s.evals.task_rows import iter_task_rows, make_item
 from t3s.evals.task_spec import ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
 from t3s.evals.verdict import Verdict
-from t3s.ops.seeds import stable_seed
+from t3s.runtime.seeds import stable_seed
 
 __all__ = ["EvalTask", "prompt_opens_think"]
 

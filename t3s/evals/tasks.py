@@ -34,8 +34,8 @@ import yaml
 from t3s.evals.sampling import SamplingParams
 from t3s.evals.task import EvalTask, prompt_opens_think
 from t3s.evals.task_spec import DEFAULT_INSTRUCTION, ChoiceOrder, EvalItem, TaskError, TaskFields, TaskSpec
-from t3s.ops.seeds import stable_seed
 from t3s.resources import packaged_tasks_dir
+from t3s.runtime.seeds import stable_seed
 
 __all__ = [
     "DEFAULT_INSTRUCTION",

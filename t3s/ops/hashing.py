@@ -1,7 +1,7 @@
 """Deterministic hashing: the one source of stateless pseudo-random numbers in t3s (torch only).
 
 * :func:`stable_seed` turns any labels (a task seed, an item id, a sample index) into a 63-bit integer via
-  SHA-256: the same in every process, unlike ``hash()`` (defined in :mod:`t3s.ops.seeds`, torch-free).
+  SHA-256: the same in every process, unlike ``hash()`` (defined in :mod:`t3s.runtime.seeds`, torch-free).
 * :func:`counter_uniform` is a counter-based generator (splitmix64 finaliser folded over integer counters):
   a float64 in [0, 1) that is a fixed function of a start key and the counters, so a draw never depends on
   which micro-batch, rank or row its element lands in.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from t3s.ops.seeds import stable_seed
+from t3s.runtime.seeds import stable_seed
 
 __all__ = ["counter_uniform", "hash_bits", "hash_uniform", "stable_seed"]
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from t3s.ops.causal_lm import DTYPES, hidden_states, logprobs_at
 from t3s.ops.hf_folders import CheckpointError, check_finite, check_hf_folder, looks_local
-from t3s.ops.threads import right_size_threads
+from t3s.runtime.threads import right_size_threads
 from t3s.selection.scores import SUMMARY_FILE, ScoreCache, write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from t3s.ops.files import make_shareable
+from t3s.runtime.files import make_shareable
 
 SCORES_FILE = "scores.safetensors"
 META_FILE = "meta.json"

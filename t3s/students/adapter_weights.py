@@ -24,8 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from t3s.ops.files import make_shareable
 from t3s.ops.hf_folders import CheckpointError, LazyTensors
+from t3s.runtime.files import make_shareable
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -246,7 +246,7 @@ class AdapterMixin:
         names), from the full ``state`` (gathered under FSDP2), atomically; its base is ``base_folder()``."""
         from safetensors.torch import save_file
 
-        from t3s.ops.files import make_shareable
+        from t3s.runtime.files import make_shareable
 
         tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
         if tmp.exists():

@@ -22,7 +22,7 @@ from t3s.arg_groups import as_group, group_dict, nest_flat_keys, note_flat_keys
 from t3s.ops.causal_lm import DTYPES
 from t3s.ops.hf_folders import check_finite, check_hf_folder, looks_local
 from t3s.ops.speed import adamw_speed_kwargs
-from t3s.ops.threads import right_size_threads
+from t3s.runtime.threads import right_size_threads
 from t3s.selection import FullSFT, TokenSelectionStrategy
 from t3s.students.args import (
     STUDENT_FLAT_KEYS,
@@ -211,7 +211,7 @@ class StudentModule(L.LightningModule):
         if self.model is not None:
             return
         self.load_model()
-        if self._trainer is not None:  # one CPU thread for a small model (t3s.ops.threads)
+        if self._trainer is not None:  # one CPU thread for a small model (t3s.runtime.threads)
             right_size_threads(self.model, self.trainer.strategy.root_device)
         memory, sharding = self.memory_args, self.sharding_args
         if memory.gradient_checkpointing:  # per decoder layer

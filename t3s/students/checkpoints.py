@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from t3s.ops.files import make_shareable
+from t3s.runtime.files import make_shareable
 
 HF_DIRNAME = "hf"
 
