@@ -366,7 +366,8 @@ class DiffusionStudent(StudentModule):
             )
 
     def check_bidirectional(self) -> None:
-        """Make sure every position sees the whole sequence; fall back to an explicit 4D mask if needed.
+        """Make sure every position sees the whole sequence; fall back to an explicit 4D mask if needed. On packed
+        rows, also make sure the model keeps the packed documents apart (:func:`isolates_documents`).
 
         Runs once, at the first training step (inside the strategy's forward context, so sharded weights are
         gathered) or when a generator is made.
