@@ -43,7 +43,8 @@ def run(
         batch_size: prompts per generation batch.
         output: where outputs go (default: the run directory / HF folder itself); with several targets, each
             goes to ``output/<its folder name>``.
-        backend: hf or vllm (default: the run's BenchmarkCallback backend, else hf).
+        backend: a name in t3s.evals.backends.BACKENDS: hf (the family's own sampler) or vllm (default: the run's
+            BenchmarkCallback backend, else hf).
         python: interpreter of the vLLM environment (default: this one; never taken from the run's config.yaml);
             README, "Evaluating with vLLM".
         vllm: vllm.LLM options, e.g. --vllm.tensor_parallel_size 2 --vllm.gpu_memory_utilization 0.9

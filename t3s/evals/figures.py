@@ -62,7 +62,7 @@ def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
                       bottlenecks: Mapping[str, int | None] | None = None, baseline: float | None = None) -> Figure:
     """One line per run (e.g. SFT vs T3S accuracy); ``baseline`` (θ_0's accuracy, shared by the runs) as a grey
     dotted line; θ_b as a red dashed line, labelled, with a marker on each curve at that step (one line per
-    distinct θ_b: the runs of one recipe share the probe's). Legend outside the axes."""
+    distinct θ_b: the runs of one recipe share the SFT phase's). Legend outside the axes."""
     fig = _figure()
     ax = fig.subplots()
     if baseline is not None:

@@ -124,7 +124,7 @@ class StudentModule(L.LightningModule):
     ``self.export_args``; the hyper-parameters (``hparams.yaml``, checkpoints) hold them as mappings.
     """
 
-    #: The offline recipe (probe → θ_b → ``t3s score`` → restart) scores Δc with this family's own teacher-forced
+    #: The offline recipe (SFT → θ_b → ``t3s score`` → restart) scores Δc with this family's own teacher-forced
     #: c_t. A family that cannot (diffusion students take Δc from an AR selector) is refused before step 1.
     supports_offline_recipe: bool = False
 
