@@ -34,7 +34,7 @@ def small_probe_config(tmp_path: Path, name: str, max_steps: int, train_limit: i
     """configs/toy-small.yaml as a plain-SFT probe (the recipe's first phase), shortened, outputs in tmp_path."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False, max_steps=max_steps)
-    cfg["model"]["init_args"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[], train_limit=train_limit)

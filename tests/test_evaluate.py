@@ -173,7 +173,7 @@ def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
 def small_toy_config(tmp_path: Path, steps: int = 20) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=steps, default_root_dir=str(tmp_path), enable_progress_bar=False)
-    cfg["model"]["init_args"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[])

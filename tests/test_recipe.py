@@ -136,7 +136,7 @@ def small_toy_config(tmp_path: Path, name: str, **selection) -> Path:
     120 steps) with every output under tmp_path, training accuracy only."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False, max_steps=40)
-    cfg["model"]["init_args"]["lr"] = 3e-3
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[])
@@ -175,7 +175,7 @@ def test_online_t3s_switches_inside_one_fit(tmp_path):
 def test_compare_runs_every_method_with_overrides(tmp_path):
     """`t3s compare` on the small toy, shortened through --overrides: every method, the table and figures."""
     main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
-          str(tmp_path), "--overrides", "trainer.max_steps=10", "model.init_args.lr=3e-3", "trainer.enable_progress_bar=false"])
+          str(tmp_path), "--overrides", "trainer.max_steps=10", "model.init_args.optimizer.lr=3e-3", "trainer.enable_progress_bar=false"])
 
     seed = tmp_path / "seed_0"
     for method in ("sft", "t3s", "inverse_t3s", "random"):

@@ -28,7 +28,7 @@ def recipe_config(root: Path) -> Path:
     """configs/toy-small.yaml, 20 steps a phase, training accuracy only, every output under ``root``."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=STEPS, default_root_dir=str(root), enable_progress_bar=False)
-    cfg["model"]["init_args"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(root), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))
     bench["init_args"].update(tasks=[])

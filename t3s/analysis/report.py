@@ -157,16 +157,17 @@ def _theta0_rows(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
 def is_toy_run(run_dir: Path) -> bool:
     """Whether a run trained on a toy world (its saved config's traces sit beside a ``world.json``)."""
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        return (Path(config["data"]["init_args"]["path"]).parent / "world.json").is_file()
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["data"]
+        data = data.get("init_args", data)  # a class_path/init_args node or the flat section
+        return (Path(data["path"]).parent / "world.json").is_file()
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return False
 
 
-def recipe_story(run_dirs: list[Path]) -> list[str]:
-    """:func:`story` of a finished recipe's phases (what the console prints at the end), without Markdown."""
+def recipe_story(run_dirs: list[Path]) -> str:
+    """:func:`story` of a finished recipe's phases in one line, without Markdown (what the console prints)."""
     rows = [summarize_run(r) for r in run_dirs]
-    return [line.replace("**", "") for line in story(rows, toy=any(is_toy_run(r) for r in run_dirs)) if line]
+    return " ".join(line.replace("**", "") for line in story(rows, toy=any(is_toy_run(r) for r in run_dirs)) if line)
 
 
 def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
@@ -187,9 +188,10 @@ def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
 
 
 #: Where the toy worlds stop agreeing with the paper (the README's results tables have the numbers).
-TOY_CAVEAT = ("**Where the toys stop agreeing with the paper:** on `toy` and `toy-small`, T3S is ahead only while "
-              "SFT is still in the shock; given a longer budget SFT recovers past θ_0 and T3S does not, and no "
-              "method ends above θ_0 on held-out problems. See README.md, \"Results on the toy worlds\", and "
+TOY_CAVEAT = ("**Where the toys stop agreeing with the paper:** T3S is ahead of SFT only while SFT is still in the "
+              "shock (toy-small at LR 3e-4 / 120 steps); given a longer budget SFT recovers past θ_0 and T3S does "
+              "not, no method ends above θ_0 on held-out problems, and where the teacher carries a skill θ_0 lacks "
+              "(toy-skill) T3S does not learn it. Tables: README.md, \"Results on the toy worlds\"; "
               "docs/results/toy_skill.md.")
 
 

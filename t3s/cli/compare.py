@@ -16,7 +16,7 @@ def run(config: str, seeds: list[int], output: str, overrides: list[str] | None 
         seeds: seeds of the data order and evaluation sampling (θ_0 is shared).
         output: directory for the runs, ``comparison.md`` and the figures.
         overrides: training options applied on top of ``config`` in every run, as ``KEY=VALUE`` with the
-            keys ``fit`` takes (e.g. ``model.init_args.lr=3e-4 trainer.max_steps=120``).
+            keys ``fit`` takes (e.g. ``model.init_args.optimizer.lr=3e-4 trainer.max_steps=120``).
     """
     extra = [f"--{item.removeprefix('--')}" for item in overrides or []]
     for item in extra:

@@ -116,7 +116,7 @@ class Recipe:
         if masked.trainer.is_global_zero:
             report = write_report([sft.run_dir, masked.run_dir], self.root / "report")
             console.print(results_table([sft, masked], sft.benchmark.train_tag, step_b))
-            console.print("\n".join(recipe_story([sft.run_dir, masked.run_dir])), markup=False)
+            console.print(recipe_story([sft.run_dir, masked.run_dir]), markup=False)
             console.print(f"curves: {curves_hint(masked.trainer, self.root)}\nreport: {report}\nθ_b: step {step_b}, "
                           f"scores: {scores_dir}")
         return report
