@@ -125,7 +125,9 @@ class FullRecompute(_Parts):
 
     def logits(self, canvas: torch.Tensor, lo: int, hi: int, select: torch.Tensor) -> torch.Tensor:
         hidden = self.decoder(
-            input_ids=canvas[:, :hi], position_ids=self.positions[:, :hi], attention_mask=self.mask(0, hi, hi),
+            input_ids=canvas[:, :hi],
+            position_ids=self.positions[:, :hi],
+            attention_mask=self.mask(0, hi, hi),
             use_cache=False,
         ).last_hidden_state
         return self.project(hidden[:, lo:hi][select])
@@ -147,8 +149,11 @@ class CachedPrefix(_Parts):
 
     def _run(self, canvas: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return self.decoder(
-            input_ids=canvas[:, lo:hi], position_ids=self.positions[:, lo:hi], attention_mask=self.mask(lo, hi, hi),
-            use_cache=True, **{self.keyword: self.cache},
+            input_ids=canvas[:, lo:hi],
+            position_ids=self.positions[:, lo:hi],
+            attention_mask=self.mask(lo, hi, hi),
+            use_cache=True,
+            **{self.keyword: self.cache},
         ).last_hidden_state
 
     def logits(self, canvas: torch.Tensor, lo: int, hi: int, select: torch.Tensor) -> torch.Tensor:
