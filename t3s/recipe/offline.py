@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from t3s.analysis.report import recipe_story, write_report
+from t3s.analysis.report import PHASE_LABELS, recipe_story, write_report
 from t3s.evals.scalars import read_scalars
 from t3s.recipe.detect import RecipeError, check_recipe_phase, find_bottleneck, score_bottleneck
 from t3s.recipe.phases import Phase, PhaseFactory, curves_hint
@@ -145,12 +145,13 @@ def results_table(phases: list[Phase], tag: str, step_b: int) -> Any:
     for column in ("phase", "start", "minimum (step)", "final"):
         table.add_column(column)
     for phase in phases:
+        label = PHASE_LABELS.get(phase.name, phase.name)  # the paper's names: SFT, T3S, −T3S
         steps, values = read_scalars(phase.run_dir, tag)
         if not values:
-            table.add_row(phase.name, "—", "—", "—")
+            table.add_row(label, "—", "—", "—")
             continue
         low = min(values)
-        table.add_row(phase.name, f"{values[0]:.3f}", f"{low:.3f} ({steps[values.index(low)]})", f"{values[-1]:.3f}")
+        table.add_row(label, f"{values[0]:.3f}", f"{low:.3f} ({steps[values.index(low)]})", f"{values[-1]:.3f}")
     return table
 
 
