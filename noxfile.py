@@ -24,11 +24,11 @@ def tests(session: nox.Session) -> None:
     # runs everything in this process (e.g. under a debugger).
     workers = os.environ.get("T3S_TEST_WORKERS", "auto")
     parallel = ["-n", workers, "--dist", "loadfile"] if workers != "0" else []
-    session.run("pytest", "-q", "--durations=15", *parallel, *session.posargs, env={"TOKENIZERS_PARALLELISM": "false"})
+    session.run("pytest", "-q", "--durations=15", *parallel, *session.posargs,
+                env={"TOKENIZERS_PARALLELISM": "false"})
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "format", "--check", "t3s", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "check", "t3s", "tests", "benchmarks", "noxfile.py")

@@ -31,24 +31,10 @@ from t3s.ops.causal_lm import hidden_states  # noqa: E402
 from t3s.ops.packed_attention import dense_document_mask  # noqa: E402
 
 MODELS = {
-    "tiny": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "vocab_size": 512,
-    },
-    "qwen3-1.7b-2layers": {
-        "hidden_size": 2048,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 151_936,
-    },
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512},
+    "qwen3-1.7b-2layers": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 2,
+                           "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151_936},
 }
 #: Tolerance of max |Δ hidden| against the reference (bf16 kernels on CUDA; fp32 on CPU).
 TOLERANCE = {"cpu": 1e-4, "cuda": 5e-2}
@@ -73,9 +59,8 @@ def build(model: str, kernel: str, device: torch.device, dtype: torch.dtype) -> 
 @torch.no_grad()
 def forward(model: torch.nn.Module, ids: torch.Tensor, positions: torch.Tensor, dense: bool) -> torch.Tensor:
     if dense:  # the reference: SDPA/eager with the materialised document mask
-        return model.model(
-            input_ids=ids, position_ids=positions, attention_mask=dense_document_mask(positions)
-        ).last_hidden_state
+        return model.model(input_ids=ids, position_ids=positions,
+                           attention_mask=dense_document_mask(positions)).last_hidden_state
     return hidden_states(model, ids, positions)
 
 
@@ -83,19 +68,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     positions = packed_positions(args.length, args.documents).to(device)
-    ids = torch.randint(
-        0, MODELS[args.model]["vocab_size"], positions.shape, generator=torch.Generator().manual_seed(0)
-    )
+    ids = torch.randint(0, MODELS[args.model]["vocab_size"], positions.shape, generator=torch.Generator().manual_seed(0))
     ids = ids.to(device)
-    report: dict[str, Any] = {
-        "device": str(device),
-        "model": args.model,
-        "length": args.length,
-        "documents": args.documents,
-        "dtype": str(dtype),
-        "kernels": {},
-        "skipped": {},
-    }
+    report: dict[str, Any] = {"device": str(device), "model": args.model, "length": args.length,
+                              "documents": args.documents, "dtype": str(dtype), "kernels": {}, "skipped": {}}
     reference = None
     for kernel in ["sdpa", *args.kernels]:
         try:

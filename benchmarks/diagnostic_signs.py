@@ -48,16 +48,13 @@ def signs(report: dict[str, Any]) -> dict[str, Any]:
         "ratio_shrinks": first["grad_norm_ratio"] > 1 and bottleneck["grad_norm_ratio"] < first["grad_norm_ratio"],
         "min_cosine_in_crash": min(crash) if crash else None,
         "negative_cosine": bool(crash) and min(crash) < NEGATIVE_COSINE,
-        "anchor_step_raises_others": [
-            first["intervention"]["anchor"]["yet_to_learn"],
-            bottleneck["intervention"]["anchor"]["yet_to_learn"],
-        ],
+        "anchor_step_raises_others": [first["intervention"]["anchor"]["yet_to_learn"],
+                                      bottleneck["intervention"]["anchor"]["yet_to_learn"]],
     }
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One line per run; ✓/✗ per sign with its numbers."""
-
     def mark(ok: bool) -> str:
         return "✓" if ok else "✗"
 
@@ -70,18 +67,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         acc = " / ".join(f"{a:.2f}" for a in r["accuracy"])
         anc = f"{mark(r['anchor_rises'])} {r['anchor_confidence'][0]:.2f} → {r['anchor_confidence'][1]:.2f}"
         o = r["other_confidence"]
-        dip = (
-            f"{mark(r['other_dips'] and r['other_recovers_partly'])} {o[0]:.3f} / {o[1]:.3f} / {o[2]:.3f} "
-            f"({r['other_below_base_at_end']:.0%})"
-        )
+        dip = f"{mark(r['other_dips'] and r['other_recovers_partly'])} {o[0]:.3f} / {o[1]:.3f} / {o[2]:.3f} " \
+              f"({r['other_below_base_at_end']:.0%})"
         ratio = f"{mark(r['ratio_shrinks'])} {r['ratio'][0]:.2f} → {r['ratio'][1]:.2f}"
         cos = r["min_cosine_in_crash"]
         cos_text = f"{mark(r['negative_cosine'])} {cos:+.3f}" if cos is not None else "—"
         step = r["anchor_step_raises_others"]
         raises = f"{mark(step[0] > 0)} {step[0]:+.3f} / {step[1]:+.3f}"
-        lines.append(
-            f"| {r['run']} | {r['bottleneck_step']} | {acc} | {anc} | {dip} | {ratio} | {cos_text} | {raises} |"
-        )
+        lines.append(f"| {r['run']} | {r['bottleneck_step']} | {acc} | {anc} | {dip} | {ratio} | {cos_text} | {raises} |")
     return "\n".join(lines)
 
 
@@ -97,8 +90,7 @@ def step_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {s['step']} | {s['train_accuracy']:.3f} | {conf['anchor']['mean']:.3f} | "
             f"{conf['yet_to_learn']['mean']:.3f} | {conf['yet_to_learn']['below_base']:.2f} | "
-            f"{s['grad_norm_ratio']:.2f} | {s['grad_cosine']:+.2f} | "
-            f"{step['anchor']:+.3f} / {step['yet_to_learn']:+.3f} |"
+            f"{s['grad_norm_ratio']:.2f} | {s['grad_cosine']:+.2f} | {step['anchor']:+.3f} / {step['yet_to_learn']:+.3f} |"
         )
     return "\n".join(lines)
 

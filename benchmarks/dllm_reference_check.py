@@ -46,25 +46,14 @@ def _source(checkout: Path, path: str) -> str:
     """A file of the checkout as committed (its HEAD; works on a bare mirror too)."""
     if (checkout / path).is_file():
         return (checkout / path).read_text()
-    return subprocess.run(
-        ["git", "-C", str(checkout), "show", f"HEAD:{path}"], check=True, capture_output=True, text=True
-    ).stdout
+    return subprocess.run(["git", "-C", str(checkout), "show", f"HEAD:{path}"], check=True, capture_output=True,
+                          text=True).stdout
 
 
 def _tiny_config(vocab: int, **overrides: typing.Any) -> dict:
-    return {
-        "model_type": "qwen3",
-        "vocab_size": vocab,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "max_position_embeddings": 512,
-        "tie_word_embeddings": False,
-        **overrides,
-    }
+    return {"model_type": "qwen3", "vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+            "max_position_embeddings": 512, "tie_word_embeddings": False, **overrides}
 
 
 def check_objective(checkout: Path) -> float:
@@ -77,27 +66,14 @@ def check_objective(checkout: Path) -> float:
     exec(compile(ast.Module([fn], []), "dfactory:block_diffusion_mask", "exec"), namespace)
     reference_mask = namespace["block_diffusion_mask"]
 
-    data = TeacherTraceDataModule(
-        path=str(TINY / "teacher_traces.jsonl"),
-        tokenizer=str(TINY / "tokenizer"),
-        limit=8,
-        global_batch_size=8,
-        micro_batch_size=1,
-        max_length=512,
-        packing=False,
-    )
+    data = TeacherTraceDataModule(path=str(TINY / "teacher_traces.jsonl"), tokenizer=str(TINY / "tokenizer"),
+                                  limit=8, global_batch_size=8, micro_batch_size=1, max_length=512, packing=False)
     data.setup("fit")
     worst = 0.0
     for block_size in (4, 32):
-        student = DiffusionStudent(
-            model_config=_tiny_config(len(data.tokenizer)),
-            tokenizer=data.tokenizer.name_or_path,
-            objective="llada2",
-            block_size=block_size,
-            loss_normalization="sequence",
-            pad_to=96,
-            init_seed=1,
-        )
+        student = DiffusionStudent(model_config=_tiny_config(len(data.tokenizer)),
+                                   tokenizer=data.tokenizer.name_or_path, objective="llada2",
+                                   block_size=block_size, loss_normalization="sequence", pad_to=96, init_seed=1)
         student.configure_model()
         student.model.eval()
         micro_batches = data.step_batch(3)["micro_batches"]
@@ -109,22 +85,16 @@ def check_objective(checkout: Path) -> float:
             weighted += float(-(view.weights[view.corrupted].double() * lp.double()).sum())
             normaliser += view.normaliser
             n = view.noisy_ids.shape[1]
-            flag = reference_mask(
-                None, None, torch.arange(2 * n)[:, None], torch.arange(2 * n)[None, :], block_size=block_size, n=n
-            )[None, None]
+            flag = reference_mask(None, None, torch.arange(2 * n)[:, None], torch.arange(2 * n)[None, :],
+                                  block_size=block_size, n=n)[None, None]
             additive = torch.zeros(flag.shape).masked_fill_(flag.logical_not(), float("-inf"))
             labels = torch.where(view.noisy_ids == MASK, view.targets, torch.full_like(view.targets, -100))
             positions = torch.cat([torch.arange(n), torch.arange(n)])[None]
             with torch.no_grad():
-                logits = student.model(
-                    input_ids=torch.cat([view.noisy_ids, view.targets], 1),
-                    position_ids=positions,
-                    attention_mask=additive,
-                    use_cache=False,
-                ).logits
-            ce = torch.nn.functional.cross_entropy(
-                logits[:, :n].reshape(-1, logits.shape[-1]).double(), labels.view(-1), reduction="none"
-            )
+                logits = student.model(input_ids=torch.cat([view.noisy_ids, view.targets], 1),
+                                       position_ids=positions, attention_mask=additive, use_cache=False).logits
+            ce = torch.nn.functional.cross_entropy(logits[:, :n].reshape(-1, logits.shape[-1]).double(),
+                                                   labels.view(-1), reduction="none")
             theirs += float(ce.sum() / (labels != -100).sum() / len(micro_batches))
         ours = weighted / normaliser
         diff = abs(ours - theirs) / abs(theirs)
@@ -140,9 +110,7 @@ def check_generate(checkout: Path) -> tuple[int, int]:
 
     tree = ast.parse(_source(checkout, "models/llada2_moe/modeling_llada2_moe.py"))
     cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "LLaDA2MoeModelLM")
-    body = [
-        n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in ("generate", "_get_num_transfer_tokens")
-    ]
+    body = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in ("generate", "_get_num_transfer_tokens")]
     namespace: dict[str, typing.Any] = {"torch": torch, "Optional": typing.Optional}
     module = ast.fix_missing_locations(ast.Module([ast.ClassDef("Reference", [], [], body, [])], []))
     exec(compile(module, "dfactory:LLaDA2MoeModelLM.generate", "exec"), namespace)
@@ -152,9 +120,8 @@ def check_generate(checkout: Path) -> tuple[int, int]:
             self.model, self.device = model, torch.device("cpu")
 
         def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> typing.Any:
-            out = self.model(
-                input_ids=x, attention_mask=attention_mask.float(), position_ids=position_ids, use_cache=False
-            )
+            out = self.model(input_ids=x, attention_mask=attention_mask.float(), position_ids=position_ids,
+                             use_cache=False)
             out.logits[..., MASK] = float("-inf")
             return out
 
@@ -163,47 +130,25 @@ def check_generate(checkout: Path) -> tuple[int, int]:
             token = probs.argmax(-1)
             return token, probs.gather(-1, token[..., None])[..., 0]
 
-    prompts = [
-        [1, 29, 41, 12, 11, 15, 2, 1, 30],
-        [1, 29, 12, 2, 1, 30],
-        [1, 12, 2],
-        [1, 9, 10, 11, 12, 13, 14, 2, 1, 30, 31],
-    ]
+    prompts = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2],
+               [1, 9, 10, 11, 12, 13, 14, 2, 1, 30, 31]]
     same = total = 0
     for seed in (1, 2, 3):
         for block, steps, threshold in ((4, 4, 0.1), (4, 2, 0.3), (8, 8, 0.95), (8, 4, 0.05)):
-            student = DiffusionStudent(
-                model_config=_tiny_config(73, initializer_range=0.5),
-                tokenizer=str(TINY / "tokenizer"),
-                init_seed=seed,
-                block_size=block,
-            )
+            student = DiffusionStudent(model_config=_tiny_config(73, initializer_range=0.5),
+                                       tokenizer=str(TINY / "tokenizer"), init_seed=seed, block_size=block)
             student.configure_model()
             student.model.eval()
             gen_length = 4 * block
-            ours = DiffusionGenerator.for_student(
-                student,
-                gen_length=gen_length,
-                block_length=block,
-                steps=4 * steps,
-                threshold=threshold,
-                batch_size=4,
-                show_progress=False,
-                stop_token_ids=[EOS],
-            )
+            ours = DiffusionGenerator.for_student(student, gen_length=gen_length, block_length=block,
+                                                  steps=4 * steps, threshold=threshold, batch_size=4,
+                                                  show_progress=False, stop_token_ids=[EOS])
             outputs = ours.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=gen_length))
             reference = Greedy(student.model)
             for prompt, out in zip(prompts, outputs):
-                theirs = reference.generate(
-                    torch.tensor([prompt]),
-                    temperature=0.0,
-                    block_length=block,
-                    steps=steps,
-                    gen_length=gen_length,
-                    threshold=threshold,
-                    eos_id=EOS,
-                    mask_id=MASK,
-                )[0].tolist()
+                theirs = reference.generate(torch.tensor([prompt]), temperature=0.0, block_length=block, steps=steps,
+                                            gen_length=gen_length, threshold=threshold, eos_id=EOS,
+                                            mask_id=MASK)[0].tolist()
                 total += 1
                 same += out[0].token_ids == theirs
     print(f"generate: {same}/{total} prompts decode token for token as LLaDA2's generate")
@@ -235,40 +180,21 @@ def check_llada_generate(checkout: Path) -> tuple[int, int]:
             out.logits[..., MASK] = float("-inf")
             return out
 
-    prompts = [
-        [1, 29, 41, 12, 11, 15, 2, 1, 30],
-        [1, 29, 12, 2, 1, 30],
-        [1, 12, 2],
-        [1, 9, 10, 11, 12, 13, 14, 2, 1, 30, 31],
-    ]
+    prompts = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2],
+               [1, 9, 10, 11, 12, 13, 14, 2, 1, 30, 31]]
     same = total = 0
     for seed in (1, 2, 3):
         for gen_length, block, steps in ((16, 4, 16), (16, 8, 8), (24, 24, 12)):
-            student = DiffusionStudent(
-                model_config=_tiny_config(73, initializer_range=0.5), tokenizer=str(TINY / "tokenizer"), init_seed=seed
-            )
+            student = DiffusionStudent(model_config=_tiny_config(73, initializer_range=0.5),
+                                       tokenizer=str(TINY / "tokenizer"), init_seed=seed)
             student.configure_model()
             student.model.eval()
-            ours = DiffusionGenerator.for_student(
-                student,
-                gen_length=gen_length,
-                block_length=block,
-                steps=steps,
-                batch_size=4,
-                show_progress=False,
-                stop_token_ids=[EOS],
-            )
+            ours = DiffusionGenerator.for_student(student, gen_length=gen_length, block_length=block, steps=steps,
+                                                  batch_size=4, show_progress=False, stop_token_ids=[EOS])
             outputs = ours.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=gen_length))
             for prompt, out in zip(prompts, outputs):
-                canvas = reference(
-                    NoMask(student.model),
-                    torch.tensor([prompt]),
-                    steps=steps,
-                    gen_length=gen_length,
-                    block_length=block,
-                    temperature=0.0,
-                    mask_id=MASK,
-                )[0, len(prompt) :].tolist()
+                canvas = reference(NoMask(student.model), torch.tensor([prompt]), steps=steps, gen_length=gen_length,
+                                   block_length=block, temperature=0.0, mask_id=MASK)[0, len(prompt):].tolist()
                 theirs = canvas[: canvas.index(EOS) + 1] if EOS in canvas else canvas
                 total += 1
                 same += out[0].token_ids == theirs

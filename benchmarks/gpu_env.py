@@ -26,8 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / "benchmarks" / ".gpu-wheels"
 CARRY_LIMIT_MIB = 64
 #: The GPU image's Python packages (as listed for the lent kinds, 2026-11-17); none of these is carried.
-GPU_IMAGE_PACKAGES = frozenset(
-    """
+GPU_IMAGE_PACKAGES = frozenset("""
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
 charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cycler cython einops filelock
 flatbuffers fonttools frozenlist fsspec grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis
@@ -37,26 +36,13 @@ peft pillow pip pluggy portalocker prometheus-client propcache protobuf psutil p
 pyparsing python-dateutil pytorch-lightning pyyaml regex requests rich safetensors scipy sentencepiece setuptools
 shellingham six sortedcontainers sympy tabulate tensorboard tensorboard-data-server threadpoolctl tiktoken tokenizers
 torch torchmetrics tqdm transformers triton typer typing-extensions urllib3 werkzeug wheel wrapt xxhash yarl zipp
-""".split()
-)
+""".split())
 #: Requirements of packages the image already has (newer transformers / huggingface-hub pull them in here).
-NOT_NEEDED_THERE = frozenset(
-    {
-        "httpx2",
-        "httpcore2",
-        "truststore",
-        "pydantic",
-        "pydantic-core",
-        "annotated-types",
-        "typing-inspection",
-        "kernels",
-        "tomlkit",
-    }
-)
+NOT_NEEDED_THERE = frozenset({"httpx2", "httpcore2", "truststore", "pydantic", "pydantic-core", "annotated-types",
+                              "typing-inspection", "kernels", "tomlkit"})
 #: Imported by t3s only when a user asks for them (vLLM, kernels, loggers): absent is fine.
-OPTIONAL_MODULES = frozenset(
-    {"vllm", "liger_kernel", "flash_attn", "flash_attn_interface", "trl", "wandb", "mlflow", "bitsandbytes", "peft"}
-)
+OPTIONAL_MODULES = frozenset({"vllm", "liger_kernel", "flash_attn", "flash_attn_interface", "trl", "wandb", "mlflow",
+                              "bitsandbytes", "peft"})
 
 
 def _name(requirement: str) -> str:
@@ -98,9 +84,8 @@ def runtime_closure(root: str = "t3s") -> dict[str, str]:
 
 def to_carry() -> dict[str, str]:
     """The runtime requirements the GPU image lacks, at the versions installed here."""
-    return {
-        k: v for k, v in sorted(runtime_closure().items()) if k not in GPU_IMAGE_PACKAGES and k not in NOT_NEEDED_THERE
-    }
+    return {k: v for k, v in sorted(runtime_closure().items())
+            if k not in GPU_IMAGE_PACKAGES and k not in NOT_NEEDED_THERE}
 
 
 def tracked_bytes() -> int:
@@ -113,36 +98,11 @@ def prepare() -> int:
     WHEELS.mkdir(parents=True, exist_ok=True)
     for old in WHEELS.glob("*.whl"):
         old.unlink()
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--dest",
-        str(WHEELS),
-        "--python-version",
-        "3.12",
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp312",
-        "--abi",
-        "abi3",
-        "--abi",
-        "none",
-        "--platform",
-        "manylinux2014_x86_64",
-        "--platform",
-        "manylinux_2_17_x86_64",
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--platform",
-        "any",
-        *[f"{name}=={version}" for name, version in packages.items()],
-    ]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(WHEELS),
+           "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--abi", "abi3", "--abi", "none",
+           "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+           "--platform", "manylinux_2_28_x86_64", "--platform", "any",
+           *[f"{name}=={version}" for name, version in packages.items()]]
     done = subprocess.run(cmd)
     if done.returncode:
         print(f"gpu_env prepare: pip download failed (rc {done.returncode})", file=sys.stderr)
@@ -171,10 +131,8 @@ def declared_requirements() -> list[str]:
 def check_imports() -> int:
     """Every declared runtime dependency is installed and every ``t3s`` module imports; the first missing
     package ends it in one line (exit 3)."""
-    advice = (
-        f"run `bash benchmarks/gpu_check.sh --prepare` where a registry is reachable and carry "
-        f"{WHEELS.relative_to(REPO)}"
-    )
+    advice = (f"run `bash benchmarks/gpu_check.sh --prepare` where a registry is reachable and carry "
+              f"{WHEELS.relative_to(REPO)}")
     for name in declared_requirements():
         try:
             metadata.distribution(name)

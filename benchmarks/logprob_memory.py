@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
             console.log(f"{variant:5s} {cfg.label}: {done}")
         results.append((cfg, measured["naive"], measured["ours"]))
 
-    table = Table(title=f"forward+backward peak memory above inputs (V={args.vocab}, chunk {args.chunk_size})")
+    table = Table(
+        title=f"forward+backward peak memory above inputs (V={args.vocab}, chunk {args.chunk_size})"
+    )
     for col in ("config", "naive MiB", "ours MiB", "ratio", "naive s", "ours s", "|Δloss|"):
         table.add_column(col, justify="left" if col == "config" else "right")
     ratio_8192: float | None = None

@@ -81,12 +81,8 @@ from typing import Any
 #: process's RSS the sum of every contender's peak, which does not fit a shared 24 GiB machine, and hides each
 #: contender's own peak. Without them each contender's peak RSS is reported.
 ALLOCATOR_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
-if (
-    __name__ == "__main__"
-    and sys.platform == "linux"
-    and "GLIBC_TUNABLES" not in os.environ
-    and "--allocator-tuning" in sys.argv
-):
+if (__name__ == "__main__" and sys.platform == "linux" and "GLIBC_TUNABLES" not in os.environ
+        and "--allocator-tuning" in sys.argv):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": ALLOCATOR_TUNABLES})
 
 import lightning as L  # noqa: E402
@@ -109,61 +105,21 @@ R1_PATH = SHARED / "data" / "r1_traces_mmlupro_200.jsonl"
 QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3"
 QWEN3_VOCAB = 151_936
 
-_QWEN3 = {
-    "model_type": "qwen3",
-    "vocab_size": QWEN3_VOCAB,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "max_position_embeddings": 40_960,
-    "rope_theta": 1_000_000.0,
-}
+_QWEN3 = {"model_type": "qwen3", "vocab_size": QWEN3_VOCAB, "num_key_value_heads": 8, "head_dim": 128,
+          "max_position_embeddings": 40_960, "rope_theta": 1_000_000.0}
 #: Random-init architectures. ``cpu-small``: the CPU contract model (real vocabulary, tiny body).
 MODELS: dict[str, dict[str, Any]] = {
-    "cpu-small": {
-        **_QWEN3,
-        "hidden_size": 256,
-        "intermediate_size": 768,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "tie_word_embeddings": False,
-    },
+    "cpu-small": {**_QWEN3, "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "tie_word_embeddings": False},
     # for tests of this script: a tiny body on the real vocabulary
-    "tiny": {
-        **_QWEN3,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 16,
-        "tie_word_embeddings": False,
-    },
-    "qwen3-0.6b": {
-        **_QWEN3,
-        "hidden_size": 1024,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-        "tie_word_embeddings": True,
-    },
-    "qwen3-1.7b": {
-        **_QWEN3,
-        "hidden_size": 2048,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-        "tie_word_embeddings": True,
-    },
-    "qwen3-8b": {
-        **_QWEN3,
-        "hidden_size": 4096,
-        "intermediate_size": 12288,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-        "tie_word_embeddings": False,
-    },
+    "tiny": {**_QWEN3, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "tie_word_embeddings": False},
+    "qwen3-0.6b": {**_QWEN3, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                   "num_attention_heads": 16, "tie_word_embeddings": True},
+    "qwen3-1.7b": {**_QWEN3, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+                   "num_attention_heads": 16, "tie_word_embeddings": True},
+    "qwen3-8b": {**_QWEN3, "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+                 "num_attention_heads": 32, "tie_word_embeddings": False},
 }
 CONTENDERS = ("t3s_full", "t3s_masked", "hf_plain", "trl")
 LR = 1e-5
@@ -190,9 +146,8 @@ class Workload:
 
 
 def _trace(index: int, ids: list[int], prompt: int) -> TokenizedTrace:
-    record = TraceRecord(
-        id=f"synthetic-{index}", messages=[{"role": "user", "content": ""}], reasoning=None, answer_text=""
-    )
+    record = TraceRecord(id=f"synthetic-{index}", messages=[{"role": "user", "content": ""}], reasoning=None,
+                         answer_text="")
     labels = [-100] * prompt + ids[prompt:]
     return TokenizedTrace(index=index, record=record, input_ids=ids, labels=labels)
 
@@ -203,27 +158,16 @@ def r1_workload(n: int, max_length: int, vocab: int, seed: int = 0) -> Workload:
         from t3s.data import TeacherTraceDataModule
 
         for limit in (min(200, 6 * n), None):
-            data = TeacherTraceDataModule(
-                path=str(R1_PATH),
-                tokenizer=str(QWEN3_TOKENIZER),
-                preset="r1_mc",
-                max_length=max_length,
-                limit=limit,
-                seed=seed,
-            )
+            data = TeacherTraceDataModule(path=str(R1_PATH), tokenizer=str(QWEN3_TOKENIZER), preset="r1_mc",
+                                          max_length=max_length, limit=limit, seed=seed)
             with _quiet_logs():
                 data.setup("fit")
             if len(data.traces) >= n:
                 traces = [copy.copy(t) for t in data.traces[:n]]
                 for i, t in enumerate(traces):
                     t.index = i
-                return Workload(
-                    "r1",
-                    f"{R1_PATH.name} (real Qwen3 tokenizer, traces <= {max_length} tokens)",
-                    traces,
-                    data.pad_id,
-                    data.tokenizer,
-                )
+                return Workload("r1", f"{R1_PATH.name} (real Qwen3 tokenizer, traces <= {max_length} tokens)",
+                                traces, data.pad_id, data.tokenizer)
             if limit is None:
                 raise SystemExit(f"only {len(data.traces)} R1 traces fit in --max-length {max_length}; lower --traces")
     # Synthetic stand-in: lengths spread like the R1 mix below max_length (60%..100%), 10% prompt.
@@ -246,9 +190,8 @@ def fixed_workload(n: int, length: int, vocab: int, prompt: int = 128, seed: int
 
 def t3s_step_batch(work: Workload, max_length: int, rows_per_micro: int) -> dict[str, Any]:
     """The ARStudent step batch: traces packed first-fit-decreasing into rows of ``max_length``."""
-    mbs = micro_batches(
-        work.traces, micro_batch_size=rows_per_micro, max_length=max_length, packing=True, pad_id=work.pad_id
-    )
+    mbs = micro_batches(work.traces, micro_batch_size=rows_per_micro, max_length=max_length, packing=True,
+                        pad_id=work.pad_id)
     return {"micro_batches": mbs, "num_traces": len(work.traces), "step": 0}
 
 
@@ -406,16 +349,8 @@ class Clock:
 class PlainHF:
     """Contender (c): the textbook loop on its own copy of the initial weights."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        batches: list[dict[str, torch.Tensor]],
-        n_items: int,
-        device: torch.device,
-        autocast: Any,
-        fused: bool,
-        grad_ckpt: bool = False,
-    ):
+    def __init__(self, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], n_items: int,
+                 device: torch.device, autocast: Any, fused: bool, grad_ckpt: bool = False):
         self.model = model.to(device).train()
         if grad_ckpt:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -423,9 +358,8 @@ class PlainHF:
         self.n_items = n_items
         self.autocast = autocast
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=LR, betas=(0.9, 0.95), weight_decay=0.0, **({"fused": True} if fused else {})
-        )
+        self.optimizer = torch.optim.AdamW(self.params, lr=LR, betas=(0.9, 0.95), weight_decay=0.0,
+                                           **({"fused": True} if fused else {}))
 
     def loss(self) -> float:
         with torch.no_grad():
@@ -446,33 +380,19 @@ class PlainHF:
 class TRLStep:
     """Contender (d): ``SFTTrainer.training_step`` + its optimizer on TRL's own collated batch."""
 
-    def __init__(
-        self, model: torch.nn.Module, work: Workload, micro: int, device: torch.device, bf16: bool, outdir: str
-    ):
+    def __init__(self, model: torch.nn.Module, work: Workload, micro: int, device: torch.device, bf16: bool,
+                 outdir: str):
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
         rows = [{"input_ids": t.input_ids, "completion_mask": [int(x != -100) for x in t.labels]} for t in work.traces]
-        args = SFTConfig(
-            output_dir=outdir,
-            per_device_train_batch_size=micro,
-            max_length=None,
-            report_to=[],
-            completion_only_loss=True,
-            bf16=bf16,
-            use_cpu=device.type == "cpu",
-            learning_rate=LR,
-            adam_beta2=0.95,
-            max_grad_norm=1.0,
-            logging_steps=10**9,
-            save_strategy="no",
-            dataset_num_proc=None,
-            disable_tqdm=True,
-        )
+        args = SFTConfig(output_dir=outdir, per_device_train_batch_size=micro, max_length=None, report_to=[],
+                         completion_only_loss=True, bf16=bf16, use_cpu=device.type == "cpu", learning_rate=LR,
+                         adam_beta2=0.95, max_grad_norm=1.0, logging_steps=10**9, save_strategy="no",
+                         dataset_num_proc=None, disable_tqdm=True)
         with _quiet_logs():
-            self.trainer = SFTTrainer(
-                model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=work.tokenizer
-            )
+            self.trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                      processing_class=work.tokenizer)
         self.trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
         collate = self.trainer.data_collator
         self.batches = [collate(rows[i : i + micro]) for i in range(0, len(rows), micro)]
@@ -522,9 +442,8 @@ class Alternate(L.Callback):
         self._clock = Clock(self.device)
         self._clock.start()
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           idx: int) -> None:
         times = self._clock.stop()
         self._memory.__exit__(None, None, None)
         self.timings.add(self._name(idx), times, self._memory.growth, warm=idx < 2)
@@ -562,10 +481,8 @@ def t3s_loss(student: ARStudent, step_batch: dict[str, Any], device: torch.devic
     """The ARStudent training loss of the step batch (FullSFT), without an optimizer step."""
     nll, count = 0.0, 0.0
     with torch.no_grad(), autocast():
-        batch = {
-            **step_batch,
-            "micro_batches": [{k: v.to(device) for k, v in mb.items()} for mb in step_batch["micro_batches"]],
-        }
+        batch = {**step_batch, "micro_batches": [{k: v.to(device) for k, v in mb.items()}
+                                                 for mb in step_batch["micro_batches"]]}
         for item in student.plan_step(batch).passes:
             loss, stats = student.pass_loss(item)
             nll += float(loss)
@@ -586,17 +503,9 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    student = BenchStudent(
-        model_config=config,
-        lr=LR,
-        max_grad_norm=1.0,
-        schedule="constant",
-        dtype=dtype,
-        attn_implementation=args.attn,
-        gradient_checkpointing=args.grad_ckpt,
-        logprob_chunk_size=args.chunk,
-        unselected_logprob_sample=args.unselected_sample,
-    )
+    student = BenchStudent(model_config=config, lr=LR, max_grad_norm=1.0, schedule="constant", dtype=dtype,
+                           attn_implementation=args.attn, gradient_checkpointing=args.grad_ckpt,
+                           logprob_chunk_size=args.chunk, unselected_logprob_sample=args.unselected_sample)
     with _quiet_logs(), torch.device(device):  # initialise on the device: an 8B model is slow to fill on CPU
         student.configure_model()
     student.to(device)
@@ -605,15 +514,8 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
 
     others: dict[str, Any] = {}
     if "hf_plain" in args.contenders:
-        others["hf_plain"] = PlainHF(
-            hf_copy(student.model, args.hf_attn),
-            hf_batches(work, args.hf_micro_batch),
-            n_items,
-            device,
-            autocast,
-            fused=device.type == "cuda",
-            grad_ckpt=args.grad_ckpt,
-        )
+        others["hf_plain"] = PlainHF(hf_copy(student.model, args.hf_attn), hf_batches(work, args.hf_micro_batch),
+                                     n_items, device, autocast, fused=device.type == "cuda", grad_ckpt=args.grad_ckpt)
     skipped: dict[str, str] = {}
     if "trl" in args.contenders:
         try:
@@ -625,9 +527,8 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
                 skipped["trl"] = "needs the real tokenizer (../shared absent)"
             else:
                 outdir = tempfile.mkdtemp(prefix="t3s-bench-trl-")
-                others["trl"] = TRLStep(
-                    hf_copy(student.model, args.hf_attn), work, args.hf_micro_batch, device, bf16, outdir
-                )
+                others["trl"] = TRLStep(hf_copy(student.model, args.hf_attn), work, args.hf_micro_batch, device, bf16,
+                                        outdir)
 
     losses = {"t3s": t3s_loss(student, step_batch, device, autocast)}
     for name, contender in others.items():
@@ -644,18 +545,10 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
     student_optimizer = None
     if {"t3s_full", "t3s_masked"} & set(args.contenders):
         with tempfile.TemporaryDirectory(prefix="t3s-bench-") as root, _quiet_logs():
-            trainer = L.Trainer(
-                max_steps=2 * cycles,
-                accelerator=device.type,
-                devices=1,
-                precision=lightning_precision,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                default_root_dir=root,
-                callbacks=[Alternate(strategies, others, timings, device)],
-            )
+            trainer = L.Trainer(max_steps=2 * cycles, accelerator=device.type, devices=1,
+                                precision=lightning_precision, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                                callbacks=[Alternate(strategies, others, timings, device)])
             loader = torch.utils.data.DataLoader([step_batch] * (2 * cycles), batch_size=None, collate_fn=lambda b: b)
             trainer.fit(student, train_dataloaders=loader)
         student_optimizer = trainer.optimizers[0]
@@ -673,26 +566,20 @@ def run_workload(args: argparse.Namespace, work: Workload, device: torch.device)
     n_params = sum(p.numel() for p in reference.parameters())
     flops = model_flops_per_step(config, work, n_params)
     result: dict[str, Any] = {
-        "data": work.source,
-        "traces": len(work.traces),
-        "real_tokens": work.real_tokens,
+        "data": work.source, "traces": len(work.traces), "real_tokens": work.real_tokens,
         "response_tokens": work.response_tokens,
         "t3s_rows": sum(mb["input_ids"].shape[0] for mb in step_batch["micro_batches"]),
         "t3s_row_length": args.max_length,
         "hf_padded_tokens": sum(mb["input_ids"].numel() for mb in hf_batches(work, args.hf_micro_batch)),
         "t3s_masked_fraction_of_response": masked_fraction,
-        "losses": losses,
-        "loss_rel_diff": rel_diff,
-        "loss_match": loss_match,
-        "loss_tolerance_rel": tolerance,
+        "losses": losses, "loss_rel_diff": rel_diff, "loss_match": loss_match, "loss_tolerance_rel": tolerance,
         "skipped": skipped,
         "timed_steps": {k: len(v) for k, v in timings.seconds.items() if v and k in args.contenders},
     }
     own_state = {}
     if student.model is not None:
-        own_state["t3s_full"] = own_state["t3s_masked"] = state_bytes(
-            list(student.model.parameters()), student_optimizer
-        )
+        own_state["t3s_full"] = own_state["t3s_masked"] = state_bytes(list(student.model.parameters()),
+                                                                       student_optimizer)
     for name, contender in others.items():
         opt = contender.optimizer if name == "hf_plain" else contender.trainer.optimizer
         own_state[name] = state_bytes(list(contender.model.parameters()), opt)
@@ -759,9 +646,8 @@ def score_step(model: torch.nn.Module, step_batch: dict[str, Any], device: torch
     return n
 
 
-def time_scoring(
-    model: torch.nn.Module, step_batch: dict[str, Any], device: torch.device, chunk: int, repeats: int
-) -> dict[str, Any]:
+def time_scoring(model: torch.nn.Module, step_batch: dict[str, Any], device: torch.device, chunk: int,
+                 repeats: int) -> dict[str, Any]:
     """Median seconds, real tokens/s and peak memory growth of scoring ``step_batch`` ``repeats`` times."""
     was_training = model.training
     model.eval()
@@ -792,9 +678,7 @@ def _masked_fraction(student: ARStudent, strategy: T3S, step_batch: dict[str, An
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--quick", action="store_true", help="small CPU-friendly sizes (the acceptance contract)")
     p.add_argument("--model", choices=sorted(MODELS), help="default: cpu-small on CPU, qwen3-1.7b on CUDA")
@@ -805,11 +689,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--t3s-micro-rows", type=int, default=1, help="packed rows per ARStudent micro-batch")
     p.add_argument("--cycles", type=int, help="timed cycles (each: one step of every contender) after 1 warm-up")
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16-mixed", "bf16-true"),
-        help="default fp32 on CPU, bf16-mixed (fp32 master weights) on CUDA",
-    )
+    p.add_argument("--precision", choices=("fp32", "bf16-mixed", "bf16-true"),
+                   help="default fp32 on CPU, bf16-mixed (fp32 master weights) on CUDA")
     p.add_argument("--attn", default="auto", help="ARStudent attention (auto: flash/flex on CUDA, sdpa on CPU)")
     p.add_argument("--hf-attn", default="sdpa", help="attention of the HF and TRL contenders (transformers' default)")
     p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in t3s and the plain HF loop")
@@ -817,26 +698,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unselected-sample", type=int, default=128, help="ARStudent unselected_logprob_sample")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak for MFU (H100/H200 bf16 dense)")
-    p.add_argument(
-        "--no-score",
-        dest="score",
-        action="store_false",
-        help="skip timing scoring (no-grad chunked c_t, as `t3s score`) of the step batch",
-    )
+    p.add_argument("--no-score", dest="score", action="store_false",
+                   help="skip timing scoring (no-grad chunked c_t, as `t3s score`) of the step batch")
     p.add_argument("--score-only", action="store_true", help="only time scoring of one --score-length row")
     p.add_argument("--score-length", type=int, default=32_768, help="row length of --score-only")
-    p.add_argument(
-        "--allocator-tuning",
-        action="store_true",
-        help="on CPU, restart with GLIBC_TUNABLES that keep freed memory (faster on some VMs; RSS only "
-        "grows, so per-contender peaks are not reported)",
-    )
+    p.add_argument("--allocator-tuning", action="store_true",
+                   help="on CPU, restart with GLIBC_TUNABLES that keep freed memory (faster on some VMs; RSS only "
+                        "grows, so per-contender peaks are not reported)")
     p.add_argument("--no-allocator-tuning", action="store_true", help="glibc's own settings (the default now)")
-    p.add_argument(
-        "--wall-clock",
-        action="store_true",
-        help="on CPU, report wall time instead of process CPU time (both are in the JSON)",
-    )
+    p.add_argument("--wall-clock", action="store_true",
+                   help="on CPU, report wall time instead of process CPU time (both are in the JSON)")
     p.add_argument("--json", type=Path, help="also write the final JSON object here")
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -867,12 +738,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def versions() -> dict[str, str]:
     import transformers
 
-    out = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lightning": L.__version__,
-    }
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "lightning": L.__version__}
     with contextlib.suppress(ImportError):
         import trl
 
@@ -893,55 +760,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["scoring"] = run_scoring_only(args, device)
         print(json.dumps(report["scoring"]), flush=True)
     for name in [] if args.score_only else args.data:
-        work = (
-            r1_workload(args.traces, args.max_length, vocab)
-            if name == "r1"
-            else fixed_workload(args.traces, args.max_length, vocab)
-        )
+        work = (r1_workload(args.traces, args.max_length, vocab) if name == "r1"
+                else fixed_workload(args.traces, args.max_length, vocab))
         result = run_workload(args, work, device)
         report["workloads"][name] = result
         print(_table(name, result), flush=True)
     head = report["workloads"].get(args.data[0], report.get("scoring", {}))
-    for key in (
-        "tps_t3s_full",
-        "tps_t3s_masked",
-        "tps_hf_plain",
-        "tps_trl",
-        "ratio_full_vs_hf",
-        "ratio_masked_vs_full",
-        "ratio_full_vs_trl",
-        "peak_mib_t3s_full",
-        "peak_mib_hf_plain",
-        "mfu_t3s_full",
-        "mfu_hf_plain",
-        "tps_score",
-        "peak_mib_score",
-        "ratio_score_vs_train",
-    ):
+    for key in ("tps_t3s_full", "tps_t3s_masked", "tps_hf_plain", "tps_trl", "ratio_full_vs_hf",
+                "ratio_masked_vs_full", "ratio_full_vs_trl", "peak_mib_t3s_full", "peak_mib_hf_plain",
+                "mfu_t3s_full", "mfu_hf_plain", "tps_score", "peak_mib_score", "ratio_score_vs_train"):
         if key in head:
             report[key] = head[key]
     report["loss_match"] = all(w["loss_match"] is not False for w in report["workloads"].values())
-    report.update(
-        {
-            "headline_workload": "scoring" if args.score_only else args.data[0],
-            "device": _device_name(device),
-            "model": args.model,
-            "precision": args.precision,
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "quick": args.quick,
-            "versions": versions(),
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "wall_s": round(time.perf_counter() - started, 1),
-            "clock": "wall" if device.type == "cuda" or args.wall_clock else "process_cpu",
-            "definitions": {
-                "tps": "non-pad tokens of the step / median step seconds (clock: see 'clock'; wall_* use wall time)",
-                "ratio_full_vs_hf": "tps_t3s_full / tps_hf_plain (higher is better)",
-                "ratio_masked_vs_full": "median T3S step seconds / median FullSFT step seconds (lower is better)",
-            },
-        }
-    )
+    report.update({
+        "headline_workload": "scoring" if args.score_only else args.data[0], "device": _device_name(device), "model": args.model,
+        "precision": args.precision, "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "quick": args.quick, "versions": versions(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "clock": "wall" if device.type == "cuda" or args.wall_clock else "process_cpu",
+        "definitions": {
+            "tps": "non-pad tokens of the step / median step seconds (clock: see 'clock'; wall_* use wall time)",
+            "ratio_full_vs_hf": "tps_t3s_full / tps_hf_plain (higher is better)",
+            "ratio_masked_vs_full": "median T3S step seconds / median FullSFT step seconds (lower is better)",
+        },
+    })
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -962,14 +806,12 @@ def _device_name(device: torch.device) -> str:
 
 
 def _table(name: str, r: dict[str, Any]) -> str:
-    lines = [
-        f"\n[{name}] {r['data']}: {r['traces']} traces, {r['real_tokens']} real tokens "
-        f"({r['response_tokens']} trained); t3s {r['t3s_rows']} packed rows of {r['t3s_row_length']}, "
-        f"HF {r['hf_padded_tokens']} padded positions; T3S masks {r['t3s_masked_fraction_of_response']:.0%}",
-        f"  losses on the same batch: {json.dumps({k: round(v, 6) for k, v in r['losses'].items()})} "
-        f"-> match={r['loss_match']}",
-        f"  {'contender':<12}{'median s':>10}{'tokens/s':>11}{'peak MiB':>10}",
-    ]
+    lines = [f"\n[{name}] {r['data']}: {r['traces']} traces, {r['real_tokens']} real tokens "
+             f"({r['response_tokens']} trained); t3s {r['t3s_rows']} packed rows of {r['t3s_row_length']}, "
+             f"HF {r['hf_padded_tokens']} padded positions; T3S masks {r['t3s_masked_fraction_of_response']:.0%}",
+             f"  losses on the same batch: {json.dumps({k: round(v, 6) for k, v in r['losses'].items()})} "
+             f"-> match={r['loss_match']}",
+             f"  {'contender':<12}{'median s':>10}{'tokens/s':>11}{'peak MiB':>10}"]
     for c in CONTENDERS:
         if f"tps_{c}" in r:
             mfu = f"  MFU {r[f'mfu_{c}']:.1%}" if f"mfu_{c}" in r else ""
@@ -979,16 +821,9 @@ def _table(name: str, r: dict[str, Any]) -> str:
         lines.append(f"  {c:<12} skipped: {why}")
     if "tps_score" in r:
         peak = f"{r['peak_mib_score']:>10.0f}" if "peak_mib_score" in r else f"{'-':>10}"
-        lines.append(
-            f"  {'scoring':<12}{r['median_s_score']:>10.3f}{r['tps_score']:>11.1f}{peak}  (no grad, chunked c_t)"
-        )
-    for key in (
-        "ratio_full_vs_hf",
-        "ratio_masked_vs_full",
-        "ratio_full_vs_trl",
-        "ratio_peak_mem_full_vs_hf",
-        "ratio_score_vs_train",
-    ):
+        lines.append(f"  {'scoring':<12}{r['median_s_score']:>10.3f}{r['tps_score']:>11.1f}{peak}  (no grad, chunked c_t)")
+    for key in ("ratio_full_vs_hf", "ratio_masked_vs_full", "ratio_full_vs_trl", "ratio_peak_mem_full_vs_hf",
+                "ratio_score_vs_train"):
         if key in r:
             lines.append(f"  {key} = {r[key]:.3f}")
     return "\n".join(lines)

@@ -45,9 +45,7 @@ def group_dict(value: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
 
 
-def nest_flat_keys(
-    section: Mapping[str, Any], flat_keys: Mapping[str, str], where: str
-) -> tuple[dict[str, Any], list[str]]:
+def nest_flat_keys(section: Mapping[str, Any], flat_keys: Mapping[str, str], where: str) -> tuple[dict[str, Any], list[str]]:
     """``section`` with every flat key of ``flat_keys`` (``{"lr": "optimizer.lr", ...}``) moved into its group.
 
     Returns the nested mapping and the flat keys it moved. A key given both ways (an old config partly
@@ -66,14 +64,8 @@ def nest_flat_keys(
         else:
             node = dict(node or {})
             if field in node and node[field] != out[key]:  # a config of one release ago, partly updated
-                log.warning(
-                    "%s.%s and %s.%s are the same setting, given both ways: the flat value %r is used",
-                    where,
-                    key,
-                    where,
-                    target,
-                    out[key],
-                )
+                log.warning("%s.%s and %s.%s are the same setting, given both ways: the flat value %r is used",
+                            where, key, where, target, out[key])
             node[field] = out.pop(key)
             out[group] = node
         moved.append(key)

@@ -49,19 +49,12 @@ def _mlflow_log_image(logger: Any, key: str, images: list[Any], step: int | None
     for n, image in enumerate(images):
         if isinstance(image, (str, Path)) and Path(image).is_file():
             suffix = f"_{n}" if len(images) > 1 else ""
-            logger.experiment.log_artifact(
-                logger.run_id, str(image), artifact_path=f"figures/{key}/step_{step}{suffix}"
-            )
+            logger.experiment.log_artifact(logger.run_id, str(image),
+                                           artifact_path=f"figures/{key}/step_{step}{suffix}")
 
 
-def _mlflow_log_text(
-    logger: Any,
-    key: str,
-    columns: list[str] | None = None,
-    data: list[list[Any]] | None = None,
-    step: int | None = None,
-    **_: Any,
-) -> None:
+def _mlflow_log_text(logger: Any, key: str, columns: list[str] | None = None, data: list[list[Any]] | None = None,
+                     step: int | None = None, **_: Any) -> None:
     """Text (sample generations, the anchor-token summary) as ``text/<key>/step_<N>.md`` artefacts."""
     text = "\n\n".join(str(cell) for row in data or [] for cell in row)
     logger.experiment.log_text(logger.run_id, text, f"text/{key}/step_{step}.md")

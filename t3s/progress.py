@@ -38,17 +38,8 @@ class PlainProgress:
     """A progress counter that prints ``"<desc>: <n>/<total> <unit> (<pct>%) <postfix>"`` at every 10 % (every
     ``every`` items when the total is unknown) and once at the end; a ``tqdm``-like interface."""
 
-    def __init__(
-        self,
-        iterable: Iterable[Any] | None = None,
-        *,
-        total: int | None = None,
-        desc: str = "",
-        unit: str = "it",
-        disable: bool = False,
-        stream: TextIO | None = None,
-        every: int = 10,
-    ) -> None:
+    def __init__(self, iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
+                 unit: str = "it", disable: bool = False, stream: TextIO | None = None, every: int = 10) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
@@ -101,15 +92,8 @@ class PlainProgress:
             self._print()  # a last line when the 10 % marks did not print the end
 
 
-def progress(
-    iterable: Iterable[Any] | None = None,
-    *,
-    total: int | None = None,
-    desc: str = "",
-    unit: str = "it",
-    disable: bool = False,
-    **tqdm_kwargs: Any,
-) -> Any:
+def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+             disable: bool = False, **tqdm_kwargs: Any) -> Any:
     """A ``tqdm`` bar on a terminal, a :class:`PlainProgress` otherwise (``disable`` hides either)."""
     if is_terminal():
         from tqdm.auto import tqdm
@@ -158,6 +142,5 @@ class PlainProgressBar(ProgressBar):
         done = f"{step}/{total} ({100 * step // total}%)" if total else str(step)
         loss = trainer.callback_metrics.get("train/loss")
         loss_text = f" loss {float(loss):.4f}" if loss is not None else ""
-        print(
-            f"step {done}{loss_text}, {time.monotonic() - self._start:.0f}s", file=self.stream or sys.stdout, flush=True
-        )
+        print(f"step {done}{loss_text}, {time.monotonic() - self._start:.0f}s", file=self.stream or sys.stdout,
+              flush=True)

@@ -69,7 +69,6 @@ def find_config(text: str) -> Path:
             candidate = packaged_configs_dir() / f"{text}{suffix}"
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(
-            f"no config file {text!r} and no shipped config of that name; shipped: {', '.join(packaged_configs())}"
-        )
+        raise FileNotFoundError(f"no config file {text!r} and no shipped config of that name; shipped: "
+                                f"{', '.join(packaged_configs())}")
     raise FileNotFoundError(f"config file not found: {text}")

@@ -96,11 +96,11 @@ def check_class_paths(config_files: Sequence[str | Path], args: Sequence[str]) -
             continue  # the parser reports an unreadable config with its own line
         found += [(str(path), key, cp) for key, cp in class_paths(loaded)]
     for option, value in _option_values(args):
-        found += [("the command line", f"{option}{'.' + key if key else ''}", cp) for key, cp in class_paths(value)]
+        found += [("the command line", f"{option}{'.' + key if key else ''}", cp)
+                  for key, cp in class_paths(value)]
     for where, key, class_path in found:
         if not is_allowed(class_path, prefixes):
             raise ConfigError(
                 f"{where}: {key}: {class_path} is outside the packages a config may import ({', '.join(prefixes)}); "
                 f"a config is code: if you trust it, allow the package with "
-                f"{ALLOW_ENV}={class_path.split('.')[0]}"
-            )
+                f"{ALLOW_ENV}={class_path.split('.')[0]}")

@@ -77,15 +77,8 @@ def make_trainer(root, steps, **kw) -> L.Trainer:
     kw.setdefault("logger", False)
     kw.setdefault("enable_checkpointing", False)
     return L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=str(root),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        plugins=[AtomicCheckpointIO()],
-        **kw,
+        max_steps=steps, accelerator="cpu", devices=1, default_root_dir=str(root), enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1, plugins=[AtomicCheckpointIO()], **kw,
     )
 
 
@@ -101,13 +94,8 @@ class Record(L.Callback):
 
 def make_data(world, batch=8, micro=8, **kw) -> TeacherTraceDataModule:
     return TeacherTraceDataModule(
-        path=str(world / "teacher_traces.jsonl"),
-        tokenizer=str(world / "tokenizer"),
-        limit=32,
-        global_batch_size=batch,
-        micro_batch_size=micro,
-        max_length=512,
-        **kw,
+        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=32,
+        global_batch_size=batch, micro_batch_size=micro, max_length=512, **kw,
     )
 
 
@@ -163,7 +151,8 @@ def tiny_score_caches(tiny_world, tmp_path_factory) -> dict[bool, str]:
 def random_model_config(tmp_path: Path, folder: str = "cfg", relative_data: bool = False) -> Path:
     """A 1-step config with a random tiny student (no θ_0 to build), written under ``tmp_path/folder``."""
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    cfg["trainer"].update(max_steps=1, default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False, callbacks=[])
+    cfg["trainer"].update(max_steps=1, default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False,
+                          callbacks=[])
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path / "runs"), name="sft")
     cfg["model"]["init_args"].pop("model")
     cfg["model"]["init_args"]["model_config"] = tiny_model_config(128)  # the tiny world has 73 tokens

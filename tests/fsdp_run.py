@@ -64,24 +64,15 @@ def main(spec: dict) -> None:
     world = Path(spec["world"])
     diffusion = spec["family"] == "diffusion"
     data = TeacherTraceDataModule(
-        path=str(world / "teacher_traces.jsonl"),
-        tokenizer=str(world / "tokenizer"),
-        limit=spec.get("limit", 8),
-        global_batch_size=spec.get("batch", 4),
-        micro_batch_size=2,
-        max_length=512,
+        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=spec.get("limit", 8),
+        global_batch_size=spec.get("batch", 4), micro_batch_size=2, max_length=512,
         packing=spec.get("packing", not diffusion),
     )
     data.setup("fit")
     selection = T3S(scores=spec["scores"]) if spec.get("scores") else FullSFT()
     kwargs = dict(
-        model_config=spec["model_config"],
-        tokenizer=data.tokenizer.name_or_path,
-        selection=selection,
-        lr=1e-3,
-        warmup_steps=2,
-        max_grad_norm=spec.get("max_grad_norm", 1.0),
-        **spec.get("student", {}),
+        model_config=spec["model_config"], tokenizer=data.tokenizer.name_or_path, selection=selection,
+        lr=1e-3, warmup_steps=2, max_grad_norm=spec.get("max_grad_norm", 1.0), **spec.get("student", {}),
     )
     student = DiffusionStudent(objective="llada2", **kwargs) if diffusion else ARStudent(**kwargs)
     root = Path(spec["root"])
@@ -93,17 +84,10 @@ def main(spec: dict) -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     sharded = world_size > 1 or spec.get("fsdp", False)
     trainer = L.Trainer(
-        max_steps=spec.get("steps", 4),
-        accelerator="cpu",
-        devices=world_size,
-        strategy=ModelParallelStrategy() if sharded else "auto",
-        default_root_dir=str(root),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        log_every_n_steps=1,
-        callbacks=callbacks,
-        plugins=None if sharded else [AtomicCheckpointIO()],
+        max_steps=spec.get("steps", 4), accelerator="cpu", devices=world_size,
+        strategy=ModelParallelStrategy() if sharded else "auto", default_root_dir=str(root),
+        enable_progress_bar=False, enable_model_summary=False, logger=False, log_every_n_steps=1,
+        callbacks=callbacks, plugins=None if sharded else [AtomicCheckpointIO()],
     )
     try:
         trainer.fit(student, datamodule=data, ckpt_path=spec.get("resume"))

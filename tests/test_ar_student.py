@@ -122,12 +122,8 @@ def test_crash_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     data = make_data(tiny_world, batch=4, micro=4)
-    trainer = make_trainer(
-        tmp_path,
-        6,
-        enable_checkpointing=True,
-        callbacks=[ModelCheckpoint(every_n_train_steps=1, save_top_k=1, save_last=True), Boom(at=3)],
-    )
+    trainer = make_trainer(tmp_path, 6, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(every_n_train_steps=1, save_top_k=1, save_last=True), Boom(at=3)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.fit(make_student(data), datamodule=data)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)

@@ -14,18 +14,12 @@ from safetensors.torch import load_file, save_file
 from t3s.cli import main
 
 
-@pytest.mark.parametrize(
-    ("option", "key"),
-    [
-        ("--model.init_args.optimizer.lr=-1e-5", "model.init_args.optimizer.lr"),
-        (
-            "--model.init_args.warmup_steps=-3",
-            "model.init_args.optimizer.warmup_steps",
-        ),  # the flat key of one release ago
-        ("--model.init_args.optimizer.betas=[0.9, 1.5]", "model.init_args.optimizer.betas"),
-        ("--model.init_args.max_grad_norm=0", "model.init_args.optimizer.max_grad_norm"),
-    ],
-)
+@pytest.mark.parametrize(("option", "key"), [
+    ("--model.init_args.optimizer.lr=-1e-5", "model.init_args.optimizer.lr"),
+    ("--model.init_args.warmup_steps=-3", "model.init_args.optimizer.warmup_steps"),  # the flat key of one release ago
+    ("--model.init_args.optimizer.betas=[0.9, 1.5]", "model.init_args.optimizer.betas"),
+    ("--model.init_args.max_grad_norm=0", "model.init_args.optimizer.max_grad_norm"),
+])
 def test_bad_optimiser_settings_are_one_line_naming_the_key(tmp_path, capsys, option, key):
     line = error_of(capsys, "fit", "--config", str(random_model_config(tmp_path)), option)
     assert key in line
@@ -57,33 +51,13 @@ def broken_copies(model_folder: Path, root: Path) -> dict[str, Path]:
 def test_score_and_rrt_refuse_broken_or_non_finite_checkpoints(tmp_path, capsys, model_folder):
     config = str(random_model_config(tmp_path))
     for name, folder in broken_copies(model_folder, tmp_path / "broken").items():
-        line = error_of(
-            capsys,
-            "score",
-            "--config",
-            config,
-            "--base",
-            str(model_folder),
-            "--bottleneck",
-            str(folder),
-            "--output",
-            str(tmp_path / "scores"),
-        )
+        line = error_of(capsys, "score", "--config", config, "--base", str(model_folder), "--bottleneck", str(folder),
+                        "--output", str(tmp_path / "scores"))
         assert str(folder) in line, (name, line)
         if name == "nan":
             assert "model.norm.weight" in line and "NaN" in line
-        line = error_of(
-            capsys,
-            "rrt",
-            "--base",
-            str(model_folder),
-            "--bottleneck",
-            str(model_folder),
-            "--final",
-            str(folder),
-            "--output",
-            str(tmp_path / "rrt"),
-        )
+        line = error_of(capsys, "rrt", "--base", str(model_folder), "--bottleneck", str(model_folder),
+                        "--final", str(folder), "--output", str(tmp_path / "rrt"))
         assert str(folder) in line, (name, line)
     assert not (tmp_path / "scores").exists() and not (tmp_path / "rrt").exists()
 
@@ -92,14 +66,8 @@ def test_a_missing_or_broken_student_folder_is_one_line(tmp_path, capsys, model_
     config = str(random_model_config(tmp_path))
     cases = broken_copies(model_folder, tmp_path / "broken")
     for name in ("missing", "no_config", "nan"):
-        line = error_of(
-            capsys,
-            "fit",
-            "--config",
-            config,
-            "--model.init_args.model_config=null",
-            f"--model.init_args.model={cases[name]}",
-        )
+        line = error_of(capsys, "fit", "--config", config, "--model.init_args.model_config=null",
+                        f"--model.init_args.model={cases[name]}")
         assert str(cases[name]) in line, (name, line)
 
 
@@ -115,9 +83,8 @@ def test_resume_continues_in_the_same_folder_and_cleans_interrupted_writes(tmp_p
     for bad in (b"", b"garbage" * 100, checkpoint.read_bytes()[:1000]):
         broken = tmp_path / "broken.ckpt"
         broken.write_bytes(bad)
-        assert "not a readable Lightning checkpoint" in error_of(
-            capsys, "fit", "--config", config, f"--ckpt_path={broken}"
-        )
+        assert "not a readable Lightning checkpoint" in error_of(capsys, "fit", "--config", config,
+                                                                 f"--ckpt_path={broken}")
     assert "no such checkpoint" in error_of(capsys, "fit", "--config", config, f"--ckpt_path={tmp_path / 'x.ckpt'}")
 
     main(["fit", "--config", config, *steps, "--trainer.max_steps=4", f"--ckpt_path={checkpoint}"])

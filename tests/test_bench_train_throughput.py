@@ -25,24 +25,8 @@ def bench():
 
 
 def test_tiny_run_reports_matching_losses_and_the_contract_keys(bench, capsys):
-    report = bench.main(
-        [
-            "--device",
-            "cpu",
-            "--model",
-            "tiny",
-            "--data",
-            "fixed",
-            "--traces",
-            "3",
-            "--max-length",
-            "48",
-            "--cycles",
-            "1",
-            "--hf-micro-batch",
-            "2",
-        ]
-    )
+    report = bench.main(["--device", "cpu", "--model", "tiny", "--data", "fixed", "--traces", "3",
+                         "--max-length", "48", "--cycles", "1", "--hf-micro-batch", "2"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("{") and '"loss_match":true' in last
     for key in ("tps_t3s_full", "tps_t3s_masked", "tps_hf_plain", "ratio_full_vs_hf", "ratio_masked_vs_full"):
@@ -99,25 +83,8 @@ def test_quick_defaults_are_the_cpu_contract(bench):
 def test_scoring_only_and_hf_only_paths(bench, capsys):
     scored = bench.main(["--device", "cpu", "--model", "tiny", "--score-only", "--score-length", "64", "--cycles", "1"])
     assert scored["scoring"]["score_tokens"] == 64 and scored["tps_score"] > 0
-    hf_only = bench.main(
-        [
-            "--device",
-            "cpu",
-            "--model",
-            "tiny",
-            "--data",
-            "fixed",
-            "--traces",
-            "2",
-            "--max-length",
-            "32",
-            "--cycles",
-            "1",
-            "--contenders",
-            "hf_plain",
-            "--no-score",
-        ]
-    )
+    hf_only = bench.main(["--device", "cpu", "--model", "tiny", "--data", "fixed", "--traces", "2", "--max-length",
+                          "32", "--cycles", "1", "--contenders", "hf_plain", "--no-score"])
     run = hf_only["workloads"]["fixed"]
     assert run["timed_steps"] == {"hf_plain": 1} and run["loss_match"] and "tps_t3s_full" not in run
 

@@ -23,17 +23,11 @@ def tiny_config(tmp_path: Path, name: str = "sft", steps: int = 6, **model_args)
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"]["every_n_train_steps"] = 2
         if callback["class_path"].endswith("BenchmarkCallback"):  # keep CLI tests about the CLI
-            callback["init_args"].update(
-                every_n_steps=1000, train_limit=2, sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8}
-            )
+            callback["init_args"].update(every_n_steps=1000, train_limit=2,
+                                         sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8})
     cfg["model"]["init_args"].update(model=BASE, **model_args)
-    cfg["data"].update(
-        path=str(TINY_WORLD / "teacher_traces.jsonl"),
-        tokenizer=str(TINY_WORLD / "tokenizer"),
-        limit=64,
-        global_batch_size=8,
-        micro_batch_size=8,
-    )
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=64, global_batch_size=8, micro_batch_size=8)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -56,30 +50,15 @@ def test_recipe_by_hand_fit_score_t3s_rrt(tmp_path, capsys):
     AutoModelForCausalLM.from_pretrained(hf / "final")
 
     scores = tmp_path / "scores"
-    main(
-        [
-            "score",
-            "--config",
-            str(config),
-            "--base",
-            str(hf / "step_0"),
-            "--bottleneck",
-            str(hf / "step_2"),
-            "--output",
-            str(scores),
-        ]
-    )
+    main(["score", "--config", str(config), "--base", str(hf / "step_0"), "--bottleneck", str(hf / "step_2"),
+          "--output", str(scores)])
     summary = yaml.safe_load((scores / "summary.json").read_text())
     assert 0.0 < summary["anchor_fraction"] < 1.0
     assert len(summary["top_anchor_tokens"]) > 0 and "token" in summary["top_anchor_tokens"][0]
     assert "anchor fraction" in capsys.readouterr().out
 
-    t3s_config = tiny_config(
-        tmp_path,
-        name="t3s",
-        steps=2,
-        selection={"class_path": "t3s.selection.T3S", "init_args": {"scores": str(scores)}},
-    )
+    t3s_config = tiny_config(tmp_path, name="t3s", steps=2,
+                             selection={"class_path": "t3s.selection.T3S", "init_args": {"scores": str(scores)}})
     main(["fit", "--config", str(t3s_config)])
     events = list(run_dir(tmp_path, "t3s").glob("events.out.tfevents.*"))
     assert events and (run_dir(tmp_path, "t3s") / "hf" / "step_2").is_dir()
@@ -87,19 +66,8 @@ def test_recipe_by_hand_fit_score_t3s_rrt(tmp_path, capsys):
     assert 0.0 < fraction < 1.0
 
     out = tmp_path / "rrt"
-    main(
-        [
-            "rrt",
-            "--base",
-            str(hf / "step_0"),
-            "--bottleneck",
-            str(hf / "step_2"),
-            "--final",
-            str(hf / "final"),
-            "--output",
-            str(out),
-        ]
-    )
+    main(["rrt", "--base", str(hf / "step_0"), "--bottleneck", str(hf / "step_2"), "--final", str(hf / "final"),
+          "--output", str(out)])
     w0, wb, wf, wr = (weights(p) for p in (hf / "step_0", hf / "step_2", hf / "final", out))
     assert set(wr) == set(w0)
     for name in w0:
@@ -138,11 +106,8 @@ def test_config_typo_and_wrong_type_fail_with_a_message(tmp_path, capsys):
 
 
 def test_t3s_without_scores_is_a_one_line_error(tmp_path, capsys):
-    config = tiny_config(
-        tmp_path,
-        steps=1,
-        selection={"class_path": "t3s.selection.T3S", "init_args": {"scores": str(tmp_path / "missing")}},
-    )
+    config = tiny_config(tmp_path, steps=1, selection={"class_path": "t3s.selection.T3S",
+                                                       "init_args": {"scores": str(tmp_path / "missing")}})
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config)])
     assert exit_info.value.code == 2
@@ -156,28 +121,15 @@ def test_qwen3_config_runs_two_steps_with_tiny_overrides(tmp_path, capsys):
     assert cfg["model"]["init_args"]["optimizer"]["lr"] == 1e-5 and cfg["trainer"]["max_steps"] == 50
     # the same file, with model, data, strategy and precision made tiny for a CPU
     cfg["model"]["init_args"]["model"] = BASE
-    cfg["trainer"].update(
-        accelerator="cpu",
-        devices=1,
-        strategy="auto",
-        precision="32-true",
-        max_steps=2,
-        default_root_dir=str(tmp_path),
-        enable_progress_bar=False,
-    )
+    cfg["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true", max_steps=2,
+                          default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))
     assert bench["init_args"]["tasks"] == ["aime24", "aime25"]
-    bench["init_args"].update(
-        tasks=[], train_grader="exact", train_limit=2, sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8}
-    )
-    cfg["data"].update(
-        path=str(TINY_WORLD / "teacher_traces.jsonl"),
-        limit=16,
-        tokenizer=str(TINY_WORLD / "tokenizer"),
-        max_length=512,
-        global_batch_size=4,
-    )
+    bench["init_args"].update(tasks=[], train_grader="exact", train_limit=2,
+                              sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8})
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), limit=16,
+                       tokenizer=str(TINY_WORLD / "tokenizer"), max_length=512, global_batch_size=4)
     cfg["data"]["layout"]["preset"], cfg["data"]["batching"]["micro_batch_size"] = "default", 2
     path = tmp_path / "qwen3-tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -217,17 +169,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         root.mkdir()
         config = tiny_config(root, steps=2)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "T3S_CACHE": os.environ["T3S_CACHE"]}
-        cmd = [
-            sys.executable,
-            "-m",
-            "t3s",
-            "fit",
-            "--config",
-            str(config),
-            f"--trainer.devices={devices}",
-            "--trainer.strategy=ddp" if devices == 2 else "--trainer.strategy=auto",
-            "--data.micro_batch_size=3",
-        ]
+        cmd = [sys.executable, "-m", "t3s", "fit", "--config", str(config), f"--trainer.devices={devices}",
+               "--trainer.strategy=ddp" if devices == 2 else "--trainer.strategy=auto", "--data.micro_batch_size=3"]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = run_dir(root, "sft")
@@ -248,9 +191,8 @@ def test_validate_and_test_report_the_teacher_forced_loss(tmp_path, capsys):
 
 def test_score_config_typo_and_missing_checkpoint_are_one_line_errors(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        yaml.safe_dump({"data": {"path": "x.jsonl", "tokenizer": str(TINY_WORLD / "tokenizer"), "max_lenght": 5}})
-    )
+    bad.write_text(yaml.safe_dump({"data": {"path": "x.jsonl", "tokenizer": str(TINY_WORLD / "tokenizer"),
+                                            "max_lenght": 5}}))
     good = tiny_config(tmp_path, steps=1)
     for config, base in ((bad, "nowhere"), (good, str(tmp_path / "nowhere"))):
         with pytest.raises(SystemExit) as exit_info:
@@ -268,10 +210,8 @@ def test_console_script_equals_python_m(tmp_path):
     script = shutil.which("t3s") or str(Path(sys.executable).parent / "t3s")
     if not Path(script).exists():
         pytest.skip("the t3s console script is not installed in this environment")
-    outs = [
-        subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        for cmd in ([script, "rrt", "--help"], [sys.executable, "-m", "t3s", "rrt", "--help"])
-    ]
+    outs = [subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            for cmd in ([script, "rrt", "--help"], [sys.executable, "-m", "t3s", "rrt", "--help"])]
     assert all(o.returncode == 0 for o in outs)
     assert outs[0].stdout.replace("t3s rrt", "") == outs[1].stdout.replace("t3s rrt", "")
     assert "--bottleneck" in outs[0].stdout

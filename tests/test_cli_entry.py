@@ -32,25 +32,20 @@ def test_help_lists_every_command_with_a_line_and_loads_no_torch():
         line = next(line for line in text.splitlines() if line.startswith(f"  {command} "))
         assert len(line.split()) > 3, line
     assert "toy-small" in text
-    out = python(
-        "import sys, t3s.cli; t3s.cli.main(['--help']); "
-        "print('LOADED', [m for m in ('torch', 'lightning') if m in sys.modules])"
-    )
+    out = python("import sys, t3s.cli; t3s.cli.main(['--help']); "
+                 "print('LOADED', [m for m in ('torch', 'lightning') if m in sys.modules])")
     assert "  compare " in out and "LOADED []" in out
 
 
 def test_grade_loads_neither_torch_nor_lightning(tmp_path):
-    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the
-    time."""
+    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the time."""
     gens = tmp_path / "gens.jsonl"
     gens.write_text(json.dumps({"response": "<think>x</think> \\boxed{ 2 5 }", "gold": "25"}) + "\n")
     heavy = "('torch', 'lightning', 'transformers', 'torchmetrics')"
     for task in ("aime24", "math", "exact"):
-        out = python(
-            f"import sys, t3s.cli; t3s.cli.main(['grade', '--task', '{task}', '--input', {str(gens)!r}, "
-            f"'--output', {str(tmp_path / (task + '.jsonl'))!r}]); "
-            f"print('LOADED', [m for m in {heavy} if m in sys.modules])"
-        )
+        out = python(f"import sys, t3s.cli; t3s.cli.main(['grade', '--task', '{task}', '--input', {str(gens)!r}, "
+                     f"'--output', {str(tmp_path / (task + '.jsonl'))!r}]); "
+                     f"print('LOADED', [m for m in {heavy} if m in sys.modules])")
         assert "(1/1 correct)" in out and "LOADED []" in out, out
 
 
@@ -63,21 +58,11 @@ def test_report_loads_neither_torch_nor_lightning(tmp_path):
         (root / phase / "metrics.csv").write_text("\n".join(rows) + "\n")
     token = {"token": "so", "count": 3, "share_of_occurrences": 1.0}
     (root / "scores").mkdir()
-    (root / "scores" / "summary.json").write_text(
-        json.dumps(
-            {
-                "anchor_fraction": 0.2,
-                "mean_delta": 0.1,
-                "num_tokens": 10,
-                "top_anchor_tokens": [token],
-                "top_yet_to_learn_tokens": [token],
-            }
-        )
-    )
-    out = python(
-        f"import sys, t3s.cli; t3s.cli.main(['report', {str(root)!r}]); "
-        "print('LOADED', [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])"
-    )
+    (root / "scores" / "summary.json").write_text(json.dumps({
+        "anchor_fraction": 0.2, "mean_delta": 0.1, "num_tokens": 10, "top_anchor_tokens": [token],
+        "top_yet_to_learn_tokens": [token]}))
+    out = python(f"import sys, t3s.cli; t3s.cli.main(['report', {str(root)!r}]); "
+                 "print('LOADED', [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])")
     assert "LOADED []" in out, out
     text = (root / "report" / "report.md").read_text()
     assert "| SFT | train | 0.900 | 0.100 (5) |" in text and text.count("## Anchor tokens") == 1
@@ -85,19 +70,15 @@ def test_report_loads_neither_torch_nor_lightning(tmp_path):
 
 def test_console_stays_quiet_about_weight_loads(tmp_path):
     """No transformers progress bar per checkpoint write or weight load once the command line has started."""
-    out = python(
-        "import t3s.cli; t3s.cli.configure_process(); "
-        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
-    )
+    out = python("import t3s.cli; t3s.cli.configure_process(); "
+                 "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
     assert out.strip() == "False"
 
 
 def test_toy_resolvers_are_opt_in():
-    out = python(
-        "from omegaconf import OmegaConf; import t3s.cli, t3s.toy, t3s.toy.base; "
-        "print(OmegaConf.has_resolver('toy_base'), OmegaConf.has_resolver('toy_world')); "
-        "t3s.toy.base.register_resolvers(); print(OmegaConf.has_resolver('toy_base'))"
-    )
+    out = python("from omegaconf import OmegaConf; import t3s.cli, t3s.toy, t3s.toy.base; "
+                 "print(OmegaConf.has_resolver('toy_base'), OmegaConf.has_resolver('toy_world')); "
+                 "t3s.toy.base.register_resolvers(); print(OmegaConf.has_resolver('toy_base'))")
     assert out.split() == ["False", "False", "True"]
 
 
@@ -208,17 +189,9 @@ def test_report_accepts_a_recipe_run_folder(tmp_path):
         writer.close()
     token = {"token": "so", "count": 3, "share_of_occurrences": 1.0}
     (root / "scores").mkdir()
-    (root / "scores" / "summary.json").write_text(
-        json.dumps(
-            {
-                "anchor_fraction": 0.2,
-                "mean_delta": 0.1,
-                "num_tokens": 10,
-                "top_anchor_tokens": [token],
-                "top_yet_to_learn_tokens": [token],
-            }
-        )
-    )
+    (root / "scores" / "summary.json").write_text(json.dumps({
+        "anchor_fraction": 0.2, "mean_delta": 0.1, "num_tokens": 10, "top_anchor_tokens": [token],
+        "top_yet_to_learn_tokens": [token]}))
     main(["report", str(root)])
     text = (root / "report" / "report.md").read_text()
     assert "| SFT | train | 0.900 | 0.100 (5) |" in text and "| T3S | train | 0.900 | 0.600 (5) |" in text

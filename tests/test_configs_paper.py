@@ -40,13 +40,8 @@ def test_qwen3_and_its_32b_overlay_parse(capsys):
         assert config["data"]["path"] == "simplescaling/s1K-1.1" and config["data"]["limit"] == 200
         bench = bench_args(config)
         assert (bench["mode"], bench["backend"], bench["every_n_steps"]) == ("defer", "vllm", 5)
-        assert set(bench["vllm"]) == {
-            "tensor_parallel_size",
-            "gpu_memory_utilization",
-            "max_model_len",
-            "dtype",
-            "enable_prefix_caching",
-        }
+        assert set(bench["vllm"]) == {"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype",
+                                      "enable_prefix_caching"}
         assert bench["vllm"]["max_model_len"] >= 32768
 
 
@@ -58,12 +53,12 @@ def test_boba200_overlay_is_qwen3_with_the_traces_left_to_the_command_line(capsy
     assert boba["trainer"]["logger"]["init_args"]["save_dir"] == "runs/qwen3-boba200"
     same = ("model", "seed_everything")
     assert all(boba[key] == base[key] for key in same) and bench_args(boba) == bench_args(base)
-    assert {k: v for k, v in boba["data"].items() if k not in ("path", "layout")} == {
-        k: v for k, v in base["data"].items() if k not in ("path", "layout")
-    }
+    assert {k: v for k, v in boba["data"].items() if k not in ("path", "layout")} == \
+        {k: v for k, v in base["data"].items() if k not in ("path", "layout")}
     assert {**boba["data"]["layout"], "preset": None} == {**base["data"]["layout"], "preset": None}
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", "qwen3", "--config", "qwen3-boba200", "--data.path", "org/boba-200", "--print_config"])
+        main(["fit", "--config", "qwen3", "--config", "qwen3-boba200", "--data.path", "org/boba-200",
+              "--print_config"])
     assert exit_info.value.code in (0, None)
     assert yaml.safe_load(capsys.readouterr().out)["data"]["path"] == "org/boba-200"
 

@@ -159,11 +159,8 @@ def test_openr1_row_without_verified_generation_is_skipped_and_counted(tmp_path:
     assert [r.id for r in records] == ["u0"]
     assert (stats.rows, stats.skipped_unverified, stats.loaded) == (3, 2, 1)
     bad = [dict(rows[0], correctness_math_verify=[True])]
-    with pytest.raises(
-        TraceDataError,
-        match=r"o\.jsonl:1: field 'correctness_math_verify' must be a list of 3 "
-        r"flags .*\(data\.layout\.fields\.verified\)",
-    ):
+    with pytest.raises(TraceDataError, match=r"o\.jsonl:1: field 'correctness_math_verify' must be a list of 3 "
+                                             r"flags .*\(data\.layout\.fields\.verified\)"):
         load_records(write_jsonl(tmp_path / "o.jsonl", bad), FIELD_PRESETS["openr1"])
 
 
@@ -175,13 +172,8 @@ def test_openr1_row_without_verified_generation_is_skipped_and_counted(tmp_path:
         # s1K 1.1 read with the 1.0 preset's columns swapped: the DeepSeek trajectory would be lost
         (
             "s1k-1.0",
-            {
-                "question": "q",
-                "thinking_trajectories": [" "],
-                "attempt": "A",
-                "solution": "s",
-                "deepseek_thinking_trajectory": "R",
-            },
+            {"question": "q", "thinking_trajectories": [" "], "attempt": "A", "solution": "s",
+             "deepseek_thinking_trajectory": "R"},
             "deepseek_thinking_trajectory",
         ),
         ("alpaca", {"instruction": "q", "output": "A", "thinking": "R"}, "thinking"),
@@ -192,9 +184,8 @@ def test_reasoning_that_would_be_dropped_is_an_error(tmp_path: Path, preset: str
     with pytest.raises(TraceDataError) as err:
         load_records(path, FIELD_PRESETS[preset])
     message = str(err.value)
-    assert message.startswith(
-        f"{path}:1: the record maps to an empty reasoning but the row has reasoning in field '{column}'"
-    )
+    assert message.startswith(f"{path}:1: the record maps to an empty reasoning but the row has reasoning in "
+                              f"field '{column}'")
     assert message.endswith("(data.layout.fields.reasoning)") and "\n" not in message
 
 
@@ -210,10 +201,8 @@ def test_bad_turn_shapes(tmp_path: Path) -> None:
     ]
     for row, message in cases:
         with pytest.raises(TraceDataError, match=message):
-            load_records(
-                write_jsonl(tmp_path / "t.jsonl", [row]),
-                FIELD_PRESETS["prompt_completion"] if "completion" in row else FIELD_PRESETS["messages"],
-            )
+            load_records(write_jsonl(tmp_path / "t.jsonl", [row]), FIELD_PRESETS["prompt_completion"]
+                         if "completion" in row else FIELD_PRESETS["messages"])
 
 
 # ------------------------------------------------------------------------------------------ through the module
@@ -265,9 +254,8 @@ def test_thinking_switch_and_template_kwargs_reach_the_template(tmp_path: Path, 
         "{% if m.reasoning_content %}[{{ m.reasoning_content }}] {% endif %}{{ m.content }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}assistant({{ effort }}):\n{% endif %}"
     )
-    custom = TeacherTraceDataModule(
-        path, tokenizer, chat_template=str(template), chat_template_kwargs={"effort": "high"}
-    )
+    custom = TeacherTraceDataModule(path, tokenizer, chat_template=str(template),
+                                    chat_template_kwargs={"effort": "high"})
     assert custom.preview(1) == f"user:\n{Q[1]}<|im_end|>\nassistant(high):\n[[[{R[1]}] {A[1]}<|im_end|>]]\n"
 
 
@@ -284,15 +272,11 @@ def test_tokenizer_without_chat_template(tmp_path: Path, shared_dir: Path) -> No
     with pytest.raises(TraceDataError) as err:
         TeacherTraceDataModule(path, str(tmp_path / "base")).setup()
     assert str(err.value) == (
-        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); "
-        "set data.template.chat_template to a "
+        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a "
         "Jinja file, a template of the tokenizer or a built-in one (chatml)"
     )
-    with pytest.raises(
-        TraceDataError,
-        match=r"nope: no such template file, and not a template name of .* "
-        r"\(chatml\) \(data\.template\.chat_template\)",
-    ):
+    with pytest.raises(TraceDataError, match=r"nope: no such template file, and not a template name of .* "
+                                             r"\(chatml\) \(data\.template\.chat_template\)"):
         TeacherTraceDataModule(path, str(tmp_path / "base"), chat_template="nope").setup()
     chatml = TeacherTraceDataModule(path, str(tmp_path / "base"), chat_template="chatml")
     assert chatml.preview(2) == (

@@ -97,7 +97,9 @@ def test_setup_renders_and_labels(tmp_path: Path, tokenizer_dir: str) -> None:
     assert problems[1].messages == [{"role": "user", "content": "q w1"}] and problems[1].id == "t1"
 
 
-def test_each_step_has_global_batch_size_traces_and_ranks_partition(tmp_path: Path, tokenizer_dir: str) -> None:
+def test_each_step_has_global_batch_size_traces_and_ranks_partition(
+    tmp_path: Path, tokenizer_dir: str
+) -> None:
     dm = make_dm(tmp_path, tokenizer_dir)
     for step in range(7):  # crosses epoch boundaries (10 traces, 4 per step)
         whole = dm.step_traces(step)

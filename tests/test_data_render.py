@@ -54,8 +54,12 @@ def test_labels_are_exactly_the_reply_and_end_of_turn(qwen: Any) -> None:
     assert prompt_text.endswith("<|im_start|>assistant\n")
     assert full_text.endswith("<|im_end|>\n")
     prompt_len = len(qwen(prompt_text, add_special_tokens=False)["input_ids"])
-    assert all(label == IGNORE for label in trace.labels[:prompt_len])  # prompt (incl. assistant header) untrained
-    assert all(label == tok for label, tok in zip(trace.labels[prompt_len:-1], trace.input_ids[prompt_len:-1]))
+    assert all(
+        label == IGNORE for label in trace.labels[:prompt_len]
+    )  # prompt (incl. assistant header) untrained
+    assert all(
+        label == tok for label, tok in zip(trace.labels[prompt_len:-1], trace.input_ids[prompt_len:-1])
+    )
     im_end = qwen.convert_tokens_to_ids("<|im_end|>")
     assert trace.input_ids[-2] == im_end and trace.labels[-2] == im_end  # end of turn trained
     assert qwen.decode(trace.input_ids[-1:]) == "\n" and trace.labels[-1] == IGNORE  # after it: not trained
@@ -123,13 +127,9 @@ def test_repo_tiny_tokenizer_renders_with_completion_only_labels(tiny_world: Pat
     from t3s.data import TraceRecord, tokenize_trace
 
     tok = AutoTokenizer.from_pretrained(str(tiny_world / "tokenizer"))
-    record = TraceRecord(
-        id="t",
-        messages=[{"role": "user", "content": "add 1 2 + 3 4 ."}],
-        reasoning="Units : 2 + 4 + 0 = 6 ;",
-        answer_text="So the answer is \\boxed{ 4 6 }",
-        source="inline:1",
-    )
+    record = TraceRecord(id="t", messages=[{"role": "user", "content": "add 1 2 + 3 4 ."}],
+                         reasoning="Units : 2 + 4 + 0 = 6 ;", answer_text="So the answer is \\boxed{ 4 6 }",
+                         source="inline:1")
     trace = tokenize_trace(tok, record, 0, max_length=128)
     trained = [i for i, label in zip(trace.input_ids, trace.labels) if label != IGNORE_INDEX]
     assert tok.decode(trained) == "<think> Units : 2 + 4 + 0 = 6 ; </think> So the answer is \\boxed{ 4 6 } <|im_end|>"

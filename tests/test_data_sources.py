@@ -15,9 +15,8 @@ datasets = pytest.importorskip("datasets", reason="the datasets library is neede
 
 
 def rows(tag: str, n: int) -> list[dict]:
-    return [
-        {"id": f"{tag}{i}", "prompt": f"{tag} q{i}", "reasoning": f"r{i}", "answer_text": f"a{i}"} for i in range(n)
-    ]
+    return [{"id": f"{tag}{i}", "prompt": f"{tag} q{i}", "reasoning": f"r{i}", "answer_text": f"a{i}"}
+            for i in range(n)]
 
 
 def write_jsonl(path: Path, items: list[dict]) -> Path:
@@ -77,24 +76,16 @@ def test_hub_repo_clone_with_subsets(tmp_path: Path) -> None:
     assert ids(load_records(repo, FIELD_PRESETS["default"], subset="hard")[0]) == ["h0", "h1", "h2"]
     where = next(iter_rows(repo, "train", "easy"))[0]
     assert where == f"{repo}[easy/train]:1"
-    with pytest.raises(
-        TraceDataError,
-        match=r"loading it as a Hugging Face dataset \(subset 'nope', split "
-        r"'train', revision 'v2'\) failed",
-    ):
+    with pytest.raises(TraceDataError, match=r"loading it as a Hugging Face dataset \(subset 'nope', split "
+                                             r"'train', revision 'v2'\) failed"):
         load_records(repo, FIELD_PRESETS["default"], subset="nope", revision="v2")
 
 
 def test_mixed_sources_per_source_limits_presets_and_ids(tmp_path: Path, tiny_world: Path) -> None:
     a = write_jsonl(tmp_path / "a.jsonl", rows("a", 6))
     sharegpt = [
-        {
-            "id": i,
-            "conversations": [
-                {"from": "human", "value": f"s q{i}"},
-                {"from": "gpt", "value": f"<think>s r{i}</think>s a{i}"},
-            ],
-        }
+        {"id": i, "conversations": [{"from": "human", "value": f"s q{i}"},
+                                    {"from": "gpt", "value": f"<think>s r{i}</think>s a{i}"}]}
         for i in range(4)
     ]
     b = write_jsonl(tmp_path / "b.jsonl", sharegpt)
@@ -111,35 +102,18 @@ def test_mixed_sources_per_source_limits_presets_and_ids(tmp_path: Path, tiny_wo
     assert len([g for g in got if g.startswith("0:a")]) == 3
     assert dm.records[-1].reasoning == "s r3" and [t.index for t in dm.traces] == list(range(7))
     # the same draw every time; data.limit then subsets the mixed set
-    again = TeacherTraceDataModule(
-        None,
-        str(tiny_world / "tokenizer"),
-        sources=[{"path": str(a), "limit": 3}, {"path": str(b), "preset": "sharegpt"}],
-        max_length=256,
-    )
+    again = TeacherTraceDataModule(None, str(tiny_world / "tokenizer"),
+                                   sources=[{"path": str(a), "limit": 3}, {"path": str(b), "preset": "sharegpt"}],
+                                   max_length=256)
     assert ids(again.problems()) == got
-    limited = TeacherTraceDataModule(
-        None,
-        str(tiny_world / "tokenizer"),
-        sources=[str(a), str(b)],
-        limit=5,
-        preset="default",
-        max_length=256,
-        fields=None,
-    )
+    limited = TeacherTraceDataModule(None, str(tiny_world / "tokenizer"), sources=[str(a), str(b)], limit=5,
+                                     preset="default", max_length=256, fields=None)
     with pytest.raises(TraceDataError, match=r"b\.jsonl:1: record has no prompt"):
         limited.setup()  # a plain path entry takes data.preset, here `default`, which does not read conversations
-    limited = TeacherTraceDataModule(
-        None,
-        str(tiny_world / "tokenizer"),
-        limit=5,
-        max_length=256,
-        sources=[str(a), {"path": str(b), "preset": "sharegpt"}],
-    )
-    assert len(limited.problems()) == 5 and set(ids(limited.problems())) <= {
-        *(f"0:a{i}" for i in range(6)),
-        *(f"1:{i}" for i in range(4)),
-    }
+    limited = TeacherTraceDataModule(None, str(tiny_world / "tokenizer"), limit=5, max_length=256,
+                                     sources=[str(a), {"path": str(b), "preset": "sharegpt"}])
+    assert len(limited.problems()) == 5 and set(ids(limited.problems())) <= {*(f"0:a{i}" for i in range(6)),
+                                                                          *(f"1:{i}" for i in range(4))}
     assert limited.fingerprint()["sources"][1]["preset"] == "sharegpt"
 
 
@@ -166,13 +140,8 @@ def test_relative_source_paths_mean_the_config_folder(tmp_path: Path) -> None:
 
     write_jsonl(tmp_path / "cfg" / "a.jsonl", rows("a", 1))
     (tmp_path / "cfg" / "t.jinja").write_text("{{ messages }}")
-    config = Namespace(
-        data=Namespace(
-            path=None,
-            template=Namespace(chat_template="t.jinja"),
-            sources=[{"path": "a.jsonl", "limit": 1}, "a.jsonl", "org/hub-id"],
-        )
-    )
+    config = Namespace(data=Namespace(path=None, template=Namespace(chat_template="t.jinja"),
+                                      sources=[{"path": "a.jsonl", "limit": 1}, "a.jsonl", "org/hub-id"]))
     anchor_data_paths(config, [tmp_path / "cfg" / "c.yaml"])
     absolute = str((tmp_path / "cfg" / "a.jsonl").resolve())
     assert config.data.sources == [{"path": absolute, "limit": 1}, absolute, "org/hub-id"]

@@ -18,14 +18,8 @@ from t3s.analysis.interaction import gradient_interaction, probe_batch
 from t3s.analysis.trajectories import Trajectories, data_offsets
 from t3s.cli import main
 
-DATA = {
-    "path": str(TINY_WORLD / "teacher_traces.jsonl"),
-    "tokenizer": str(TINY_WORLD / "tokenizer"),
-    "limit": 16,
-    "global_batch_size": 8,
-    "micro_batch_size": 4,
-    "max_length": 512,
-}
+DATA = {"path": str(TINY_WORLD / "teacher_traces.jsonl"), "tokenizer": str(TINY_WORLD / "tokenizer"), "limit": 16,
+        "global_batch_size": 8, "micro_batch_size": 4, "max_length": 512}
 
 
 def tiny_data(**overrides):
@@ -40,9 +34,7 @@ def small_probe_config(tmp_path: Path, name: str, max_steps: int, train_limit: i
     """configs/toy-small.yaml as a plain-SFT probe (the recipe's first phase), shortened, outputs in tmp_path."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False, max_steps=max_steps)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = (
-        3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
-    )
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[], train_limit=train_limit)
@@ -53,11 +45,8 @@ def small_probe_config(tmp_path: Path, name: str, max_steps: int, train_limit: i
 
 
 def _digest(folder: Path) -> dict[str, tuple[str, int]]:
-    return {
-        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(folder.iterdir())
-        if p.is_file()
-    }
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +55,9 @@ def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_run")
     data = tiny_data()
     student = make_student(data, lr=3e-3)
-    trainer = make_trainer(
-        root,
-        4,
-        enable_checkpointing=True,
-        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", every_n_train_steps=2, save_top_k=-1)],
-    )
+    trainer = make_trainer(root, 4, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", every_n_train_steps=2,
+                                                      save_top_k=-1)])
     trainer.fit(student, datamodule=data)
     config = {"data": DATA, "model": {"init_args": {"lr": 1e-4, "betas": [0.9, 0.95], "max_grad_norm": 1.0}}}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
@@ -105,36 +91,22 @@ def test_trajectories_equal_per_checkpoint_scores(tiny_run, diagnosed, tmp_path)
         if step == 2:  # θ_b: the diagnostics' anchor fraction is the scorer's
             assert report["anchor_fraction"] == pytest.approx(summary["anchor_fraction"])
     # `t3s score --checkpoints <run>` writes the same trajectories and their per-group summary
-    main(
-        [
-            "score",
-            "--config",
-            str(tiny_run / "config.yaml"),
-            "--base",
-            str(tiny_run / "hf" / "step_0"),
-            "--bottleneck",
-            str(tiny_run / "hf" / "step_2"),
-            "--output",
-            str(tmp_path / "cli"),
-            "--checkpoints",
-            str(tiny_run),
-        ]
-    )
+    main(["score", "--config", str(tiny_run / "config.yaml"), "--base", str(tiny_run / "hf" / "step_0"),
+          "--bottleneck", str(tiny_run / "hf" / "step_2"), "--output", str(tmp_path / "cli"),
+          "--checkpoints", str(tiny_run)])
     from_score = Trajectories(tmp_path / "cli" / "trajectories", data.fingerprint(), data_offsets(data.traces))
     for step in (0, 2, 4):
         torch.testing.assert_close(from_score.load(step), cache.load(step), atol=1e-6, rtol=0, equal_nan=True)
     summary = json.loads((tmp_path / "cli" / "trajectories" / "summary.json").read_text())
     assert [e["step"] for e in summary["steps"]] == [0, 2, 4]
     assert summary["steps"][2]["confidence"]["anchor"]["mean"] == pytest.approx(
-        report["steps"][2]["confidence"]["anchor"]["mean"]
-    )
+        report["steps"][2]["confidence"]["anchor"]["mean"])
     # the group confidences are the means of those values
     values, base = cache.load(4), cache.load(0)
     anchor = (cache.load(2) - base) > 0
     assert report["steps"][2]["confidence"]["anchor"]["mean"] == pytest.approx(float(values[anchor].double().mean()))
     assert report["steps"][2]["confidence"]["anchor"]["below_base"] == pytest.approx(
-        float((values[anchor] < base[anchor]).double().mean())
-    )
+        float((values[anchor] < base[anchor]).double().mean()))
 
 
 def test_gradient_norms_and_cosine_equal_direct_autograd():
@@ -177,9 +149,7 @@ def test_transfer_matrix_diagonal_is_negative(diagnosed):
         matrix = entry["transfer_matrix"]
         assert len(matrix) == 4 and all(len(row) == 4 for row in matrix)
         assert all(matrix[i][i] < 0 for i in range(4)), (entry["step"], matrix)
-        assert (
-            entry["intervention"]["anchor"]["anchor"] < 0 and entry["intervention"]["yet_to_learn"]["yet_to_learn"] < 0
-        )
+        assert entry["intervention"]["anchor"]["anchor"] < 0 and entry["intervention"]["yet_to_learn"]["yet_to_learn"] < 0
     assert report["transfer_matrix"] == report["steps"][1]["transfer_matrix"]  # top level: at θ_b
     assert report["transfer_matrix_step"] == 2
 
@@ -261,14 +231,11 @@ def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
     score(tiny_data(), tiny_run / "hf" / "step_0", tiny_run / "hf" / "step_2", tmp_path / "scores")
     data = tiny_data()
     student = make_student(data, lr=3e-3)
-    callback = DiagnosticsCallback(scores=str(tmp_path / "scores"), every_n_steps=2, probe_traces=8, micro_batch_size=2)
-    trainer = make_trainer(
-        tmp_path / "run",
-        4,
-        logger=CSVLogger(tmp_path, name="csv"),
-        enable_checkpointing=True,
-        callbacks=[callback, ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)],
-    )
+    callback = DiagnosticsCallback(scores=str(tmp_path / "scores"), every_n_steps=2, probe_traces=8,
+                                   micro_batch_size=2)
+    trainer = make_trainer(tmp_path / "run", 4, logger=CSVLogger(tmp_path, name="csv"), enable_checkpointing=True,
+                           callbacks=[callback, ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2,
+                                                                save_top_k=-1)])
     trainer.fit(student, datamodule=data)
     rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
     logged = {int(r["step"]): r for r in rows if r.get("diagnostics/grad_cosine")}
@@ -278,9 +245,7 @@ def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
 
     cache = ScoreCache.load(tmp_path / "scores")
     offsets = data_offsets(data.traces)
-    groups = token_groups(
-        cache.base_logprob, cache.bottleneck_logprob, answer_spans(data.traces, data.tokenizer, offsets)
-    )
+    groups = token_groups(cache.base_logprob, cache.bottleneck_logprob, answer_spans(data.traces, data.tokenizer, offsets))
     probe = probe_batch(data, groups.ids, offsets, traces=8, micro_batch_size=2)
     model = AutoModelForCausalLM.from_pretrained(str(Path(trainer.log_dir) / "hf" / "step_2")).eval()
     offline = gradient_interaction(model, probe, (0, 1), (2, 3))
@@ -297,8 +262,7 @@ def test_callback_refuses_a_sharded_strategy_before_training():
     from t3s.analysis import DiagnosticsCallback
     from t3s.analysis.diagnose import DiagnosticsError
 
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, strategy=ModelParallelStrategy(), logger=False, enable_progress_bar=False
-    )
+    trainer = L.Trainer(accelerator="cpu", devices=1, strategy=ModelParallelStrategy(), logger=False,
+                        enable_progress_bar=False)
     with pytest.raises(DiagnosticsError, match="ModelParallelStrategy"):
         DiagnosticsCallback(scores="unused").on_fit_start(trainer, None)

@@ -23,12 +23,8 @@ PROMPTS = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2]]
 @pytest.fixture(scope="module")
 def student(tiny_world) -> DiffusionStudent:
     # a wide initialisation: varied predictions and confidences (a default tiny init predicts one token)
-    s = DiffusionStudent(
-        model_config=tiny_model_config(V, initializer_range=0.5),
-        tokenizer=str(tiny_world / "tokenizer"),
-        init_seed=1,
-        block_size=4,
-    )
+    s = DiffusionStudent(model_config=tiny_model_config(V, initializer_range=0.5),
+                         tokenizer=str(tiny_world / "tokenizer"), init_seed=1, block_size=4)
     s.configure_model()
     return s.eval()
 
@@ -82,20 +78,17 @@ def test_blocks_are_absolute_and_later_blocks_cannot_change_earlier_ones(student
     """Block-causal: decoding a longer canvas leaves the tokens of the shorter one unchanged."""
     short = aligned_layout(PROMPTS[:1], 3, 4, MASK, PAD)
     long = aligned_layout(PROMPTS[:1], 11, 4, MASK, PAD)
-    a = block_causal_decode(
-        FullRecompute(student.model, short, 4), short, block_length=4, steps_per_block=4, mask_id=MASK, eos_id=EOS
-    )
-    b = block_causal_decode(
-        FullRecompute(student.model, long, 4), long, block_length=4, steps_per_block=4, mask_id=MASK, eos_id=EOS
-    )
+    a = block_causal_decode(FullRecompute(student.model, short, 4), short, block_length=4, steps_per_block=4,
+                            mask_id=MASK, eos_id=EOS)
+    b = block_causal_decode(FullRecompute(student.model, long, 4), long, block_length=4, steps_per_block=4,
+                            mask_id=MASK, eos_id=EOS)
     assert a.canvas.shape[1] == 12 and b.canvas.shape[1] == 20  # 9-token prompt: blocks end at 12 and 20
     assert torch.equal(b.canvas[0, :12], a.canvas[0])
 
 
 def test_the_generator_of_a_block_diffusion_student_decodes_block_causally(student):
-    gen = DiffusionGenerator.for_student(
-        student, gen_length=12, block_length=4, steps=12, batch_size=3, show_progress=False
-    )
+    gen = DiffusionGenerator.for_student(student, gen_length=12, block_length=4, steps=12, batch_size=3,
+                                         show_progress=False)
     assert gen.block_causal and gen.block_length == 4
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=12)
     batched = gen.generate(PROMPTS, params)

@@ -18,13 +18,8 @@ EOS, MASK = 2, 5
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
     dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"),
-        tokenizer=str(tiny_world / "tokenizer"),
-        limit=4,
-        global_batch_size=4,
-        micro_batch_size=4,
-        max_length=512,
-        packing=False,
+        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=4,
+        global_batch_size=4, micro_batch_size=4, max_length=512, packing=False,
     )
     dm.setup("fit")
     return dm
@@ -134,9 +129,8 @@ def test_two_block_loss_equals_a_hand_computation(data):
         first = decoder(input_ids=noisy[:, :4], position_ids=torch.arange(4)[None]).last_hidden_state
         cache = DynamicCache(config=student.model.config)
         decoder(input_ids=ids[:, :4], position_ids=torch.arange(4)[None], past_key_values=cache, use_cache=True)
-        second = decoder(
-            input_ids=noisy[:, 4:], position_ids=torch.arange(4, 8)[None], past_key_values=cache, use_cache=True
-        ).last_hidden_state
+        second = decoder(input_ids=noisy[:, 4:], position_ids=torch.arange(4, 8)[None], past_key_values=cache,
+                         use_cache=True).last_hidden_state
         logits = head(torch.cat([first, second], dim=1)).double()
     ce = -torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
     expected = float(ce[corrupted].mean())

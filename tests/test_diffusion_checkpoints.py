@@ -25,13 +25,8 @@ PROMPTS = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2]]
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
     dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"),
-        tokenizer=str(tiny_world / "tokenizer"),
-        limit=8,
-        global_batch_size=4,
-        micro_batch_size=2,
-        max_length=512,
-        packing=False,
+        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=8,
+        global_batch_size=4, micro_batch_size=2, max_length=512, packing=False,
     )
     dm.setup("fit")
     return dm
@@ -57,12 +52,11 @@ def test_the_shim_restores_what_llada2_code_imports():
     from transformers.utils.import_utils import is_torch_fx_available
 
     assert is_torch_fx_available() is False
-    config = transformers.PretrainedConfig(
-        hidden_size=32, num_attention_heads=4, head_dim=8, rope_theta=100.0, partial_rotary_factor=0.5
-    )
+    config = transformers.PretrainedConfig(hidden_size=32, num_attention_heads=4, head_dim=8, rope_theta=100.0,
+                                           partial_rotary_factor=0.5)
     inv_freq, scaling = ROPE_INIT_FUNCTIONS["default"](config, None)
     assert ROPE_INIT_FUNCTIONS["default"] is default_rope_parameters and scaling == 1.0
-    assert torch.allclose(inv_freq, torch.tensor([1.0, 100.0**-0.5]))  # dim 4: exponents 0, 2/4
+    assert torch.allclose(inv_freq, torch.tensor([1.0, 100.0 ** -0.5]))  # dim 4: exponents 0, 2/4
 
 
 def test_the_rotary_frequencies_of_llada2_code_are_recomputed_after_loading(data, llada2):
@@ -83,16 +77,9 @@ def test_the_rotary_frequencies_of_llada2_code_are_recomputed_after_loading(data
 
 
 def test_llada2_code_trains_block_diffusion_and_decodes_block_causally(data, llada2, tmp_path):
-    student = DiffusionStudent(
-        model=llada2,
-        trust_remote_code=True,
-        objective="llada2",
-        block_size=4,
-        loss_normalization="sequence",
-        lr=1e-3,
-        max_grad_norm=None,
-        sampler={"gen_length": 12, "block_length": 4, "steps": 12},
-    )
+    student = DiffusionStudent(model=llada2, trust_remote_code=True, objective="llada2", block_size=4,
+                               loss_normalization="sequence", lr=1e-3, max_grad_norm=None,
+                               sampler={"gen_length": 12, "block_length": 4, "steps": 12})
     rec = Record()
     make_trainer(tmp_path, 2, callbacks=[rec]).fit(student, datamodule=data)
     assert type(student.model).__name__ == "TinyLLaDA2ModelLM" and not student.logits_only
@@ -120,18 +107,8 @@ def test_a_padded_batch_never_turns_llada2_causal(data, llada2):
     assert torch.equal(two_d[0], two_d[1])  # causal: a later token cannot reach position 0
     assert not torch.allclose(plain[0], plain[1])  # bidirectional without a mask
 
-    gen = DiffusionGenerator(
-        model,
-        data.tokenizer,
-        MASK,
-        EOS,
-        gen_length=8,
-        block_length=4,
-        steps=8,
-        batch_size=3,
-        show_progress=False,
-        stop_token_ids=[],
-    )
+    gen = DiffusionGenerator(model, data.tokenizer, MASK, EOS, gen_length=8, block_length=4, steps=8,
+                             batch_size=3, show_progress=False, stop_token_ids=[])
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
     batched = [g[0].token_ids for g in gen.generate(PROMPTS, params)]
     assert gen.explicit_attention_mask is False and not gen.block_causal
@@ -156,7 +133,8 @@ def test_llada2_code_that_needs_more_than_the_shim_fails_in_one_line(data, tmp_p
 
 
 def test_llada1_trains_with_the_guidelines_loss_and_generates(data, llada1, tmp_path):
-    student = DiffusionStudent(model=llada1, trust_remote_code=True, objective="llada", lr=1e-3, max_grad_norm=None)
+    student = DiffusionStudent(model=llada1, trust_remote_code=True, objective="llada", lr=1e-3,
+                               max_grad_norm=None)
     student.configure_model()
     assert student.logits_only
     mb = data.step_batch(0)["micro_batches"][0]
@@ -177,9 +155,8 @@ def test_llada1_trains_with_the_guidelines_loss_and_generates(data, llada1, tmp_
     rec = Record()
     make_trainer(tmp_path, 2, callbacks=[rec]).fit(student, datamodule=data)
     assert len(rec.rows) == 2 and all(r["train/loss"] > 0 for r in rec.rows)
-    gen = DiffusionGenerator.for_student(
-        student, gen_length=8, block_length=4, steps=8, batch_size=3, show_progress=False, stop_token_ids=[]
-    )
+    gen = DiffusionGenerator.for_student(student, gen_length=8, block_length=4, steps=8, batch_size=3,
+                                         show_progress=False, stop_token_ids=[])
     assert gen.logits_only and not gen.block_causal
     params = SamplingParams(n=2, temperature=0.0, max_new_tokens=8)
     batched = [[g.token_ids for g in gens] for gens in gen.generate(PROMPTS, params)]
@@ -193,9 +170,8 @@ def test_the_bidirectionality_probe_is_not_fooled_by_routing_noise(data, llada2)
 
     from t3s.students.diffusion_hf import attends_bidirectionally, needs_explicit_mask
 
-    noisy_causal = AutoModelForCausalLM.from_pretrained(
-        llada2, trust_remote_code=True, always_causal=True, routing_noise=1e-7
-    )
+    noisy_causal = AutoModelForCausalLM.from_pretrained(llada2, trust_remote_code=True, always_causal=True,
+                                                        routing_noise=1e-7)
     reinit_rotary_buffers(noisy_causal)  # transformers 5 leaves the stand-in's inv_freq uninitialised
     decoder = noisy_causal.get_decoder()
     ids = torch.tensor([[1, 29, 41, 12]])

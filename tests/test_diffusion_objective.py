@@ -31,13 +31,8 @@ EOS, MASK = 2, 5
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
     dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"),
-        tokenizer=str(tiny_world / "tokenizer"),
-        limit=8,
-        global_batch_size=4,
-        micro_batch_size=4,
-        max_length=512,
-        packing=False,
+        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=8,
+        global_batch_size=4, micro_batch_size=4, max_length=512, packing=False,
     )
     dm.setup("fit")
     return dm
@@ -110,7 +105,9 @@ def test_loss_equals_a_hand_computation_on_a_fixed_mask(data, micro_batch, objec
         logits = student.model(input_ids=noisy, use_cache=False).logits.double()
     ce = -torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
     if objective == "llada":
-        per_seq = [float(ce[r][fixed[r]].sum()) / (float(p[r]) * (width - firsts[r])) for r in range(rows)]
+        per_seq = [
+            float(ce[r][fixed[r]].sum()) / (float(p[r]) * (width - firsts[r])) for r in range(rows)
+        ]
         expected = sum(per_seq) / len(per_seq)
     else:
         expected = float(ce[fixed].sum()) / int(fixed.sum())
@@ -207,9 +204,8 @@ def test_forced_tokens_weigh_one_under_llada_and_kept_ones_one_over_their_probab
     thinned_in = layout.response & (cols % 15 == 12)  # kept-visible tokens the thinning let through
     random_mask = random_mask & ~keep | thinned_in
     p = torch.tensor([0.5, 0.25, 0.8, 0.1], dtype=torch.float64)
-    (view,) = corrupt(
-        layout, random_mask, must, p, mask_id=MASK, objective="llada", keep=keep | thinned_in, anchor_visibility=0.4
-    )
+    (view,) = corrupt(layout, random_mask, must, p, mask_id=MASK, objective="llada", keep=keep | thinned_in,
+                      anchor_visibility=0.4)
     length = layout.answer.sum(1).double()
     for r in range(4):
         forced = view.corrupted[r] & must[r]
@@ -228,7 +224,8 @@ def test_forced_tokens_weigh_one_under_llada_and_kept_ones_one_over_their_probab
         u = torch.rand(layout.answer.shape, generator=gen, dtype=torch.float64)
         q = torch.where(keep_set, 0.4 * p[:, None], p[:, None].expand_as(u))
         rnd = (u < q) & layout.answer
-        (v,) = corrupt(layout, rnd, must, p, mask_id=MASK, objective="llada", keep=keep_set, anchor_visibility=0.4)
+        (v,) = corrupt(layout, rnd, must, p, mask_id=MASK, objective="llada", keep=keep_set,
+                       anchor_visibility=0.4)
         totals += v.weights.double().sum(1)
     assert torch.allclose(totals / draws, torch.ones(4, dtype=torch.float64), atol=0.05)
 
@@ -238,9 +235,8 @@ def test_sequence_normalisation_is_the_mean_of_per_sequence_means(data, micro_ba
     cols = torch.arange(layout.answer.shape[1])[None, :]
     fixed = layout.answer & (cols % (torch.arange(4)[:, None] + 2) == 0)  # different counts per row
     p = torch.full((4,), 0.5, dtype=torch.float64)
-    (view,) = corrupt(
-        layout, fixed, torch.zeros_like(fixed), p, mask_id=MASK, objective="llada2", normalization="sequence"
-    )
+    (view,) = corrupt(layout, fixed, torch.zeros_like(fixed), p, mask_id=MASK, objective="llada2",
+                      normalization="sequence")
     nll = torch.rand(layout.answer.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     loss = float(view_loss_sum(-nll[view.corrupted], view)) / view.normaliser
     expected = sum(float(nll[r][fixed[r]].mean()) for r in range(4)) / 4
@@ -344,17 +340,11 @@ def test_bad_inputs_are_refused(data, tmp_path):
 
     remote = tmp_path / "llada2"
     remote.mkdir()
-    (remote / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "llada2_moe",
-                "auto_map": {
-                    "AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
-                    "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM",
-                },
-            }
-        )
-    )
+    (remote / "config.json").write_text(json.dumps({
+        "model_type": "llada2_moe",
+        "auto_map": {"AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
+                     "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM"},
+    }))
     with pytest.raises(DiffusionStudentError, match="model.init_args.trust_remote_code: true"):
         DiffusionStudent(model=str(remote), tokenizer=data.tokenizer.name_or_path).configure_model()
     with pytest.raises(DiffusionStudentError, match="objective"):

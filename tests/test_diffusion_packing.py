@@ -31,13 +31,8 @@ def make_data(world, packing: bool, **kw) -> TeacherTraceDataModule:
     kw.setdefault("limit", 8)
     kw.setdefault("global_batch_size", 4)
     kw.setdefault("micro_batch_size", 4)
-    dm = TeacherTraceDataModule(
-        path=str(world / "teacher_traces.jsonl"),
-        tokenizer=str(world / "tokenizer"),
-        max_length=512,
-        packing=packing,
-        **kw,
-    )
+    dm = TeacherTraceDataModule(path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"),
+                                max_length=512, packing=packing, **kw)
     dm.setup("fit")
     return dm
 
@@ -70,9 +65,8 @@ def delta_cache(data, tmp_path_factory) -> str:
 
 
 def make_student(data, **kw) -> DiffusionStudent:
-    student = DiffusionStudent(
-        model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw
-    )
+    student = DiffusionStudent(model_config=tiny_model_config(len(data.tokenizer)),
+                               tokenizer=data.tokenizer.name_or_path, **kw)
     student.configure_model()
     return student
 
@@ -161,21 +155,13 @@ def test_packed_masks_are_the_document_mask_and_its_intersection_with_the_block_
         ("llada", None, 32, False),
     ],
 )
-def test_a_packed_step_equals_each_trace_alone(
-    data, rows, delta_cache, objective, normalization, block_size, complementary
-):
+def test_a_packed_step_equals_each_trace_alone(data, rows, delta_cache, objective, normalization, block_size,
+                                               complementary):
     packed, alone = rows
     selection = T3S(scores=delta_cache)
     selection.setup(data.fingerprint())
-    student = make_student(
-        data,
-        objective=objective,
-        loss_normalization=normalization,
-        block_size=block_size,
-        complementary_masking=complementary,
-        selection=selection,
-        anchor_visibility=0.5,
-    )
+    student = make_student(data, objective=objective, loss_normalization=normalization, block_size=block_size,
+                           complementary_masking=complementary, selection=selection, anchor_visibility=0.5)
     loss_alone, grads_alone, views_alone = step_loss(student, alone, packed=False)
     loss_packed, grads_packed, views_packed = step_loss(student, [packed], packed=True)
     assert loss_packed == pytest.approx(loss_alone, rel=1e-6)
@@ -203,15 +189,9 @@ def test_fit_on_packed_rows_equals_fit_on_single_trace_rows(tiny_world, tmp_path
     results = {}
     for packing, micro in ((True, 4), (False, 1)):
         data = make_data(tiny_world, packing=packing, micro_batch_size=micro)
-        student = DiffusionStudent(
-            model_config=tiny_model_config(len(data.tokenizer)),
-            tokenizer=data.tokenizer.name_or_path,
-            objective="llada2",
-            block_size=4,
-            loss_normalization="sequence",
-            lr=1e-3,
-            max_grad_norm=None,
-        )
+        student = DiffusionStudent(model_config=tiny_model_config(len(data.tokenizer)),
+                                   tokenizer=data.tokenizer.name_or_path, objective="llada2", block_size=4,
+                                   loss_normalization="sequence", lr=1e-3, max_grad_norm=None)
         rec = Record()
         make_trainer(tmp_path / str(packing), 2, callbacks=[rec]).fit(student, datamodule=data)
         results[packing] = rec.rows
@@ -223,24 +203,23 @@ def test_fit_on_packed_rows_equals_fit_on_single_trace_rows(tiny_world, tmp_path
 
 def test_what_cannot_train_on_packed_rows_is_refused_in_one_line(tiny_world, tmp_path):
     data = make_data(tiny_world, packing=True, limit=4)
-    student = DiffusionStudent(
-        model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, pad_to=512
-    )
+    student = DiffusionStudent(model_config=tiny_model_config(len(data.tokenizer)),
+                               tokenizer=data.tokenizer.name_or_path, pad_to=512)
     with pytest.raises(DiffusionStudentError, match="unset model.init_args.pad_to"):
         make_trainer(tmp_path / "pad", 1).fit(student, datamodule=data)
 
     llada1 = build("llada1", tmp_path / "llada1", data.tokenizer, len(data.tokenizer))
     with pytest.raises(DiffusionStudentError, match="LLaDA 1.0.*set data.batching.packing: false"):
-        make_trainer(tmp_path / "l1", 1).fit(DiffusionStudent(model=llada1, trust_remote_code=True), datamodule=data)
+        make_trainer(tmp_path / "l1", 1).fit(DiffusionStudent(model=llada1, trust_remote_code=True),
+                                             datamodule=data)
 
     install()
     dropping = build("llada2", tmp_path / "dropping", data.tokenizer, len(data.tokenizer))
-    config = tmp_path / "dropping" / "config.json"
+    config = (tmp_path / "dropping" / "config.json")
     config.write_text(config.read_text().replace('"drops_4d_masks": false', '"drops_4d_masks": true'))
     with pytest.raises(DiffusionStudentError, match="ignores the 4-D document mask"):
-        make_trainer(tmp_path / "drop", 1).fit(
-            DiffusionStudent(model=dropping, trust_remote_code=True), datamodule=data
-        )
+        make_trainer(tmp_path / "drop", 1).fit(DiffusionStudent(model=dropping, trust_remote_code=True),
+                                               datamodule=data)
 
 
 @pytest.mark.parametrize("block_size", [None, 4])
@@ -260,9 +239,8 @@ def test_llada2_code_trains_on_packed_rows_as_each_trace_alone(tiny_world, tmp_p
 
     rec = Record()
     packed_data = make_data(tiny_world, packing=True)
-    student = DiffusionStudent(
-        model=folder, trust_remote_code=True, objective="llada2", block_size=block_size, lr=1e-3, max_grad_norm=None
-    )
+    student = DiffusionStudent(model=folder, trust_remote_code=True, objective="llada2", block_size=block_size,
+                               lr=1e-3, max_grad_norm=None)
     make_trainer(tmp_path / "fit", 2, callbacks=[rec]).fit(student, datamodule=packed_data)
     assert len(rec.rows) == 2 and all(r["train/loss"] > 0 for r in rec.rows)
 
@@ -275,26 +253,17 @@ def test_flex_block_masks_on_cuda_give_the_dense_packed_step(data, rows, block_s
     packed, alone = rows
     results = {}
     for kernel in ("sdpa", "flex_attention"):
-        student = DiffusionStudent(
-            model_config=tiny_model_config(len(data.tokenizer)),
-            tokenizer=data.tokenizer.name_or_path,
-            objective="llada2",
-            block_size=block_size,
-            attn_implementation=kernel,
-        )
+        student = DiffusionStudent(model_config=tiny_model_config(len(data.tokenizer)),
+                                   tokenizer=data.tokenizer.name_or_path, objective="llada2",
+                                   block_size=block_size, attn_implementation=kernel)
         student.configure_model()
         student.model.cuda()
         on_gpu = [{k: v.cuda() for k, v in mb.items()} for mb in alone]
         packed_gpu = {k: v.cuda() for k, v in packed.items()}
-        results[kernel] = (
-            step_loss(student, on_gpu, packed=False)[:2],
-            step_loss(student, [packed_gpu], packed=True)[:2],
-        )
+        results[kernel] = (step_loss(student, on_gpu, packed=False)[:2],
+                           step_loss(student, [packed_gpu], packed=True)[:2])
     dense_packed, (flex_alone, flex_packed) = results["sdpa"][1], results["flex_attention"]
     assert flex_packed[0] == pytest.approx(dense_packed[0], rel=1e-4)
     assert flex_packed[0] == pytest.approx(flex_alone[0], rel=1e-4)
-    assert_same_gradients(
-        {k: v.float() for k, v in flex_packed[1].items()},
-        {k: v.float() for k, v in flex_alone[1].items()},
-        tolerance=1e-3,
-    )
+    assert_same_gradients({k: v.float() for k, v in flex_packed[1].items()},
+                          {k: v.float() for k, v in flex_alone[1].items()}, tolerance=1e-3)

@@ -53,15 +53,8 @@ def test_decode_fills_every_mask_block_by_block(student):
     g = DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=gen, block_length=block)
     history = []
     result = diffusion_decode(
-        g._logits_fn(attention, positions),
-        canvas,
-        7,
-        block_length=block,
-        steps_per_block=steps,
-        mask_id=MASK,
-        eos_id=EOS,
-        stop_ids=(),
-        step_callback=lambda c, b: history.append((c.clone(), b)),
+        g._logits_fn(attention, positions), canvas, 7, block_length=block, steps_per_block=steps,
+        mask_id=MASK, eos_id=EOS, stop_ids=(), step_callback=lambda c, b: history.append((c.clone(), b)),
     )
     assert result.forward_passes == (gen // block) * steps == len(history)
     assert not bool((result.canvas == MASK).any())
@@ -82,14 +75,8 @@ def test_decode_stops_once_eos_is_committed_with_nothing_masked_before_it():
     favourite = {o: (7, 5.0) for o in range(5)} | {5: (EOS, 9.0)} | {o: (9, 1.0) for o in range(6, 16)}
     canvas = torch.cat([torch.tensor([[1, 30]]), torch.full((1, 16), MASK)], dim=1)
     result = diffusion_decode(
-        positional_logits(favourite, 2),
-        canvas,
-        2,
-        block_length=4,
-        steps_per_block=4,
-        mask_id=MASK,
-        eos_id=EOS,
-        stop_ids=[EOS],
+        positional_logits(favourite, 2), canvas, 2, block_length=4, steps_per_block=4, mask_id=MASK,
+        eos_id=EOS, stop_ids=[EOS],
     )
     assert result.canvas[0, 2:].tolist() == [7] * 5 + [EOS] * 11
     # block 0 takes 4 passes; in block 1 EOS (offset 5) goes first, then offset 4 completes the prefix
@@ -101,32 +88,16 @@ def test_threshold_commits_every_confident_prediction_and_at_least_one():
     canvas = torch.cat([torch.tensor([[1]]), torch.full((1, 4), MASK)], dim=1)
     history = []
     result = diffusion_decode(
-        positional_logits(favourite, 1),
-        canvas,
-        1,
-        block_length=4,
-        steps_per_block=4,
-        mask_id=MASK,
-        eos_id=EOS,
-        threshold=0.9,
-        step_callback=lambda c, b: history.append(c[0, 1:].tolist()),
+        positional_logits(favourite, 1), canvas, 1, block_length=4, steps_per_block=4, mask_id=MASK,
+        eos_id=EOS, threshold=0.9, step_callback=lambda c, b: history.append(c[0, 1:].tolist()),
     )
     assert history == [[7, 8, MASK, MASK], [7, 8, 9, MASK], [7, 8, 9, 10]]
     assert result.forward_passes == 3
 
 
 def test_generator_is_deterministic_at_temperature_zero_and_keeps_padding_out(student):
-    g = DiffusionGenerator(
-        student.model,
-        student.tokenizer,
-        MASK,
-        EOS,
-        gen_length=16,
-        block_length=8,
-        steps=8,
-        batch_size=4,
-        show_progress=False,
-    )
+    g = DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=16, block_length=8,
+                           steps=8, batch_size=4, show_progress=False)
     assert isinstance(g, Generator) and g.explicit_attention_mask is None
     prompts = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30]]
     greedy = SamplingParams(n=2, temperature=0.0, max_new_tokens=16)
@@ -167,11 +138,8 @@ def test_the_student_generator_plugs_into_the_evaluation_runner(student):
     gen = DiffusionGenerator.for_student(student, gen_length=8, block_length=4, steps=4, show_progress=False)
     assert (gen.mask_id, gen.eos_id, gen.pad_id) == (MASK, EOS, 0)
     task = EvalTask.from_items(
-        "train_acc",
-        [{"prompt": "add 1 2 .", "gold": "3"}, {"prompt": "add 4 4 .", "gold": "8"}],
-        grader="exact",
-        instruction="",
-        sampling=SamplingParams(n=2, temperature=0.0, max_new_tokens=8),
+        "train_acc", [{"prompt": "add 1 2 .", "gold": "3"}, {"prompt": "add 4 4 .", "gold": "8"}],
+        grader="exact", instruction="", sampling=SamplingParams(n=2, temperature=0.0, max_new_tokens=8),
     )
     result = evaluate(task, gen, student.tokenizer)
     assert len(result.records) == result.metrics["num_samples"] == 4

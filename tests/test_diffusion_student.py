@@ -20,13 +20,8 @@ from t3s.students.diffusion import DiffusionStudentError, attends_bidirectionall
 def make_data(world, batch=4, micro=4, limit=8, **kw) -> TeacherTraceDataModule:
     kw.setdefault("packing", False)
     return TeacherTraceDataModule(
-        path=str(world / "teacher_traces.jsonl"),
-        tokenizer=str(world / "tokenizer"),
-        limit=limit,
-        global_batch_size=batch,
-        micro_batch_size=micro,
-        max_length=512,
-        **kw,
+        path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"), limit=limit,
+        global_batch_size=batch, micro_batch_size=micro, max_length=512, **kw,
     )
 
 
@@ -138,9 +133,8 @@ def test_the_benchmark_callback_runs_on_a_diffusion_student(tiny_world, tmp_path
 
     data = make_data(tiny_world, batch=4, micro=4, limit=4)
     student = make_student(data, sampler={"gen_length": 16, "block_length": 8, "steps": 8})
-    bench = BenchmarkCallback(
-        every_n_steps=1, train_limit=2, batch_size=2, sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 16}
-    )
+    bench = BenchmarkCallback(every_n_steps=1, train_limit=2, batch_size=2,
+                              sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 16})
     make_trainer(tmp_path, 2, callbacks=[bench]).fit(student, datamodule=data)
     assert [step for step, _ in bench.history["train"]] == [0, 1, 2]
     rows = (tmp_path / "generations" / "step_2" / "train.jsonl").read_text().splitlines()
@@ -165,31 +159,16 @@ def test_block_diffusion_fit_from_the_cli_writes_checkpoints_the_evaluator_decod
     cfg = yaml.safe_load((REPO / "configs" / "tiny-diffusion.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["model"]["init_args"].update(model=base)
-    cfg["data"].update(
-        path=str(tiny_world / "teacher_traces.jsonl"),
-        tokenizer=str(tiny_world / "tokenizer"),
-        limit=16,
-        global_batch_size=4,
-        micro_batch_size=4,
-    )
+    cfg["data"].update(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
+                       limit=16, global_batch_size=4, micro_batch_size=4)
     losses = {}
     for name, block in (("blocks", "4"), ("full", "null"), ("default", None)):
         cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         extra = [] if block is None else ["--model.init_args.block_size", block]
-        main(
-            [
-                "fit",
-                "--config",
-                str(config),
-                "--model.init_args.objective",
-                "llada2",
-                "--trainer.max_steps",
-                "2",
-                *extra,
-            ]
-        )
+        main(["fit", "--config", str(config), "--model.init_args.objective", "llada2", "--trainer.max_steps", "2",
+              *extra])
         losses[name] = read_scalars(tmp_path / name / "version_0", "train/loss")[1]
     assert losses["full"][0] == pytest.approx(losses["default"][0], rel=1e-6)
     assert abs(losses["blocks"][0] - losses["default"][0]) > 1e-3

@@ -23,25 +23,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 def test_the_suite_checks_its_settings_on_construction():
     assert EvalSuite().tasks == [] and EvalSuite().train_tag == "bench/train/avg@1"
     assert EvalSuite(sampling={"n": 4}).train_tag == "bench/train/avg@4"
-    for bad, message in (
-        ({"batch_size": 0}, "batch_size"),
-        ({"train_limit": 0}, "train_limit"),
-        ({"train_grader": "fuzzy"}, "train_grader"),
-        ({"sampling": {"temp": 0}}, "temp"),
-        ({"backend": "tgi"}, "backend must be one of hf, diffusion, vllm"),
-        ({"vllm": {"trust_remote_code": True}}, "not allowed"),
-    ):
+    for bad, message in (({"batch_size": 0}, "batch_size"), ({"train_limit": 0}, "train_limit"),
+                         ({"train_grader": "fuzzy"}, "train_grader"), ({"sampling": {"temp": 0}}, "temp"),
+                         ({"backend": "tgi"}, "backend must be one of hf, diffusion, vllm"),
+                         ({"vllm": {"trust_remote_code": True}}, "not allowed")):
         with pytest.raises(ValueError, match=message):
             EvalSuite(**bad)
 
 
 def test_flat_keys_are_aliases_of_the_groups_and_a_flat_non_default_wins():
     flat = BenchmarkCallback(tasks=["aime24"], every_n_steps=3, train_limit=None, bottleneck_margin=0.1)
-    grouped_ = BenchmarkCallback(
-        suite=EvalSuite(tasks=["aime24"], train_limit=None),
-        schedule={"every_n_steps": 3},
-        curve={"bottleneck_margin": 0.1},
-    )
+    grouped_ = BenchmarkCallback(suite=EvalSuite(tasks=["aime24"], train_limit=None),
+                                 schedule={"every_n_steps": 3}, curve={"bottleneck_margin": 0.1})
     for callback in (flat, grouped_):
         assert (callback.suite.tasks, callback.suite.train_limit) == (["aime24"], None)
         assert (callback.every_n_steps, callback.detector.margin) == (3, 0.1)  # read flat, as before
@@ -54,7 +47,8 @@ def test_flat_keys_are_aliases_of_the_groups_and_a_flat_non_default_wins():
 
 def test_a_saved_config_gives_its_groups_whichever_spelling_it_used():
     args = {"suite": {"tasks": ["a"]}, "every_n_steps": 4, "train_limit": 256, "batch_size": 2, "backend": "hf"}
-    assert grouped(args) == {"suite": {"tasks": ["a"], "batch_size": 2}, "schedule": {"every_n_steps": 4}, "curve": {}}
+    assert grouped(args) == {"suite": {"tasks": ["a"], "batch_size": 2}, "schedule": {"every_n_steps": 4},
+                             "curve": {}}
 
 
 def test_families_name_their_backend_and_backends_say_whom_they_serve(tmp_path):
@@ -87,11 +81,6 @@ def test_strategies_name_the_score_folders_they_read():
 def test_no_family_dispatch_outside_the_students_package():
     """Callers ask the plug-in, not its type (issue #24's contract)."""
     pattern = re.compile(r"isinstance\(.*Student|hasattr\(student")
-    found = [
-        f"{path.relative_to(PACKAGE)}:{i}"
-        for path in PACKAGE.rglob("*.py")
-        if "students" not in path.parts
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if pattern.search(line)
-    ]
+    found = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py") if "students" not in path.parts
+             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert found == []

@@ -31,7 +31,9 @@ def _one_thread():
 def tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,9 @@ def test_stop_tokens_end_generation(model, tokenizer):
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
     first = HFGenerator(model, tokenizer, show_progress=False).generate(PROMPTS, greedy)
     stop = first[0][0].token_ids[2]
-    stopped = HFGenerator(model, tokenizer, stop_token_ids=[1, stop], show_progress=False).generate(PROMPTS, greedy)
+    stopped = HFGenerator(model, tokenizer, stop_token_ids=[1, stop], show_progress=False).generate(
+        PROMPTS, greedy
+    )
     cut = first[0][0].token_ids.index(stop)
     assert stopped[0][0].token_ids == first[0][0].token_ids[:cut]
     assert not stopped[0][0].hit_limit
@@ -100,7 +104,9 @@ def test_default_stop_tokens_include_end_of_turn(shared_dir):
 
     tok = AutoTokenizer.from_pretrained(str(shared_dir / "tokenizers" / "qwen3"))
     ids = default_stop_token_ids(tok)
-    assert tok.convert_tokens_to_ids("<|im_end|>") in ids and tok.convert_tokens_to_ids("<|endoftext|>") in ids
+    assert (
+        tok.convert_tokens_to_ids("<|im_end|>") in ids and tok.convert_tokens_to_ids("<|endoftext|>") in ids
+    )
 
 
 def test_vllm_sampling_kwargs():
@@ -148,5 +154,7 @@ def test_evaluate_end_to_end(model, tokenizer):
     )
     res = evaluate(mc, gen, tokenizer, SamplingParams(n=3, temperature=1.0, max_new_tokens=3))
     assert len(res.records) == 3 and res.metrics["num_samples"] == 3
-    assert [r["gold"] for r in res.records] == [mc.choice_order(mc.items()[0], s).gold_letter for s in range(3)]
+    assert [r["gold"] for r in res.records] == [
+        mc.choice_order(mc.items()[0], s).gold_letter for s in range(3)
+    ]
     assert all("choice_seed" in r and sorted(r["choice_order"]) == [0, 1, 2, 3] for r in res.records)

@@ -12,7 +12,9 @@ from t3s.evals.grade_cli import GradeInputError, grade_file
 
 
 def _write(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -142,12 +144,8 @@ def _toy_generations() -> list[dict]:
             think = f"<think> {style.reasoning(problem)} </think>"
             spelled = spell_digits(problem.total)
             wrong = spell_digits(problem.total + 1)
-            for form, text in (
-                ("boxed", style.answer_text(problem)),
-                ("plain", f"Result : {spelled}"),
-                ("sentence", f"the sum is {spelled} ."),
-                ("wrong", f"Result : \\boxed{{ {wrong} }}"),
-            ):
+            for form, text in (("boxed", style.answer_text(problem)), ("plain", f"Result : {spelled}"),
+                               ("sentence", f"the sum is {spelled} ."), ("wrong", f"Result : \\boxed{{ {wrong} }}")):
                 rows.append({"id": f"{i}-{form}", "response": f"{think} {text}", "gold": str(problem.total)})
     return rows
 
@@ -167,10 +165,8 @@ def test_spaced_digit_answers_grade_the_same_under_aime_and_math(tmp_path, grade
 def test_exact_grader_agrees_on_the_boxed_toy_answers(tmp_path):
     rows = [r for r in _toy_generations() if r["id"].endswith(("boxed", "wrong"))]
     src = _write(tmp_path / "toy.jsonl", rows)
-    by_grader = {
-        g: grade_file(g, str(src), "response", "gold", str(tmp_path / f"{g}.jsonl"))["num_correct"]
-        for g in ("exact", "aime", "math")
-    }
+    by_grader = {g: grade_file(g, str(src), "response", "gold", str(tmp_path / f"{g}.jsonl"))["num_correct"]
+                 for g in ("exact", "aime", "math")}
     assert by_grader == {"exact": 8, "aime": 8, "math": 8}
 
 

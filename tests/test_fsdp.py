@@ -34,11 +34,8 @@ def _spec(root: Path, world: Path, caches: dict[bool, str], name: str, **extra) 
     family, t3s = RUNS[name.split("+")[0]]
     vocab = len(tiny_trace_data(world, packing=True).tokenizer)
     spec = {
-        "world": str(world),
-        "family": family,
-        "model_config": tiny_model_config(vocab),
-        "root": str(root / name),
-        "scores": caches[family == "ar"] if t3s else None,
+        "world": str(world), "family": family, "model_config": tiny_model_config(vocab),
+        "root": str(root / name), "scores": caches[family == "ar"] if t3s else None,
         # diffusion: EOS padding to a fixed width, so the objective does not depend on the micro-batching
         # (packed rows: each trace is its own document, whatever the row layout)
         "student": ({"pad_to": 192} if family == "diffusion" and name != "diffusion-packed" else {})
@@ -54,15 +51,8 @@ def _launch(specs: list[dict], path: Path, nproc: int) -> subprocess.Popen:
     if nproc == 1:
         cmd = [sys.executable, str(RUNNER), str(path)]
     else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            str(RUNNER),
-            str(path),
-        ]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               str(RUNNER), str(path)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -79,23 +69,11 @@ def runs(tiny_world, tiny_score_caches, tmp_path_factory) -> dict[str, Path]:
     two = [_spec(root / "2", tiny_world, tiny_score_caches, n) for n in RUNS] + [
         # killed at the start of step 3 (last checkpoint: step 2), then resumed from the sharded checkpoint
         _spec(root / "2", tiny_world, tiny_score_caches, "ar-fullsft+resumed", crash_at=3),
-        _spec(
-            root / "2",
-            tiny_world,
-            tiny_score_caches,
-            "ar-fullsft+resumed",
-            resume=str(root / "2" / "ar-fullsft+resumed" / "checkpoints" / "last.ckpt"),
-        ),
+        _spec(root / "2", tiny_world, tiny_score_caches, "ar-fullsft+resumed",
+              resume=str(root / "2" / "ar-fullsft+resumed" / "checkpoints" / "last.ckpt")),
         # the online switch's restart to θ_0 at step 2, bf16 HF folders
-        _spec(
-            root / "2",
-            tiny_world,
-            tiny_score_caches,
-            "ar-fullsft+restart",
-            restart_at=2,
-            steps=3,
-            student={"hf_dtype": "bfloat16"},
-        ),
+        _spec(root / "2", tiny_world, tiny_score_caches, "ar-fullsft+restart", restart_at=2, steps=3,
+              student={"hf_dtype": "bfloat16"}),
     ]
     three = [_spec(root / "3", tiny_world, tiny_score_caches, "ar-fullsft")]  # global batch 4 on 3 ranks
     procs = [_launch(one, root / "one.json", 1), _launch(two, root / "two.json", 2)]
@@ -176,17 +154,11 @@ def _tiny_cli_config(root: Path, **trainer) -> Path:
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"]["every_n_train_steps"] = 2
         if callback["class_path"].endswith("BenchmarkCallback"):  # generation on FSDP2 weights, ranks uneven
-            callback["init_args"].update(
-                every_n_steps=2, train_limit=3, sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8}
-            )
+            callback["init_args"].update(every_n_steps=2, train_limit=3,
+                                         sampling={"n": 1, "temperature": 0.0, "max_new_tokens": 8})
     cfg["model"]["init_args"]["model"] = f"${{toy_base:{TINY_WORLD},{{steps:60}}}}"
-    cfg["data"].update(
-        path=str(TINY_WORLD / "teacher_traces.jsonl"),
-        tokenizer=str(TINY_WORLD / "tokenizer"),
-        limit=32,
-        global_batch_size=8,
-        micro_batch_size=4,
-    )
+    cfg["data"].update(path=str(TINY_WORLD / "teacher_traces.jsonl"), tokenizer=str(TINY_WORLD / "tokenizer"),
+                       limit=32, global_batch_size=8, micro_batch_size=4)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -200,32 +172,17 @@ def test_tiny_config_on_two_cpu_processes_with_model_parallel_strategy(tmp_path)
     folders = {}
     for devices, trainer in (
         (1, {}),
-        (
-            2,
-            {
-                "strategy": {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"},
-                "devices": 2,
-                "accelerator": "cpu",
-            },
-        ),
+        (2, {"strategy": {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"}, "devices": 2,
+             "accelerator": "cpu"}),
     ):
         config = _tiny_cli_config(tmp_path / f"d{devices}", **trainer)
-        proc = subprocess.run(
-            [sys.executable, "-m", "t3s", "fit", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = subprocess.run([sys.executable, "-m", "t3s", "fit", "--config", str(config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         folders[devices] = tmp_path / f"d{devices}" / "sft" / "version_0"
     hf1, hf2 = folders[1] / "hf", folders[2] / "hf"
-    assert (
-        sorted(p.name for p in hf2.iterdir())
-        == sorted(p.name for p in hf1.iterdir())
-        == ["final", "step_0", "step_2", "step_4"]
-    )
+    assert sorted(p.name for p in hf2.iterdir()) == sorted(p.name for p in hf1.iterdir()) == [
+        "final", "step_0", "step_2", "step_4"]
     assert _max_diff(_weights(hf1 / "final"), _weights(hf2 / "final")) < 1e-5
     assert (folders[2] / "generations" / "step_4").is_dir()  # evaluation ran on the sharded student
 
@@ -234,14 +191,6 @@ def test_model_parallel_strategy_short_command_line_spelling(capsys):
     from t3s.cli import main
 
     with pytest.raises(SystemExit):
-        main(
-            [
-                "fit",
-                "--config",
-                str(REPO / "configs" / "tiny.yaml"),
-                "--print_config",
-                "--trainer.strategy.class_path=ModelParallelStrategy",
-                "--trainer.devices=2",
-            ]
-        )
+        main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--print_config",
+              "--trainer.strategy.class_path=ModelParallelStrategy", "--trainer.devices=2"])
     assert "class_path: lightning.pytorch.strategies.ModelParallelStrategy" in capsys.readouterr().out

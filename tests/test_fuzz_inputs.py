@@ -17,41 +17,11 @@ from t3s.evals.grading.verdict import Verdict
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 # text biased towards what the graders look for
-_PIECES = st.sampled_from(
-    [
-        "\\boxed{",
-        "}",
-        "{",
-        "\\}",
-        "\\{",
-        "<think>",
-        "</think>",
-        "<|begin_of_thought|>",
-        "<|end_of_thought|>",
-        "The answer is ",
-        "Hence n = ",
-        "Answer: ",
-        "25",
-        "-",
-        "\u2212",
-        "/",
-        "^",
-        "_3",
-        "\\frac{50}{2}",
-        "\\text{",
-        "(C)",
-        ".",
-        "\n",
-        " ",
-        "$",
-        "\\fbox{",
-        "\ud800",
-        "9" * 50,
-        "0",
-        "!",
-        ",",
-    ]
-)
+_PIECES = st.sampled_from([
+    "\\boxed{", "}", "{", "\\}", "\\{", "<think>", "</think>", "<|begin_of_thought|>", "<|end_of_thought|>",
+    "The answer is ", "Hence n = ", "Answer: ", "25", "-", "\u2212", "/", "^", "_3", "\\frac{50}{2}", "\\text{",
+    "(C)", ".", "\n", " ", "$", "\\fbox{", "\ud800", "9" * 50, "0", "!", ",",
+])
 RESPONSES = st.one_of(st.text(max_size=300), st.lists(_PIECES, max_size=60).map("".join))
 
 _JSON_VALUES = st.recursive(
@@ -60,9 +30,8 @@ _JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 _ROWS = st.dictionaries(
-    st.sampled_from(
-        ["id", "prompt", "messages", "question", "options", "reasoning", "response", "answer_text", "answer", "system"]
-    ),
+    st.sampled_from(["id", "prompt", "messages", "question", "options", "reasoning", "response", "answer_text",
+                     "answer", "system"]),
     _JSON_VALUES,
     max_size=6,
 )
@@ -80,13 +49,8 @@ def test_graders_never_crash_and_stay_fast(response: str, gold: str) -> None:
 
 
 @FUZZ
-@given(
-    lines=st.lists(
-        st.one_of(_ROWS.map(json.dumps), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))),
-        min_size=0,
-        max_size=5,
-    )
-)
+@given(lines=st.lists(st.one_of(_ROWS.map(json.dumps), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))),
+                      min_size=0, max_size=5))
 def test_the_trace_reader_accepts_or_refuses_in_one_line(lines: list[str]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "traces.jsonl"

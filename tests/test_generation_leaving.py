@@ -20,12 +20,8 @@ def _prompts(tokenizer, n: int) -> list[list[int]]:
     import json
 
     rows = [json.loads(line) for line in (TINY_WORLD / "train_problems.jsonl").read_text().splitlines()[:n]]
-    texts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": r["prompt"]}], add_generation_prompt=True, tokenize=False
-        )
-        for r in rows
-    ]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
+                                           tokenize=False) for r in rows]
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
 
 
@@ -46,9 +42,7 @@ def test_greedy_outputs_equal_model_generate_with_fewer_row_steps():
     leaving = HFGenerator(model, tokenizer, batch_size=6, show_progress=False).generate(prompts, params)
     rows_leaving = counter.rows
     counter.rows = 0
-    whole = HFGenerator(model, tokenizer, batch_size=6, show_progress=False, leave_finished=False).generate(
-        prompts, params
-    )
+    whole = HFGenerator(model, tokenizer, batch_size=6, show_progress=False, leave_finished=False).generate(prompts, params)
     assert [[g.token_ids for g in gens] for gens in leaving] == [[g.token_ids for g in gens] for gens in whole]
     assert [g[0].hit_limit for g in leaving] == [g[0].hit_limit for g in whole]
     lengths = [len(g[0].token_ids) for g in leaving]

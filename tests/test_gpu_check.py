@@ -1,5 +1,4 @@
-"""The prepared GPU check: its rehearsal on this CPU runs every step, and its environment check names what is
-missing."""
+"""The prepared GPU check: its rehearsal on this CPU runs every step, and its environment check names what is missing."""
 
 from __future__ import annotations
 
@@ -16,16 +15,10 @@ STEPS = ["env", "wheels", "imports", "tests", "attention", "r1_1.7b", "8b_memory
 
 @pytest.mark.slow
 def test_rehearsal_runs_every_step_on_the_cpu(tmp_path):
-    env = {
-        **os.environ,
-        "OUT": str(tmp_path),
-        "PYTHON": sys.executable,
-        "OMP_NUM_THREADS": "1",
-        "T3S_CACHE": os.environ["T3S_CACHE"],
-    }
-    done = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", "--rehearse"], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "T3S_CACHE": os.environ["T3S_CACHE"]}
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--rehearse"], cwd=REPO, env=env, capture_output=True,
+                          text=True)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     failed = {k: s["log_tail"] for k, s in report["steps"].items() if s["rc"] != 0}
     assert done.returncode == 0 and not failed, (failed, done.stdout[-3000:], done.stderr[-2000:])
@@ -67,11 +60,6 @@ def test_import_check_names_a_missing_package_in_one_line():
 
 
 def test_gpu_mode_without_cuda_is_one_line():
-    done = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 2 and "--rehearse" in done.stderr

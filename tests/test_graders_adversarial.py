@@ -11,45 +11,10 @@ from t3s.evals.grading.graders import grade, grade_aime, grade_exact, grade_math
 from t3s.evals.grading.mathverify import MathVerifier
 
 WRONG_VALUES = [  # none of these is exactly the integer 25
-    "25/4",
-    "\\frac{25}{4}",
-    "\\dfrac{25}{4}",
-    "25\\sqrt{2}",
-    "25^{2}",
-    "25^2",
-    "\u221225",
-    "-25",
-    "2.5",
-    "250",
-    "0.25",
-    "25.5",
-    "25!",
-    "\\sqrt{25}",
-    "25i",
-    "25x",
-    "25\\pi",
-    "25 pi",
-    "25_6",
-    "1021_3",
-    "25 or 26",
-    "25, 26",
-    "\\{25\\}",
-    "[25, 26]",
-    "25:1",
-    "25\\cdot 2",
-    "2\\cdot 25",
-    "025.1",
-    "1e25",
-    "\uff12\uff15",
-    "\u0662\u0665",
-    "25 \\times 2",
-    "\\frac{25}{0}",
-    "52",
-    "24",
-    "26",
-    "5^{2}+1",
-    "x",
-    "",
+    "25/4", "\\frac{25}{4}", "\\dfrac{25}{4}", "25\\sqrt{2}", "25^{2}", "25^2", "\u221225", "-25", "2.5", "250",
+    "0.25", "25.5", "25!", "\\sqrt{25}", "25i", "25x", "25\\pi", "25 pi", "25_6", "1021_3", "25 or 26",
+    "25, 26", "\\{25\\}", "[25, 26]", "25:1", "25\\cdot 2", "2\\cdot 25", "025.1", "1e25", "\uff12\uff15",
+    "\u0662\u0665", "25 \\times 2", "\\frac{25}{0}", "52", "24", "26", "5^{2}+1", "x", "",
 ]
 SHAPES = [  # how a response states its (wrong) answer
     "\\boxed{{{}}}",
@@ -107,12 +72,8 @@ def test_adversarial_corpus_is_bounded_crash_free_and_never_credited():
     assert len(corpus) >= 200
     slowest = 0.0
     for response in corpus:
-        for name, gold, kw in (
-            ("aime", "25", {}),
-            ("exact", "25", {}),
-            ("mc", "C", {}),
-            ("math", "25", {}),
-        ):  # the default verifier and time limit
+        for name, gold, kw in (("aime", "25", {}), ("exact", "25", {}), ("mc", "C", {}),
+                               ("math", "25", {})):  # the default verifier and time limit
             start = time.process_time()  # this process's CPU: math-verify runs in its worker under its own limit
             verdict = grade(name, response, gold, **kw)
             elapsed = time.process_time() - start
@@ -134,17 +95,9 @@ def test_a_hit_token_limit_is_never_credited():
 
 
 def test_aime_accepts_only_an_exact_integer():
-    for right in (
-        "\\boxed{25}",
-        "\\boxed{\\frac{50}{2}}",
-        "\\boxed{50/2}",
-        "\\boxed{025}",
-        "\\boxed{25.0}",
-        "\\boxed{x = 25}",
-        "\\boxed{5^{\\text{th}}\\text{ floor}}".replace("5", "25"),
-        "\\boxed{25 \\text{ minutes}}",
-        "\\boxed{" + "0" * 5000 + "25}",
-    ):
+    for right in ("\\boxed{25}", "\\boxed{\\frac{50}{2}}", "\\boxed{50/2}", "\\boxed{025}", "\\boxed{25.0}",
+                  "\\boxed{x = 25}", "\\boxed{5^{\\text{th}}\\text{ floor}}".replace("5", "25"),
+                  "\\boxed{25 \\text{ minutes}}", "\\boxed{" + "0" * 5000 + "25}"):
         assert grade_aime(right, "25").correct, right
     for wrong in ("25/4", "\\frac{25}{4}", "25\\sqrt{2}", "25^{2}", "\u221225", "1021_3"):
         assert not grade_aime(f"\\boxed{{{wrong}}}", "25").correct, wrong

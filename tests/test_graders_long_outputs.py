@@ -77,11 +77,8 @@ def test_class_b_the_value_before_the_answer_and_the_last_conclusion(verifier):
         assert not _math(response, "42", verifier).correct  # the earlier "so the first part is 42"
         assert grade_aime(response, "44").correct and not grade_aime(response, "42").correct
     # the final sentence says 16; the "4" of an earlier one is not the answer
-    for ending in (
-        "Therefore, there are 16 such squares in total.",
-        "Adding everything up, we get 16.",
-        "In total, that comes out to 16.",
-    ):
+    for ending in ("Therefore, there are 16 such squares in total.", "Adding everything up, we get 16.",
+                   "In total, that comes out to 16."):
         response = untagged(ending)
         assert _math(response, "16", verifier).correct, ending
         assert not _math(response, "4", verifier).correct, ending
@@ -90,10 +87,8 @@ def test_class_b_the_value_before_the_answer_and_the_last_conclusion(verifier):
 def test_class_c_display_math_after_is_colon(verifier):
     plane = "5x - 7y + 11z + 4 = 0"
     for wrap in (untagged, tagged):
-        for ending in (
-            f"The equation of the plane is:\n\\[ {plane} \\]",
-            f"Therefore, the equation of the plane is:\n$$\n{plane}\n$$",
-        ):
+        for ending in (f"The equation of the plane is:\n\\[ {plane} \\]",
+                       f"Therefore, the equation of the plane is:\n$$\n{plane}\n$$"):
             response = wrap(ending)
             verdict = _math(response, plane, verifier)
             assert verdict.correct and verdict.extracted == plane, (ending, verdict)
@@ -172,20 +167,11 @@ def test_math500_golds_stated_without_a_box(shared_dir, verifier):
     is read exactly; another item's gold stated the same way is rejected."""
     rows = [json.loads(line) for line in (shared_dir / "data" / "math500.jsonl").read_text().splitlines()]
     golds = [r["answer"] for r in rows]
-    forms = (
-        "So the answer is {}.",
-        "I am confident that ${}$ is the correct answer.",
-        "Therefore, the final answer is:\n\\[\n{}\n\\]",
-    )
+    forms = ("So the answer is {}.", "I am confident that ${}$ is the correct answer.",
+             "Therefore, the final answer is:\n\\[\n{}\n\\]")
 
     def key(ans: str) -> str:
-        return (
-            ans.replace("\\left", "")
-            .replace("\\right", "")
-            .replace("\\dfrac", "\\frac")
-            .replace(" ", "")
-            .split("=")[-1]
-        )
+        return ans.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace(" ", "").split("=")[-1]
 
     for i in range(0, len(golds), 4):
         gold = golds[i]
@@ -271,13 +257,7 @@ def test_clean_value_and_locate_answer():
 def test_the_locator_is_bounded():
     from t3s.evals.grading.answer_text import locate_answer
 
-    for text in (
-        "So the value is 5. " * 20_000,
-        "$" * 100_000,
-        "\\[" * 50_000,
-        "is " * 100_000,
-        "\n\n" * 50_000 + "The answer is 3.",
-        "(" * 100_000 + " is the correct answer",
-    ):
+    for text in ("So the value is 5. " * 20_000, "$" * 100_000, "\\[" * 50_000, "is " * 100_000,
+                 "\n\n" * 50_000 + "The answer is 3.", "(" * 100_000 + " is the correct answer"):
         found = locate_answer(text, untagged=True)
         assert found.text is None or len(found.text) < 100_000

@@ -38,11 +38,10 @@ def test_random_init_export_stops_generate_at_im_end(tmp_path: Path, tiny_world:
     assert model.generation_config.eos_token_id is None  # the live model is left alone
 
     loaded = AutoModelForCausalLM.from_pretrained(folder)
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "1+1"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "1+1"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
     out = loaded.generate(**prompt, max_new_tokens=8, do_sample=False)
-    new = out[0, prompt["input_ids"].shape[1] :].tolist()
+    new = out[0, prompt["input_ids"].shape[1]:].tolist()
     assert new == [im_end]  # stops at the end of the turn instead of running to max_new_tokens
 
 

@@ -22,22 +22,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """A venv holding the built wheel's t3s; torch & co. come from this interpreter's site-packages."""
     root = tmp_path_factory.mktemp("install")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    built = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(root / "dist"),
-            str(REPO),
-        ],
-        cwd=root,
-        env=env,
-    )
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                 str(root / "dist"), str(REPO)], cwd=root, env=env)
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {built.stderr.strip().splitlines()[-1:]}")
     wheel = next((root / "dist").glob("t3s-*.whl"))
@@ -53,12 +39,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     assert installed.returncode == 0, installed.stderr[-2000:]
     empty = root / "empty"
     empty.mkdir()
-    return empty, {
-        **env,
-        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "T3S_CACHE": os.environ.get("T3S_CACHE", str(root / "cache")),
-        "OMP_NUM_THREADS": "1",
-    }
+    return empty, {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+                   "T3S_CACHE": os.environ.get("T3S_CACHE", str(root / "cache")), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
@@ -76,16 +58,8 @@ def test_wheel_install_runs_from_an_empty_folder(installed):
     graded = run(["t3s", "grade", "--task", "aime24", "--input", "gens.jsonl"], cwd=empty, env=env)
     assert graded.returncode == 0 and "accuracy 1.0000" in graded.stdout, graded.stderr[-2000:]
 
-    found = run(
-        [
-            "python",
-            "-c",
-            "from t3s.resources import find_config; from t3s.data.from_config import datamodule_from_config as d; "
-            "print(find_config('toy-small')); print(d(find_config('tiny')).path)",
-        ],
-        cwd=empty,
-        env=env,
-    )
+    found = run(["python", "-c", "from t3s.resources import find_config; from t3s.data.from_config import datamodule_from_config as d; "
+                 "print(find_config('toy-small')); print(d(find_config('tiny')).path)"], cwd=empty, env=env)
     assert found.returncode == 0, found.stderr[-2000:]
     config, data = found.stdout.split()
     assert "site-packages" in config and config.endswith("t3s/configs/toy-small.yaml")
@@ -93,27 +67,18 @@ def test_wheel_install_runs_from_an_empty_folder(installed):
 
     typo = run(["python", "-m", "t3s", "fit", "--config", "toy-small", "--trainer.max_step", "10"], cwd=empty, env=env)
     assert typo.returncode == 2
-    assert (
-        typo.stderr.strip().splitlines()[-1]
-        == "error: unknown option --trainer.max_step (did you mean --trainer.max_steps?)"
-    )
+    assert typo.stderr.strip().splitlines()[-1] == \
+        "error: unknown option --trainer.max_step (did you mean --trainer.max_steps?)"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("T3S_TEST_WHEEL_RECIPE"),
-    reason="set T3S_TEST_WHEEL_RECIPE=1: the small "
-    "recipe from the wheel (~3 min on 2 loaded cores); tests/test_readme.py runs it from the checkout",
-)
+@pytest.mark.skipif(not os.environ.get("T3S_TEST_WHEEL_RECIPE"), reason="set T3S_TEST_WHEEL_RECIPE=1: the small "
+                    "recipe from the wheel (~3 min on 2 loaded cores); tests/test_readme.py runs it from the checkout")
 def test_wheel_install_runs_the_small_recipe_by_config_name(installed):
     """``python -m t3s fit --config toy-small`` from an empty folder, θ_0 included, to its report."""
     empty, env = installed
-    fit = run(
-        ["python", "-m", "t3s", "fit", "--config", "toy-small", "--trainer.enable_progress_bar=false"],
-        cwd=empty,
-        env=env,
-        timeout=900,
-    )
+    fit = run(["python", "-m", "t3s", "fit", "--config", "toy-small", "--trainer.enable_progress_bar=false"],
+              cwd=empty, env=env, timeout=900)
     assert fit.returncode == 0, fit.stderr[-3000:]
     root = empty / "runs" / "toy-small" / "recipe" / "version_0"
     assert (root / "report" / "report.md").is_file() and (root / "scores" / "summary.json").is_file()

@@ -19,17 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 #: ``arg_groups`` (argument groups and their flat spellings) and ``progress`` (bars / plain lines) are leaves;
 #: the command line is the ``cli`` package (one module per command), ``trust`` (the class paths a config may
 #: import, checked before parsing) and ``traces`` (the ``t3s traces`` commands).
-LAYERS = [
-    ["errors", "ops", "runtime", "resources", "lazy", "progress", "arg_groups"],
-    ["data"],
-    ["selection"],
-    ["scoring"],
-    ["students"],
-    ["evals"],
-    ["analysis"],
-    ["recipe", "toy", "loggers"],
-    ["cli", "trust", "traces", "__main__"],
-]
+LAYERS = [["errors", "ops", "runtime", "resources", "lazy", "progress", "arg_groups"], ["data"], ["selection"], ["scoring"],
+          ["students"], ["evals"], ["analysis"], ["recipe", "toy", "loggers"], ["cli", "trust", "traces", "__main__"]]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
 
@@ -65,11 +56,9 @@ def test_every_room_has_a_layer():
 def test_no_import_from_a_lower_room_to_a_higher_one():
     upward = sorted(
         f"{src} -> {dst}"
-        for src, targets in GRAPH.items()
-        if src != "t3s"
+        for src, targets in GRAPH.items() if src != "t3s"
         for dst in targets
-        if room(src) != room(dst)
-        and (LEVEL[room(dst)] > LEVEL[room(src)] or {room(src), room(dst)} == {"recipe", "toy"})
+        if room(src) != room(dst) and (LEVEL[room(dst)] > LEVEL[room(src)] or {room(src), room(dst)} == {"recipe", "toy"})
     )
     assert upward == []
 
@@ -95,12 +84,8 @@ def test_evals_sub_packages_import_one_way():
         for dst in targets
         if dst.startswith("t3s.evals.") and EVALS_LEVEL[evals_room(dst)] > EVALS_LEVEL[evals_room(src)]
     )
-    sideways = sorted(
-        f"{src} -> {dst}"
-        for src, targets in evals.items()
-        for dst in targets
-        if {evals_room(src), evals_room(dst)} == {"grading", "backends"}
-    )
+    sideways = sorted(f"{src} -> {dst}" for src, targets in evals.items() for dst in targets
+                      if {evals_room(src), evals_room(dst)} == {"grading", "backends"})
     assert upward == [] and sideways == []
 
 
@@ -120,7 +105,7 @@ def test_no_import_cycle_between_modules():
         colour[path[-1]] = "open"
         for nxt in sorted(graph[path[-1]]):
             if colour.get(nxt) == "open":
-                cycles.append([*path[path.index(nxt) :], nxt])
+                cycles.append([*path[path.index(nxt):], nxt])
             elif nxt not in colour:
                 visit([*path, nxt])
         colour[path[-1]] = "done"
@@ -133,10 +118,8 @@ def test_no_import_cycle_between_modules():
 
 def test_import_selection_stays_light():
     """Strategies are configured from YAML in light processes: no transformers, rich or Lightning behind them."""
-    code = (
-        "import sys, t3s.selection; "
-        "print(','.join(m for m in ('transformers', 'rich', 'lightning') if m in sys.modules))"
-    )
+    code = ("import sys, t3s.selection; "
+            "print(','.join(m for m in ('transformers', 'rich', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -148,14 +131,6 @@ def test_errors_is_a_leaf():
 
 def test_the_recipe_and_command_line_are_packages():
     """``t3s/recipe/`` (phases, offline recipe, online switch, compare) and ``t3s/cli/`` (one module per command)."""
-    assert {
-        "t3s.recipe.phases",
-        "t3s.recipe.offline",
-        "t3s.recipe.online",
-        "t3s.recipe.compare",
-        "t3s.cli.main",
-        "t3s.cli.fit",
-        "t3s.cli.score",
-        "t3s.cli.evaluate",
-    } <= MODULES
+    assert {"t3s.recipe.phases", "t3s.recipe.offline", "t3s.recipe.online", "t3s.recipe.compare",
+            "t3s.cli.main", "t3s.cli.fit", "t3s.cli.score", "t3s.cli.evaluate"} <= MODULES
     assert not {"t3s.train_cli", "t3s.usage", "t3s.eval_options"} & MODULES

@@ -93,24 +93,18 @@ def test_each_phase_is_its_own_mlflow_run_with_safe_names_figures_and_text(
         assert [Path(f.path).name for f in figures] == ["figure.png"]
         (text,) = client.list_artifacts(run.info.run_id, "text/samples/train")
         assert Path(client.download_artifacts(run.info.run_id, text.path, str(tmp_path))).read_text() == (
-            "**step 5** a sample"
-        )
+            "**step 5** a sample")
 
 
-def test_a_run_without_a_file_logger_gets_a_versioned_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_run_without_a_file_logger_gets_a_versioned_folder(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
     uri = mlflow_file_store(monkeypatch, tmp_path)
     from lightning.pytorch.loggers import MLFlowLogger
 
     folders = []
     for _ in range(2):
-        trainer = prepare_trainer(
-            L.Trainer(
-                logger=MLFlowLogger(tracking_uri=uri),
-                default_root_dir=str(tmp_path),
-                accelerator="cpu",
-                enable_progress_bar=False,
-            )
-        )
+        trainer = prepare_trainer(L.Trainer(logger=MLFlowLogger(tracking_uri=uri), default_root_dir=str(tmp_path),
+                                            accelerator="cpu", enable_progress_bar=False))
         assert isinstance(trainer.loggers[0], CSVLogger) and isinstance(trainer.loggers[1], MLFlowLogger)
         folders.append(Path(trainer.log_dir))
         Path(trainer.log_dir).mkdir(parents=True)  # what the run's first artefact does
@@ -134,21 +128,9 @@ def test_recipe_twice_with_wandb_gives_two_versioned_recipes_of_two_runs_each(
     wandb_offline(monkeypatch, tmp_path)
     from test_run_outputs import REPO, SHORT
 
-    command = [
-        sys.executable,
-        "-m",
-        "t3s",
-        "fit",
-        "--config",
-        "configs/toy-small.yaml",
-        *SHORT,
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.logger.init_args.save_dir",
-        str(tmp_path),
-        "--trainer.logger+=lightning.pytorch.loggers.WandbLogger",
-        "--trainer.logger.init_args.project=t3s",
-    ]
+    command = [sys.executable, "-m", "t3s", "fit", "--config", "configs/toy-small.yaml", *SHORT,
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+               "--trainer.logger+=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.init_args.project=t3s"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     consoles = []
     for _ in range(2):

@@ -71,9 +71,8 @@ def test_only_adapters_train_and_the_merged_folder_is_the_live_model(tmp_path, k
     # peft itself loads the adapter folder onto its base and computes what the merged folder computes
     from peft import PeftModel
 
-    loaded = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]), adapter
-    ).eval()
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]),
+                                       adapter).eval()
     torch.testing.assert_close(logits(loaded, ids), logits(merged, ids), atol=1e-5, rtol=1e-5)
 
 
@@ -102,11 +101,8 @@ def test_a_masking_strategy_trains_adapters_on_its_selected_tokens(tmp_path):
     trainer.fit(student, datamodule=data)
     fraction = float(trainer.callback_metrics["train/selected_fraction"])
     assert 0.2 < fraction < 0.4
-    assert any(
-        not torch.equal(p, student._fresh_adapter[n])
-        for n, p in student.model.named_parameters()
-        if n in student._fresh_adapter
-    )
+    assert any(not torch.equal(p, student._fresh_adapter[n]) for n, p in student.model.named_parameters()
+               if n in student._fresh_adapter)
 
 
 def test_lightning_checkpoint_holds_the_adapter_and_resumes_to_the_same_weights(tmp_path):
@@ -115,12 +111,8 @@ def test_lightning_checkpoint_holds_the_adapter_and_resumes_to_the_same_weights(
     def run(root: Path, steps: int, ckpt: str | None = None):
         data = make_data(TINY_WORLD, batch=8, micro=8)
         student = make_student(data, adapter={"kind": "lora", "r": 4})
-        trainer = make_trainer(
-            root,
-            steps,
-            enable_checkpointing=True,
-            callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_last=True)],
-        )
+        trainer = make_trainer(root, steps, enable_checkpointing=True,
+                               callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_last=True)])
         trainer.fit(student, datamodule=data, ckpt_path=ckpt)
         return student
 
@@ -140,12 +132,8 @@ def adapter_config_file(tmp_path: Path, exports: str = "both") -> Path:
     """A random tiny student, 4 steps, Lightning checkpoints (and HF exports) every 2 steps."""
     path = random_model_config(tmp_path)
     cfg = yaml.safe_load(path.read_text())
-    cfg["trainer"]["callbacks"] = [
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"every_n_train_steps": 2, "save_top_k": 1, "save_last": True},
-        }
-    ]
+    cfg["trainer"]["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                    "init_args": {"every_n_train_steps": 2, "save_top_k": 1, "save_last": True}}]
     cfg["model"]["init_args"]["adapter"] = {"exports": exports}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -153,19 +141,8 @@ def adapter_config_file(tmp_path: Path, exports: str = "both") -> Path:
 
 def test_contract_fit_with_lora_then_rrt_on_adapters_equals_rrt_on_merged_folders(tmp_path):
     config = adapter_config_file(tmp_path)
-    main(
-        [
-            "fit",
-            "--config",
-            str(config),
-            "--model.init_args.adapter.kind",
-            "lora",
-            "--model.init_args.adapter.r",
-            "8",
-            "--trainer.max_steps",
-            "4",
-        ]
-    )
+    main(["fit", "--config", str(config), "--model.init_args.adapter.kind", "lora",
+          "--model.init_args.adapter.r", "8", "--trainer.max_steps", "4"])
     run = next((tmp_path / "runs" / "sft").glob("version_*"))
     hf, adapters = run / "hf", run / "adapter"
     assert {p.name for p in adapters.iterdir()} >= {"step_0", "step_2", "step_4"}
@@ -180,19 +157,8 @@ def test_contract_fit_with_lora_then_rrt_on_adapters_equals_rrt_on_merged_folder
         torch.testing.assert_close(final[name], expected, atol=1e-6, rtol=0)
 
     for b, f, out in ((adapters / "step_2", adapters / "step_4", "rrt_a"), (hf / "step_2", hf / "step_4", "rrt_m")):
-        main(
-            [
-                "rrt",
-                "--base",
-                str(hf / "step_0"),
-                "--bottleneck",
-                str(b),
-                "--final",
-                str(f),
-                "--output",
-                str(tmp_path / out),
-            ]
-        )
+        main(["rrt", "--base", str(hf / "step_0"), "--bottleneck", str(b), "--final", str(f),
+              "--output", str(tmp_path / out)])
     from_adapters, from_merged = read_hf_weights(tmp_path / "rrt_a"), read_hf_weights(tmp_path / "rrt_m")
     assert set(from_adapters) == set(from_merged)
     moved = 0.0
@@ -216,36 +182,10 @@ def test_adapter_only_exports_skip_merged_folders_but_not_the_final_one(tmp_path
     for name, tensor in read_hf_weights(run / "hf" / "step_4").items():
         torch.testing.assert_close(read_hf_weights(tmp_path / "m4")[name], tensor, atol=0, rtol=0)
     out_a, out_m = tmp_path / "scores_a", tmp_path / "scores_m"
-    main(
-        [
-            "score",
-            "--config",
-            str(config),
-            "--base",
-            str(run / "hf" / "step_0"),
-            "--bottleneck",
-            str(run / "adapter" / "step_2"),
-            "--output",
-            str(out_a),
-            "--device",
-            "cpu",
-        ]
-    )
-    main(
-        [
-            "score",
-            "--config",
-            str(config),
-            "--base",
-            str(run / "hf" / "step_0"),
-            "--bottleneck",
-            str(merged),
-            "--output",
-            str(out_m),
-            "--device",
-            "cpu",
-        ]
-    )
+    main(["score", "--config", str(config), "--base", str(run / "hf" / "step_0"),
+          "--bottleneck", str(run / "adapter" / "step_2"), "--output", str(out_a), "--device", "cpu"])
+    main(["score", "--config", str(config), "--base", str(run / "hf" / "step_0"),
+          "--bottleneck", str(merged), "--output", str(out_m), "--device", "cpu"])
     from safetensors.torch import load_file
 
     sa, sm = load_file(str(out_a / "scores.safetensors")), load_file(str(out_m / "scores.safetensors"))
@@ -257,24 +197,10 @@ def test_adapter_only_exports_skip_merged_folders_but_not_the_final_one(tmp_path
     from t3s.evals.results import read_results
 
     task = tmp_path / "heldout.yaml"
-    task.write_text(
-        f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
-        "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n"
-    )
-    main(
-        [
-            "evaluate",
-            str(run / "adapter" / "step_2"),
-            "--tasks",
-            str(task),
-            "--n",
-            "1",
-            "--temperature",
-            "0",
-            "--max_new_tokens",
-            "4",
-        ]
-    )
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    main(["evaluate", str(run / "adapter" / "step_2"), "--tasks", str(task), "--n", "1", "--temperature", "0",
+          "--max_new_tokens", "4"])
     assert [r["task"] for r in read_results(merged)] == ["heldout"]
 
 
@@ -282,13 +208,11 @@ def test_bad_adapter_settings_fail_in_one_line(tmp_path, capsys):
     config = str(random_model_config(tmp_path))
     line = error_of(capsys, "fit", "--config", config, "--model.init_args.adapter.kind", "qlora")
     assert "adapter" in line and "'lora', 'dora'" in line and "qlora" in line
-    assert "r must be an integer >= 1" in error_of(
-        capsys, "fit", "--config", config, "--model.init_args.adapter.r", "0"
-    )
+    assert "r must be an integer >= 1" in error_of(capsys, "fit", "--config", config,
+                                                   "--model.init_args.adapter.r", "0")
     if not torch.cuda.is_available():
-        assert "needs bitsandbytes and a CUDA GPU" in error_of(
-            capsys, "fit", "--config", config, "--model.init_args.adapter.quantize", "4bit"
-        )
+        assert "needs bitsandbytes and a CUDA GPU" in error_of(capsys, "fit", "--config", config,
+                                                               "--model.init_args.adapter.quantize", "4bit")
     not_adapter = tmp_path / "junk"
     not_adapter.mkdir()
     (not_adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
@@ -321,14 +245,8 @@ def test_fsdp2_with_lora_on_two_processes_equals_one(tmp_path):
     vocab = len(tiny_trace_data(TINY_WORLD, packing=True).tokenizer)
 
     def spec(root: Path, name: str, **extra) -> dict:
-        return {
-            "world": str(TINY_WORLD),
-            "family": "ar",
-            "model_config": tiny_model_config(vocab),
-            "scores": None,
-            "root": str(root / name),
-            "student": {"adapter": {"kind": "lora", "r": 4}},
-        } | extra
+        return {"world": str(TINY_WORLD), "family": "ar", "model_config": tiny_model_config(vocab), "scores": None,
+                "root": str(root / name), "student": {"adapter": {"kind": "lora", "r": 4}}} | extra
 
     outputs = []
     for nproc in (1, 2):
@@ -339,13 +257,8 @@ def test_fsdp2_with_lora_on_two_processes_equals_one(tmp_path):
         path.write_text(json.dumps(specs))
         launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(
-            [sys.executable, *launcher, str(REPO / "tests" / "fsdp_run.py"), str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = subprocess.run([sys.executable, *launcher, str(REPO / "tests" / "fsdp_run.py"), str(path)], env=env,
+                              capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         outputs.append(tmp_path / str(nproc) / "lora")
     one, two = outputs

@@ -31,8 +31,7 @@ def grad_modes() -> Iterator[list[bool]]:
     """Record ``torch.is_grad_enabled()`` at every module forward while the block runs."""
     seen: list[bool] = []
     handle = torch.nn.modules.module.register_module_forward_hook(
-        lambda module, args, output: seen.append(torch.is_grad_enabled())
-    )
+        lambda module, args, output: seen.append(torch.is_grad_enabled()))
     try:
         yield seen
     finally:
@@ -74,8 +73,7 @@ def test_generation_runs_without_grad(scored):
     prompts = [list(t.input_ids[:5]) for t in data.traces[:3]]
     with grad_modes() as seen:
         HFGenerator(model, data.tokenizer, batch_size=2, show_progress=False).generate(
-            prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=4)
-        )
+            prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=4))
     assert seen and not any(seen)
 
 
@@ -96,27 +94,10 @@ print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _score_peak_rss(config: Path, base: str, bottleneck: str, output: Path, limit: int) -> int:
-    cmd = [
-        sys.executable,
-        "-c",
-        SCORE_RSS,
-        "score",
-        "--config",
-        str(config),
-        "--base",
-        base,
-        "--bottleneck",
-        bottleneck,
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
-        "--data.limit",
-        str(limit),
-    ]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=output.parent, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    )
+    cmd = [sys.executable, "-c", SCORE_RSS, "score", "--config", str(config), "--base", base,
+           "--bottleneck", bottleneck, "--output", str(output), "--device", "cpu", "--data.limit", str(limit)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=output.parent, env={
+        **__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "requires_grad" not in done.stderr
     return int(done.stdout.split("peak_rss_kb")[-1].split()[0])
@@ -126,9 +107,8 @@ def _save_toy_sized(path: Path, data, seed: int) -> str:
     """A random model of the toy worlds' size (hidden 128, 3 layers): a kept graph costs ~125 KB a token."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = tiny_model_config(
-        len(data.tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=3, head_dim=32
-    )
+    cfg = tiny_model_config(len(data.tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=3,
+                            head_dim=32)
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg)).save_pretrained(path)
     data.tokenizer.save_pretrained(path)

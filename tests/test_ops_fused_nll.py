@@ -37,9 +37,8 @@ def test_value_and_gradients_match_chunked_kernel(chunk):
 
 def test_fp32_matches_cross_entropy_and_gradcheck():
     hidden, weight, bias, targets = _inputs(n=6, h=4, v=9)
-    assert torch.autograd.gradcheck(
-        lambda h, w, b: fused_nll_sum(h, w, targets, bias=b, chunk_size=4), (hidden, weight, bias)
-    )
+    assert torch.autograd.gradcheck(lambda h, w, b: fused_nll_sum(h, w, targets, bias=b, chunk_size=4),
+                                    (hidden, weight, bias))
     h32, w32 = hidden.detach().float(), weight.detach().float()
     ce = torch.nn.functional.cross_entropy(h32 @ w32.T + bias.detach().float(), targets, reduction="sum")
     assert torch.allclose(fused_nll_sum(h32, w32, targets, bias=bias.detach().float()), ce, rtol=1e-5)

@@ -52,9 +52,8 @@ def test_explicit_document_mask_scores_packed_row_like_separate_rows():
     traces, ids, pos = _packed_row()
     model = _model()
     decoder = model.get_decoder()
-    packed = decoder(
-        input_ids=ids, position_ids=pos, attention_mask=dense_document_mask(pos), use_cache=False
-    ).last_hidden_state
+    packed = decoder(input_ids=ids, position_ids=pos, attention_mask=dense_document_mask(pos),
+                     use_cache=False).last_hidden_state
     packed_lp = logprobs_at(model, packed, ids, (pos > 0) & (document_ids(pos) < len(LENGTHS)))
     separate = []
     for trace in traces:

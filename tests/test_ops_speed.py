@@ -37,12 +37,8 @@ def test_compiled_bf16_student_step_on_cuda():
     student.configure_model()
     student.to("cuda")
     ids = torch.randint(0, 40, (1, 24), device="cuda")
-    mb = {
-        "input_ids": ids,
-        "labels": ids.clone(),
-        "position_ids": torch.arange(24, device="cuda")[None],
-        "trace_index": torch.zeros_like(ids),
-    }
+    mb = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(24, device="cuda")[None],
+          "trace_index": torch.zeros_like(ids)}
     ctx = student.selection_context(mb)
     nll, stats = student._micro_batch_loss(mb, ctx, ctx.response_mask)
     nll.backward()

@@ -26,12 +26,8 @@ def _losses(name, world, tmp_path, score_caches) -> list[float]:
     data = tiny_trace_data(world, packing=not diffusion)
     selection = T3S(scores=score_caches[not diffusion]) if "t3s" in name else FullSFT()
     kwargs = dict(
-        model_config=tiny_model_config(len(data.tokenizer)),
-        tokenizer=data.tokenizer.name_or_path,
-        selection=selection,
-        lr=1e-3,
-        warmup_steps=2,
-        max_grad_norm=1.0,
+        model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path,
+        selection=selection, lr=1e-3, warmup_steps=2, max_grad_norm=1.0,
     )
     if diffusion:
         kwargs["anchor_visibility"] = 0.0 if name.endswith("anchors") else 1.0

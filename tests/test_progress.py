@@ -28,10 +28,7 @@ def test_plain_progress_prints_a_line_per_ten_percent() -> None:
     for _ in PlainProgress(iter(range(25)), desc="diagnose", every=10, stream=out):
         pass
     assert [line.split(",")[0] for line in out.getvalue().splitlines()] == [
-        "diagnose: 10 it",
-        "diagnose: 20 it",
-        "diagnose: 25 it",
-    ]
+        "diagnose: 10 it", "diagnose: 20 it", "diagnose: 25 it"]
     out = io.StringIO()
     PlainProgress(total=5, disable=True, stream=out).update(5)
     assert out.getvalue() == ""
@@ -55,11 +52,7 @@ def test_fit_off_a_terminal_prints_plain_step_lines(tmp_path: Path, capsys: pyte
     main(["fit", "--config", config, "--trainer.enable_progress_bar=true", "--trainer.max_steps=4"])
     out = capsys.readouterr()
     lines = [line for line in out.out.splitlines() if line.startswith("step ")]
-    assert [line.split(" loss ")[0] for line in lines] == [
-        "step 1/4 (25%)",
-        "step 2/4 (50%)",
-        "step 3/4 (75%)",
-        "step 4/4 (100%)",
-    ]
+    assert [line.split(" loss ")[0] for line in lines] == ["step 1/4 (25%)", "step 2/4 (50%)", "step 3/4 (75%)",
+                                                          "step 4/4 (100%)"]
     assert all(" loss " in line for line in lines)
     assert "Epoch" not in out.out + out.err  # no Lightning bar drawn into the file

@@ -17,7 +17,7 @@ MARKER = "<!-- quick-start:"
 def quick_start_commands() -> list[str]:
     """The commands of the fenced block that follows the quick-start marker, without their comments."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER) :], re.S)
+    block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER):], re.S)
     assert block is not None, "README: no fenced block after the quick-start marker"
     return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
 

@@ -21,16 +21,9 @@ GREEDY = {"n": 1, "temperature": 0.0, "max_new_tokens": 160}
 
 def exact_task(tmp_path: Path) -> Path:
     """A benchmark YAML over the tiny world's held-out problems, as a user would add one."""
-    spec = {
-        "name": "tiny_heldout",
-        "dataset": str(TINY_WORLD / "heldout.jsonl"),
-        "split": "train",
-        "fields": {"id": "id", "problem": "prompt", "answer": "answer"},
-        "grader": "exact",
-        "instruction": "",
-        "limit": 6,
-        "sampling": GREEDY,
-    }
+    spec = {"name": "tiny_heldout", "dataset": str(TINY_WORLD / "heldout.jsonl"), "split": "train",
+            "fields": {"id": "id", "problem": "prompt", "answer": "answer"}, "grader": "exact",
+            "instruction": "", "limit": 6, "sampling": GREEDY}
     path = tmp_path / "tiny_heldout.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -39,19 +32,11 @@ def exact_task(tmp_path: Path) -> Path:
 def fit_with_benchmarks(tmp_path: Path, name: str, steps: int = 4) -> Path:
     data = make_data(TINY_WORLD, batch=8, micro=8)
     student = make_student(data)
-    bench = BenchmarkCallback(
-        tasks=[str(exact_task(tmp_path))], every_n_steps=2, train_limit=6, sampling=GREEDY, batch_size=8
-    )
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name=name),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[bench],
-        log_every_n_steps=1,
-    )
+    bench = BenchmarkCallback(tasks=[str(exact_task(tmp_path))], every_n_steps=2, train_limit=6, sampling=GREEDY,
+                              batch_size=8)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name=name),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[bench], log_every_n_steps=1)
     trainer.fit(student, datamodule=data)
     return Path(trainer.log_dir)
 
@@ -61,9 +46,7 @@ def test_benchmark_callback_logs_curves_figure_and_generations(tmp_path):
     for task in ("train", "tiny_heldout"):
         steps, values = read_scalars(run, f"bench/{task}/avg@1")
         assert steps == [0, 2, 4] and all(0.0 <= v <= 1.0 for v in values)
-        rows = [
-            json.loads(line) for line in (run / "generations" / "step_2" / f"{task}.jsonl").read_text().splitlines()
-        ]
+        rows = [json.loads(line) for line in (run / "generations" / "step_2" / f"{task}.jsonl").read_text().splitlines()]
         assert len(rows) == 6
         assert {"id", "sample", "response", "extracted", "correct", "step"} <= set(rows[0])
     assert {p.name for p in (run / "hf").iterdir()} >= {"step_0", "step_2", "step_4"}
@@ -135,15 +118,8 @@ def test_restart_from_reloads_weights_and_resets_the_optimizer(tmp_path):
 
     data = make_data(TINY_WORLD, batch=8, micro=8)
     student = make_student(data, lr=1e-3, warmup_steps=2, schedule="cosine")
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(student, datamodule=data)
     step0 = tmp_path / "hf" / "step_0"
     assert not torch.equal(student.model.lm_head.weight, load_file(str(step0 / "model.safetensors"))["lm_head.weight"])
@@ -198,21 +174,8 @@ def test_online_t3s_switches_inside_one_fit(tmp_path):
 @pytest.mark.slow
 def test_compare_runs_every_method_with_overrides(tmp_path):
     """`t3s compare` on the small toy, shortened through --overrides: every method, the table and figures."""
-    main(
-        [
-            "compare",
-            "--config",
-            str(REPO / "configs" / "toy-small.yaml"),
-            "--seeds",
-            "0",
-            "--output",
-            str(tmp_path),
-            "--overrides",
-            "trainer.max_steps=10",
-            "model.init_args.optimizer.lr=3e-3",
-            "trainer.enable_progress_bar=false",
-        ]
-    )
+    main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
+          str(tmp_path), "--overrides", "trainer.max_steps=10", "model.init_args.optimizer.lr=3e-3", "trainer.enable_progress_bar=false"])
 
     seed = tmp_path / "seed_0"
     for method in ("sft", "t3s", "inverse_t3s", "random"):
@@ -232,19 +195,8 @@ def test_compare_runs_every_method_with_overrides(tmp_path):
 
 def test_compare_overrides_must_be_key_value(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "compare",
-                "--config",
-                str(REPO / "configs" / "toy-small.yaml"),
-                "--seeds",
-                "0",
-                "--output",
-                str(tmp_path),
-                "--overrides",
-                "trainer.max_steps",
-            ]
-        )
+        main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
+              str(tmp_path), "--overrides", "trainer.max_steps"])
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
@@ -252,16 +204,8 @@ def test_compare_overrides_must_be_key_value(tmp_path, capsys):
 def test_recipe_refuses_a_diffusion_student_before_step_one(tmp_path, capsys):
     """A diffusion student cannot score its own Δc: one line, before anything trains (no hf/step_1)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "fit",
-                "--config",
-                "tiny-diffusion",
-                "--model.init_args.selection.class_path=t3s.selection.T3S",
-                f"--trainer.default_root_dir={tmp_path}",
-                f"--trainer.logger.init_args.save_dir={tmp_path}",
-            ]
-        )
+        main(["fit", "--config", "tiny-diffusion", "--model.init_args.selection.class_path=t3s.selection.T3S",
+              f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1
     assert err[0].startswith("error: DiffusionStudent gets Δc from an AR selector"), err

@@ -28,9 +28,7 @@ def recipe_config(root: Path) -> Path:
     """configs/toy-small.yaml, 20 steps a phase, training accuracy only, every output under ``root``."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=STEPS, default_root_dir=str(root), enable_progress_bar=False)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = (
-        3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
-    )
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(root), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))
     bench["init_args"].update(tasks=[])
@@ -43,14 +41,8 @@ def recipe_config(root: Path) -> Path:
 def run(config: Path, *extra: str, kill_when: Callable[[], bool] | None = None, timeout: float = 600) -> int:
     """``python -m t3s fit --config CONFIG …`` in a child process; SIGKILLed as soon as ``kill_when()`` holds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "T3S_CACHE": os.environ["T3S_CACHE"]}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "t3s", "fit", "--config", str(config), *extra],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = subprocess.Popen([sys.executable, "-m", "t3s", "fit", "--config", str(config), *extra], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while child.poll() is None:
         if kill_when is not None and kill_when():
@@ -105,9 +97,7 @@ def test_recipe_killed_after_sft_and_during_masked_phase_resumes_to_the_same_wei
     for path, mtime in sft_files.items():  # the SFT phase was neither trained nor evaluated again
         assert path.stat().st_mtime_ns == mtime, path
     assert state(root)["bottleneck_step"] == state(reference)["bottleneck_step"]
-    resumed, uninterrupted = (
-        load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference)
-    )
+    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference))
     assert resumed.keys() == uninterrupted.keys()
     for name, weight in uninterrupted.items():
         assert (resumed[name] - weight).abs().max().item() <= 1e-6, name
@@ -116,11 +106,8 @@ def test_recipe_killed_after_sft_and_during_masked_phase_resumes_to_the_same_wei
 def test_recipe_state_of_a_run_written_when_the_sft_phase_was_named_probe_reads_as_sft(tmp_path):
     from t3s.recipe.offline import RecipeState
 
-    (tmp_path / "recipe.json").write_text(
-        json.dumps(
-            {"probe_done": True, "bottleneck_step": 5, "scores": None, "masked_phase": None, "masked_done": False}
-        )
-    )
+    (tmp_path / "recipe.json").write_text(json.dumps({"probe_done": True, "bottleneck_step": 5, "scores": None,
+                                                      "masked_phase": None, "masked_done": False}))
     old = RecipeState.load(tmp_path)
     assert (old.sft_done, old.sft_phase, old.bottleneck_step) == (True, "probe", 5)
     old.save(tmp_path)  # saved again in the new spelling, still naming the old folder
@@ -139,22 +126,12 @@ def test_a_recipe_written_with_the_old_probe_name_resumes_from_its_probe_folder(
     shutil.copytree(reference, root, ignore=shutil.ignore_patterns("t3s", "report"))
     (root / "sft").rename(root / "probe")
     old = state(reference)
-    (root / "recipe.json").write_text(
-        json.dumps(
-            {
-                "probe_done": True,
-                "bottleneck_step": old["bottleneck_step"],
-                "scores": str(root / "scores"),
-                "masked_phase": None,
-                "masked_done": False,
-            }
-        )
-    )
+    (root / "recipe.json").write_text(json.dumps({"probe_done": True, "bottleneck_step": old["bottleneck_step"],
+                                                  "scores": str(root / "scores"), "masked_phase": None,
+                                                  "masked_done": False}))
     assert run(config, "--ckpt_path", "last") == 0
     assert not (root / "sft").exists() and state(root)["sft_phase"] == "probe" and state(root)["masked_done"]
     assert "probe" in (root / "report" / "report.md").read_text()
-    resumed, uninterrupted = (
-        load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference)
-    )
+    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference))
     for name, weight in uninterrupted.items():
         assert (resumed[name] - weight).abs().max().item() <= 1e-6, name

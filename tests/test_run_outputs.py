@@ -60,7 +60,8 @@ def test_in_run_figure_names_theta_b_only_once_known():
 
 def test_report_figure_marks_theta_b_apart_from_the_runs():
     curves = {"probe": ([0, 5, 10], [0.9, 0.1, 0.8]), "t3s": ([0, 5, 10], [0.9, 0.3, 0.95])}
-    fig = comparison_figure(curves, ylabel="accuracy", title="train", bottlenecks={"probe": 5, "t3s": 5}, baseline=0.9)
+    fig = comparison_figure(curves, ylabel="accuracy", title="train", bottlenecks={"probe": 5, "t3s": 5},
+                            baseline=0.9)
     assert labels(fig) == ["θ_0 (0.90)", "probe", "t3s", "θ_b (step 5)"]
     ax = fig.axes[0]
     run_colors = {line.get_label(): line.get_color() for line in ax.lines if line.get_label() in curves}
@@ -74,16 +75,9 @@ def test_report_figure_marks_theta_b_apart_from_the_runs():
 def test_in_run_loss_line_is_on_the_steps_of_its_scalar(tmp_path):
     data = make_data(TINY_WORLD, batch=8, micro=8)
     bench = BenchmarkCallback(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=8)
-    trainer = L.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="run"),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[bench],
-        log_every_n_steps=1,
-    )
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="run"),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[bench], log_every_n_steps=1)
     trainer.fit(make_student(data), datamodule=data)
     steps, losses = read_scalars(trainer.log_dir, "train/loss")
     assert [s for s, _ in bench.loss_history] == steps == [0, 1, 2, 3]
@@ -143,16 +137,9 @@ def test_benchmark_outputs_reach_any_logger_and_the_run_folder(tmp_path):
     data = make_data(TINY_WORLD, batch=8, micro=8)
     media = MediaLogger()
     bench = BenchmarkCallback(every_n_steps=2, train_limit=4, sampling=GREEDY, batch_size=8, figure_every_n_evals=2)
-    trainer = L.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=[CSVLogger(tmp_path, name="run"), media],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[bench],
-        log_every_n_steps=1,
-    )
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=[CSVLogger(tmp_path, name="run"), media],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[bench], log_every_n_steps=1)
     trainer.fit(make_student(data), datamodule=data)
     run = Path(trainer.log_dir)
     assert read_scalars(run, "bench/train/avg@1")[0] == [0, 2, 4]  # from metrics.csv
@@ -177,20 +164,8 @@ def test_recipe_phases_log_into_their_folder_with_the_configured_file_logger(tmp
 # --------------------------------------------------------------------------- the recipe, as a user runs it
 def run_recipe(root: Path, *extra: str) -> str:
     """``python -m t3s fit --config configs/toy-small.yaml`` (20 steps) into ``root``; its whole console."""
-    command = [
-        sys.executable,
-        "-m",
-        "t3s",
-        "fit",
-        "--config",
-        "configs/toy-small.yaml",
-        *SHORT,
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-        "--trainer.logger.init_args.save_dir",
-        str(root),
-    ]
+    command = [sys.executable, "-m", "t3s", "fit", "--config", "configs/toy-small.yaml", *SHORT,
+               "--trainer.default_root_dir", str(root), *extra, "--trainer.logger.init_args.save_dir", str(root)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -209,19 +184,8 @@ def test_recipe_console_is_one_line_per_event(tensorboard_recipe):
     _, console = tensorboard_recipe
     lines = console.splitlines()
     assert sum(line.startswith("[eval] step ") for line in lines) == 10  # 5 evaluations × 2 phases
-    for noise in (
-        "generate:",
-        "scoring base",
-        "scoring bottleneck",
-        "batch/s",
-        "💡",
-        "LeafSpec",
-        "v_num",
-        "hp_metric",
-        "Epoch 4/-",
-        "Loading weights",
-        "Writing model",
-    ):
+    for noise in ("generate:", "scoring base", "scoring bottleneck", "batch/s", "💡", "LeafSpec", "v_num",
+                  "hp_metric", "Epoch 4/-", "Loading weights", "Writing model"):
         assert noise not in console, noise
     for once in ("Seed set to", "GPU available"):
         assert sum(once in line for line in lines) == 1, once

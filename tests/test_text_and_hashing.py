@@ -32,12 +32,8 @@ def test_boxes_drifted_cases_have_one_answer() -> None:
 
 def test_gold_answers_of_solutions_use_the_same_extraction(tmp_path) -> None:
     # the s1K preset extracts gold answers from worked solutions with the graders' box reader
-    row = {
-        "question": "q",
-        "deepseek_thinking_trajectory": "r",
-        "deepseek_attempt": "a",
-        "solution": "We find $\\boxed{a \\} b}$ and then \\boxed 7.",
-    }
+    row = {"question": "q", "deepseek_thinking_trajectory": "r", "deepseek_attempt": "a",
+           "solution": "We find $\\boxed{a \\} b}$ and then \\boxed 7."}
     path = tmp_path / "s1k.jsonl"
     import json
 

@@ -35,7 +35,7 @@ def test_every_toy_config_has_its_base_in_the_package(cache: Path, config: str) 
 
 
 def test_a_shipped_base_is_copied_into_the_cache_not_pretrained(cache: Path) -> None:
-    ((world, recipe),) = base_requests("toy-small")
+    (world, recipe), = base_requests("toy-small")
     shipped = shipped_base(base_key(world, recipe))
     folder = pretrained_base(world, recipe)
     assert folder.parent == cache / "toy_base"
@@ -44,7 +44,7 @@ def test_a_shipped_base_is_copied_into_the_cache_not_pretrained(cache: Path) -> 
 
 def test_rebuild_env_ignores_the_shipped_base(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T3S_TOY_REBUILD", "1")
-    ((world, recipe),) = base_requests("toy-small")
+    (world, recipe), = base_requests("toy-small")
     recipe.steps = 3  # a short pretraining: this is about which path is taken, not about quality
     recipe.model = {**recipe.model, "num_hidden_layers": 1}
     folder = pretrained_base(world, recipe)
@@ -55,7 +55,7 @@ def test_rebuild_env_ignores_the_shipped_base(cache: Path, monkeypatch: pytest.M
 def test_the_key_follows_the_tokenizer_not_its_file_layout(tmp_path: Path) -> None:
     world = tmp_path / "world"
     shutil.copytree(packaged_configs_dir() / "data" / "tiny", world)
-    ((_, recipe),) = base_requests("tiny")
+    (_, recipe), = base_requests("tiny")
     key = base_key(world, recipe)
     spec_file = world / "tokenizer" / "tokenizer.json"
     spec = json.loads(spec_file.read_text())

@@ -44,16 +44,8 @@ def test_premise_kinds_label_every_reasoning_token(tmp_path: Path) -> None:
     assert kinds == set(KINDS)
     assert [w for w, k in words if k == "skill digit"] == "9 0 1 1 0 0 0 1 1".split()  # Hundreds, Thousands
     torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=256,
-    )
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256)
     model = AutoModelForCausalLM.from_config(config).eval()
     scored = token_confidences(model, tokenizer, problem, world.teacher_style)
     assert [k for k, _ in scored] == [k for _, k in words] and all(c < 0 for _, c in scored)
@@ -84,25 +76,19 @@ def _write_curves(run: Path, curves: dict[str, list[float]]) -> None:
 
 
 def test_comparison_has_theta0_heldout_columns_and_the_claims(tmp_path: Path) -> None:
-    runs = {
-        "sft": ([0.5, 0.1, 0.9], [0.6, 0.2, 0.5]),
-        "t3s": ([0.5, 0.4, 0.8], [0.6, 0.5, 0.7]),
-        "inverse_t3s": ([0.5, 0.0, 0.2], [0.6, 0.0, 0.1]),
-        "random": ([0.5, 0.2, 0.6], [0.6, 0.3, 0.5]),
-    }
+    runs = {"sft": ([0.5, 0.1, 0.9], [0.6, 0.2, 0.5]), "t3s": ([0.5, 0.4, 0.8], [0.6, 0.5, 0.7]),
+            "inverse_t3s": ([0.5, 0.0, 0.2], [0.6, 0.0, 0.1]), "random": ([0.5, 0.2, 0.6], [0.6, 0.3, 0.5])}
     for seed in (0, 1):
         for method, (train, heldout) in runs.items():
             _write_curves(tmp_path / f"seed_{seed}" / method / "version_0", {"train": train, "heldout": heldout})
     rrt = {s: {"train": {"avg@1": 0.7}, "heldout": {"avg@1": 0.55}} for s in (0, 1)}
     text = write_comparison(tmp_path, [0, 1], rrt, {0: 5, 1: 5}).read_text()
-    assert (
-        "| method | train start | train minimum | train final | heldout start | heldout minimum | heldout final |"
+    assert "| method | train start | train minimum | train final | heldout start | heldout minimum | heldout final |" \
         in text
-    )
     assert "| θ_0 (every method's start) | 0.500 ± 0.000 | — | 0.500 ± 0.000 | 0.600 ± 0.000 | — |" in text
     assert "| SFT | 0.500 ± 0.000 | 0.100 ± 0.000 | 0.900 ± 0.000 | 0.600 ± 0.000 | 0.200 ± 0.000 | 0.500" in text
     assert "| RRT | — | — | 0.700 ± 0.000 | — | — | 0.550 ± 0.000 |" in text
-    claims = text[text.index("## The paper's claims") : text.index("## Per seed")]
+    claims = text[text.index("## The paper's claims"):text.index("## Per seed")]
     assert "| Imitation Shock |" in claims and "**holds**" in claims
     assert "T3S ≥ SFT (heldout, final) | mean 0.700 vs 0.500 | **holds with margin**" in claims
     assert "T3S > θ_0 (heldout, final) | mean 0.700 vs 0.600 | **holds with margin**" in claims
@@ -112,23 +98,10 @@ def test_comparison_has_theta0_heldout_columns_and_the_claims(tmp_path: Path) ->
 
 def test_report_marks_theta_b_on_the_sft_curve_only_and_tells_the_story() -> None:
     def row(run: str, values: list[float], scored: int | None) -> dict:
-        bench = {
-            "tag": "bench/train/avg@1",
-            "steps": [0, 5, 10],
-            "values": values,
-            "start": values[0],
-            "min": min(values),
-            "min_step": [0, 5, 10][values.index(min(values))],
-            "final": values[-1],
-        }
-        return {
-            "run": run,
-            "benchmarks": {"train": bench},
-            "bottleneck": 5,
-            "scored_bottleneck": scored,
-            "loss": ([], []),
-            "loss_all_tokens": ([], []),
-        }
+        bench = {"tag": "bench/train/avg@1", "steps": [0, 5, 10], "values": values, "start": values[0],
+                 "min": min(values), "min_step": [0, 5, 10][values.index(min(values))], "final": values[-1]}
+        return {"run": run, "benchmarks": {"train": bench}, "bottleneck": 5, "scored_bottleneck": scored,
+                "loss": ([], []), "loss_all_tokens": ([], [])}
 
     rows = [row("SFT", [0.9, 0.1, 0.6], None), row("T3S", [0.9, 0.6, 0.8], 5)]
     fig = report_figures(rows)["accuracy_train.png"][1]

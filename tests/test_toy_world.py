@@ -104,7 +104,8 @@ def test_round_trip_of_world_texts(tokenizer) -> None:
         assert tokenizer.decode(ids) == text
     # Special tokens split out even without surrounding spaces.
     assert (
-        tokenizer("<|im_start|>user<|im_end|>")["input_ids"] == tokenizer("<|im_start|> user <|im_end|>")["input_ids"]
+        tokenizer("<|im_start|>user<|im_end|>")["input_ids"]
+        == tokenizer("<|im_start|> user <|im_end|>")["input_ids"]
     )
     assert tokenizer("add zebra")["input_ids"][-1] == tokenizer.unk_token_id
 
@@ -127,7 +128,8 @@ def test_chat_template_renders_qwen3_shape(tokenizer) -> None:
     )
     prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     assert (
-        prompt == "<|im_start|> system add <|im_end|> <|im_start|> user add 1 2 + 3 . <|im_end|> <|im_start|> assistant"
+        prompt
+        == "<|im_start|> system add <|im_end|> <|im_start|> user add 1 2 + 3 . <|im_end|> <|im_start|> assistant"
     )
     no_think = tokenizer.apply_chat_template(
         messages[:2], tokenize=False, add_generation_prompt=True, enable_thinking=False
@@ -178,9 +180,9 @@ def test_saved_tokenizer_reloads_and_renders_identically(tokenizer, generated_ti
     assert (reloaded.pad_token_id, reloaded.eos_token_id, reloaded.mask_token_id) == (0, 2, 5)
     prompt, full = _conversation(Problem(4827, 9656))
     for messages, kwargs in ((prompt, {"add_generation_prompt": True}), (full, {})):
-        assert reloaded.apply_chat_template(messages, tokenize=False, **kwargs) == tokenizer.apply_chat_template(
+        assert reloaded.apply_chat_template(
             messages, tokenize=False, **kwargs
-        )
+        ) == tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
         assert _ids(reloaded, messages, **kwargs) == _ids(tokenizer, messages, **kwargs)
     text = full[1]["reasoning_content"]
     assert reloaded.decode(reloaded(text)["input_ids"]) == text
@@ -244,7 +246,9 @@ def test_carry_ripples_through_999_plus_1() -> None:
     assert answer_text == "So the answer is \\boxed{ 1 0 0 0 }"
     student_reasoning, student_answer = student_trace(problem)
     assert student_reasoning.count("overflow , bring a ten along .") == 3
-    assert student_reasoning.endswith("Thousands : 0 + 0 + 1 = 1 ; no overflow . Collecting the digits gives 1 0 0 0 .")
+    assert student_reasoning.endswith(
+        "Thousands : 0 + 0 + 1 = 1 ; no overflow . Collecting the digits gives 1 0 0 0 ."
+    )
     assert _boxed_answer(student_answer) == _boxed_answer(answer_text) == "1000"
     assert [s.carry_out for s in column_steps(problem)] == [1, 1, 1, 0]
     assert len(column_steps(Problem(5, 4))) == 1 and len(column_steps(Problem(5, 5))) == 2
@@ -256,7 +260,8 @@ _STEP = re.compile(r"(\w+) : (\d) \+ (\d) \+ (\d) = (\d(?: \d)?) ; so we write (
 def test_teacher_reasoning_has_correct_column_sums() -> None:
     rng = random.Random(11)
     problems = [
-        Problem(rng.randint(0, 10 ** rng.randint(1, 6)), rng.randint(0, 10 ** rng.randint(1, 6))) for _ in range(200)
+        Problem(rng.randint(0, 10 ** rng.randint(1, 6)), rng.randint(0, 10 ** rng.randint(1, 6)))
+        for _ in range(200)
     ]
     for problem in problems:
         reasoning, answer_text = teacher_trace(problem)
@@ -390,13 +395,8 @@ def test_small_preset_traces_fit_its_rows(tmp_path: Path) -> None:
     world = ToyWorld.from_preset("small")
     world.write(tmp_path)
     for name, count in (("teacher_traces", world.n_teacher_traces), ("student_traces", world.n_student_traces)):
-        data = TeacherTraceDataModule(
-            path=str(tmp_path / f"{name}.jsonl"),
-            tokenizer=str(tmp_path / "tokenizer"),
-            global_batch_size=32,
-            micro_batch_size=32,
-            max_length=128,
-        )
+        data = TeacherTraceDataModule(path=str(tmp_path / f"{name}.jsonl"), tokenizer=str(tmp_path / "tokenizer"),
+                                      global_batch_size=32, micro_batch_size=32, max_length=128)
         data.setup("fit")
         assert len(data.traces) == count
         assert max(len(t) for t in data.traces) <= 128

@@ -34,20 +34,8 @@ def rows(path: Path) -> list[dict]:
 
 
 def generate(teacher: Path, problems: Path, out: Path, *extra: str) -> list[dict]:
-    main(
-        [
-            "traces",
-            "generate",
-            "--teacher",
-            str(teacher),
-            "--problems",
-            str(problems),
-            "--out",
-            str(out),
-            *GENERATE,
-            *extra,
-        ]
-    )
+    main(["traces", "generate", "--teacher", str(teacher), "--problems", str(problems), "--out", str(out),
+          *GENERATE, *extra])
     return rows(out)
 
 
@@ -57,14 +45,8 @@ def test_generate_verify_select_then_fit_trains_on_the_selection(teacher_and_pro
     traces = generate(teacher, problems, out)
     assert len(traces) == 20 and len({r["id"] for r in traces}) == 20
     first = traces[0]
-    assert first["sampling"] == {
-        "n": 2,
-        "temperature": 0.6,
-        "top_p": 0.95,
-        "top_k": None,
-        "max_new_tokens": 24,
-        "seed": 0,
-    }
+    assert first["sampling"] == {"n": 2, "temperature": 0.6, "top_p": 0.95, "top_k": None, "max_new_tokens": 24,
+                                 "seed": 0}
     assert len(first["chat_template_sha256"]) == 64 and first["teacher"] == str(teacher)
     assert first["prompt"] == "add 4 2 9 7 + 5 9 8 2 ." and first["answer"] == "10279"
     assert all(r["num_tokens"] <= 24 and (r["num_tokens"] == 24) >= r["hit_limit"] for r in traces)
@@ -97,22 +79,8 @@ def test_a_killed_generation_resumes_to_the_same_rows_none_twice(teacher_and_pro
 
     # a real kill: SIGKILL once a few chunks are on disk, then the same command again
     killed = tmp_path / "killed.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "t3s",
-        "traces",
-        "generate",
-        "--teacher",
-        str(teacher),
-        "--problems",
-        str(problems),
-        "--out",
-        str(killed),
-        *GENERATE,
-        "--max_new_tokens",
-        "24",
-    ]
+    command = [sys.executable, "-m", "t3s", "traces", "generate", "--teacher", str(teacher), "--problems",
+               str(problems), "--out", str(killed), *GENERATE, "--max_new_tokens", "24"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while process.poll() is None and not (killed.exists() and killed.read_text().count("\n") >= 4):
@@ -132,46 +100,15 @@ def test_a_killed_generation_resumes_to_the_same_rows_none_twice(teacher_and_pro
 def test_resuming_with_other_settings_or_bad_input_fails_in_one_line(teacher_and_problems, tmp_path, capsys):
     teacher, problems = teacher_and_problems
     out = tmp_path / "t.jsonl"
-    out.write_text(
-        json.dumps(
-            {
-                "id": "teacher-0000/0",
-                "problem_id": "teacher-0000",
-                "sample": 0,
-                "chunk": 0,
-                "teacher": str(teacher),
-                "sampling": {"temperature": 1.0},
-            }
-        )
-        + "\n"
-    )
-    line = error_of(
-        capsys,
-        "traces",
-        "generate",
-        "--teacher",
-        str(teacher),
-        "--problems",
-        str(problems),
-        "--out",
-        str(out),
-        *GENERATE,
-    )
+    out.write_text(json.dumps({"id": "teacher-0000/0", "problem_id": "teacher-0000", "sample": 0, "chunk": 0,
+                               "teacher": str(teacher), "sampling": {"temperature": 1.0}}) + "\n")
+    line = error_of(capsys, "traces", "generate", "--teacher", str(teacher), "--problems", str(problems),
+                    "--out", str(out), *GENERATE)
     assert "other settings" in line
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "answer": "3"}\n')
-    assert "no problem text" in error_of(
-        capsys,
-        "traces",
-        "generate",
-        "--teacher",
-        str(teacher),
-        "--problems",
-        str(bad),
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        *GENERATE,
-    )
+    assert "no problem text" in error_of(capsys, "traces", "generate", "--teacher", str(teacher), "--problems",
+                                         str(bad), "--out", str(tmp_path / "o.jsonl"), *GENERATE)
     assert "unknown action" in error_of(capsys, "traces", "sample")
     assert "not verified" in error_of(capsys, "traces", "select", str(bad), "--n", "2")
 
@@ -186,23 +123,9 @@ def test_verify_grades_and_select_keeps_verified_traces_spread_over_problems(tmp
         ("p2", 1, "so the answer is \\boxed{ 1 2", "12", True),
         ("p3", 0, "I do not know", "7", False),
     ]
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"{p}/{k}",
-                    "problem_id": p,
-                    "sample": k,
-                    "prompt": "q",
-                    "response": text,
-                    "answer": gold,
-                    "hit_limit": cut,
-                }
-            )
-            + "\n"
-            for p, k, text, gold, cut in made
-        )
-    )
+    path.write_text("".join(json.dumps({"id": f"{p}/{k}", "problem_id": p, "sample": k, "prompt": "q",
+                                        "response": text, "answer": gold, "hit_limit": cut}) + "\n"
+                            for p, k, text, gold, cut in made))
     main(["traces", "verify", str(path), "--grader", "exact"])
     graded = rows(path)
     assert [r["correct"] for r in graded] == [True, True, False, True, False, False]
@@ -216,39 +139,11 @@ def test_verify_grades_and_select_keeps_verified_traces_spread_over_problems(tmp
 
 def test_difficulty_puts_the_problems_theta0_fails_first(tmp_path):
     teacher = tmp_path / "t.jsonl"
-    teacher.write_text(
-        "".join(
-            json.dumps({"id": f"{p}/0", "problem_id": p, "response": "r", "correct": True}) + "\n"
-            for p in ("easy", "hard", "medium")
-        )
-    )
+    teacher.write_text("".join(json.dumps({"id": f"{p}/0", "problem_id": p, "response": "r", "correct": True}) + "\n"
+                               for p in ("easy", "hard", "medium")))
     student = tmp_path / "theta0.jsonl"
-    student.write_text(
-        "".join(
-            json.dumps({"problem_id": p, "correct": ok}) + "\n"
-            for p, ok in (
-                ("easy", True),
-                ("easy", True),
-                ("hard", False),
-                ("hard", False),
-                ("medium", False),
-                ("medium", True),
-            )
-        )
-    )
-    main(
-        [
-            "traces",
-            "select",
-            str(teacher),
-            "--n",
-            "2",
-            "--rule",
-            "difficulty",
-            "--student",
-            str(student),
-            "--output",
-            str(tmp_path / "d.jsonl"),
-        ]
-    )
+    student.write_text("".join(json.dumps({"problem_id": p, "correct": ok}) + "\n" for p, ok in (
+        ("easy", True), ("easy", True), ("hard", False), ("hard", False), ("medium", False), ("medium", True))))
+    main(["traces", "select", str(teacher), "--n", "2", "--rule", "difficulty", "--student", str(student),
+          "--output", str(tmp_path / "d.jsonl")])
     assert [r["problem_id"] for r in rows(tmp_path / "d.jsonl")] == ["hard", "medium"]

@@ -41,8 +41,7 @@ def test_rrt_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, three_mod
         line = error_of(capsys, *rrt_args(three_models, mine, *extra))
         assert str(mine) in line
         assert (mine / "notes.txt").read_text() == "my thesis" and sorted(p.name for p in mine.iterdir()) == [
-            "notes.txt"
-        ]
+            "notes.txt"]
     # a file in place of the folder
     (tmp_path / "afile").write_text("x")
     assert "not a folder" in error_of(capsys, *rrt_args(three_models, tmp_path / "afile"))
@@ -77,7 +76,7 @@ def test_rrt_with_mismatched_shapes_names_the_folder(tmp_path, capsys, three_mod
 
 
 # ----------------------------------------------------------------- t3s evaluate of a downloaded run
-CUSTOM_CONFIG = """from pathlib import Path
+CUSTOM_CONFIG = '''from pathlib import Path
 from transformers import Qwen3Config
 
 Path({sentinel!r}).write_text("ran")  # what a hostile run's code could do on import
@@ -85,15 +84,15 @@ Path({sentinel!r}).write_text("ran")  # what a hostile run's code could do on im
 
 class ShadyConfig(Qwen3Config):
     model_type = "shady"
-"""
-CUSTOM_MODEL = """from transformers import Qwen3ForCausalLM
+'''
+CUSTOM_MODEL = '''from transformers import Qwen3ForCausalLM
 
 from .configuration_shady import ShadyConfig
 
 
 class ShadyForCausalLM(Qwen3ForCausalLM):
     config_class = ShadyConfig
-"""
+'''
 
 
 def downloaded_run(root: Path, sentinel: Path) -> Path:
@@ -109,36 +108,21 @@ def downloaded_run(root: Path, sentinel: Path) -> Path:
     tiny_qwen3(len(tokenizer)).save_pretrained(step)
     tokenizer.save_pretrained(step)
     config = json.loads((step / "config.json").read_text())
-    config.update(
-        model_type="shady",
-        architectures=["ShadyForCausalLM"],
-        auto_map={
-            "AutoConfig": "configuration_shady.ShadyConfig",
-            "AutoModelForCausalLM": "modeling_shady.ShadyForCausalLM",
-        },
-    )
+    config.update(model_type="shady", architectures=["ShadyForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_shady.ShadyConfig",
+                            "AutoModelForCausalLM": "modeling_shady.ShadyForCausalLM"})
     (step / "config.json").write_text(json.dumps(config))
     (step / "configuration_shady.py").write_text(CUSTOM_CONFIG.format(sentinel=str(sentinel)))
     (step / "modeling_shady.py").write_text(CUSTOM_MODEL)
     task = root / "heldout.yaml"
-    task.write_text(
-        f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
-        "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n"
-    )
-    bench = {
-        "tasks": [str(task)],
-        "train_accuracy": False,
-        "mode": "defer",
-        "sampling": {"n": 1, "temperature": 0.0, "max_new_tokens": 4},
-    }
-    (run / "config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "model": {"class_path": "t3s.ARStudent", "init_args": {"trust_remote_code": True}},
-                "trainer": {"callbacks": [{"class_path": "t3s.evals.BenchmarkCallback", "init_args": bench}]},
-            }
-        )
-    )
+    task.write_text(f"name: heldout\ndataset: {TINY_WORLD / 'heldout.jsonl'}\ngrader: exact\nlimit: 2\n"
+                    "fields: {problem: prompt, answer: answer}\nenable_thinking: false\n")
+    bench = {"tasks": [str(task)], "train_accuracy": False, "mode": "defer",
+             "sampling": {"n": 1, "temperature": 0.0, "max_new_tokens": 4}}
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "model": {"class_path": "t3s.ARStudent", "init_args": {"trust_remote_code": True}},
+        "trainer": {"callbacks": [{"class_path": "t3s.evals.BenchmarkCallback", "init_args": bench}]},
+    }))
     return run
 
 
@@ -159,9 +143,8 @@ def test_evaluate_does_not_trust_a_runs_config(tmp_path, capsys, monkeypatch):
     bench.update(backend="hf", vllm={"worker_cls": "evil.Worker"})
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert "worker_cls" in error_of(capsys, "evaluate", str(run))
-    assert "trust_remote_code" in error_of(
-        capsys, "evaluate", str(run), "--backend", "vllm", "--vllm.trust_remote_code", "true"
-    )
+    assert "trust_remote_code" in error_of(capsys, "evaluate", str(run), "--backend", "vllm",
+                                           "--vllm.trust_remote_code", "true")
     assert not sentinel.exists()
 
     bench.pop("vllm")
@@ -177,18 +160,12 @@ def test_the_vllm_worker_refuses_options_outside_its_allow_list(tmp_path):
 
     from t3s.evals.backends.vllm import WORKER_SCRIPT
 
-    done = subprocess.run(
-        [sys.executable, str(WORKER_SCRIPT), "--engine", json.dumps({"hf_overrides": {}})],
-        capture_output=True,
-        text=True,
-        input="",
-        timeout=60,
-    )
+    done = subprocess.run([sys.executable, str(WORKER_SCRIPT), "--engine", json.dumps({"hf_overrides": {}})],
+                          capture_output=True, text=True, input="", timeout=60)
     answer = json.loads(done.stdout.splitlines()[0])
     assert done.returncode == 2 and not answer["ok"] and "hf_overrides" in answer["error"]
     assert "VLLM_ALLOW_INSECURE_SERIALIZATION" not in WORKER_SCRIPT.read_text().split('"""', 2)[2].replace(
-        'INSECURE_SERIALIZATION_ENV = "VLLM_ALLOW_INSECURE_SERIALIZATION"', ""
-    )
+        "INSECURE_SERIALIZATION_ENV = \"VLLM_ALLOW_INSECURE_SERIALIZATION\"", "")
 
 
 # ----------------------------------------------------------------- Lightning checkpoints
@@ -248,12 +225,8 @@ def test_sigterm_during_fit_saves_a_checkpoint_that_resumes_and_exits_non_zero(t
     step = torch.load(saved, weights_only=True)["global_step"]
     assert 1 <= step < 100000
 
-    done = subprocess.run(
-        [*command[:-1], f"--trainer.max_steps={step + 2}", "--ckpt_path", str(saved)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run([*command[:-1], f"--trainer.max_steps={step + 2}", "--ckpt_path", str(saved)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     saves = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
     assert step + 2 in saves.values(), saves  # resumed from the saved step, in the same run folder
@@ -326,18 +299,8 @@ def test_more_mistakes_are_one_line_naming_what_to_fix(tmp_path, capsys):
     assert "model.init_args.model_config.extra" in line and "ReLU" in line
     assert not (tmp_path / "runs").exists()  # refused before training, not at the first save
 
-    line = error_of(
-        capsys,
-        "score",
-        "--config",
-        str(config),
-        "--base",
-        str(tmp_path / "missing"),
-        "--bottleneck",
-        str(tmp_path / "missing"),
-        "--output",
-        str(tmp_path / "scores"),
-    )
+    line = error_of(capsys, "score", "--config", str(config), "--base", str(tmp_path / "missing"),
+                    "--bottleneck", str(tmp_path / "missing"), "--output", str(tmp_path / "scores"))
     assert line == f"error: --base {tmp_path / 'missing'}: no such model folder"
     assert "no such directory" in error_of(capsys, "report", str(tmp_path / "missing"))
 
@@ -351,9 +314,8 @@ def test_a_class_path_outside_the_allowed_packages_is_refused_before_it_is_impor
     from conftest import random_model_config
 
     sentinel = tmp_path / "imported"
-    (tmp_path / "shady_selection.py").write_text(
-        f"from pathlib import Path\nPath({str(sentinel)!r}).write_text('x')\nclass Selector:\n    pass\n"
-    )
+    (tmp_path / "shady_selection.py").write_text(f"from pathlib import Path\nPath({str(sentinel)!r}).write_text('x')\n"
+                                                 "class Selector:\n    pass\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m t3s` run in this folder would have it
     monkeypatch.delenv("T3S_ALLOW_CLASS_PATHS", raising=False)
@@ -361,11 +323,9 @@ def test_a_class_path_outside_the_allowed_packages_is_refused_before_it_is_impor
     cfg = yaml.safe_load(config.read_text())
     cfg["model"]["init_args"]["selection"] = {"class_path": "shady_selection.Selector"}
     (tmp_path / "shady.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    for args in (
-        ["--config", "shady.yaml"],
-        ["--config", str(config), "--model.init_args.selection=shady_selection.Selector"],
-        ["--config", str(config), "--trainer.callbacks+={class_path: shady_selection.Selector}"],
-    ):
+    for args in (["--config", "shady.yaml"],
+                 ["--config", str(config), "--model.init_args.selection=shady_selection.Selector"],
+                 ["--config", str(config), "--trainer.callbacks+={class_path: shady_selection.Selector}"]):
         line = error_of(capsys, "fit", *args)
         assert "shady_selection.Selector" in line and "T3S_ALLOW_CLASS_PATHS=shady_selection" in line, line
         assert not sentinel.exists()
@@ -380,19 +340,14 @@ def test_a_missing_config_or_a_misspelt_key_is_refused_before_torch_is_imported(
     import sys
 
     (tmp_path / "typo.yaml").write_text("trainr:\n  max_steps: 1\n")
-    code = (
-        "import sys\nfrom t3s.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-        "    print('torch' in sys.modules, 'lightning' in sys.modules, e.code)\n"
-    )
-    for args, words in (
-        (["--config", "missing.yaml"], "config file not found: missing.yaml"),
-        (["--config", "typo.yaml"], "did you mean trainer?"),
-        (["--config", "typo.yaml", "--modle.lr=1"], "did you mean trainer?"),
-        (["--config", "toy", "--modle.lr=1"], "unknown option --modle.lr (did you mean --model?)"),
-    ):
-        done = subprocess.run(
-            [sys.executable, "-c", code, "fit", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
-        )
+    code = ("import sys\nfrom t3s.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('torch' in sys.modules, 'lightning' in sys.modules, e.code)\n")
+    for args, words in ((["--config", "missing.yaml"], "config file not found: missing.yaml"),
+                        (["--config", "typo.yaml"], "did you mean trainer?"),
+                        (["--config", "typo.yaml", "--modle.lr=1"], "did you mean trainer?"),
+                        (["--config", "toy", "--modle.lr=1"], "unknown option --modle.lr (did you mean --model?)")):
+        done = subprocess.run([sys.executable, "-c", code, "fit", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
         assert done.stdout.split() == ["False", "False", "2"] and words in done.stderr, (args, done.stderr)
 
 
@@ -406,14 +361,8 @@ def test_t3s_warnings_are_printed_by_rank_zero_only(tiny_world, capsys, monkeypa
 
     configure_process()
     monkeypatch.setattr(rank_zero_only, "rank", rank)  # what Lightning sets in each process of a launch
-    data = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"),
-        tokenizer=str(tiny_world / "tokenizer"),
-        limit=None,
-        max_length=120,
-        global_batch_size=4,
-        micro_batch_size=4,
-    )
+    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
+                                  limit=None, max_length=120, global_batch_size=4, micro_batch_size=4)
     data.setup("fit")
     dropped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dropped ")]
     assert len(dropped) == (1 if rank == 0 else 0)
@@ -429,22 +378,9 @@ def test_the_model_summary_shows_a_student_in_train_mode(tmp_path):
 
     folder = tmp_path / "theta0"
     tiny_qwen3(128).save_pretrained(folder)  # from_pretrained: a model in eval mode
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "t3s",
-            "fit",
-            "--config",
-            str(random_model_config(tmp_path)),
-            "--trainer.enable_model_summary=true",
-            "--model.init_args.model_config=null",
-            f"--model.init_args.model={folder}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run([sys.executable, "-m", "t3s", "fit", "--config", str(random_model_config(tmp_path)),
+                           "--trainer.enable_model_summary=true", "--model.init_args.model_config=null",
+                           f"--model.init_args.model={folder}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     modes = dict(re.findall(r"Modules in (train|eval) mode: (\d+)", done.stdout + done.stderr))
     assert int(modes["train"]) > 0 and int(modes["eval"]) == 0, modes
@@ -457,15 +393,8 @@ def test_the_anchor_table_keeps_special_tokens_in_their_cells():
 
     tokens = ["<|im_end|>", "a|b", "\n", "`", "x"]
     rows = [{"token": t, "count": 3, "share_of_occurrences": 0.5} for t in tokens]
-    text = summary_markdown(
-        {
-            "anchor_fraction": 0.1,
-            "mean_delta": 0.2,
-            "num_tokens": 10,
-            "top_anchor_tokens": rows,
-            "top_yet_to_learn_tokens": rows[::-1],
-        }
-    )
+    text = summary_markdown({"anchor_fraction": 0.1, "mean_delta": 0.2, "num_tokens": 10, "top_anchor_tokens": rows,
+                             "top_yet_to_learn_tokens": rows[::-1]})
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(tokens)  # one line per row: no token breaks a line
     for line in table:

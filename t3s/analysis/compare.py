@@ -59,13 +59,8 @@ def collect(output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, f
                     continue
                 low = min(values)
                 table.setdefault(task, {}).setdefault(method, {})[seed] = {
-                    "start": values[0],
-                    "min": low,
-                    "min_step": steps[values.index(low)],
-                    "final": values[-1],
-                    "steps": steps,
-                    "values": values,
-                }
+                    "start": values[0], "min": low, "min_step": steps[values.index(low)], "final": values[-1],
+                    "steps": steps, "values": values}
                 if steps[0] == 0:
                     table[task].setdefault(THETA0, {}).setdefault(seed, {"start": values[0], "final": values[0]})
         for task, metrics in rrt.get(seed, {}).items():
@@ -98,49 +93,36 @@ def claims(table: dict[str, Any]) -> list[str]:
     sft_min = _values(table, TRAIN, FullSFT.name, "min")
     if theta0 and sft_min:
         dips = [t - m for t, m in zip(theta0, sft_min)]
-        rows.append(
-            f"| Imitation Shock | SFT's training minimum ≥ 0.10 below θ_0 on every seed (dips "
-            f"{', '.join(f'{d:.2f}' for d in dips)}) | "
-            f"{'**holds**' if all(d >= 0.10 for d in dips) else '**does not hold**'} |"
-        )
+        rows.append(f"| Imitation Shock | SFT's training minimum ≥ 0.10 below θ_0 on every seed (dips "
+                    f"{', '.join(f'{d:.2f}' for d in dips)}) | "
+                    f"{'**holds**' if all(d >= 0.10 for d in dips) else '**does not hold**'} |")
     t3s_h, sft_h = _values(table, held, T3S.name, "final"), _values(table, held, FullSFT.name, "final")
     theta0_h = _values(table, held, THETA0, "start")
     if t3s_h and sft_h:
-        rows.append(
-            f"| T3S ≥ SFT ({held}, final) | mean {mean(t3s_h):.3f} vs {mean(sft_h):.3f} | "
-            f"{_verdict(t3s_h, sft_h, mean(t3s_h) >= mean(sft_h))} |"
-        )
+        rows.append(f"| T3S ≥ SFT ({held}, final) | mean {mean(t3s_h):.3f} vs {mean(sft_h):.3f} | "
+                    f"{_verdict(t3s_h, sft_h, mean(t3s_h) >= mean(sft_h))} |")
     if t3s_h and theta0_h:
-        rows.append(
-            f"| T3S > θ_0 ({held}, final) | mean {mean(t3s_h):.3f} vs {mean(theta0_h):.3f} | "
-            f"{_verdict(t3s_h, theta0_h, mean(t3s_h) > mean(theta0_h))} |"
-        )
+        rows.append(f"| T3S > θ_0 ({held}, final) | mean {mean(t3s_h):.3f} vs {mean(theta0_h):.3f} | "
+                    f"{_verdict(t3s_h, theta0_h, mean(t3s_h) > mean(theta0_h))} |")
     sft_f, theta0_f = _values(table, TRAIN, FullSFT.name, "final"), theta0
     if sft_f and theta0_f:
-        rows.append(
-            f"| the budget is long (SFT recovered) | SFT's final training accuracy {mean(sft_f):.3f} > "
-            f"θ_0's {mean(theta0_f):.3f} | {'yes' if mean(sft_f) > mean(theta0_f) else 'no'} |"
-        )
+        rows.append(f"| the budget is long (SFT recovered) | SFT's final training accuracy {mean(sft_f):.3f} > "
+                    f"θ_0's {mean(theta0_f):.3f} | {'yes' if mean(sft_f) > mean(theta0_f) else 'no'} |")
     inv_min, inv_h = _values(table, TRAIN, InverseT3S.name, "min"), _values(table, held, InverseT3S.name, "final")
     if inv_min and sft_min and inv_h and t3s_h:
         collapsed = mean(inv_min) < mean(sft_min) and mean(inv_h) < mean(t3s_h)
-        rows.append(
-            f"| −T3S collapses | training minimum {mean(inv_min):.3f} < SFT's {mean(sft_min):.3f} and "
-            f"{held} final {mean(inv_h):.3f} < T3S's {mean(t3s_h):.3f} | "
-            f"{_verdict(inv_h, t3s_h, collapsed)} |"
-        )
+        rows.append(f"| −T3S collapses | training minimum {mean(inv_min):.3f} < SFT's {mean(sft_min):.3f} and "
+                    f"{held} final {mean(inv_h):.3f} < T3S's {mean(t3s_h):.3f} | "
+                    f"{_verdict(inv_h, t3s_h, collapsed)} |")
     rrt_h = _values(table, held, "rrt", "final")
     if rrt_h and sft_h:
-        rows.append(
-            f"| RRT ≥ SFT ({held}) | mean {mean(rrt_h):.3f} vs SFT's final {mean(sft_h):.3f} | "
-            f"{_verdict(rrt_h, sft_h, mean(rrt_h) >= mean(sft_h))} |"
-        )
+        rows.append(f"| RRT ≥ SFT ({held}) | mean {mean(rrt_h):.3f} vs SFT's final {mean(sft_h):.3f} | "
+                    f"{_verdict(rrt_h, sft_h, mean(rrt_h) >= mean(sft_h))} |")
     return rows
 
 
-def write_comparison(
-    output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, float]]], bottlenecks: dict[int, int]
-) -> Path:
+def write_comparison(output: Path, seeds: list[int], rrt: dict[int, dict[str, dict[str, float]]],
+                     bottlenecks: dict[int, int]) -> Path:
     """``comparison.md`` + PNGs: start / min / final training and held-out accuracy per method and seed, θ_0's
     row, and the paper's claims checked on them.
 
@@ -149,13 +131,11 @@ def write_comparison(
     table = collect(output, seeds, rrt)
     tasks = list(table)
     lines = [
-        "# t3s compare",
-        "",
+        "# t3s compare", "",
         f"Seeds: {', '.join(map(str, seeds))}. Greedy exact-match accuracy, mean ± sd over seeds, on "
         f"{' and '.join(f'`{t}`' for t in tasks)} (`train`: the training problems; any other task: problems "
         "never trained on). Every method starts from θ_0; RRT = θ_0 + (θ_SFT,final − θ_b) is evaluated once.",
-        f"θ_b (on the SFT run) per seed: {bottlenecks}.",
-        "",
+        f"θ_b (on the SFT run) per seed: {bottlenecks}.", "",
     ]
     header = "| method | " + " | ".join(f"{t} {k}" for t in tasks for k in ("start", "minimum", "final")) + " |"
     lines += [header, "|---|" + "---|" * (3 * len(tasks))]
@@ -166,12 +146,8 @@ def write_comparison(
         label = f"{THETA0} (every method's start)" if method == THETA0 else LABELS[method]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## The paper's claims on this table", "", *claims(table), ""]
-    lines += [
-        "## Per seed",
-        "",
-        "| seed | method | " + " | ".join(f"{t} start / min (step) / final" for t in tasks) + " |",
-        "|---|---|" + "---|" * len(tasks),
-    ]
+    lines += ["## Per seed", "", "| seed | method | " + " | ".join(f"{t} start / min (step) / final" for t in tasks)
+              + " |", "|---|---|" + "---|" * len(tasks)]
     for seed in seeds:
         for method in (*METHODS, "rrt"):
             cells = []
@@ -187,12 +163,8 @@ def write_comparison(
                 lines.append(f"| {seed} | {LABELS[method]} | " + " | ".join(cells) + " |")
     lines.append("")
     for task in tasks:
-        curves = {
-            (LABELS[m], s): (r["steps"], r["values"])
-            for m, by_seed in table[task].items()
-            if m in METHODS
-            for s, r in by_seed.items()
-        }
+        curves = {(LABELS[m], s): (r["steps"], r["values"]) for m, by_seed in table[task].items()
+                  if m in METHODS for s, r in by_seed.items()}
         if curves:
             name = "train_accuracy.png" if task == TRAIN else f"{task}_accuracy.png"
             fig = method_seed_figure(curves, ylabel=f"{task} accuracy", title=f"{task} accuracy by method and seed")
@@ -204,21 +176,12 @@ def write_comparison(
             s = json.loads(summary_file.read_text())
             anchors = ", ".join(f"`{t['token']}`" for t in s["top_anchor_tokens"][:12])
             others = ", ".join(f"`{t['token']}`" for t in s["top_yet_to_learn_tokens"][:12])
-            lines += [
-                f"Seed {seed}: anchor fraction {s['anchor_fraction']:.3f}, mean Δc {s['mean_delta']:+.3f}; "
-                f"top anchors {anchors}; top yet-to-learn {others}.",
-                "",
-            ]
+            lines += [f"Seed {seed}: anchor fraction {s['anchor_fraction']:.3f}, mean Δc {s['mean_delta']:+.3f}; "
+                      f"top anchors {anchors}; top yet-to-learn {others}.", ""]
     report = output / "comparison.md"
     report.write_text("\n".join(lines) + "\n")
-    slim = {
-        task: {
-            m: {s: {k: v for k, v in r.items() if k not in ("steps", "values")} for s, r in by_seed.items()}
-            for m, by_seed in methods.items()
-        }
-        for task, methods in table.items()
-    }
-    (output / "comparison.json").write_text(
-        json.dumps({"table": slim, "rrt": rrt, "bottlenecks": bottlenecks}, indent=2, default=str)
-    )
+    slim = {task: {m: {s: {k: v for k, v in r.items() if k not in ("steps", "values")} for s, r in by_seed.items()}
+                   for m, by_seed in methods.items()} for task, methods in table.items()}
+    (output / "comparison.json").write_text(json.dumps({"table": slim, "rrt": rrt, "bottlenecks": bottlenecks},
+                                                       indent=2, default=str))
     return report

@@ -86,16 +86,9 @@ class DiagnosticsPlan:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_diagnostics(
-    run_dir: str | Path,
-    *,
-    bottleneck_step: int | None = None,
-    threshold: float = 0.0,
-    probe_traces: int = 32,
-    lr: float | None = None,
-    micro_batch_size: int | None = None,
-    output: str | Path | None = None,
-) -> DiagnosticsPlan:
+def plan_diagnostics(run_dir: str | Path, *, bottleneck_step: int | None = None, threshold: float = 0.0,
+                     probe_traces: int = 32, lr: float | None = None, micro_batch_size: int | None = None,
+                     output: str | Path | None = None) -> DiagnosticsPlan:
     """Check the run folder and work out the checkpoints, θ_b and settings (one-line errors for bad input)."""
     import yaml
 
@@ -123,30 +116,20 @@ def plan_diagnostics(
     accuracy = dict(zip(steps, values))
     if bottleneck_step is not None:
         if bottleneck_step not in found or bottleneck_step == 0:
-            raise DiagnosticsError(
-                f"--bottleneck_step {bottleneck_step}: no such checkpoint other than θ_0 in "
-                f"{run}/hf (steps {sorted(found)})"
-            )
+            raise DiagnosticsError(f"--bottleneck_step {bottleneck_step}: no such checkpoint other than θ_0 in "
+                                   f"{run}/hf (steps {sorted(found)})")
         bottleneck, source = int(bottleneck_step), "argument"
     else:
         if not steps:
-            raise DiagnosticsError(
-                f"{run}: no training-accuracy curve ({TRAIN_ACCURACY_TAG}); run "
-                f"`t3s evaluate {run}` first or give --bottleneck_step"
-            )
+            raise DiagnosticsError(f"{run}: no training-accuracy curve ({TRAIN_ACCURACY_TAG}); run "
+                                   f"`t3s evaluate {run}` first or give --bottleneck_step")
         curve = grouped(benchmark_settings(config))["curve"]
-        detector = BottleneckDetector.from_curve(
-            steps,
-            values,
-            margin=float(curve.get("bottleneck_margin", 0.05)),
-            patience=int(curve.get("bottleneck_patience", 2)),
-        )
+        detector = BottleneckDetector.from_curve(steps, values, margin=float(curve.get("bottleneck_margin", 0.05)),
+                                                 patience=int(curve.get("bottleneck_patience", 2)))
         bottleneck, source = detector.final(), "curve"
         if not bottleneck or bottleneck not in found:
-            raise DiagnosticsError(
-                f"{run}: the training-accuracy curve gives no θ_b with a checkpoint (argmin step "
-                f"{bottleneck}); give --bottleneck_step"
-            )
+            raise DiagnosticsError(f"{run}: the training-accuracy curve gives no θ_b with a checkpoint (argmin step "
+                                   f"{bottleneck}); give --bottleneck_step")
     wanted = sorted(s for s in found if s in accuracy) if accuracy else sorted(found)
     wanted = sorted(set(wanted) | {0, bottleneck})
     settings = OptimizerSettings.from_config(config)
@@ -154,19 +137,9 @@ def plan_diagnostics(
         settings.lr = float(lr)
     if probe_traces < 1:
         raise DiagnosticsError(f"--probe_traces must be >= 1, got {probe_traces}")
-    return DiagnosticsPlan(
-        run,
-        Path(output) if output else run / OUTPUT_DIR,
-        [(s, found[s]) for s in wanted],
-        bottleneck,
-        source,
-        accuracy,
-        dict(config["data"]),
-        settings,
-        float(threshold),
-        probe_traces,
-        micro_batch_size,
-    )
+    return DiagnosticsPlan(run, Path(output) if output else run / OUTPUT_DIR, [(s, found[s]) for s in wanted],
+                           bottleneck, source, accuracy, dict(config["data"]), settings, float(threshold),
+                           probe_traces, micro_batch_size)
 
 
 def run_diagnostics(plan: DiagnosticsPlan, devices: int = 1) -> dict[str, Any]:
@@ -204,16 +177,8 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     def confidences(step: int, folder: Path) -> torch.Tensor:
         if step in reuse:
             return cache.load(step) if rank == 0 else torch.empty(0)
-        values = score_step(
-            datamodule,
-            folder,
-            offsets,
-            device=str(device),
-            micro_batch_size=plan.micro_batch_size,
-            chunk_size=plan.chunk_size,
-            rank=rank,
-            world=world,
-        )
+        values = score_step(datamodule, folder, offsets, device=str(device), micro_batch_size=plan.micro_batch_size,
+                            chunk_size=plan.chunk_size, rank=rank, world=world)
         if cache is not None:
             cache.save(step, folder, values)
         return values
@@ -223,15 +188,8 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
     bottleneck = _broadcast(confidences(plan.bottleneck_step, folders[plan.bottleneck_step]), world)
     answer = answer_spans(datamodule.traces, datamodule.tokenizer, offsets)
     groups = token_groups(base, bottleneck, answer, plan.threshold)
-    probe = probe_batch(
-        datamodule,
-        groups.ids,
-        offsets,
-        traces=plan.probe_traces,
-        micro_batch_size=plan.micro_batch_size,
-        rank=rank,
-        world=world,
-    ).to(device)
+    probe = probe_batch(datamodule, groups.ids, offsets, traces=plan.probe_traces,
+                        micro_batch_size=plan.micro_batch_size, rank=rank, world=world).to(device)
     counts = probe.counts().cpu()
     anchor, other = SIDES["anchor"], SIDES["yet_to_learn"]
     train_sets = [anchor, other, *[(g,) for g in range(4)]]  # the intervention's rows and the matrix's columns
@@ -249,19 +207,14 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
         for i, members in enumerate(train_sets):  # a group absent from the probe trains nothing
             if not float(counts[list(members)].sum()):
                 changes[i] = [float("nan")] * len(changes[i])
-        entry = {
-            "step": step,
-            "train_accuracy": plan.accuracy.get(step),
-            **interaction,
-            "intervention": {side: dict(zip(SIDES, changes[i][:2])) for i, side in enumerate(SIDES)},
-            "transfer_matrix": [row[2:] for row in changes[2:]],
-        }
+        entry = {"step": step, "train_accuracy": plan.accuracy.get(step), **interaction,
+                 "intervention": {side: dict(zip(SIDES, changes[i][:2])) for i, side in enumerate(SIDES)},
+                 "transfer_matrix": [row[2:] for row in changes[2:]]}
         if rank == 0:
             entry["confidence"] = group_confidence(values, base, groups)
             entries.append(entry)
-            progress.set_postfix(
-                step=step, ratio=f"{interaction['grad_norm_ratio']:.2f}", cos=f"{interaction['grad_cosine']:+.2f}"
-            )
+            progress.set_postfix(step=step, ratio=f"{interaction['grad_norm_ratio']:.2f}",
+                                 cos=f"{interaction['grad_cosine']:+.2f}")
     progress.close()
     if rank == 0:
         report = _report(plan, datamodule, groups, base, bottleneck, offsets, counts, entries, answer is not None)
@@ -269,28 +222,14 @@ def _diagnose(rank: int, world: int, plan: DiagnosticsPlan) -> None:
         _write(plan, report)
 
 
-def _report(
-    plan: DiagnosticsPlan,
-    datamodule: Any,
-    groups: Any,
-    base: torch.Tensor,
-    bottleneck: torch.Tensor,
-    offsets: torch.Tensor,
-    counts: torch.Tensor,
-    entries: list[dict[str, Any]],
-    spans: bool,
-) -> dict[str, Any]:
+def _report(plan: DiagnosticsPlan, datamodule: Any, groups: Any, base: torch.Tensor, bottleneck: torch.Tensor,
+            offsets: torch.Tensor, counts: torch.Tensor, entries: list[dict[str, Any]], spans: bool) -> dict[str, Any]:
     from t3s.scoring.scorer import summarize
     from t3s.selection.scores import ScoreCache
     from t3s.selection.strategies import T3S
 
-    summary = summarize(
-        ScoreCache(base, bottleneck, offsets, {}),
-        datamodule.traces,
-        datamodule.tokenizer,
-        top_tokens=15,
-        selection=T3S(threshold=plan.threshold),
-    )
+    summary = summarize(ScoreCache(base, bottleneck, offsets, {}), datamodule.traces, datamodule.tokenizer,
+                        top_tokens=15, selection=T3S(threshold=plan.threshold))
     at_bottleneck = next(e for e in entries if e["step"] == plan.bottleneck_step)
     return {
         "run": str(plan.run_dir),
@@ -299,20 +238,13 @@ def _report(
         "bottleneck_source": plan.bottleneck_source,
         "threshold": plan.threshold,
         "groups": list(groups.names),
-        "group_design": "anchor / yet-to-learn × reasoning / answer span (</think>)"
-        if spans
+        "group_design": "anchor / yet-to-learn × reasoning / answer span (</think>)" if spans
         else "anchor / yet-to-learn, each split at its median Δc",
-        "probe": {
-            "traces": min(plan.probe_traces, len(datamodule.traces)),
-            "tokens": dict(zip(groups.names, (int(c) for c in counts.tolist()))),
-        },
-        "optimizer": {
-            "lr": plan.optimizer.lr,
-            "betas": list(plan.optimizer.betas),
-            "weight_decay": plan.optimizer.weight_decay,
-            "eps": plan.optimizer.eps,
-            "max_grad_norm": plan.optimizer.max_grad_norm,
-        },
+        "probe": {"traces": min(plan.probe_traces, len(datamodule.traces)),
+                  "tokens": dict(zip(groups.names, (int(c) for c in counts.tolist())))},
+        "optimizer": {"lr": plan.optimizer.lr, "betas": list(plan.optimizer.betas),
+                      "weight_decay": plan.optimizer.weight_decay, "eps": plan.optimizer.eps,
+                      "max_grad_norm": plan.optimizer.max_grad_norm},
         "anchor_fraction": summary["anchor_fraction"],
         "num_tokens": summary["num_tokens"],
         "top_anchor_tokens": summary["top_anchor_tokens"],
@@ -342,11 +274,8 @@ def _write(plan: DiagnosticsPlan, report: dict[str, Any]) -> None:
 
 def scalars(entry: dict[str, Any], names: list[str]) -> dict[str, float]:
     """The TensorBoard (or any logger's) ``diagnostics/...`` scalars of one step's entry."""
-    out = {
-        f"diagnostics/{k}": entry[k]
-        for k in ("grad_norm_anchor", "grad_norm_other", "grad_norm_ratio", "grad_cosine")
-        if k in entry
-    }
+    out = {f"diagnostics/{k}": entry[k] for k in ("grad_norm_anchor", "grad_norm_other", "grad_norm_ratio",
+                                                   "grad_cosine") if k in entry}
     for group, stats in entry.get("confidence", {}).items():
         out[f"diagnostics/confidence/{group}"] = stats["mean"]
         out[f"diagnostics/below_base/{group}"] = stats["below_base"]

@@ -22,10 +22,8 @@ def confidence_figure(report: dict[str, Any]) -> Figure:
     steps = [e["step"] for e in report["steps"]]
     fig = _figure(15, 4.5)
     axes = fig.subplots(1, 3)
-    for ax, names, title in (
-        (axes[0], ["anchor", "yet_to_learn"], "anchors vs yet-to-learn"),
-        (axes[1], report["groups"], "the four groups"),
-    ):
+    for ax, names, title in ((axes[0], ["anchor", "yet_to_learn"], "anchors vs yet-to-learn"),
+                             (axes[1], report["groups"], "the four groups")):
         for i, name in enumerate(names):
             stats = [e["confidence"][name] for e in report["steps"]]
             ax.plot(steps, [s["mean"] for s in stats], marker="o", ms=3, lw=1.6, color=f"C{i}", label=name)
@@ -33,15 +31,8 @@ def confidence_figure(report: dict[str, Any]) -> Figure:
         ax.set_ylabel("c_t = log p (mean, 25–75% band)")
         ax.set_title(title)
     for i, name in enumerate(["anchor", "yet_to_learn"]):
-        axes[2].plot(
-            steps,
-            [e["confidence"][name]["below_base"] for e in report["steps"]],
-            marker="o",
-            ms=3,
-            lw=1.6,
-            color=f"C{i}",
-            label=name,
-        )
+        axes[2].plot(steps, [e["confidence"][name]["below_base"] for e in report["steps"]], marker="o", ms=3,
+                     lw=1.6, color=f"C{i}", label=name)
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_ylabel("share of tokens below their c(θ_0)")
     axes[2].set_title("tokens still below θ_0")
@@ -66,15 +57,8 @@ def interaction_figure(report: dict[str, Any]) -> Figure:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("gradient-norm ratio")
     twin = ax.twinx()
-    twin.plot(
-        steps,
-        [e["grad_cosine"] for e in report["steps"]],
-        marker="s",
-        ms=3,
-        lw=1.6,
-        color="C1",
-        label="cos(g_anchor, g_other)",
-    )
+    twin.plot(steps, [e["grad_cosine"] for e in report["steps"]], marker="s", ms=3, lw=1.6, color="C1",
+              label="cos(g_anchor, g_other)")
     twin.axhline(0.0, color="C1", ls=":", lw=1.0)
     twin.set_ylim(-1.05, 1.05)
     twin.set_ylabel("cosine")
@@ -114,10 +98,8 @@ def token_figure(report: dict[str, Any], rows: int = 12) -> Figure:
     """The most frequent anchor and yet-to-learn tokens at θ_b (bar length: occurrences in the group)."""
     fig = _figure(10, 4.5)
     axes = fig.subplots(1, 2)
-    for ax, key, title, color in (
-        (axes[0], "top_anchor_tokens", "anchor tokens", "C0"),
-        (axes[1], "top_yet_to_learn_tokens", "yet-to-learn tokens", "C1"),
-    ):
+    for ax, key, title, color in ((axes[0], "top_anchor_tokens", "anchor tokens", "C0"),
+                                  (axes[1], "top_yet_to_learn_tokens", "yet-to-learn tokens", "C1")):
         top = report[key][:rows][::-1]
         ax.barh(range(len(top)), [t["count"] for t in top], color=color)
         ax.set_yticks(range(len(top)), [repr(t["token"]) for t in top], fontsize=8)
@@ -132,9 +114,8 @@ def save_figures(report: dict[str, Any], output: Path) -> list[str]:
     figures = {
         "confidence.png": confidence_figure(report),
         "gradient_interaction.png": interaction_figure(report),
-        "transfer_matrix.png": transfer_figure(
-            report["transfer_matrix"], report["groups"], report["transfer_matrix_step"]
-        ),
+        "transfer_matrix.png": transfer_figure(report["transfer_matrix"], report["groups"],
+                                               report["transfer_matrix_step"]),
         "tokens.png": token_figure(report),
     }
     for name, fig in figures.items():

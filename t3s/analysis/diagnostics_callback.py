@@ -33,20 +33,12 @@ class DiagnosticsCallback(L.Callback):
         threshold: anchors are tokens with Δc above this.
     """
 
-    def __init__(
-        self,
-        scores: str | None = None,
-        base: str | None = None,
-        bottleneck: str | None = None,
-        every_n_steps: int = 50,
-        probe_traces: int = 32,
-        micro_batch_size: int | None = None,
-        threshold: float = 0.0,
-    ) -> None:
+    def __init__(self, scores: str | None = None, base: str | None = None, bottleneck: str | None = None,
+                 every_n_steps: int = 50, probe_traces: int = 32, micro_batch_size: int | None = None,
+                 threshold: float = 0.0) -> None:
         if (scores is None) == (base is None or bottleneck is None):
-            raise ValueError(
-                "DiagnosticsCallback needs either `scores` (a score cache) or both `base` and `bottleneck` (HF folders)"
-            )
+            raise ValueError("DiagnosticsCallback needs either `scores` (a score cache) or both `base` and "
+                             "`bottleneck` (HF folders)")
         if every_n_steps < 1 or probe_traces < 1:
             raise ValueError("DiagnosticsCallback: every_n_steps and probe_traces must be >= 1")
         self.scores, self.base, self.bottleneck = scores, base, bottleneck
@@ -64,8 +56,7 @@ class DiagnosticsCallback(L.Callback):
             raise DiagnosticsError(
                 f"DiagnosticsCallback needs whole gradients on every process (one device or DDP), not "
                 f"{type(trainer.strategy).__name__}'s shards: remove it from trainer.callbacks and run "
-                "`t3s diagnose <run>` on the finished run"
-            )
+                "`t3s diagnose <run>` on the finished run")
         datamodule = trainer.datamodule
         datamodule.setup("fit")
         offsets = data_offsets(datamodule.traces)
@@ -77,23 +68,14 @@ class DiagnosticsCallback(L.Callback):
             base, bottleneck = cache.base_logprob, cache.bottleneck_logprob
         else:
             rank, world = trainer.global_rank, trainer.world_size
-            base, bottleneck = (
-                score_step(datamodule, Path(folder), offsets, device=str(pl_module.device), rank=rank, world=world)
-                for folder in (self.base, self.bottleneck)
-            )
-        groups = token_groups(
-            base, bottleneck, answer_spans(datamodule.traces, datamodule.tokenizer, offsets), self.threshold
-        )
+            base, bottleneck = (score_step(datamodule, Path(folder), offsets, device=str(pl_module.device),
+                                           rank=rank, world=world) for folder in (self.base, self.bottleneck))
+        groups = token_groups(base, bottleneck, answer_spans(datamodule.traces, datamodule.tokenizer, offsets),
+                              self.threshold)
         self.names = groups.names
-        self.probe = probe_batch(
-            datamodule,
-            groups.ids,
-            offsets,
-            traces=self.probe_traces,
-            micro_batch_size=self.micro_batch_size,
-            rank=trainer.global_rank,
-            world=trainer.world_size,
-        ).to(pl_module.device)
+        self.probe = probe_batch(datamodule, groups.ids, offsets, traces=self.probe_traces,
+                                 micro_batch_size=self.micro_batch_size, rank=trainer.global_rank,
+                                 world=trainer.world_size).to(pl_module.device)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:

@@ -22,11 +22,8 @@ from t3s.ops.causal_lm import hidden_states, logprobs_at, nll_sum_at
 
 
 def _distributed() -> bool:
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
         and torch.distributed.get_world_size() > 1
-    )
 
 
 def all_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -47,12 +44,8 @@ class ProbeBatch:
     device: torch.device = torch.device("cpu")
 
     def to(self, device: torch.device | str) -> ProbeBatch:
-        return ProbeBatch(
-            [{k: v.to(device) for k, v in mb.items()} for mb in self.micro_batches],
-            [g.to(device) for g in self.groups],
-            self.num_groups,
-            torch.device(device),
-        )
+        return ProbeBatch([{k: v.to(device) for k, v in mb.items()} for mb in self.micro_batches],
+                          [g.to(device) for g in self.groups], self.num_groups, torch.device(device))
 
     def counts(self) -> torch.Tensor:
         """Tokens per group over the whole probe (all ranks), float64."""
@@ -62,17 +55,8 @@ class ProbeBatch:
         return all_sum(local)
 
 
-def probe_batch(
-    datamodule: Any,
-    group_ids: torch.Tensor,
-    offsets: torch.Tensor,
-    *,
-    traces: int = 32,
-    micro_batch_size: int | None = None,
-    rank: int = 0,
-    world: int = 1,
-    num_groups: int = 4,
-) -> ProbeBatch:
+def probe_batch(datamodule: Any, group_ids: torch.Tensor, offsets: torch.Tensor, *, traces: int = 32,
+                micro_batch_size: int | None = None, rank: int = 0, world: int = 1, num_groups: int = 4) -> ProbeBatch:
     """The first ``traces`` traces, one trace per row, ``micro_batch_size`` rows per micro-batch (default: the
     data's); rank ``r`` of ``world`` takes micro-batches ``r, r + world, …``."""
     datamodule.setup("fit")
@@ -88,9 +72,8 @@ def probe_batch(
         g[mb["labels"] == -100] = -1
         g[:, 0] = -1
         groups.append(g)
-    return ProbeBatch(
-        [{k: v for k, v in mb.items() if isinstance(v, torch.Tensor)} for mb in batches], groups, num_groups
-    )
+    return ProbeBatch([{k: v for k, v in mb.items() if isinstance(v, torch.Tensor)} for mb in batches], groups,
+                      num_groups)
 
 
 @torch.no_grad()
@@ -99,24 +82,14 @@ def group_loss_sums(model: nn.Module, probe: ProbeBatch, chunk_size: int = 2048)
     sums = torch.zeros(probe.num_groups, dtype=torch.float64, device=probe.device)
     for mb, g in zip(probe.micro_batches, probe.groups):
         mask = g >= 0
-        lp = logprobs_at(
-            model,
-            hidden_states(model, mb["input_ids"], mb["position_ids"]),
-            mb["input_ids"],
-            mask,
-            chunk_size=chunk_size,
-        )
+        lp = logprobs_at(model, hidden_states(model, mb["input_ids"], mb["position_ids"]), mb["input_ids"], mask,
+                         chunk_size=chunk_size)
         sums.index_add_(0, g[mask], -lp.double())
     return all_sum(sums)
 
 
-def group_gradient(
-    model: nn.Module,
-    probe: ProbeBatch,
-    members: Sequence[int],
-    chunk_size: int = 2048,
-    counts: torch.Tensor | None = None,
-) -> list[torch.Tensor]:
+def group_gradient(model: nn.Module, probe: ProbeBatch, members: Sequence[int], chunk_size: int = 2048,
+                   counts: torch.Tensor | None = None) -> list[torch.Tensor]:
     """∇ of the token-normalised NLL of the groups ``members`` (one tensor per trainable parameter, fp32,
     all-reduced); zeros when the probe has none of their tokens."""
     counts = probe.counts() if counts is None else counts
@@ -131,19 +104,16 @@ def group_gradient(
         hidden = hidden_states(model, mb["input_ids"], mb["position_ids"])
         loss = nll_sum_at(model, hidden, mb["input_ids"], mask, chunk_size=chunk_size, kernel="chunked")
         (loss / total).backward()
-    grads = [
-        p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
-        for p in params
-    ]
+    grads = [p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+             for p in params]
     model.zero_grad(set_to_none=True)
     for grad in grads:  # one parameter at a time: no flat copy of the whole model
         all_sum(grad)
     return grads
 
 
-def gradient_interaction(
-    model: nn.Module, probe: ProbeBatch, anchor: Sequence[int], other: Sequence[int], chunk_size: int = 2048
-) -> dict[str, float]:
+def gradient_interaction(model: nn.Module, probe: ProbeBatch, anchor: Sequence[int], other: Sequence[int],
+                         chunk_size: int = 2048) -> dict[str, float]:
     """Norms of the anchor-only and other-only gradients, their ratio and cosine, over all parameters
     (flattened; accumulated parameter by parameter in float64)."""
     counts = probe.counts()
@@ -177,38 +147,25 @@ class OptimizerSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OptimizerSettings:
         """From a phase's saved ``config.yaml`` (``model.init_args``); the peak LR of the run."""
-        init_args = (config.get("model") or {}).get("init_args") or {}
+        init_args = ((config.get("model") or {}).get("init_args") or {})
         # a config of one release ago spells the optimizer's keys flat (model.init_args.lr)
         args = {**{k: v for k, v in init_args.items() if not isinstance(v, dict)}, **(init_args.get("optimizer") or {})}
         default = cls()
-        return cls(
-            lr=float(args.get("lr", default.lr)),
-            betas=tuple(args.get("betas", default.betas)),
-            weight_decay=float(args.get("weight_decay", default.weight_decay)),
-            eps=float(args.get("adam_eps", default.eps)),
-            max_grad_norm=args.get("max_grad_norm", 1.0),
-        )
+        return cls(lr=float(args.get("lr", default.lr)), betas=tuple(args.get("betas", default.betas)),
+                   weight_decay=float(args.get("weight_decay", default.weight_decay)),
+                   eps=float(args.get("adam_eps", default.eps)), max_grad_norm=args.get("max_grad_norm", 1.0))
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
         return torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=self.lr,
-            betas=tuple(self.betas),
-            eps=self.eps,
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+            lr=self.lr, betas=tuple(self.betas), eps=self.eps,
         )
 
 
-def loss_transfer(
-    model: nn.Module,
-    probe: ProbeBatch,
-    train_sets: Sequence[Sequence[int]],
-    settings: OptimizerSettings,
-    chunk_size: int = 2048,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_transfer(model: nn.Module, probe: ProbeBatch, train_sets: Sequence[Sequence[int]],
+                  settings: OptimizerSettings, chunk_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on each set of groups in turn (from the same weights, restored in memory after each).
 
     Returns ``(before, after)``: ``before[j]`` the summed NLL of group j, ``after[i, j]`` the same after one
@@ -243,9 +200,8 @@ def loss_transfer(
     return before.cpu(), after
 
 
-def mean_change(
-    before: torch.Tensor, after: torch.Tensor, counts: torch.Tensor, columns: Sequence[Sequence[int]]
-) -> list[list[float]]:
+def mean_change(before: torch.Tensor, after: torch.Tensor, counts: torch.Tensor,
+                columns: Sequence[Sequence[int]]) -> list[list[float]]:
     """Change of the token-normalised loss on each union of groups in ``columns``, per trained set (row)."""
     counts = counts.cpu()
     rows = []

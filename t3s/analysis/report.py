@@ -55,14 +55,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         task = tag.split("/")[1]
         i_min = values.index(min(values))
         row["benchmarks"][task] = {
-            "tag": tag,
-            "steps": steps,
-            "values": values,
-            "start": values[0],
-            "min": values[i_min],
-            "min_step": steps[i_min],
-            "final": values[-1],
-            "best": max(values),
+            "tag": tag, "steps": steps, "values": values, "start": values[0], "min": values[i_min],
+            "min_step": steps[i_min], "final": values[-1], "best": max(values),
         }
     # θ_b of a run trained on a score cache is the step the cache was scored at, not its own curve's minimum
     scored = scored_bottleneck(run_scores_dir(run_dir))
@@ -85,10 +79,8 @@ def find_runs(path: str | Path) -> list[Path]:
         return [path]
     phases = sorted(p for p in path.iterdir() if p.is_dir() and has_scalars(p)) if path.is_dir() else []
     if not phases:
-        raise FileNotFoundError(
-            f"{path} holds no logged scalars (TensorBoard event files or metrics.csv), nor do "
-            "its sub-folders (point at a run's version_<k> folder or a recipe's)"
-        )
+        raise FileNotFoundError(f"{path} holds no logged scalars (TensorBoard event files or metrics.csv), nor do "
+                                "its sub-folders (point at a run's version_<k> folder or a recipe's)")
     return phases
 
 
@@ -120,9 +112,8 @@ def write_report(run_dirs: list[str | Path], output: str | Path | None = None) -
             shown.add(found[0])
             lines += [f"## Anchor tokens of `{run_label(run)}`", "", summary_markdown(found[1]), ""]
     (output / "report.md").write_text("\n".join(lines) + "\n")
-    (output / "summary.json").write_text(
-        json.dumps([{k: v for k, v in row.items() if k not in ("loss", "loss_all_tokens")} for row in rows], indent=2)
-    )
+    (output / "summary.json").write_text(json.dumps(
+        [{k: v for k, v in row.items() if k not in ("loss", "loss_all_tokens")} for row in rows], indent=2))
     return output / "report.md"
 
 
@@ -136,33 +127,18 @@ def report_figures(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Figure]]:
     if not bottlenecks:  # only masked runs: mark the θ_b their scores came from
         bottlenecks = {row["run"]: row.get("bottleneck") for row in rows}
     for task in sorted({t for row in rows for t in row["benchmarks"]}):
-        curves = {
-            row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
-            for row in rows
-            if task in row["benchmarks"]
-        }
-        figures[f"accuracy_{task}.png"] = (
-            f"{task} accuracy",
-            comparison_figure(
-                curves,
-                ylabel=f"{task} accuracy",
-                title=f"{task}: accuracy during training",
-                bottlenecks=bottlenecks,
-                baseline=_shared_start(curves),
-            ),
-        )
+        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
+                  for row in rows if task in row["benchmarks"]}
+        figures[f"accuracy_{task}.png"] = (f"{task} accuracy", comparison_figure(
+            curves, ylabel=f"{task} accuracy", title=f"{task}: accuracy during training",
+            bottlenecks=bottlenecks, baseline=_shared_start(curves)))
     logged = [row for row in rows if row["loss"][0]]
     if logged:
         all_tokens = all(row["loss_all_tokens"][0] for row in logged)
         key = "loss_all_tokens" if all_tokens else "loss"
-        figures["loss.png"] = (
-            "training loss",
-            comparison_figure(
-                {row["run"]: row[key] for row in logged},
-                title="training loss",
-                ylabel="training loss (all response tokens)" if all_tokens else "training loss (selected tokens)",
-            ),
-        )
+        figures["loss.png"] = ("training loss", comparison_figure(
+            {row["run"]: row[key] for row in logged}, title="training loss",
+            ylabel="training loss (all response tokens)" if all_tokens else "training loss (selected tokens)"))
     return figures
 
 
@@ -170,11 +146,8 @@ def _theta0_rows(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
     """``{task: (0, accuracy)}``: θ_0's accuracy per benchmark, when every run of that task starts from it."""
     out: dict[str, tuple[int, float]] = {}
     for task in dict.fromkeys(t for row in rows for t in row["benchmarks"]):
-        curves = {
-            row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
-            for row in rows
-            if task in row["benchmarks"]
-        }
+        curves = {row["run"]: (row["benchmarks"][task]["steps"], row["benchmarks"][task]["values"])
+                  for row in rows if task in row["benchmarks"]}
         start = _shared_start(curves)
         if start is not None:
             out[task] = (0, start)
@@ -207,25 +180,19 @@ def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
     sft, t3s = by_label.get("SFT"), by_label.get("T3S")
     if not sft or not t3s:
         return []
-    ahead = (
-        "ahead of" if t3s["final"] > sft["final"] else "not ahead of" if t3s["final"] < sft["final"] else "level with"
-    )
-    line = (
-        f"**What this run shows:** SFT's training accuracy dips {sft['start']:.2f} → {sft['min']:.2f} "
-        f"(step {sft['min_step']}) and ends at {sft['final']:.2f}; T3S's minimum is {t3s['min']:.2f} and it "
-        f"ends at {t3s['final']:.2f}, {ahead} SFT."
-    )
+    ahead = "ahead of" if t3s["final"] > sft["final"] else "not ahead of" if t3s["final"] < sft["final"] else "level with"
+    line = (f"**What this run shows:** SFT's training accuracy dips {sft['start']:.2f} → {sft['min']:.2f} "
+            f"(step {sft['min_step']}) and ends at {sft['final']:.2f}; T3S's minimum is {t3s['min']:.2f} and it "
+            f"ends at {t3s['final']:.2f}, {ahead} SFT.")
     return [line, "", TOY_CAVEAT] if toy else [line]
 
 
 #: Where the toy worlds stop agreeing with the paper (the README's results tables have the numbers).
-TOY_CAVEAT = (
-    "**Where the toys stop agreeing with the paper:** T3S is ahead of SFT only while SFT is still in the "
-    "shock (toy-small at LR 3e-4 / 120 steps); given a longer budget SFT recovers past θ_0 and T3S does "
-    "not, no method ends above θ_0 on held-out problems, and where the teacher carries a skill θ_0 lacks "
-    '(toy-skill) T3S does not learn it. Tables: README.md, "Results on the toy worlds"; '
-    "docs/results/toy_skill.md."
-)
+TOY_CAVEAT = ("**Where the toys stop agreeing with the paper:** T3S is ahead of SFT only while SFT is still in the "
+              "shock (toy-small at LR 3e-4 / 120 steps); given a longer budget SFT recovers past θ_0 and T3S does "
+              "not, no method ends above θ_0 on held-out problems, and where the teacher carries a skill θ_0 lacks "
+              "(toy-skill) T3S does not learn it. Tables: README.md, \"Results on the toy worlds\"; "
+              "docs/results/toy_skill.md.")
 
 
 def _scores_summary(run: Path) -> tuple[Path, dict[str, Any]] | None:

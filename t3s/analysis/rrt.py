@@ -46,33 +46,24 @@ def check_output(output: str | Path, overwrite: bool = False) -> None:
     if not output.exists() or not any(output.iterdir()):
         return
     if not overwrite:
-        raise CheckpointLayoutError(
-            f"--output {output} exists and is not empty; give another --output, or "
-            f"--overwrite to replace an earlier t3s rrt output"
-        )
+        raise CheckpointLayoutError(f"--output {output} exists and is not empty; give another --output, or "
+                                    f"--overwrite to replace an earlier t3s rrt output")
     try:
         written = set(json.loads((output / MARKER).read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointLayoutError(
-            f"--output {output} was not written by t3s rrt (no readable {MARKER}); refusing to replace it"
-        ) from None
-    others = sorted(
-        str(p.relative_to(output))
-        for p in output.rglob("*")
-        if p.name != MARKER and (p.is_symlink() or not p.is_dir()) and p.name not in written
-    )
+        raise CheckpointLayoutError(f"--output {output} was not written by t3s rrt (no readable {MARKER}); "
+                                    f"refusing to replace it") from None
+    others = sorted(str(p.relative_to(output)) for p in output.rglob("*")
+                    if p.name != MARKER and (p.is_symlink() or not p.is_dir()) and p.name not in written)
     others += sorted(str(p.relative_to(output)) for p in output.iterdir() if p.is_dir() and not p.is_symlink())
     if others:
-        raise CheckpointLayoutError(
-            f"--output {output} holds files t3s rrt did not write ({', '.join(others[:3])}"
-            f"{', …' if len(others) > 3 else ''}); refusing to replace it"
-        )
+        raise CheckpointLayoutError(f"--output {output} holds files t3s rrt did not write ({', '.join(others[:3])}"
+                                    f"{', …' if len(others) > 3 else ''}); refusing to replace it")
 
 
 @torch.no_grad()
-def residual_transfer(
-    base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path, overwrite: bool = False
-) -> Path:
+def residual_transfer(base: str | Path, bottleneck: str | Path, final: str | Path, output: str | Path,
+                      overwrite: bool = False) -> Path:
     """Write θ_0 + (θ_final − θ_b) as an HF model folder at ``output`` (configs and tokenizer from θ_0).
 
     ``bottleneck`` and ``final`` may be adapter folders of ``base`` (merged into it tensor by tensor).
@@ -114,8 +105,7 @@ def residual_transfer(
                     if not (t0.shape == tb.shape == tf.shape):
                         raise CheckpointLayoutError(
                             f"tensor '{name}' differs in shape: {tuple(t0.shape)} in --base {base}, "
-                            f"{tuple(tb.shape)} in --bottleneck {bottleneck}, {tuple(tf.shape)} in --final {final}"
-                        )
+                            f"{tuple(tb.shape)} in --bottleneck {bottleneck}, {tuple(tf.shape)} in --final {final}")
                     for source, tensor in ((base, t0), (bottleneck, tb), (final, tf)):
                         check_finite([(name, tensor)], source)
                     if t0.is_floating_point():
@@ -126,12 +116,8 @@ def residual_transfer(
                 save_file(out, str(tmp / shard), metadata={"format": "pt"})
                 del out
         files = sorted(p.name for p in tmp.iterdir())
-        (tmp / MARKER).write_text(
-            json.dumps(
-                {"base": str(base), "bottleneck": str(bottleneck), "final": str(final), "files": files}, indent=2
-            )
-            + "\n"
-        )
+        (tmp / MARKER).write_text(json.dumps({"base": str(base), "bottleneck": str(bottleneck), "final": str(final),
+                                              "files": files}, indent=2) + "\n")
         make_shareable(tmp)
         check_output(output, overwrite)  # again: the folder may have changed during the transfer
     except BaseException:

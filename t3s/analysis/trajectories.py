@@ -89,9 +89,8 @@ def answer_spans(traces: list[Any], tokenizer: Any, offsets: torch.Tensor) -> to
     return answer if found else None
 
 
-def token_groups(
-    base: torch.Tensor, bottleneck: torch.Tensor, answer: torch.Tensor | None, threshold: float = 0.0
-) -> TokenGroups:
+def token_groups(base: torch.Tensor, bottleneck: torch.Tensor, answer: torch.Tensor | None,
+                 threshold: float = 0.0) -> TokenGroups:
     """The four groups from c(θ_0), c(θ_b) and the answer spans (``None``: split each side at its median Δc)."""
     delta = bottleneck - base
     trained = ~torch.isnan(delta)
@@ -116,22 +115,12 @@ def group_confidence(values: torch.Tensor, base: torch.Tensor, groups: TokenGrou
     for name, mask in groups.masks().items():
         v, b = values[mask], base[mask]
         if not v.numel():
-            out[name] = {
-                "tokens": 0,
-                "mean": float("nan"),
-                "p25": float("nan"),
-                "p75": float("nan"),
-                "below_base": float("nan"),
-            }
+            out[name] = {"tokens": 0, "mean": float("nan"), "p25": float("nan"), "p75": float("nan"),
+                         "below_base": float("nan")}
             continue
         q = torch.quantile(v.double(), torch.tensor([0.25, 0.75], dtype=torch.float64)).tolist()
-        out[name] = {
-            "tokens": int(v.numel()),
-            "mean": float(v.double().mean()),
-            "p25": q[0],
-            "p75": q[1],
-            "below_base": float((v < b).double().mean()),
-        }
+        out[name] = {"tokens": int(v.numel()), "mean": float(v.double().mean()), "p25": q[0], "p75": q[1],
+                     "below_base": float((v < b).double().mean())}
     return out
 
 
@@ -167,11 +156,8 @@ class Trajectories:
         """True when ``step`` was scored from this very checkpoint folder (same path, not newer)."""
         recorded = self.checkpoints.get(str(step))
         file = self.path(step)
-        return (
-            recorded == str(checkpoint)
-            and file.is_file()
-            and file.stat().st_mtime >= (Path(checkpoint) / "config.json").stat().st_mtime
-        )
+        return (recorded == str(checkpoint) and file.is_file()
+                and file.stat().st_mtime >= (Path(checkpoint) / "config.json").stat().st_mtime)
 
     def load(self, step: int) -> torch.Tensor:
         """c_t under ``hf/step_<step>`` (``[T]`` float32, NaN where not trained)."""
@@ -185,23 +171,13 @@ class Trajectories:
         write_json_atomic(self.directory / META_FILE, {"data": self.fingerprint, "checkpoints": self.checkpoints})
 
 
-def score_step(
-    datamodule: Any,
-    checkpoint: str | Path,
-    offsets: torch.Tensor,
-    *,
-    device: str = "cpu",
-    micro_batch_size: int | None = None,
-    chunk_size: int = 2048,
-    rank: int = 0,
-    world: int = 1,
-) -> torch.Tensor:
+def score_step(datamodule: Any, checkpoint: str | Path, offsets: torch.Tensor, *, device: str = "cpu",
+               micro_batch_size: int | None = None, chunk_size: int = 2048, rank: int = 0, world: int = 1) -> torch.Tensor:
     """c_t of every trained token under one checkpoint; with ``world`` > 1 each rank scores every
     ``world``-th micro-batch and the values are summed over the ranks (gloo / NCCL all-reduce)."""
     batches = list(datamodule.scoring_batches(micro_batch_size))[rank::world]
-    values = checkpoint_logprobs(
-        checkpoint, batches, offsets, device=device, chunk_size=chunk_size, desc=f"c_t {Path(checkpoint).name}"
-    )
+    values = checkpoint_logprobs(checkpoint, batches, offsets, device=device, chunk_size=chunk_size,
+                                 desc=f"c_t {Path(checkpoint).name}")
     if world == 1:
         return values
     import torch.distributed as dist
@@ -232,18 +208,9 @@ def expand_checkpoints(items: list[str]) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-def score_trajectories(
-    datamodule: Any,
-    checkpoints: list[tuple[int, Path]],
-    output: str | Path,
-    base: torch.Tensor,
-    bottleneck: torch.Tensor,
-    *,
-    threshold: float = 0.0,
-    micro_batch_size: int | None = None,
-    chunk_size: int = 2048,
-    device: str = "auto",
-) -> dict[str, Any]:
+def score_trajectories(datamodule: Any, checkpoints: list[tuple[int, Path]], output: str | Path, base: torch.Tensor,
+                       bottleneck: torch.Tensor, *, threshold: float = 0.0, micro_batch_size: int | None = None,
+                       chunk_size: int = 2048, device: str = "auto") -> dict[str, Any]:
     """c_t of every training token under each checkpoint into a trajectory cache at ``output``, one file at a
     time, and ``summary.json`` there: per step and group, mean c and the share below c(θ_0).
 
@@ -259,9 +226,8 @@ def score_trajectories(
         if cache.has(step, folder):
             values = cache.load(step)
         else:
-            values = score_step(
-                datamodule, folder, offsets, device=device, micro_batch_size=micro_batch_size, chunk_size=chunk_size
-            )
+            values = score_step(datamodule, folder, offsets, device=device, micro_batch_size=micro_batch_size,
+                                chunk_size=chunk_size)
             cache.save(step, folder, values)
         steps.append({"step": step, "checkpoint": str(folder), "confidence": group_confidence(values, base, groups)})
     summary = {"groups": list(groups.names), "threshold": threshold, "steps": steps}

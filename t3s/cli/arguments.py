@@ -45,34 +45,20 @@ def command_parser(prog: str, function: Callable[..., Any], positional: str | No
     described.add_function_arguments(function, as_positional=False)
     helps = {action.dest: action.help for action in described._actions}
 
-    parser = ArgumentParser(
-        prog=prog, description=(function.__doc__ or "").split("\n")[0], allow_abbrev=False, exit_on_error=False
-    )
+    parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").split("\n")[0],
+                            allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False, skip={*lists, *([positional] if positional else [])})
     for name, item in lists.items():
         if name != positional:
             default = params[name].default
             required = default is inspect.Parameter.empty
-            parser.add_argument(
-                f"--{name}",
-                type=item,
-                nargs="+",
-                required=required,
-                default=None if required else default,
-                help=helps.get(name),
-            )
+            parser.add_argument(f"--{name}", type=item, nargs="+", required=required,
+                                default=None if required else default, help=helps.get(name))
     if positional:
         item = lists.get(positional, str)
-        parser.add_argument(
-            positional, type=item, nargs="*" if positional in lists else "?", help=helps.get(positional)
-        )
-        parser.add_argument(
-            f"--{positional}",
-            dest=positional + OPTION_SUFFIX,
-            type=item,
-            nargs="+" if positional in lists else None,
-            help=f"the same as the bare {positional}",
-        )
+        parser.add_argument(positional, type=item, nargs="*" if positional in lists else "?", help=helps.get(positional))
+        parser.add_argument(f"--{positional}", dest=positional + OPTION_SUFFIX, type=item,
+                            nargs="+" if positional in lists else None, help=f"the same as the bare {positional}")
     return parser
 
 

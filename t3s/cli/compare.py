@@ -1,4 +1,5 @@
-"""``t3s compare``: the paper's method comparison (:class:`t3s.recipe.compare.Comparison`)."""
+"""``t3s compare``: the paper's method comparison (:class:`t3s.recipe.compare.Comparison`).
+"""
 
 from __future__ import annotations
 

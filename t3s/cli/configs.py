@@ -33,10 +33,8 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
         path = find_config(given)
         base = overlay_base(path)
         if base and not after_a_config:
-            raise UsageError(
-                f"{given} is an overlay on {base}, not a whole config: give it after that config, "
-                f"--config {base} --config {given}"
-            )
+            raise UsageError(f"{given} is an overlay on {base}, not a whole config: give it after that config, "
+                             f"--config {base} --config {given}")
         after_a_config = True
         out[index] = prefix + str(path)
     return out
@@ -51,11 +49,8 @@ FIT_OPTIONS = (*FIT_KEYS, "eval")
 
 def config_files(args: Sequence[str]) -> list[str]:
     """The ``--config`` files of a command line (after :func:`expand_config_names`)."""
-    return [
-        args[i + 1] if a in ("-c", "--config") else a.removeprefix("--config=")
-        for i, a in enumerate(args)
-        if (a in ("-c", "--config") and i + 1 < len(args)) or a.startswith("--config=")
-    ]
+    return [args[i + 1] if a in ("-c", "--config") else a.removeprefix("--config=")
+            for i, a in enumerate(args) if (a in ("-c", "--config") and i + 1 < len(args)) or a.startswith("--config=")]
 
 
 def precheck_training_args(args: Sequence[str], fit: bool = True) -> None:
@@ -84,17 +79,15 @@ def precheck_training_args(args: Sequence[str], fit: bool = True) -> None:
             if key not in FIT_KEYS:
                 close = difflib.get_close_matches(str(key), FIT_KEYS, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise ConfigError(
-                    f"{file}: unknown top-level key {key!r}{hint}; a fit config has {', '.join(FIT_KEYS[:6])}"
-                )
+                raise ConfigError(f"{file}: unknown top-level key {key!r}{hint}; a fit config has "
+                                  f"{', '.join(FIT_KEYS[:6])}")
     for arg in args:
         if arg.startswith("--") and arg != "--":
             top = arg[2:].split("=", 1)[0].split(".", 1)[0]
             if top not in FIT_OPTIONS:
                 close = difflib.get_close_matches(top, FIT_OPTIONS, n=1)
-                raise UsageError(
-                    f"unknown option {arg.split('=', 1)[0]}" + (f" (did you mean --{close[0]}?)" if close else "")
-                )
+                raise UsageError(f"unknown option {arg.split('=', 1)[0]}"
+                                 + (f" (did you mean --{close[0]}?)" if close else ""))
 
 
 def shipped_config_names() -> list[str]:
@@ -112,6 +105,7 @@ def default_config_for(args: Sequence[str]) -> Path | None:
     if not args or args[0] not in ("fit", "validate", "test"):
         return None
     for a in args[1:]:
-        if a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") or a.endswith(".help") or ".help=" in a:
+        if a in ("-c", "--config", "-h", "--help") or a.startswith("--config=") or a.endswith(".help") \
+                or ".help=" in a:
             return None
     return packaged_configs_dir() / f"{DEFAULT_CONFIG_NAME}.yaml"

@@ -1,4 +1,5 @@
-"""``t3s diagnose``: trajectory diagnostics of a finished phase (:mod:`t3s.analysis.diagnose`)."""
+"""``t3s diagnose``: trajectory diagnostics of a finished phase (:mod:`t3s.analysis.diagnose`).
+"""
 
 from __future__ import annotations
 
@@ -30,26 +31,15 @@ def run(
     """
     from t3s.analysis.diagnose import JSON_FILE, plan_diagnostics, run_diagnostics
 
-    plan = plan_diagnostics(
-        run,
-        bottleneck_step=bottleneck_step,
-        threshold=threshold,
-        probe_traces=probe_traces,
-        lr=lr,
-        micro_batch_size=micro_batch_size,
-        output=output,
-    )
+    plan = plan_diagnostics(run, bottleneck_step=bottleneck_step, threshold=threshold, probe_traces=probe_traces,
+                            lr=lr, micro_batch_size=micro_batch_size, output=output)
     report = run_diagnostics(plan, devices=devices)
     for entry in report["steps"]:
         acc = entry["train_accuracy"]
         conf = entry["confidence"]
-        print(
-            f"step {entry['step']:>6}  acc {'  -  ' if acc is None else f'{acc:.3f}'}  "
-            f"c(anchor) {conf['anchor']['mean']:+.3f}  c(ytl) {conf['yet_to_learn']['mean']:+.3f}  "
-            f"ytl below θ0 {conf['yet_to_learn']['below_base']:.2f}  |g_a|/|g_o| {entry['grad_norm_ratio']:.2f}  "
-            f"cos {entry['grad_cosine']:+.2f}"
-        )
-    print(
-        f"θ_b = step {report['bottleneck_step']} ({report['bottleneck_source']}); wrote {plan.output / JSON_FILE} "
-        f"and {len(report['figures'])} figures in {report['seconds']:.0f} s"
-    )
+        print(f"step {entry['step']:>6}  acc {'  -  ' if acc is None else f'{acc:.3f}'}  "
+              f"c(anchor) {conf['anchor']['mean']:+.3f}  c(ytl) {conf['yet_to_learn']['mean']:+.3f}  "
+              f"ytl below θ0 {conf['yet_to_learn']['below_base']:.2f}  |g_a|/|g_o| {entry['grad_norm_ratio']:.2f}  "
+              f"cos {entry['grad_cosine']:+.2f}")
+    print(f"θ_b = step {report['bottleneck_step']} ({report['bottleneck_source']}); wrote {plan.output / JSON_FILE} "
+          f"and {len(report['figures'])} figures in {report['seconds']:.0f} s")

@@ -50,7 +50,7 @@ def split_eval_options(args: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
             rest.append(arg)
             i += 1
             continue
-        name, has_value, text = arg[len(PREFIX) :].partition("=")
+        name, has_value, text = arg[len(PREFIX):].partition("=")
         if not has_value:
             if i + 1 >= len(items):
                 raise UsageError(f"{PREFIX}{name} needs a value")
@@ -73,11 +73,8 @@ def apply_eval_options(config: Any, options: dict[str, Any]) -> None:
     """Set ``options`` on every ``BenchmarkCallback`` of ``trainer.callbacks`` (one-line error if none)."""
     if not options:
         return
-    callbacks = [
-        c
-        for c in config.get("trainer.callbacks") or []
-        if str(getattr(c, "class_path", "")).endswith("BenchmarkCallback")
-    ]
+    callbacks = [c for c in config.get("trainer.callbacks") or []
+                 if str(getattr(c, "class_path", "")).endswith("BenchmarkCallback")]
     if not callbacks:
         given = " ".join(f"{PREFIX}{k}" for k in options)
         raise ConfigError(f"{given}: the config has no t3s.evals.BenchmarkCallback in trainer.callbacks")
@@ -109,6 +106,5 @@ def check_accumulation(config: Any) -> None:
         raise ConfigError(
             f"--trainer.accumulate_grad_batches {value}: t3s steps are sized by the data module; one optimizer "
             "step takes data.global_batch_size traces in micro-batches of data.batching.micro_batch_size rows (e.g. "
-            "--data.global_batch_size 64 --data.batching.micro_batch_size 4 accumulates over 16 micro-batches "
-            "on one GPU)"
+            "--data.global_batch_size 64 --data.batching.micro_batch_size 4 accumulates over 16 micro-batches on one GPU)"
         )

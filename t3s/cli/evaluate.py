@@ -1,4 +1,5 @@
-"""``t3s evaluate``: checkpoints evaluated outside training (:mod:`t3s.evals.offline`)."""
+"""``t3s evaluate``: checkpoints evaluated outside training (:mod:`t3s.evals.offline`).
+"""
 
 from __future__ import annotations
 
@@ -53,34 +54,19 @@ def run(
     from t3s.evals.offline import EvaluationError, evaluate_checkpoints, plan_evaluation
     from t3s.students.adapter_weights import as_model_folder  # an adapter folder: base + adapter, merged
 
-    sampling = {
-        k: v
-        for k, v in (("n", n), ("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens))
-        if v is not None
-    }
+    sampling = {k: v for k, v in (("n", n), ("temperature", temperature), ("top_p", top_p),
+                                  ("max_new_tokens", max_new_tokens)) if v is not None}
     outputs: list[str | Path | None] = [output] * len(targets)
     if output and len(targets) > 1:  # one ledger per target: a shared one would mark the second as done
         names = [Path(t).resolve().name for t in targets]
         if len(set(names)) < len(names):
-            raise EvaluationError(
-                f"--output with several targets writes each to {output}/<folder name>, and "
-                f"these share a name: {sorted({n for n in names if names.count(n) > 1})}"
-            )
+            raise EvaluationError(f"--output with several targets writes each to {output}/<folder name>, and "
+                                  f"these share a name: {sorted({n for n in names if names.count(n) > 1})}")
         outputs = [Path(output) / name for name in names]
     for target, out in zip(targets, outputs):
-        plan = plan_evaluation(
-            as_model_folder(target),
-            tasks=tasks,
-            sampling=sampling,
-            steps=steps,
-            train_accuracy=train_accuracy,
-            batch_size=batch_size,
-            output=out,
-            backend=backend,
-            python=python,
-            vllm=vllm,
-            trust_remote_code=trust_remote_code,
-        )
+        plan = plan_evaluation(as_model_folder(target), tasks=tasks, sampling=sampling, steps=steps,
+                               train_accuracy=train_accuracy, batch_size=batch_size, output=out, backend=backend,
+                               python=python, vllm=vllm, trust_remote_code=trust_remote_code)
         rows = evaluate_checkpoints(plan, devices=devices)
         for row in rows:
             accuracy = next((v for k, v in row["metrics"].items() if k.startswith("avg@")), float("nan"))

@@ -127,9 +127,8 @@ def phases_for_seed(config: str, overrides: Sequence[str], output: str | Path) -
     """``t3s compare``: the phase factory of each seed (data order and evaluation sampling set to the seed)."""
 
     def build(seed: int) -> PhaseFactory:
-        cli = train_cli(
-            ["--config", config, *overrides, f"--seed_everything={seed}", f"--data.seed={seed}"], run=False, build=False
-        )
+        cli = train_cli(["--config", config, *overrides, f"--seed_everything={seed}", f"--data.seed={seed}"],
+                        run=False, build=False)
         return CLIPhases(cli.parser, cli.config, Path(output) / f"seed_{seed}", prepare_trainer=prepare_trainer)
 
     return build

@@ -47,7 +47,7 @@ def nest_argv(args: Sequence[str]) -> list[str]:
     for arg in args:
         option, eq, value = arg.partition("=")
         for prefix, table in OPTION_PREFIXES.items():
-            key, dot, rest = (option[len(prefix) :] if option.startswith(prefix) else "").partition(".")
+            key, dot, rest = (option[len(prefix):] if option.startswith(prefix) else "").partition(".")
             if key in table:  # --data.fields.reasoning=col too
                 arg = f"{prefix}{table[key]}{dot}{rest}{eq}{value}"
                 moved.setdefault(prefix, []).append(key)

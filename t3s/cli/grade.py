@@ -1,4 +1,5 @@
-"""``t3s grade``: re-grade a JSONL file of generations (no torch)."""
+"""``t3s grade``: re-grade a JSONL file of generations (no torch).
+"""
 
 from __future__ import annotations
 
@@ -28,13 +29,7 @@ def run(
     from t3s.evals.grade_cli import grade_file
 
     try:
-        grade_file(
-            task,
-            input,
-            response_field,
-            gold_field,
-            output or str(Path(input).with_suffix(".verdicts.jsonl")),
-            hit_limit_field=hit_limit_field,
-        )
+        grade_file(task, input, response_field, gold_field,
+                   output or str(Path(input).with_suffix(".verdicts.jsonl")), hit_limit_field=hit_limit_field)
     except ValueError as err:  # grade_file's documented input errors: ``file:line: …``
         raise ConfigError(str(err)) from None

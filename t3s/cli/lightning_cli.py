@@ -48,14 +48,8 @@ class T3SCLI(LightningCLI):
     config, and only the chosen path builds a student, a data module and a trainer.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        run: bool = True,
-        build: bool = True,
-        eval_options: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, run: bool = True, build: bool = True, eval_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("parser_class", FlatKeyParser)  # the flat keys of one release ago (t3s.cli.flat_keys)
         self.fit_only = not run
         self.eval_options = eval_options or {}
@@ -70,19 +64,11 @@ class T3SCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
         if self.fit_only:
-            parser.add_argument(
-                "--ckpt_path",
-                type=str | None,
-                default=None,
-                help="checkpoint to resume from (a path, or 'last'; the recipe resumes with 'last')",
-            )
-            parser.add_argument(
-                "--eval_mode",
-                type=Literal["inline", "subprocess", "defer"] | None,
-                default=None,
-                help="set the mode of every BenchmarkCallback: inline, subprocess or defer "
-                "(then run `t3s evaluate RUN_DIR`)",
-            )
+            parser.add_argument("--ckpt_path", type=str | None, default=None,
+                                help="checkpoint to resume from (a path, or 'last'; the recipe resumes with 'last')")
+            parser.add_argument("--eval_mode", type=Literal["inline", "subprocess", "defer"] | None, default=None,
+                                help="set the mode of every BenchmarkCallback: inline, subprocess or defer "
+                                     "(then run `t3s evaluate RUN_DIR`)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """jsonargparse's parse, with a mistake reported as one line (and a "did you mean") instead of a usage dump."""
@@ -93,15 +79,8 @@ class T3SCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             message = str(err)
-            configs = (
-                [
-                    a.split("=", 1)[-1] if "=" in a else b
-                    for a, b in zip(args, [*args[1:], ""])
-                    if a in ("-c", "--config") or a.startswith("--config=")
-                ]
-                if isinstance(args, list)
-                else []
-            )
+            configs = [a.split("=", 1)[-1] if "=" in a else b for a, b in zip(args, [*args[1:], ""])
+                       if a in ("-c", "--config") or a.startswith("--config=")] if isinstance(args, list) else []
             if configs:  # a YAML syntax error names "<unicode string>": name the file instead
                 message = message.replace('"<unicode string>"', configs[-1])
             raise UsageError(usage_error_line(message, self._known_options())) from None
@@ -206,11 +185,9 @@ def _with_step_progress_bar(trainer: L.Trainer) -> L.Trainer:
 
 
 #: What a GPU config on a machine without a GPU is told (Lightning says "No supported gpu backend found!").
-NO_GPU_LINE = (
-    "this config trains on GPUs (trainer.accelerator) and this machine has none: try the recipe on the CPU "
-    "with a toy config (t3s fit --config toy-small), or override --trainer.accelerator cpu "
-    "--trainer.devices 1 --trainer.strategy auto (small models only)"
-)
+NO_GPU_LINE = ("this config trains on GPUs (trainer.accelerator) and this machine has none: try the recipe on the CPU "
+               "with a toy config (t3s fit --config toy-small), or override --trainer.accelerator cpu "
+               "--trainer.devices 1 --trainer.strategy auto (small models only)")
 
 
 def no_gpu_here(err: BaseException) -> bool:
@@ -227,7 +204,7 @@ def build_error_line(err: BaseException) -> str:
     "Does not validate against any of the Union subtypes" report whose ``Errors:`` list holds it."""
     lines = [line.strip() for line in str(err).strip().splitlines()]
     if "Errors:" in lines:
-        reasons = [line.lstrip("- ").strip() for line in lines[lines.index("Errors:") + 1 :] if line.startswith("- ")]
+        reasons = [line.lstrip("- ").strip() for line in lines[lines.index("Errors:") + 1:] if line.startswith("- ")]
         reasons = [r for r in reasons if not r.startswith("Expected a <class 'NoneType'>")]
         if reasons:
             return reasons[0]
@@ -245,9 +222,8 @@ def check_checkpoint_file(ckpt_path: str) -> Path:
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
         except (zipfile.BadZipFile, OSError) as err:
-            raise ConfigError(
-                f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({err}); truncated or not a checkpoint"
-            ) from None
+            raise ConfigError(f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({err}); "
+                              "truncated or not a checkpoint") from None
     return path
 
 
@@ -279,12 +255,8 @@ def train_cli(args: Sequence[str] | None = None, run: bool = True, build: bool =
     :func:`t3s.cli.process.configure_process`.
     """
     given, eval_options = split_eval_options(sys.argv[1:] if args is None else args)
-    parser_kwargs: dict[str, Any] = {
-        "prog": "t3s" if run else "t3s fit",
-        "parser_mode": "omegaconf",
-        "allow_abbrev": False,
-        "exit_on_error": False,
-    }
+    parser_kwargs: dict[str, Any] = {"prog": "t3s" if run else "t3s fit", "parser_mode": "omegaconf",
+                                     "allow_abbrev": False, "exit_on_error": False}
     default = default_config_for(given if run else ["fit", *given])
     if default is not None and run:
         parser_kwargs[given[0]] = {"default_config_files": [str(default)]}

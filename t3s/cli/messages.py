@@ -27,10 +27,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     imported their library.
     """
     errors: list[type[BaseException]] = [T3SError, FileNotFoundError, ImportError]
-    for module_name, name in (
-        ("lightning.fabric.utilities.exceptions", "MisconfigurationException"),
-        ("omegaconf.errors", "InterpolationResolutionError"),
-    ):
+    for module_name, name in (("lightning.fabric.utilities.exceptions", "MisconfigurationException"),
+                              ("omegaconf.errors", "InterpolationResolutionError")):
         module = sys.modules.get(module_name)
         if module is not None and hasattr(module, name):
             errors.append(getattr(module, name))
@@ -67,22 +65,15 @@ def usage_error_line(message: str, known_options: Sequence[str]) -> str:
         close = difflib.get_close_matches(option, list(by_last), n=1, cutoff=0.6)
         hint = f" (did you mean {by_last[close[0]]}?)" if close else ""
         return f"unknown option {full}: {class_path} has no argument {option!r}{hint}"
-    missing_class = re.search(
-        r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?", message
-    )
+    missing_class = re.search(r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?",
+                              message)
     if missing_class and "not accessible" in message:
         given = re.search(r"Expected a path but (\S+) either not accessible", message)
         name = given.group(1) if given else missing_class.group(1)
         return f"{key or 'value'}: no class {name!r}" + _class_choices(key)
     lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
-    noise = (
-        "Does not validate against any of the Union subtypes",
-        "Subtypes:",
-        "Errors:",
-        "Given value type:",
-        "Expected a <class 'NoneType'>",
-        "Given value:",
-    )
+    noise = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+             "Expected a <class 'NoneType'>", "Given value:")
     kept = [line for line in lines if line and not line.startswith(noise)]
     return " ".join(kept) if kept else message
 
@@ -93,13 +84,9 @@ def _class_choices(key: str) -> str:
         return ""
     import t3s.selection as selection
 
-    names = [
-        n
-        for n in selection.__all__
-        if isinstance(getattr(selection, n), type)
-        and issubclass(getattr(selection, n), selection.TokenSelectionStrategy)
-        and n != "TokenSelectionStrategy"
-    ]
+    names = [n for n in selection.__all__ if isinstance(getattr(selection, n), type)
+             and issubclass(getattr(selection, n), selection.TokenSelectionStrategy)
+             and n != "TokenSelectionStrategy"]
     return f"; strategies: {', '.join(f't3s.selection.{n}' for n in names)}"
 
 

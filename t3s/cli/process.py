@@ -90,11 +90,8 @@ def configure_process(toy_resolvers: bool = True) -> None:
     if not _CONFIGURED:
         _CONFIGURED = True
         logging.getLogger("t3s").addHandler(_RankZeroStderr())
-        for name in (
-            "lightning.pytorch.utilities.rank_zero",
-            "lightning.fabric.utilities.rank_zero",
-            "lightning.fabric.utilities.seed",
-        ):  # "Seed set to 0" once, not once per recipe phase
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.fabric.utilities.seed"):  # "Seed set to 0" once, not once per recipe phase
             logging.getLogger(name).addFilter(_OnceFilter())
     if toy_resolvers:
         from t3s.toy.base import register_resolvers

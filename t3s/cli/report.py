@@ -1,4 +1,5 @@
-"""``t3s report``: figures and a comparison table from finished runs (no torch)."""
+"""``t3s report``: figures and a comparison table from finished runs (no torch).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``t3s rrt``: Recovering Residual Transfer, θ_0 + (θ_final − θ_b) as an HF folder."""
+"""``t3s rrt``: Recovering Residual Transfer, θ_0 + (θ_final − θ_b) as an HF folder.
+"""
 
 from __future__ import annotations
 

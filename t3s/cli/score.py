@@ -1,4 +1,5 @@
-"""``t3s score``: the Δc cache T3S reads (c_t under θ_0 and θ_b for every training token)."""
+"""``t3s score``: the Δc cache T3S reads (c_t under θ_0 and θ_b for every training token).
+"""
 
 from __future__ import annotations
 
@@ -53,17 +54,8 @@ def run(
         if looks_local(source):
             check_hf_folder(source)
     datamodule = datamodule_from_config(find_config(config), data, origin=config)
-    score(
-        datamodule,
-        base,
-        bottleneck,
-        output,
-        device=device,
-        dtype=dtype,
-        micro_batch_size=micro_batch_size,
-        chunk_size=chunk_size,
-        trust_remote_code=trust_remote_code,
-    )
+    score(datamodule, base, bottleneck, output, device=device, dtype=dtype, micro_batch_size=micro_batch_size,
+          chunk_size=chunk_size, trust_remote_code=trust_remote_code)
     print(f"wrote the score cache to {output}; train with model.init_args.selection.init_args.scores={output}")
     if checkpoints:
         from t3s.analysis.trajectories import expand_checkpoints, score_trajectories
@@ -74,20 +66,10 @@ def run(
         if not found or missing:
             raise ConfigError(f"score --checkpoints: not HF folders or run directories: {missing or checkpoints}")
         cache = ScoreCache.load(output)
-        summary = score_trajectories(
-            datamodule,
-            found,
-            Path(output) / "trajectories",
-            cache.base_logprob,
-            cache.bottleneck_logprob,
-            micro_batch_size=micro_batch_size,
-            chunk_size=chunk_size,
-            device=device,
-        )
+        summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base_logprob, cache.bottleneck_logprob,
+                                     micro_batch_size=micro_batch_size, chunk_size=chunk_size, device=device)
         for entry in summary["steps"]:
             conf = entry["confidence"]
-            print(
-                f"step {entry['step']:>6}  c(anchor) {conf['anchor']['mean']:+.3f}  c(yet-to-learn) "
-                f"{conf['yet_to_learn']['mean']:+.3f}  below θ0 {conf['yet_to_learn']['below_base']:.2f}"
-            )
+            print(f"step {entry['step']:>6}  c(anchor) {conf['anchor']['mean']:+.3f}  c(yet-to-learn) "
+                  f"{conf['yet_to_learn']['mean']:+.3f}  below θ0 {conf['yet_to_learn']['below_base']:.2f}")
         print(f"wrote c_t of {len(found)} checkpoint(s) to {Path(output) / 'trajectories'}")

@@ -47,9 +47,8 @@ class LayoutArgs:
 
     def __post_init__(self) -> None:
         if self.preset not in FIELD_PRESETS:
-            raise TraceDataError(
-                f"unknown preset {self.preset!r} (data.layout.preset); known: {', '.join(FIELD_PRESETS)}"
-            )
+            raise TraceDataError(f"unknown preset {self.preset!r} (data.layout.preset); known: "
+                                 f"{', '.join(FIELD_PRESETS)}")
 
 
 @dataclass

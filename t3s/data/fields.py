@@ -97,19 +97,8 @@ class FieldMapping:
 
 
 _NONE = dict.fromkeys(
-    (
-        "id",
-        "prompt",
-        "messages",
-        "system",
-        "question",
-        "options",
-        "reasoning",
-        "response",
-        "answer_text",
-        "answer",
-        "input",
-    )
+    ("id", "prompt", "messages", "system", "question", "options", "reasoning", "response", "answer_text",
+     "answer", "input")
 )
 
 
@@ -139,11 +128,7 @@ FIELD_PRESETS: dict[str, FieldMapping] = {
     "messages": _only(id="id", messages="messages", system="system", answer="answer", required=("messages",)),
     # TRL prompt-completion, plain (strings) or conversational (lists of turns).
     "prompt_completion": _only(
-        id="id",
-        prompt="prompt",
-        response="completion",
-        system="system",
-        answer="answer",
+        id="id", prompt="prompt", response="completion", system="system", answer="answer",
         required=("prompt", "response"),
     ),
     # simplescaling/s1K-1.1: DeepSeek-R1 thinking + attempt; gold = last \boxed{} of the worked solution.
@@ -176,11 +161,7 @@ FIELD_PRESETS: dict[str, FieldMapping] = {
     ),
     # Alpaca / LLaMA-Factory alpaca: instruction (+ input) -> output, optional system.
     "alpaca": _only(
-        prompt="instruction",
-        input="input",
-        response="output",
-        system="system",
-        answer="answer",
+        prompt="instruction", input="input", response="output", system="system", answer="answer",
         required=("prompt", "response"),
     ),
     # The DeepSeek-R1 MMLU-Pro traces (shared/data/r1_traces_mmlupro_200.jsonl): lettered options, gold letter.

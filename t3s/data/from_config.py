@@ -71,12 +71,8 @@ def anchor_data_paths(config: Any, config_files: Sequence[Path], prefix: str = "
             sources[k] = {**source, "path": anchored} if isinstance(source, dict) else anchored
 
 
-def datamodule_from_config(
-    data: Mapping[str, Any] | str | Path,
-    overrides: Mapping[str, Any] | None = None,
-    config_files: Sequence[Path] = (),
-    origin: str | None = None,
-) -> Any:
+def datamodule_from_config(data: Mapping[str, Any] | str | Path, overrides: Mapping[str, Any] | None = None,
+                           config_files: Sequence[Path] = (), origin: str | None = None) -> Any:
     """A ``TeacherTraceDataModule`` from a config's ``data`` section.
 
     Args:

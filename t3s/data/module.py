@@ -43,7 +43,9 @@ class ScoringBatches:
         pad_id: int,
     ) -> None:
         self.traces, self.pad_id = traces, pad_id
-        rows = next_fit([len(t) for t in traces], max_length) if packing else [[i] for i in range(len(traces))]
+        rows = (
+            next_fit([len(t) for t in traces], max_length) if packing else [[i] for i in range(len(traces))]
+        )
         self.groups = [rows[i : i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
 
     def __len__(self) -> int:
@@ -80,9 +82,8 @@ def load_tokenizer(source: str) -> Any:
 
     path = Path(source).expanduser()
     if path.exists() and not (path.is_dir() and any(path.glob("tokenizer*"))):
-        raise TraceDataError(
-            f"{source}: not a tokenizer folder (no tokenizer.json / tokenizer_config.json) (data.tokenizer)"
-        )
+        raise TraceDataError(f"{source}: not a tokenizer folder (no tokenizer.json / tokenizer_config.json) "
+                             "(data.tokenizer)")
     if not path.exists() and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
         raise TraceDataError(f"{source}: no such tokenizer folder (data.tokenizer)")
     try:
@@ -142,10 +143,8 @@ class TeacherTraceDataModule(LightningDataModule):
         if path and sources:
             raise TraceDataError("give data.path or data.sources, not both (--data.path null to use the sources)")
         if not path and not sources:
-            raise TraceDataError(
-                "data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
-                "a Hugging Face dataset id (--data.path …), or several with data.sources"
-            )
+            raise TraceDataError("data.path is not set: name the teacher traces, a .jsonl/.json/.parquet file or "
+                                 "a Hugging Face dataset id (--data.path …), or several with data.sources")
         for name, value in (("max_length", max_length), ("global_batch_size", global_batch_size)):
             if value < 1:
                 raise TraceDataError(f"data.{name} must be positive, got {value}")
@@ -211,15 +210,8 @@ class TeacherTraceDataModule(LightningDataModule):
         draw and the overlong ones are replaced by the next records of that order.
         """
         path, limit = source.path, source.limit
-        records, stats = load_records(
-            path,
-            source.mapping,
-            split=source.split,
-            limit=None,
-            seed=self.seed,
-            subset=source.subset,
-            revision=source.revision,
-        )
+        records, stats = load_records(path, source.mapping, split=source.split, limit=None, seed=self.seed,
+                                      subset=source.subset, revision=source.revision)
         if self.system_prompt:
             system = {"role": "system", "content": self.system_prompt}
             for record in records:
@@ -383,13 +375,8 @@ class TeacherTraceDataModule(LightningDataModule):
             self._val_traces, _ = self._load_traces(val)
         self.setup()
         traces = self._val_traces if self.val_path is not None else self.traces
-        batches = ScoringBatches(
-            traces,
-            micro_batch_size=self.micro_batch_size,
-            max_length=self.max_length,
-            packing=self.packing,
-            pad_id=self.pad_id,
-        )
+        batches = ScoringBatches(traces, micro_batch_size=self.micro_batch_size, max_length=self.max_length,
+                                 packing=self.packing, pad_id=self.pad_id)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         steps = [{"micro_batches": [mb], "num_traces": 0} for mb in batches]
         return DataLoader(steps[rank::world], batch_size=None, collate_fn=_identity)
@@ -449,9 +436,6 @@ class TeacherTraceDataModule(LightningDataModule):
             "overlong": self.overlong,
             "num_traces": len(self.traces),
             "sha256": digest.hexdigest(),
-            **(
-                {"sources": [s.describe() for s in self.sources]}
-                if len(self.sources) > 1 or self.subset or self.revision
-                else {}
-            ),
+            **({"sources": [s.describe() for s in self.sources]} if len(self.sources) > 1 or self.subset
+               or self.revision else {}),
         }

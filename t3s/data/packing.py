@@ -26,7 +26,9 @@ def _check(lengths: Sequence[int], capacity: int) -> None:
         raise ValueError(f"row capacity must be positive, got {capacity}")
     too_long = [n for n in lengths if n > capacity]
     if too_long:
-        raise ValueError(f"{len(too_long)} item(s) longer than the row capacity {capacity} (longest {max(too_long)})")
+        raise ValueError(
+            f"{len(too_long)} item(s) longer than the row capacity {capacity} (longest {max(too_long)})"
+        )
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:

@@ -59,18 +59,15 @@ def load_records(
                 continue
             if record.id in first_seen:
                 raise TraceDataError(
-                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) "
-                    "(data.layout.fields.id)"
+                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) (data.layout.fields.id)"
                 )
             first_seen[record.id] = where
             records.append(record)
     if not records:
         detail = f"all {stats.rows} rows have an empty teacher reply" if stats.rows else "the file holds no rows"
         if stats.skipped_unverified:
-            detail = (
-                f"of {stats.rows} rows, {stats.skipped_unverified} have no verified generation and "
-                f"{stats.skipped_empty} an empty teacher reply"
-            )
+            detail = (f"of {stats.rows} rows, {stats.skipped_unverified} have no verified generation and "
+                      f"{stats.skipped_empty} an empty teacher reply")
 
         raise TraceDataError(f"{path}: no usable teacher traces ({detail})")
     if stats.skipped_empty:

@@ -73,14 +73,11 @@ def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
         if "default" in named:
             template = named["default"]
         elif named:
-            raise TraceDataError(
-                f"{name}: the tokenizer has several chat templates and none is 'default'; "
-                f"pick one with data.template.chat_template (one of {', '.join(sorted(named))})"
-            )
+            raise TraceDataError(f"{name}: the tokenizer has several chat templates and none is 'default'; "
+                                 f"pick one with data.template.chat_template (one of {', '.join(sorted(named))})")
         else:
             raise TraceDataError(
-                f"{name}: the tokenizer has no chat template (a base model?); "
-                "set data.template.chat_template to a Jinja "
+                f"{name}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a Jinja "
                 f"file, a template of the tokenizer or a built-in one ({', '.join(BUILTIN_TEMPLATES)})"
             )
     elif chat_template in named:
@@ -100,9 +97,8 @@ def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
         try:
             template = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise TraceDataError(
-                f"{chat_template}: cannot read the template file ({err}) (data.template.chat_template)"
-            ) from None
+            raise TraceDataError(f"{chat_template}: cannot read the template file ({err}) "
+                                 "(data.template.chat_template)") from None
     tokenizer.chat_template = template
     return template
 
@@ -123,9 +119,8 @@ def _template(
         )
     except Exception as err:  # noqa: BLE001 - jinja2 raises several kinds; one line naming the template
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TraceDataError(
-            f"{_tokenizer_name(tokenizer)}: the chat template failed to render ({first}) (data.template.chat_template)"
-        ) from None
+        raise TraceDataError(f"{_tokenizer_name(tokenizer)}: the chat template failed to render ({first}) "
+                             "(data.template.chat_template)") from None
 
 
 def render_texts(
@@ -150,11 +145,11 @@ def render_texts(
         reply = {"role": "assistant", "content": content}
         if reasoning_content is not None:
             reply["reasoning_content"] = reasoning_content
-        return _template(
-            tokenizer, [*record.messages, reply], generation=False, thinking=enable_thinking, extra=template_kwargs
-        )
+        return _template(tokenizer, [*record.messages, reply], generation=False, thinking=enable_thinking,
+                         extra=template_kwargs)
 
-    prompt = _template(tokenizer, record.messages, generation=True, thinking=enable_thinking, extra=template_kwargs)
+    prompt = _template(tokenizer, record.messages, generation=True, thinking=enable_thinking,
+                       extra=template_kwargs)
     full = conversation(record.answer_text)
     reasoning = record.reasoning.strip() if enable_thinking and record.reasoning else ""
     if reasoning:

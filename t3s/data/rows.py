@@ -242,7 +242,9 @@ def iter_file_rows(path: str | Path, name: str | None = None) -> Iterator[tuple[
                 return
         yield from _jsonl_rows(name, data)
     else:
-        raise DataFileError(f"{name}: unsupported file type '{suffix}' (expected one of {', '.join(LOCAL_SUFFIXES)})")
+        raise DataFileError(
+            f"{name}: unsupported file type '{suffix}' (expected one of {', '.join(LOCAL_SUFFIXES)})"
+        )
 
 
 def _looks_like_jsonl(text: str) -> bool:
@@ -290,9 +292,8 @@ def iter_saved_rows(folder: Path, name: str, split: str) -> Iterator[tuple[str, 
         raise DataFileError(f"{name}: not a readable datasets.save_to_disk folder ({_first_line(exc)})") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise DataFileError(
-                f"{name}: the saved dataset has no split '{split}' (splits: {', '.join(loaded)}) (data.layout.split)"
-            )
+            raise DataFileError(f"{name}: the saved dataset has no split '{split}' (splits: "
+                                f"{', '.join(loaded)}) (data.layout.split)")
         loaded, name = loaded[split], f"{name}[{split}]"
     for number, row in enumerate(loaded, start=1):
         yield f"{name}:{number}", row
@@ -302,10 +303,8 @@ def folder_files(folder: Path, split: str) -> list[Path]:
     """The data files of a folder (recursively, sorted, hidden ones skipped). When some file's path names
     ``split`` (``train.jsonl``, ``data/train-00000-of-00002.parquet``), only those are read."""
     files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in LOCAL_SUFFIXES
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     named = re.compile(rf"(^|[/_.\-]){re.escape(split)}([/_.\-]|$)")

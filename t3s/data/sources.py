@@ -69,9 +69,8 @@ def _check(source: TraceSource, where: str) -> TraceSource:
         raise TraceDataError(f"{where}: no path: name a file, folder or Hugging Face dataset id")
     if source.preset not in FIELD_PRESETS:
         raise TraceDataError(f"{where}: unknown preset {source.preset!r}; known: {', '.join(FIELD_PRESETS)}")
-    if source.limit is not None and (
-        isinstance(source.limit, bool) or not isinstance(source.limit, int) or source.limit < 1
-    ):
+    if source.limit is not None and (isinstance(source.limit, bool) or not isinstance(source.limit, int)
+                                     or source.limit < 1):
         raise TraceDataError(f"{where}: limit must be a positive number of traces, got {source.limit!r}")
     source.mapping  # noqa: B018 - unknown field keys raise here, before anything is read
     return source
@@ -87,14 +86,8 @@ def parse_sources(entries: Sequence[str | Mapping[str, Any]], defaults: TraceSou
     for k, entry in enumerate(entries):
         where = f"data.sources[{k}]"
         if isinstance(entry, str):
-            sources.append(
-                _check(
-                    TraceSource(
-                        entry, defaults.preset, defaults.fields, defaults.split, defaults.subset, defaults.revision
-                    ),
-                    where,
-                )
-            )
+            sources.append(_check(TraceSource(entry, defaults.preset, defaults.fields, defaults.split,
+                                              defaults.subset, defaults.revision), where))
             continue
         if not isinstance(entry, Mapping):
             raise TraceDataError(f"{where}: expected a path or a mapping, got {type(entry).__name__}")

@@ -77,7 +77,9 @@ def micro_batches(
     """Rows of at most ``max_length`` tokens (first-fit-decreasing when ``packing``, else one trace per row),
     grouped ``micro_batch_size`` rows at a time and collated."""
     rows = rows_of(traces, max_length, pack=packing)
-    return [collate_rows(rows[i : i + micro_batch_size], pad_id) for i in range(0, len(rows), micro_batch_size)]
+    return [
+        collate_rows(rows[i : i + micro_batch_size], pad_id) for i in range(0, len(rows), micro_batch_size)
+    ]
 
 
 class StepDataset(Dataset):
@@ -176,7 +178,9 @@ class StepDataLoader(DataLoader):
     """
 
     def __init__(self, dataset: StepDataset, sampler: StepSampler, num_workers: int = 0) -> None:
-        super().__init__(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, num_workers=num_workers)
+        super().__init__(
+            dataset, sampler=sampler, batch_size=None, collate_fn=_identity, num_workers=num_workers
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing to save: the position is ``trainer.global_step``, which Lightning restores itself."""

@@ -71,7 +71,9 @@ class _Row:
     def text(self, key: str) -> str | None:
         value = self.get(key)
         if value is not None and not isinstance(value, str):
-            raise self.error(f"field '{getattr(self.mapping, key)}' must be a string, got {_kind(value)}", key)
+            raise self.error(
+                f"field '{getattr(self.mapping, key)}' must be a string, got {_kind(value)}", key
+            )
         return value
 
     def turns(self, key: str, value: Any, role_key: str, content_key: str) -> list[dict[str, str]]:
@@ -87,16 +89,22 @@ class _Row:
             role = turn.get(role_key, turn.get("role"))
             content = _content_text(turn.get(content_key, turn.get("content")))
             if role not in _ROLES:
-                raise self.error(f"field '{column}' turn {n} has role {role!r}; expected one of {sorted(_ROLES)}", key)
+                raise self.error(
+                    f"field '{column}' turn {n} has role {role!r}; expected one of {sorted(_ROLES)}", key
+                )
             if not isinstance(content, str):
-                raise self.error(f"field '{column}' turn {n} content must be a string, got {_kind(content)}", key)
+                raise self.error(
+                    f"field '{column}' turn {n} content must be a string, got {_kind(content)}", key
+                )
             item = {"role": _ROLES[role], "content": content}
             for name in TURN_REASONING_KEYS:
                 reasoning = turn.get(name)
                 if reasoning is None:
                     continue
                 if not isinstance(reasoning, str):
-                    raise self.error(f"field '{column}' turn {n} {name} must be a string, got {_kind(reasoning)}", key)
+                    raise self.error(
+                        f"field '{column}' turn {n} {name} must be a string, got {_kind(reasoning)}", key
+                    )
                 if item["role"] == "assistant":
                     item["reasoning_content"] = reasoning
                 break
@@ -167,9 +175,8 @@ def _prompt_and_reply(row: _Row) -> tuple[Turns, str | None, str | None]:
     if isinstance(prompt, list):  # TRL conversational prompt
         turns = row.turns("prompt", prompt, "role", "content")
         if turns[-1]["role"] == "assistant":
-            raise row.error(
-                f"field '{row.mapping.prompt}' ends with an assistant turn (the reply goes in the completion)", "prompt"
-            )
+            raise row.error(f"field '{row.mapping.prompt}' ends with an assistant turn (the reply goes in the "
+                            "completion)", "prompt")
         return _prompt_turns(turns), None, None
     prompt = row.text("prompt")
     if prompt is not None:
@@ -204,9 +211,8 @@ def _verified_generation(row: _Row, generations: Any) -> str:
     """The first verified generation of a multi-generation row (see :class:`FieldMapping`)."""
     column = row.mapping.response
     if not isinstance(generations, list) or not all(isinstance(g, str) for g in generations) or not generations:
-        raise row.error(
-            f"field '{column}' must be a non-empty list of generations (strings), got {_kind(generations)}", "response"
-        )
+        raise row.error(f"field '{column}' must be a non-empty list of generations (strings), got "
+                        f"{_kind(generations)}", "response")
     count = len(generations)
     checks = [c.strip() for c in (row.mapping.verified or "").split(",") if c.strip()]
     flags = [f for f in (_flags(row, c, "verified", count) for c in checks) if f is not None]
@@ -232,11 +238,8 @@ def _response(row: _Row) -> tuple[str | None, str | None]:
         turns = row.turns("response", value, "role", "content")
         column = row.mapping.response
         if len(turns) != 1 or turns[0]["role"] != "assistant":
-            raise row.error(
-                f"field '{column}' must hold one assistant turn, got {len(turns)} turn(s) "
-                f"({', '.join(t['role'] for t in turns)})",
-                "response",
-            )
+            raise row.error(f"field '{column}' must hold one assistant turn, got {len(turns)} turn(s) "
+                            f"({', '.join(t['role'] for t in turns)})", "response")
         return turns[0]["content"], turns[0].get("reasoning_content")
     return row.text("response"), None
 
@@ -275,7 +278,9 @@ def _gold(row: _Row) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise row.error(f"field '{row.mapping.answer}' must be a string or number, got {_kind(value)}", "answer")
+        raise row.error(
+            f"field '{row.mapping.answer}' must be a string or number, got {_kind(value)}", "answer"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise row.error(f"field '{row.mapping.answer}' is {value}, not a usable answer", "answer")
     text = str(value)

@@ -60,10 +60,8 @@ class EvalSchedule:
             raise ValueError(f"BenchmarkCallback mode must be inline, subprocess or defer, got {self.mode!r}")
         self.eval_devices = list(self.eval_devices) if self.eval_devices else None
         if self.mode != "subprocess" and (not self.wait or self.eval_devices):
-            raise ValueError(
-                "BenchmarkCallback wait: false and eval_devices are for mode 'subprocess' (a child "
-                f"t3s evaluate), not mode {self.mode!r}"
-            )
+            raise ValueError("BenchmarkCallback wait: false and eval_devices are for mode 'subprocess' (a child "
+                             f"t3s evaluate), not mode {self.mode!r}")
 
 
 @dataclass

@@ -84,15 +84,14 @@ class BenchmarkCallback(L.Callback):
         self.schedule = merged(EvalSchedule, schedule, flat)
         self.curve = merged(CurveSettings, curve, flat)
         if self.schedule.mode == "inline" and not get_backend(self.suite.backend).inline:
-            raise ValueError(
-                f"BenchmarkCallback backend {self.suite.backend!r} runs in its own environment through "
-                "`t3s evaluate`: set mode 'subprocess' or 'defer'"
-            )
+            raise ValueError(f"BenchmarkCallback backend {self.suite.backend!r} runs in its own environment through "
+                             "`t3s evaluate`: set mode 'subprocess' or 'defer'")
         self._children: ChildEvaluator | None = None
         self._resubmit: list[int] = []
         self._recorded = 0  # evaluations recorded in this process (the figure is drawn every n-th and at the end)
         self._figure_step: int | None = None
-        self.detector = BottleneckDetector(margin=self.curve.bottleneck_margin, patience=self.curve.bottleneck_patience)
+        self.detector = BottleneckDetector(margin=self.curve.bottleneck_margin,
+                                           patience=self.curve.bottleneck_patience)
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self.loss_history: list[tuple[int, float]] = []
         self._tasks: list[EvalTask] | None = None
@@ -131,11 +130,8 @@ class BenchmarkCallback(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         """The curves so far, so a resumed run keeps its whole trajectory (and θ_b)."""
         return {
-            "detector": {
-                "steps": self.detector.steps,
-                "values": self.detector.values,
-                "bottleneck": self.detector.bottleneck_step,
-            },
+            "detector": {"steps": self.detector.steps, "values": self.detector.values,
+                         "bottleneck": self.detector.bottleneck_step},
             "history": self.history,
             "loss_history": self.loss_history,
             "evaluated": sorted(self._evaluated),
@@ -166,11 +162,7 @@ class BenchmarkCallback(L.Callback):
                 "across ranks: use ModelParallelStrategy (FSDP2; inline gathers a full copy on every rank, for "
                 "models that fit) or mode 'subprocess' / 'defer'"
             )
-        if (
-            self.schedule.mode == "subprocess"
-            and not self.schedule.wait
-            and isinstance(trainer.accelerator, CUDAAccelerator)
-        ):
+        if self.schedule.mode == "subprocess" and not self.schedule.wait and isinstance(trainer.accelerator, CUDAAccelerator):
             shared = sorted(set(self.schedule.eval_devices or []) & set(trainer.device_ids))
             if not self.schedule.eval_devices or shared:
                 raise MisconfigurationException(
@@ -214,12 +206,7 @@ class BenchmarkCallback(L.Callback):
         if step % schedule.every_n_steps == 0:
             return True
         fine = schedule.fine_every_n_steps
-        return (
-            bool(fine)
-            and step <= schedule.fine_until_step
-            and step % fine == 0
-            and self.detector.bottleneck_step is None
-        )
+        return bool(fine) and step <= schedule.fine_until_step and step % fine == 0 and self.detector.bottleneck_step is None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)
@@ -253,19 +240,15 @@ class BenchmarkCallback(L.Callback):
         self._record(trainer, pl_module, step, results)
         return results
 
-    def _record(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, results: dict[str, dict[str, float]]
-    ) -> None:
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
+                results: dict[str, dict[str, float]]) -> None:
         """One evaluated step: the detector, the scalars (a child logs its own), the figure and the console line."""
         if TRAIN_TASK in results:
             accuracy = _accuracy(results[TRAIN_TASK])
             fired = self.detector.update(step, accuracy)
             if fired is not None:
-                log.warning(
-                    "imitation bottleneck confirmed at step %d (training accuracy %.3f)",
-                    fired,
-                    min(self.detector.values),
-                )
+                log.warning("imitation bottleneck confirmed at step %d (training accuracy %.3f)", fired,
+                            min(self.detector.values))
         if self.schedule.mode == "inline":
             self._log_scalars(trainer, step, results, pl_module)
         self._recorded += 1
@@ -277,9 +260,8 @@ class BenchmarkCallback(L.Callback):
     def children(self, pl_module: L.LightningModule) -> ChildEvaluator:
         """The child ``t3s evaluate`` processes of mode ``subprocess`` (run by rank 0)."""
         if self._children is None or self._children.run_dir != Path(pl_module.run_dir):  # a new phase's run
-            self._children = ChildEvaluator(
-                pl_module.run_dir, devices=self.schedule.eval_devices, options=self.evaluate_options(pl_module)
-            )
+            self._children = ChildEvaluator(pl_module.run_dir, devices=self.schedule.eval_devices,
+                                            options=self.evaluate_options(pl_module))
         return self._children
 
     def evaluate_options(self, pl_module: L.LightningModule) -> list[str]:
@@ -290,9 +272,8 @@ class BenchmarkCallback(L.Callback):
             options += ["--trust_remote_code", "true"]
         return options
 
-    def _collect_children(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, block: bool
-    ) -> dict[int, dict[str, dict[str, float]]]:
+    def _collect_children(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                          block: bool) -> dict[int, dict[str, dict[str, float]]]:
         """The steps whose child evaluation has finished (all submitted ones if ``block``), read from the run's
         ledger by every rank and recorded in step order."""
         finished: list[int] = []
@@ -311,9 +292,7 @@ class BenchmarkCallback(L.Callback):
             self._record(trainer, pl_module, step, results)
         return collected
 
-    def _evaluate_inline(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
-    ) -> dict[str, dict[str, float]]:
+    def _evaluate_inline(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
         generator = self._generator(trainer, pl_module, step)
         rank, world = trainer.global_rank, trainer.world_size
@@ -322,14 +301,8 @@ class BenchmarkCallback(L.Callback):
                 items = task.items()[rank::world]
                 # generation failures are contained per item inside evaluate(), so every rank reaches the
                 # metric sync; anything else (a broken task file) is a configuration error and raises
-                result = evaluate(
-                    task,
-                    generator,
-                    pl_module.tokenizer,
-                    self.suite.sampling_for(task),
-                    items=items,
-                    device=pl_module.device,
-                )
+                result = evaluate(task, generator, pl_module.tokenizer, self.suite.sampling_for(task), items=items,
+                                  device=pl_module.device)
                 results[task.name] = result.metrics
                 self.history.setdefault(task.name, []).append((step, result.metrics))
                 self._write_generations(pl_module, step, task.name, result.records, rank, world)
@@ -356,9 +329,8 @@ class BenchmarkCallback(L.Callback):
         return nullcontext()
 
     # -------------------------------------------------------------- outputs
-    def _write_generations(
-        self, pl_module: Any, step: int, task: str, records: list[dict[str, Any]], rank: int, world: int
-    ) -> None:
+    def _write_generations(self, pl_module: Any, step: int, task: str, records: list[dict[str, Any]],
+                           rank: int, world: int) -> None:
         out = Path(pl_module.run_dir) / "generations" / f"step_{step}"
         out.mkdir(parents=True, exist_ok=True)
         name = f"{task}.jsonl" if world == 1 else f"{task}.rank{rank}.jsonl"
@@ -390,12 +362,8 @@ class BenchmarkCallback(L.Callback):
         lines = [f"**step {step}, task {task}**", ""]
         for record in records[: self.curve.num_text_samples]:
             verdict = "correct" if record["correct"] else "wrong"
-            lines += [
-                f"- `{record['id']}` gold `{record['gold']}` extracted `{record['extracted']}` ({verdict})",
-                "",
-                "    " + record["response"][:2000].replace("\n", "\n    "),
-                "",
-            ]
+            lines += [f"- `{record['id']}` gold `{record['gold']}` extracted `{record['extracted']}` ({verdict})",
+                      "", "    " + record["response"][:2000].replace("\n", "\n    "), ""]
         self._log_text_panel(trainer, f"samples/{task}", "\n".join(lines), step)
 
     @staticmethod
@@ -416,16 +384,9 @@ class BenchmarkCallback(L.Callback):
             return
         from t3s.evals.figures import curve_figure
 
-        accuracy = {
-            task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()
-        }
-        figure = curve_figure(
-            self.loss_history,
-            accuracy,
-            title=f"step {step}",
-            bottleneck=self.bottleneck_step(pl_module),
-            lowest=self.lowest_so_far(),
-        )
+        accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
+        figure = curve_figure(self.loss_history, accuracy, title=f"step {step}",
+                              bottleneck=self.bottleneck_step(pl_module), lowest=self.lowest_so_far())
         png = Path(pl_module.run_dir) / "figures" / "loss_and_accuracy.png"
         png.parent.mkdir(parents=True, exist_ok=True)
         tmp = png.with_name(f".{png.name}.tmp")

@@ -32,7 +32,8 @@ class ChildEvaluator:
             never reads from a run's ``config.yaml`` (``--trust_remote_code true``, ``--python PATH``).
     """
 
-    def __init__(self, run_dir: str | Path, devices: list[int] | None = None, options: list[str] | None = None) -> None:
+    def __init__(self, run_dir: str | Path, devices: list[int] | None = None,
+                 options: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.devices = list(devices) if devices else None
         self.options = list(options or [])
@@ -99,18 +100,15 @@ class ChildEvaluator:
         with log.open("a", encoding="utf-8") as out:
             out.write(f"$ {' '.join(command)}\n")
             out.flush()
-            self._process = subprocess.Popen(
-                command, env=self.environment(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            self._process = subprocess.Popen(command, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
 
     def _finish(self) -> list[int]:
         process, finished = self._process, self.running
         self._process, self.running = None, []
         if process is not None and process.returncode != 0:
             tail = (self.run_dir / CHILD_LOG).read_text(encoding="utf-8", errors="replace")[-4000:]
-            raise ChildEvaluationError(
-                f"`{' '.join(map(str, process.args))}` exited with {process.returncode}; "
-                f"the end of {self.run_dir / CHILD_LOG}:\n{tail}"
-            )
+            raise ChildEvaluationError(f"`{' '.join(map(str, process.args))}` exited with {process.returncode}; "
+                                       f"the end of {self.run_dir / CHILD_LOG}:\n{tail}")
         self._start()
         return finished

@@ -58,14 +58,8 @@ def curve_figure(
     return fig
 
 
-def comparison_figure(
-    curves: Mapping[str, Curve],
-    *,
-    ylabel: str,
-    title: str,
-    bottlenecks: Mapping[str, int | None] | None = None,
-    baseline: float | None = None,
-) -> Figure:
+def comparison_figure(curves: Mapping[str, Curve], *, ylabel: str, title: str,
+                      bottlenecks: Mapping[str, int | None] | None = None, baseline: float | None = None) -> Figure:
     """One line per run (e.g. SFT vs T3S accuracy); ``baseline`` (θ_0's accuracy, shared by the runs) as a grey
     dotted line; θ_b as a red dashed line, labelled, with a marker on each curve at that step (one line per
     distinct θ_b: the runs of one recipe share the SFT phase's). Legend outside the axes."""
@@ -82,11 +76,13 @@ def comparison_figure(
     styles = ["--", "-.", (0, (5, 1, 1, 1))]
     for j, (step, runs) in enumerate(sorted(by_step.items())):
         whose = "" if len(by_step) == 1 else f" of {', '.join(runs)}"
-        ax.axvline(step, color=BOTTLENECK_COLOR, ls=styles[j % len(styles)], lw=1.1, label=f"θ_b{whose} (step {step})")
+        ax.axvline(step, color=BOTTLENECK_COLOR, ls=styles[j % len(styles)], lw=1.1,
+                   label=f"θ_b{whose} (step {step})")
         for run in runs:  # the point on the curve θ_b was read from (not on runs trained from its scores)
             s, v = curves[run]
             if step in s:
-                ax.plot([step], [v[list(s).index(step)]], marker="v", ms=7, ls="none", color=BOTTLENECK_COLOR, zorder=3)
+                ax.plot([step], [v[list(s).index(step)]], marker="v", ms=7, ls="none", color=BOTTLENECK_COLOR,
+                        zorder=3)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -110,16 +106,8 @@ def method_seed_figure(curves: Mapping[tuple[str, int], Curve], *, ylabel: str, 
     styles = ["-", "--", ":", "-."]
     for (method, seed), (s, v) in curves.items():
         i, j = methods.index(method), seeds.index(seed)
-        ax.plot(
-            s,
-            v,
-            color=f"C{i}",
-            ls=styles[j % len(styles)],
-            marker="o",
-            ms=2.5,
-            lw=1.4,
-            label=method if j == 0 else None,
-        )
+        ax.plot(s, v, color=f"C{i}", ls=styles[j % len(styles)], marker="o", ms=2.5, lw=1.4,
+                label=method if j == 0 else None)
     for j, seed in enumerate(seeds):
         ax.plot([], [], color="gray", ls=styles[j % len(styles)], label=f"seed {seed}")
     ax.set_xlabel("optimizer step")

@@ -36,7 +36,9 @@ def _resolve_grader(task: str) -> tuple[str, dict[str, Any]]:
     return spec.grader, dict(spec.grader_kwargs)
 
 
-def _read_rows(path: Path, response_field: str, gold_field: str, hit_limit_field: str | None) -> list[dict[str, Any]]:
+def _read_rows(
+    path: Path, response_field: str, gold_field: str, hit_limit_field: str | None
+) -> list[dict[str, Any]]:
     """All rows of the input, each checked; lone surrogates in text are kept (they are written back escaped)."""
     if path.is_dir():
         raise GradeInputError(f"{path}: is a directory, not a JSONL file of generations")
@@ -151,13 +153,8 @@ def grade_file(
             try:
                 v = grade(grader_name, row[response_field], gold, hit_token_limit=hit, **grader_kwargs)
             except UngradableGold:
-                verdict_row = {
-                    **row,
-                    "grader": grader_name,
-                    "extracted": None,
-                    "correct": None,
-                    "excluded": "ungradable gold",
-                }
+                verdict_row = {**row, "grader": grader_name, "extracted": None, "correct": None,
+                               "excluded": "ungradable gold"}
             else:
                 verdict_row = {**row, "grader": grader_name, **{k: getattr(v, k) for k in VERDICT_FIELDS}}
             fh.write(json_line(verdict_row))
@@ -205,9 +202,7 @@ def _report(
         print(f"resumed: kept the verdicts of the first {resumed} row(s) from {out_path}")
     if bad_golds:
         shown = ", ".join(f"{g[:60]!r} (x{c})" for g, c in list(bad_golds.items())[:10])
-        print(
-            f"excluded {len(out_rows) - graded} row(s) with a gold answer the {grader!r} grader cannot parse: {shown}"
-        )
+        print(f"excluded {len(out_rows) - graded} row(s) with a gold answer the {grader!r} grader cannot parse: {shown}")
     if errors:
         print(f"the grader failed on {errors} response(s); they are graded wrong (see the log)")
     print(

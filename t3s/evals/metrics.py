@@ -102,7 +102,9 @@ class BenchmarkMetrics(Metric):
         self.add_state("sum_tokens", default=torch.tensor(0.0, **f64), dist_reduce_fx="sum")
         self.add_state("num_token_samples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_truncated", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("num_extraction_failed", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "num_extraction_failed", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
+        )
         self.add_state("num_timed_out", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(

@@ -45,7 +45,6 @@ from t3s.evals.suite import EvalSuite
 
 log = logging.getLogger(__name__)
 
-
 class EvaluationError(T3SError, ValueError):
     """The folder cannot be evaluated (no checkpoints, no tasks, no saved config)."""
 
@@ -101,10 +100,8 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     """The ``config.yaml`` Lightning saved in a run directory (``${oc.env:VAR}`` resolved from this environment)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise EvaluationError(
-            f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
-            "give --tasks to evaluate a plain HF folder"
-        )
+        raise EvaluationError(f"{run_dir}: no config.yaml (a run directory written by `t3s fit`); "
+                              "give --tasks to evaluate a plain HF folder")
     from t3s.runtime.env_refs import resolve_env_references
 
     return resolve_env_references(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
@@ -158,10 +155,8 @@ def plan_evaluation(
         bench = suite_settings(config)
         run_python = bench.pop("python", None)
         if run_python and python is None and (backend or bench.get("backend")) == "vllm":
-            raise EvaluationError(
-                f"{target}/config.yaml names a vLLM interpreter ({run_python}); a run's config "
-                f"does not choose what runs here: give --python {run_python} to use it"
-            )
+            raise EvaluationError(f"{target}/config.yaml names a vLLM interpreter ({run_python}); a run's config "
+                                  f"does not choose what runs here: give --python {run_python} to use it")
         if tasks is not None:
             bench["tasks"] = list(tasks)
         checkpoints = run_checkpoints(target)
@@ -196,10 +191,8 @@ def plan_evaluation(
 
         custom = next((folder for _, folder in checkpoints if needs_remote_code(str(folder))), None)
         if custom is not None:
-            raise EvaluationError(
-                f"{custom} needs its own model code (config.json auto_map): give "
-                "--trust_remote_code true if you trust where it came from"
-            )
+            raise EvaluationError(f"{custom} needs its own model code (config.json auto_map): give "
+                                  "--trust_remote_code true if you trust where it came from")
     return EvaluationPlan(out, checkpoints, suite, data, done, model, trust_remote_code)
 
 
@@ -234,9 +227,8 @@ def _evaluate_plan(rank: int, world: int, plan: EvaluationPlan, serve: Serve) ->
     suite = plan.suite
     datamodule = _datamodule(plan.data) if suite.train_accuracy else None
     tasks = suite.build_tasks(datamodule)
-    pending = [
-        (step, folder) for step, folder in plan.checkpoints if any((step, task.name) not in plan.done for task in tasks)
-    ]
+    pending = [(step, folder) for step, folder in plan.checkpoints
+               if any((step, task.name) not in plan.done for task in tasks)]
     writer = _summary_writer(plan.output) if rank == 0 and pending else None
     progress = progress_bar(total=len(pending) * len(tasks), desc="evaluate", unit="task", disable=rank != 0)
     generator: Generator | None = None
@@ -284,15 +276,8 @@ def _summary_writer(output: Path) -> Any:
     return SummaryWriter(log_dir=str(output), filename_suffix=".t3s-evaluate")
 
 
-def _write_outputs(
-    output: Path,
-    step: int,
-    folder: Path,
-    task: str,
-    metrics: dict[str, float],
-    records: list[dict[str, Any]],
-    writer: Any,
-) -> None:
+def _write_outputs(output: Path, step: int, folder: Path, task: str, metrics: dict[str, float],
+                   records: list[dict[str, Any]], writer: Any) -> None:
     """Generations first, then the TensorBoard scalars, then the ledger line that marks (step, task) done."""
     generations = output / "generations" / f"step_{step}"
     generations.mkdir(parents=True, exist_ok=True)

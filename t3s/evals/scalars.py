@@ -26,11 +26,8 @@ Points = dict[str, dict[int, float]]
 def has_scalars(run_dir: str | Path) -> bool:
     """True when ``run_dir`` itself holds logged scalars (event files, a ``metrics.csv`` or an evaluation ledger)."""
     run_dir = Path(run_dir)
-    return (
-        any(run_dir.glob("events.out.tfevents.*"))
-        or (run_dir / CSV_METRICS_FILE).is_file()
-        or bool(read_results(run_dir))
-    )
+    return (any(run_dir.glob("events.out.tfevents.*")) or (run_dir / CSV_METRICS_FILE).is_file()
+            or bool(read_results(run_dir)))
 
 
 def scalar_tags(run_dir: str | Path) -> list[str]:

@@ -100,13 +100,8 @@ class EvalSuite:
 
     def serve_options(self, trust_remote_code: bool = False, run_args: dict[str, Any] | None = None) -> ServeOptions:
         """How a backend serves saved checkpoints for this suite (``trust_remote_code`` from the command line only)."""
-        return ServeOptions(
-            batch_size=self.batch_size,
-            trust_remote_code=trust_remote_code,
-            run_args=dict(run_args or {}),
-            python=self.python,
-            engine=dict(self.vllm or {}),
-        )
+        return ServeOptions(batch_size=self.batch_size, trust_remote_code=trust_remote_code,
+                            run_args=dict(run_args or {}), python=self.python, engine=dict(self.vllm or {}))
 
     @property
     def train_tag(self) -> str:
@@ -127,16 +122,8 @@ class EvalSuite:
         if self.train_accuracy:
             if datamodule is None or not hasattr(datamodule, "problems"):
                 raise ValueError("train_accuracy needs a data module with problems() (TeacherTraceDataModule)")
-            tasks.insert(
-                0,
-                training_task(
-                    datamodule.problems(),
-                    self.train_grader,
-                    limit=self.train_limit,
-                    seed=self.seed,
-                    instruction=self.train_instruction,
-                ),
-            )
+            tasks.insert(0, training_task(datamodule.problems(), self.train_grader, limit=self.train_limit,
+                                          seed=self.seed, instruction=self.train_instruction))
         return tasks
 
     def _load(self, task: str | dict[str, Any]) -> EvalTask:
@@ -145,9 +132,8 @@ class EvalSuite:
         return load_task(task, tasks_dir=self.tasks_dir)
 
 
-def training_task(
-    problems: list[Any], grader: str, *, limit: int | None = None, seed: int = 0, instruction: str = ""
-) -> EvalTask:
+def training_task(problems: list[Any], grader: str, *, limit: int | None = None, seed: int = 0,
+                  instruction: str = "") -> EvalTask:
     """The training problems as an evaluation task ("training accuracy", the signal that locates θ_b).
 
     Problems without a gold answer are left out; ``limit`` keeps a fixed seeded subset.
@@ -159,11 +145,10 @@ def training_task(
         problems = random.Random(seed).sample(problems, limit)
     system = next((m["content"] for m in problems[0].messages if m["role"] == "system"), None)
     items = [
-        EvalItem(
-            id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold, source=p.source
-        )
+        EvalItem(id=p.id, prompt=[m for m in p.messages if m["role"] == "user"][-1]["content"], gold=p.gold,
+                 source=p.source)
         for p in problems
     ]
-    return EvalTask.from_items(
-        TRAIN_TASK, items, grader=grader, instruction=instruction, system_prompt=system, sampling=SamplingParams()
-    )
+    return EvalTask.from_items(TRAIN_TASK, items, grader=grader, instruction=instruction, system_prompt=system,
+                               sampling=SamplingParams())
+

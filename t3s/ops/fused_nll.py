@@ -35,14 +35,8 @@ class _FusedNLLSum(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        targets: Tensor,
-        chunk_size: int,
-        compute_dtype: torch.dtype,
-        needs: tuple[bool, bool, bool],
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int,
+        compute_dtype: torch.dtype, needs: tuple[bool, bool, bool],
     ) -> Tensor:
         need_h, need_w, need_b = needs
         n = hidden.shape[0]

@@ -66,7 +66,9 @@ def hash_uniform(seed: int, step: int, traces: torch.Tensor, length: int, stream
     return hash_uniform_at(seed, step, traces.long()[:, None], positions[None, :], stream)
 
 
-def hash_uniform_at(seed: int, step: int, traces: torch.Tensor, positions: torch.Tensor, stream: int) -> torch.Tensor:
+def hash_uniform_at(
+    seed: int, step: int, traces: torch.Tensor, positions: torch.Tensor, stream: int
+) -> torch.Tensor:
     """Element-wise form of :func:`hash_uniform`: the draw of each ``(trace, position)`` pair (broadcast).
 
     ``positions`` count from 0 within each trace, so a token of a packed row draws exactly what it draws on

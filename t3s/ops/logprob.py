@@ -124,15 +124,8 @@ class _TokenLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        targets: Tensor,
-        ignored: Tensor | None,
-        chunk_size: int,
-        compute_dtype: torch.dtype,
-        with_entropy: bool,
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, ignored: Tensor | None,
+        chunk_size: int, compute_dtype: torch.dtype, with_entropy: bool,
     ) -> tuple[Tensor, Tensor]:
         logprobs, lse, entropy = _forward_chunks(
             hidden, weight, bias, targets, ignored, chunk_size, compute_dtype, with_entropy

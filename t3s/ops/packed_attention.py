@@ -78,13 +78,8 @@ def flex_block_mask(position_ids: Tensor, block_size: int = 128, causal: bool = 
 
     rows, length = position_ids.shape
     return create_block_mask(
-        document_causal_mask_mod(position_ids, causal),
-        B=rows,
-        H=None,
-        Q_LEN=length,
-        KV_LEN=length,
-        device=position_ids.device,
-        BLOCK_SIZE=block_size,
+        document_causal_mask_mod(position_ids, causal), B=rows, H=None, Q_LEN=length, KV_LEN=length,
+        device=position_ids.device, BLOCK_SIZE=block_size,
     )
 
 

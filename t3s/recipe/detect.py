@@ -39,9 +39,8 @@ def find_bottleneck(phase: Phase) -> int:
         phase.trainer.strategy.barrier()  # rank 0 has flushed the curve
     steps, values = read_scalars(phase.run_dir, bench.train_tag)
     curve = list(zip(steps, values))
-    detector = BottleneckDetector.from_curve(
-        steps, values, margin=bench.detector.margin, patience=bench.detector.patience
-    )
+    detector = BottleneckDetector.from_curve(steps, values, margin=bench.detector.margin,
+                                             patience=bench.detector.patience)
     step = detector.final()
     if step is not None and detector.bottleneck_step is None:
         log.warning("recovery was not confirmed during the SFT phase; using the global argmin, step %d", step)
@@ -59,14 +58,8 @@ def find_bottleneck(phase: Phase) -> int:
     return step
 
 
-def score_bottleneck(
-    trainer: L.Trainer,
-    datamodule: Any,
-    run_dir: str | Path,
-    step_b: int,
-    scores_dir: str | Path,
-    selection: TokenSelectionStrategy | None = None,
-) -> None:
+def score_bottleneck(trainer: L.Trainer, datamodule: Any, run_dir: str | Path, step_b: int,
+                     scores_dir: str | Path, selection: TokenSelectionStrategy | None = None) -> None:
     """Score θ_0 against θ_b (``<run_dir>/hf/step_0`` and ``step_<step_b>``) into ``scores_dir``; the summary
     counts anchors with ``selection``'s thresholds.
 

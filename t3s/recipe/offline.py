@@ -102,15 +102,12 @@ class Recipe:
         masked = self.phases.build(phase_name(selection), selection)  # reads the cache only when it trains
         if self.state.scores is None:
             console.rule(f"[bold]T3S recipe 2/4[/bold]: score θ_0 vs θ_b (step {step_b})")
-            score_bottleneck(
-                sft.trainer, sft.datamodule, sft.run_dir, step_b, scores_dir, selection=masked.student.selection
-            )
+            score_bottleneck(sft.trainer, sft.datamodule, sft.run_dir, step_b, scores_dir,
+                             selection=masked.student.selection)
             self._save(scores=str(scores_dir))
 
         if not self.state.masked_done:
-            console.rule(
-                f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}"
-            )
+            console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
             masked.fit(ckpt_path=self._ckpt_path())
             self._save(masked_phase=masked.name, masked_done=True)
 
@@ -120,10 +117,8 @@ class Recipe:
             report = write_report([sft.run_dir, masked.run_dir], self.root / "report")
             console.print(results_table([sft, masked], sft.benchmark.train_tag, step_b))
             console.print(recipe_story([sft.run_dir, masked.run_dir]), markup=False)
-            console.print(
-                f"curves: {curves_hint(masked.trainer, self.root)}\nreport: {report}\nθ_b: step {step_b}, "
-                f"scores: {scores_dir}"
-            )
+            console.print(f"curves: {curves_hint(masked.trainer, self.root)}\nreport: {report}\nθ_b: step {step_b}, "
+                          f"scores: {scores_dir}")
         return report
 
     def _ckpt_path(self) -> str | None:
@@ -157,10 +152,8 @@ def results_table(phases: list[Phase], tag: str, step_b: int) -> Any:
 
 def find_recipe_root(logger_root: str | Path) -> Path:
     """The newest ``version_<k>`` under a recipe's logger folder that holds a ``recipe.json`` (for resuming)."""
-    versions = sorted(
-        (p for p in Path(logger_root).glob("version_*") if (p / STATE_FILE).is_file()),
-        key=lambda p: int(p.name.removeprefix("version_")) if p.name[8:].isdigit() else -1,
-    )
+    versions = sorted((p for p in Path(logger_root).glob("version_*") if (p / STATE_FILE).is_file()),
+                      key=lambda p: int(p.name.removeprefix("version_")) if p.name[8:].isdigit() else -1)
     if not versions:
         raise RecipeError(f"--ckpt_path last: no recipe run to resume under {logger_root} (no version_*/{STATE_FILE})")
     return versions[-1]

@@ -24,11 +24,9 @@ def run_online(trainer: L.Trainer, student: Any, datamodule: Any, ckpt_path: str
     """The online variant in one ``fit``: FullSFT until the detector fires, then the student's T3S."""
     bench = benchmark_of(trainer)
     if bench is None or not bench.train_accuracy or bench.mode == "defer":
-        raise RecipeError(
-            "online T3S watches the training-accuracy curve during training: add a "
-            "t3s.evals.BenchmarkCallback (train_accuracy: true, mode inline or subprocess) to "
-            "trainer.callbacks"
-        )
+        raise RecipeError("online T3S watches the training-accuracy curve during training: add a "
+                          "t3s.evals.BenchmarkCallback (train_accuracy: true, mode inline or subprocess) to "
+                          "trainer.callbacks")
     trainer.callbacks.append(OnlineT3SSwitch(student.selection, bench))
     student.selection = FullSFT()
     safe_fit(trainer, student, datamodule, ckpt_path)
@@ -81,6 +79,5 @@ class OnlineT3SSwitch(L.Callback):
         self.bench.log_selection_summary(trainer, pl_module)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(
-                    {"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)}, step=step
-                )
+                logger.log_metrics({"recipe/switch_step": float(step), "recipe/bottleneck_step": float(step_b)},
+                                   step=step)

@@ -66,13 +66,8 @@ class PhaseFactory:
         prepare_trainer: applied to each phase's trainer (default: atomic single-file checkpoints).
     """
 
-    def __init__(
-        self,
-        parser: LightningArgumentParser,
-        config: Namespace,
-        root: str | Path,
-        prepare_trainer: Callable[[L.Trainer], L.Trainer] | None = None,
-    ):
+    def __init__(self, parser: LightningArgumentParser, config: Namespace, root: str | Path,
+                 prepare_trainer: Callable[[L.Trainer], L.Trainer] | None = None):
         self.parser = parser
         self.config = config
         self.root = Path(root)
@@ -99,10 +94,8 @@ class PhaseFactory:
         init = self.parser.instantiate_classes(config)
         trainer_args = dict(init.trainer)
         trainer_args["logger"] = phase_loggers(trainer_args.get("logger"), self.root, name)
-        trainer_args["callbacks"] = [
-            *(trainer_args.get("callbacks") or []),
-            SaveConfig(self.parser, config, overwrite=True),
-        ]
+        trainer_args["callbacks"] = [*(trainer_args.get("callbacks") or []),
+                                     SaveConfig(self.parser, config, overwrite=True)]
         trainer = self.prepare_trainer(L.Trainer(**trainer_args))
         return Phase(name, trainer, init.model, init.data)
 
@@ -167,16 +160,12 @@ def phase_loggers(configured: Any, root: Path, phase: str) -> list[Logger]:
 
     θ_b, the recipe's table and the report read the file logger's scalars (:mod:`t3s.evals.scalars`).
     """
-    given = (
-        [] if configured in (None, True, False) else list(configured) if isinstance(configured, list) else [configured]
-    )
+    given = [] if configured in (None, True, False) else list(configured) if isinstance(configured, list) \
+        else [configured]
     file_class = next((type(x) for x in given if isinstance(x, (TensorBoardLogger, CSVLogger))), TensorBoardLogger)
     extra: dict[str, Any] = {"default_hp_metric": False} if issubclass(file_class, TensorBoardLogger) else {}
     run_logger = file_class(save_dir=str(root.parent), name=root.name, version=phase, **extra)
-    return [
-        run_logger,
-        *(for_phase(x, root, phase) for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger))),
-    ]
+    return [run_logger, *(for_phase(x, root, phase) for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
 
 
 def curves_hint(trainer: L.Trainer, root: Path) -> str:

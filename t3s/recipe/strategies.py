@@ -40,16 +40,15 @@ def selection_of(config: Namespace) -> TokenSelectionStrategy:
 def fit_path(selection: TokenSelectionStrategy) -> tuple[str, str]:
     """Which road ``t3s fit`` takes with ``selection``, and why (one of :data:`FIT_PATHS`)::
 
-    plain fit  the strategy needs no Δc, or has its score cache
-    online     T3S(online=true) with no cache: Δc is scored when the detector fires, in the same fit
-    recipe     a Δc-based strategy with no cache: SFT → θ_b → score → restart masked → report
+        plain fit  the strategy needs no Δc, or has its score cache
+        online     T3S(online=true) with no cache: Δc is scored when the detector fires, in the same fit
+        recipe     a Δc-based strategy with no cache: SFT → θ_b → score → restart masked → report
     """
     missing = missing_scores(selection)
     name = type(selection).__name__
     if not missing:
-        return "plain fit", f"{name} needs no Δc" if not isinstance(
-            selection, (ScoredStrategy, RandomMask)
-        ) else f"{name} reads its score cache"
+        return "plain fit", f"{name} needs no Δc" if not isinstance(selection, (ScoredStrategy, RandomMask)) \
+            else f"{name} reads its score cache"
     if getattr(selection, "online", False):
         return "online", f"{name}(online=true): SFT until θ_b, then Δc is scored and the anchors masked"
     return "recipe", f"{name} has no score cache: SFT → θ_b → score → {name} → report"

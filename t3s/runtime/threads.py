@@ -55,9 +55,8 @@ def cpu_threads_for(num_parameters: int, share: int | None = None) -> int | None
     return share
 
 
-def right_size_threads(
-    model: torch.nn.Module, device: torch.device | str | None = None, share: int | None = None
-) -> int:
+def right_size_threads(model: torch.nn.Module, device: torch.device | str | None = None,
+                       share: int | None = None) -> int:
     """Set torch's intra-op threads for ``model`` running on the CPU (see :func:`cpu_threads_for`); a model
     on another device changes nothing. Returns the thread count in force."""
     on_cpu = device is None or torch.device(device).type == "cpu"

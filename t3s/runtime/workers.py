@@ -23,13 +23,8 @@ def run_on_workers(target: Callable[..., None], args: Sequence[Any], workers: in
     import torch.multiprocessing as mp
 
     address = f"127.0.0.1:{_free_port()}"
-    mp.start_processes(
-        _run_worker,
-        args=(workers, address, backend, target, tuple(args)),
-        nprocs=workers,
-        start_method="spawn",
-        join=True,
-    )
+    mp.start_processes(_run_worker, args=(workers, address, backend, target, tuple(args)), nprocs=workers,
+                       start_method="spawn", join=True)
 
 
 def worker_device(rank: int) -> torch.device:
@@ -45,9 +40,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_worker(
-    rank: int, world: int, address: str, backend: str | None, target: Callable[..., None], args: tuple[Any, ...]
-) -> None:
+def _run_worker(rank: int, world: int, address: str, backend: str | None, target: Callable[..., None],
+                args: tuple[Any, ...]) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))

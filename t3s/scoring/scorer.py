@@ -29,9 +29,7 @@ class TokenizerMismatchError(T3SError, ValueError):
     """A checkpoint's tokenizer differs from the tokenizer the data was rendered with."""
 
 
-def check_tokenizer_matches(
-    checkpoint: str | Path, tokenizer: PreTrainedTokenizerBase, role: str = "checkpoint"
-) -> None:
+def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokenizerBase, role: str = "checkpoint") -> None:
     """Refuse a checkpoint whose saved tokenizer has a different vocabulary from ``tokenizer``.
 
     Checkpoints without tokenizer files (plain weight folders) are accepted as they are.
@@ -95,13 +93,8 @@ def checkpoint_logprobs(
         mb = {k: v.to(device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
         mask = mb["labels"] != -100
         mask[:, 0] = False
-        lp = logprobs_at(
-            model,
-            hidden_states(model, mb["input_ids"], mb["position_ids"]),
-            mb["input_ids"],
-            mask,
-            chunk_size=chunk_size,
-        )
+        lp = logprobs_at(model, hidden_states(model, mb["input_ids"], mb["position_ids"]), mb["input_ids"], mask,
+                         chunk_size=chunk_size)
         flat = offsets[mb["trace_index"][mask].cpu()] + mb["position_ids"][mask].cpu()
         out[flat] = lp.float().cpu()
     del model
@@ -136,14 +129,8 @@ def score(
     values = {}
     for role, ckpt in (("base", base), ("bottleneck", bottleneck)):
         values[role] = checkpoint_logprobs(
-            ckpt,
-            datamodule.scoring_batches(micro_batch_size),
-            offsets,
-            device=device,
-            dtype=dtype,
-            chunk_size=chunk_size,
-            desc=f"scoring {role}",
-            trust_remote_code=trust_remote_code,
+            ckpt, datamodule.scoring_batches(micro_batch_size), offsets, device=device, dtype=dtype,
+            chunk_size=chunk_size, desc=f"scoring {role}", trust_remote_code=trust_remote_code,
         )
     meta = {"data": datamodule.fingerprint(), "base": str(base), "bottleneck": str(bottleneck)}
     cache = ScoreCache(values["base"], values["bottleneck"], offsets, meta)
@@ -156,14 +143,8 @@ def score(
     return summary
 
 
-def summarize(
-    cache: ScoreCache,
-    traces: list[Any],
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    top_tokens: int = 30,
-    selection: Any = None,
-) -> dict[str, Any]:
+def summarize(cache: ScoreCache, traces: list[Any], tokenizer: PreTrainedTokenizerBase, *, top_tokens: int = 30,
+              selection: Any = None) -> dict[str, Any]:
     """Anchor fraction, mean Δc and the most frequent anchor / yet-to-learn tokens, decoded.
 
     Anchors are tokens with Δc above ``selection.threshold`` and strongly yet-to-learn ones have Δc below
@@ -185,15 +166,13 @@ def summarize(
         rows = []
         for tid, n in counts.most_common(top_tokens):
             of_token = token_ids == tid
-            rows.append(
-                {
-                    "token": tokenizer.decode([tid]),
-                    "id": tid,
-                    "count": n,
-                    "share_of_occurrences": n / int(of_token.sum()),
-                    "mean_delta": float(delta[of_token].mean()),
-                }
-            )
+            rows.append({
+                "token": tokenizer.decode([tid]),
+                "id": tid,
+                "count": n,
+                "share_of_occurrences": n / int(of_token.sum()),
+                "mean_delta": float(delta[of_token].mean()),
+            })
         return rows
 
     n = int(scored.sum())
@@ -229,11 +208,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, rows:
         a = anchors[i] if i < len(anchors) else None
         o = others[i] if i < len(others) else None
         table.add_row(
-            json.dumps(a["token"]) if a else "",
-            str(a["count"]) if a else "",
-            f"{a['share_of_occurrences']:.2f}" if a else "",
-            json.dumps(o["token"]) if o else "",
-            str(o["count"]) if o else "",
-            f"{o['share_of_occurrences']:.2f}" if o else "",
+            json.dumps(a["token"]) if a else "", str(a["count"]) if a else "", f"{a['share_of_occurrences']:.2f}" if a else "",
+            json.dumps(o["token"]) if o else "", str(o["count"]) if o else "", f"{o['share_of_occurrences']:.2f}" if o else "",
         )
     console.print(table)
+

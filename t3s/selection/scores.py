@@ -79,7 +79,8 @@ class ScoreCache:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (SCORES_FILE + ".tmp")
-        save_file({"base": self.base_logprob, "bottleneck": self.bottleneck_logprob, "offsets": self.offsets}, str(tmp))
+        save_file({"base": self.base_logprob, "bottleneck": self.bottleneck_logprob, "offsets": self.offsets},
+                  str(tmp))
         make_shareable(tmp)
         tmp.replace(directory / SCORES_FILE)
         write_json_atomic(directory / META_FILE, self.meta)
@@ -93,10 +94,8 @@ class ScoreCache:
             if not bool(torch.isfinite(scored).all()):
                 raise ScoreCacheError(f"{source}: '{name}' holds infinite log-probs; re-run `t3s score`")
         if not bool((~torch.isnan(self.delta)).any()):
-            raise ScoreCacheError(
-                f"{source}: no token has a score (all NaN: the checkpoints produced NaN or the "
-                "data has no trained tokens); re-run `t3s score` with working checkpoints"
-            )
+            raise ScoreCacheError(f"{source}: no token has a score (all NaN: the checkpoints produced NaN or the "
+                                  "data has no trained tokens); re-run `t3s score` with working checkpoints")
 
     def check_matches(self, fingerprint: dict[str, Any], source: str = "") -> None:
         """Refuse a cache computed on other data, another tokenizer or another max length."""

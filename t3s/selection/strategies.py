@@ -269,3 +269,4 @@ class StudentEntropy(TokenSelectionStrategy):
 
     def budget(self, ctx: SelectionContext) -> int:
         return fraction_budget(int(ctx.response_mask.sum()), self.fraction)
+

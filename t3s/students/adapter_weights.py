@@ -197,10 +197,7 @@ def as_model_folder(path: str | Path) -> str:
     folder = Path(path)
     merged = folder / "merged"
     weights = folder / ADAPTER_WEIGHTS
-    if (
-        (merged / "config.json").is_file()
-        and weights.is_file()
-        and (merged / "config.json").stat().st_mtime >= weights.stat().st_mtime
-    ):
+    if (merged / "config.json").is_file() and weights.is_file() and \
+            (merged / "config.json").stat().st_mtime >= weights.stat().st_mtime:
         return str(merged)
     return str(write_merged(adapter_base(folder), folder, merged))

@@ -78,9 +78,7 @@ class AdapterSpec:
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(value) - known)
             if unknown:
-                raise AdapterSettingError(
-                    f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}"
-                )
+                raise AdapterSettingError(f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
             spec = cls(**value)
         else:
             raise AdapterSettingError(f"model.init_args.adapter must be a mapping or null, got {value!r}")
@@ -99,14 +97,10 @@ class AdapterSpec:
             if not ok:
                 raise AdapterSettingError(message)
         if importlib.util.find_spec("peft") is None:
-            raise AdapterSettingError(
-                "model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)"
-            )
+            raise AdapterSettingError("model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)")
         if spec.quantize == "4bit" and not (importlib.util.find_spec("bitsandbytes") and torch.cuda.is_available()):
-            raise AdapterSettingError(
-                "adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it to train "
-                "LoRA on the unquantized base"
-            )
+            raise AdapterSettingError("adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it to train "
+                              "LoRA on the unquantized base")
         return spec
 
     @property
@@ -118,13 +112,8 @@ class AdapterSpec:
         from peft import LoraConfig
 
         return LoraConfig(
-            r=self.r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.dropout,
-            target_modules=self.target_modules,
-            use_dora=self.kind == "dora",
-            use_rslora=self.rslora,
-            bias="none",
+            r=self.r, lora_alpha=self.lora_alpha, lora_dropout=self.dropout, target_modules=self.target_modules,
+            use_dora=self.kind == "dora", use_rslora=self.rslora, bias="none",
         )
 
 
@@ -132,14 +121,10 @@ def quantized_load_kwargs() -> dict[str, Any]:
     """``from_pretrained`` arguments of an NF4 base (QLoRA), computing in bfloat16."""
     from transformers import BitsAndBytesConfig
 
-    return {
-        "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-    }
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )}
 
 
 class AdapterMixin:
@@ -157,19 +142,16 @@ class AdapterMixin:
 
         strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
         if strategy.startswith("FSDP"):
-            raise AdapterSettingError(
-                "adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not FSDPStrategy (FSDP1)"
-            )
+            raise AdapterSettingError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not "
+                              "FSDPStrategy (FSDP1)")
         model = self.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.init_seed)
             peft_model = get_peft_model(model, self.adapter.peft_config())
         for head in (model.get_output_embeddings(), model.get_input_embeddings()):
             if isinstance(head, BaseTunerLayer):
-                raise AdapterSettingError(
-                    "model.init_args.adapter.target_modules names the embeddings or LM head; "
-                    "adapters go on the decoder's linear layers"
-                )
+                raise AdapterSettingError("model.init_args.adapter.target_modules names the embeddings or LM head; "
+                                  "adapters go on the decoder's linear layers")
         self._peft = [peft_model]  # a list keeps the wrapper out of the module tree
         self._fresh_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self._merged_steps: set[int] = set()
@@ -187,9 +169,7 @@ class AdapterMixin:
         if hp.attn_implementation:
             kwargs["attn_implementation"] = hp.attn_implementation
         model = AutoModelForCausalLM.from_pretrained(self.model_source, dtype=torch.bfloat16, **kwargs)
-        return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=self.memory_args.gradient_checkpointing
-        )
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.memory_args.gradient_checkpointing)
 
     # ------------------------------------------------------------- restarts
     def load_restart_weights(self, folder: str | Path) -> None:
@@ -215,9 +195,7 @@ class AdapterMixin:
             raise AdapterSettingError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
         return local_model_folder(self.model_source)
 
-    def save_hf(
-        self, step: int, state_dict: dict[str, torch.Tensor] | None = None, *, merged: bool = True
-    ) -> Path | None:
+    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None, *, merged: bool = True) -> Path | None:
         """With adapters: ``adapter/step_<N>`` and (``merged``) ``hf/step_<N>`` = base + adapter."""
         if self.adapter is None:
             return super().save_hf(step, state_dict)

@@ -110,9 +110,8 @@ class ShardingArgs:
     def __post_init__(self) -> None:
         for key in ("param_dtype", "reduce_dtype"):
             if getattr(self, key) not in (None, "bfloat16", "float16", "float32"):
-                raise ValueError(
-                    f"{WHERE}.sharding.{key} must be bfloat16, float16, float32 or null, got {getattr(self, key)!r}"
-                )
+                raise ValueError(f"{WHERE}.sharding.{key} must be bfloat16, float16, float32 or null, "
+                                 f"got {getattr(self, key)!r}")
 
 
 @dataclass
@@ -138,19 +137,8 @@ class ExportArgs:
 
 #: The flat keys of one release ago (``model.init_args.<key>``) and where they live now.
 STUDENT_FLAT_KEYS: dict[str, str] = {
-    **{
-        k: f"optimizer.{k}"
-        for k in (
-            "lr",
-            "weight_decay",
-            "betas",
-            "adam_eps",
-            "warmup_steps",
-            "schedule",
-            "min_lr_ratio",
-            "max_grad_norm",
-        )
-    },
+    **{k: f"optimizer.{k}" for k in ("lr", "weight_decay", "betas", "adam_eps", "warmup_steps", "schedule",
+                                     "min_lr_ratio", "max_grad_norm")},
     **{k: f"memory.{k}" for k in ("gradient_checkpointing", "checkpoint_every_n_layers", "logprob_chunk_size")},
     "fsdp_param_dtype": "sharding.param_dtype",
     "fsdp_reduce_dtype": "sharding.reduce_dtype",

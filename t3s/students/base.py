@@ -117,8 +117,8 @@ class StudentModule(L.LightningModule):
             (all three do in transformers>=5).
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
-        **flat: the flat keys of one release ago (``lr``, ``hf_dtype``, …:
-            :data:`~t3s.students.args.STUDENT_FLAT_KEYS`), moved into their group with a one-line note.
+        **flat: the flat keys of one release ago (``lr``, ``hf_dtype``, …: :data:`~t3s.students.args.STUDENT_FLAT_KEYS`),
+            moved into their group with a one-line note.
 
     The groups are read as ``self.optimizer_args``, ``self.memory_args``, ``self.sharding_args`` and
     ``self.export_args``; the hyper-parameters (``hparams.yaml``, checkpoints) hold them as mappings.
@@ -169,10 +169,8 @@ class StudentModule(L.LightningModule):
         if model_config is not None:
             odd = _not_plain_data(model_config, "model.init_args.model_config")
             if odd is not None:
-                raise self.config_error(
-                    f"{odd[0]}: a model config holds numbers, text, lists and mappings, not "
-                    f"{odd[1]} (a class_path mapping there is built as an object)"
-                )
+                raise self.config_error(f"{odd[0]}: a model config holds numbers, text, lists and mappings, not "
+                                        f"{odd[1]} (a class_path mapping there is built as an object)")
         groups = self._groups(name, optimizer=optimizer, memory=memory, sharding=sharding, export=export, **flat)
         self.optimizer_args: OptimizerArgs = groups["optimizer"]
         self.memory_args: MemoryArgs = groups["memory"]
@@ -459,7 +457,9 @@ class StudentModule(L.LightningModule):
             return None
         dtype = self.export_dtype()
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-        return save_hf_folder(self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict, dtype=dtype)
+        return save_hf_folder(
+            self.model, self.tokenizer, hf_step_dir(self.run_dir, step), state_dict, dtype=dtype
+        )
 
     def export_dtype(self) -> torch.dtype:
         """The dtype of the weights in HF folders (``export.dtype``; ``auto``: see :class:`ExportArgs`)."""
@@ -468,11 +468,7 @@ class StudentModule(L.LightningModule):
             return DTYPES[wanted]
         stored = next(self.model.parameters()).dtype
         precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
-        if (
-            stored == torch.bfloat16
-            or (self.sharded and self.sharding_args.param_dtype == "bfloat16")
-            or precision.startswith("bf16")
-        ):
+        if stored == torch.bfloat16 or (self.sharded and self.sharding_args.param_dtype == "bfloat16") or precision.startswith("bf16"):
             return torch.bfloat16
         return stored
 
@@ -532,9 +528,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete what an interrupted write left in a run folder (``hf/.step_N.tmp-*``, ``.last.ckpt.tmp-*``)."""
     import shutil
 
-    stale = [
-        p for folder in (run_dir / "hf", run_dir / "checkpoints") if folder.is_dir() for p in folder.glob(".*.tmp-*")
-    ]
+    stale = [p for folder in (run_dir / "hf", run_dir / "checkpoints") if folder.is_dir()
+             for p in folder.glob(".*.tmp-*")]
     stale += [p for p in (run_dir / "hf").glob(".*.old-*")] if (run_dir / "hf").is_dir() else []
     for path in stale:
         if path.is_dir():

@@ -159,10 +159,8 @@ def refused_checkpoint(path: Any, err: BaseException) -> CheckpointRefusedError:
     """The one line for a checkpoint ``torch.load(weights_only=True)`` refused (it names what it would import)."""
     found = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch's wording varies: "Unsupported global: GLOBAL x", …
     what = f"it would import {found.group(1)}" if found else "objects torch.load(weights_only=True) refuses"
-    return CheckpointRefusedError(
-        f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
-        f"plain data ({what}); t3s loads checkpoints with weights_only=True"
-    )
+    return CheckpointRefusedError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
+                       f"plain data ({what}); t3s loads checkpoints with weights_only=True")
 
 
 class Terminated(Exception):
@@ -198,9 +196,8 @@ class SaveOnSigterm(L.Callback):
         trainer.save_checkpoint(self.saved)
 
 
-def fit(
-    trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None, resume_hint: str | None = None
-) -> None:
+def fit(trainer: Any, student: Any, datamodule: Any, ckpt_path: str | None = None,
+        resume_hint: str | None = None) -> None:
     """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` (every strategy: Lightning hands it
     to the checkpoint I/O and to the sharded loaders); a refused pickle is one line, not a traceback.
 
@@ -219,14 +216,10 @@ def fit(
     except SIGTERMException:
         saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSigterm)), None)
         if saver is None or saver.saved is None:
-            raise Terminated(
-                f"stopped by SIGTERM at step {trainer.global_step}; no checkpoint saved", trainer.global_rank
-            ) from None
-        raise Terminated(
-            f"stopped by SIGTERM at step {trainer.global_step}; saved {saver.saved}: resume with "
-            f"{resume_hint or f'--ckpt_path {saver.saved}'}",
-            trainer.global_rank,
-        ) from None
+            raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; no checkpoint saved",
+                             trainer.global_rank) from None
+        raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; saved {saver.saved}: resume with "
+                         f"{resume_hint or f'--ckpt_path {saver.saved}'}", trainer.global_rank) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -236,12 +229,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
     """
 
-    def load_checkpoint(
-        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
         kwargs = {} if map_location is None else {"map_location": map_location}
         try:
-            return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only, **kwargs)
+            return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only,
+                                           **kwargs)
         except pickle.UnpicklingError as err:
             raise refused_checkpoint(path, err) from None
 

@@ -183,15 +183,8 @@ class DiffusionStudent(StudentModule):
     generation_backend = "diffusion"
 
     #: Arguments that matter for sampling from a saved folder (the rest configure training).
-    SAMPLING_ARGS = (
-        "mask_token_id",
-        "eos_token_id",
-        "pad_token_id",
-        "sampler",
-        "trust_remote_code",
-        "attn_implementation",
-        "block_size",
-    )
+    SAMPLING_ARGS = ("mask_token_id", "eos_token_id", "pad_token_id", "sampler", "trust_remote_code",
+                     "attn_implementation", "block_size")
 
     @classmethod
     def saved_by(cls, class_path: str | None, folder_config: dict[str, Any]) -> bool:
@@ -201,15 +194,13 @@ class DiffusionStudent(StudentModule):
         return super().saved_by(class_path, folder_config)
 
     @classmethod
-    def for_sampling(
-        cls, folder: str | Path, run_args: dict[str, Any], *, trust_remote_code: bool, dtype: str
-    ) -> DiffusionStudent:
+    def for_sampling(cls, folder: str | Path, run_args: dict[str, Any], *, trust_remote_code: bool,
+                     dtype: str) -> DiffusionStudent:
         """A student over a saved folder's weights, with the run's sampler settings and special ids (the
         :data:`SAMPLING_ARGS` of ``run_args``, its ``model.init_args``), ready to sample."""
         args = {k: run_args[k] for k in cls.SAMPLING_ARGS if k in run_args}
-        student = cls(
-            model=str(folder), tokenizer=str(folder), dtype=dtype, **{**args, "trust_remote_code": trust_remote_code}
-        )
+        student = cls(model=str(folder), tokenizer=str(folder), dtype=dtype,
+                      **{**args, "trust_remote_code": trust_remote_code})
         student.configure_model()
         return student
 
@@ -512,16 +503,8 @@ class DiffusionStudent(StudentModule):
             hp.seed, step, traces, layout, hp.objective, hp.eps, tuple(hp.t_range), keep, visibility
         )
         views = corrupt(
-            layout,
-            random_mask,
-            must,
-            p,
-            mask_id=self.mask_token_id,
-            objective=hp.objective,
-            eps=hp.eps,
-            complementary=hp.complementary_masking,
-            keep=keep,
-            anchor_visibility=visibility,
+            layout, random_mask, must, p, mask_id=self.mask_token_id, objective=hp.objective, eps=hp.eps,
+            complementary=hp.complementary_masking, keep=keep, anchor_visibility=visibility,
             normalization=hp.loss_normalization,
         )
         if packed:

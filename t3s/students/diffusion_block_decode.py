@@ -125,9 +125,7 @@ class FullRecompute(_Parts):
 
     def logits(self, canvas: torch.Tensor, lo: int, hi: int, select: torch.Tensor) -> torch.Tensor:
         hidden = self.decoder(
-            input_ids=canvas[:, :hi],
-            position_ids=self.positions[:, :hi],
-            attention_mask=self.mask(0, hi, hi),
+            input_ids=canvas[:, :hi], position_ids=self.positions[:, :hi], attention_mask=self.mask(0, hi, hi),
             use_cache=False,
         ).last_hidden_state
         return self.project(hidden[:, lo:hi][select])
@@ -149,11 +147,8 @@ class CachedPrefix(_Parts):
 
     def _run(self, canvas: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return self.decoder(
-            input_ids=canvas[:, lo:hi],
-            position_ids=self.positions[:, lo:hi],
-            attention_mask=self.mask(lo, hi, hi),
-            use_cache=True,
-            **{self.keyword: self.cache},
+            input_ids=canvas[:, lo:hi], position_ids=self.positions[:, lo:hi], attention_mask=self.mask(lo, hi, hi),
+            use_cache=True, **{self.keyword: self.cache},
         ).last_hidden_state
 
     def logits(self, canvas: torch.Tensor, lo: int, hi: int, select: torch.Tensor) -> torch.Tensor:

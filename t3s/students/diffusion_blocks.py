@@ -67,7 +67,9 @@ def flex_block_diffusion_mask(
             (q_noisy & k_noisy & (bq == bk)) | (q_noisy & ~k_noisy & (bk < bq)) | (~q_noisy & ~k_noisy & (bk <= bq))
         )
 
-    return create_block_mask(mask_mod, B=rows, H=None, Q_LEN=2 * length, KV_LEN=2 * length, device=position_ids.device)
+    return create_block_mask(
+        mask_mod, B=rows, H=None, Q_LEN=2 * length, KV_LEN=2 * length, device=position_ids.device
+    )
 
 
 def block_causal_mask(

@@ -55,7 +55,9 @@ def resolve_special_ids(
     if pad_token_id is None:
         pad_token_id = eos_token_id
     if int(mask_token_id) == int(eos_token_id):
-        raise DiffusionStudentError(f"mask_token_id and eos_token_id are both {mask_token_id}; they must differ")
+        raise DiffusionStudentError(
+            f"mask_token_id and eos_token_id are both {mask_token_id}; they must differ"
+        )
     return int(mask_token_id), int(eos_token_id), int(pad_token_id)
 
 

@@ -139,13 +139,8 @@ def answer_layout(
     tail = inside & (columns > last[index]) & has_answer[index]
     targets = torch.where(tail, torch.full_like(input_ids, eos_id), input_ids)
     return AnswerLayout(
-        targets=targets,
-        answer=response | tail,
-        response=response,
-        has_answer=has_answer,
-        documents=documents,
-        offsets=offsets,
-        traces=traces,
+        targets=targets, answer=response | tail, response=response, has_answer=has_answer,
+        documents=documents, offsets=offsets, traces=traces,
     )
 
 
@@ -153,7 +148,9 @@ def check_one_trace_per_row(trace_index: torch.Tensor) -> None:
     """Refuse packed rows where one trace per row is expected (the data module said ``packing: false``)."""
     valid = trace_index >= 0
     high = torch.where(valid, trace_index, torch.full_like(trace_index, -1)).amax(dim=1)
-    low = torch.where(valid, trace_index, torch.full_like(trace_index, torch.iinfo(torch.int64).max)).amin(dim=1)
+    low = torch.where(valid, trace_index, torch.full_like(trace_index, torch.iinfo(torch.int64).max)).amin(
+        dim=1
+    )
     packed = valid.any(dim=1) & (high != low)
     if bool(packed.any()):
         raise DiffusionStudentError(
@@ -170,7 +167,9 @@ def row_traces(trace_index: torch.Tensor) -> torch.Tensor:
 _STREAM_RATIO, _STREAM_TOKENS, _STREAM_ANCHORS = 1, 2, 3
 
 
-def mask_ratios(u: torch.Tensor, objective: Objective, eps: float, t_range: tuple[float, float]) -> torch.Tensor:
+def mask_ratios(
+    u: torch.Tensor, objective: Objective, eps: float, t_range: tuple[float, float]
+) -> torch.Tensor:
     """Per-sequence masking probability from uniforms ``u`` in [0, 1).
 
     ``llada``: p = (1 − ε) t + ε with t = u; ``llada2``: p = t_lo + (t_hi − t_lo) u.

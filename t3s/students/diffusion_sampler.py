@@ -69,7 +69,9 @@ def _rank_within_row(confidence: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def finished_rows(canvas: torch.Tensor, prompt_length: int, mask_id: int, stop_ids: torch.Tensor) -> torch.Tensor:
+def finished_rows(
+    canvas: torch.Tensor, prompt_length: int, mask_id: int, stop_ids: torch.Tensor
+) -> torch.Tensor:
     """``[B]`` True where the response holds a stop token with no mask before the first one."""
     response = canvas[:, prompt_length:]
     is_stop = torch.isin(response, stop_ids)

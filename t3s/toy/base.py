@@ -205,22 +205,14 @@ def pretrain(world_dir: Path, recipe: BaseRecipe, out: Path) -> None:
     data.setup("fit")
     config = {**tiny_qwen3(len(data.tokenizer)), **recipe.model}
     student = ARStudent(
-        model_config=config,
-        tokenizer=tokenizer_dir,
-        init_seed=recipe.seed,
+        model_config=config, tokenizer=tokenizer_dir, init_seed=recipe.seed,
         optimizer={"lr": recipe.lr, "warmup_steps": recipe.steps // 10, "schedule": "cosine", "min_lr_ratio": 0.05},
     )
     with tempfile.TemporaryDirectory(prefix="t3s-toy-base-") as tmp:
         L.seed_everything(recipe.seed, workers=True, verbose=False)
         trainer = L.Trainer(
-            max_steps=recipe.steps,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            default_root_dir=tmp,
-            log_every_n_steps=50,
+            max_steps=recipe.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, default_root_dir=tmp, log_every_n_steps=50,
             callbacks=[_progress_bar()],
         )
         # on stderr: this runs while a config is parsed, and ``--print_config`` prints the config on stdout

@@ -57,10 +57,8 @@ def token_confidences(model: Any, tokenizer: Any, problem: Problem, style: Style
 
     words = labelled_words(problem, style)
     reasoning, answer_text = style.render(problem)
-    messages = [
-        {"role": "user", "content": problem.prompt},
-        {"role": "assistant", "content": answer_text, "reasoning_content": reasoning},
-    ]
+    messages = [{"role": "user", "content": problem.prompt},
+                {"role": "assistant", "content": answer_text, "reasoning_content": reasoning}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     part = list(tokenizer(reasoning, add_special_tokens=False)["input_ids"])
@@ -77,6 +75,7 @@ def measure(world_dir: str | Path, models: dict[str, str | Path], limit: int | N
     """Per model and wording: the per-token (kind, c) lists of the world's teacher problems."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+
     world_dir = Path(world_dir)
     config = json.loads((world_dir / "world.json").read_text())
     world = _world_from_config(config)
@@ -85,10 +84,8 @@ def measure(world_dir: str | Path, models: dict[str, str | Path], limit: int | N
     out: dict[str, Any] = {}
     for name, path in models.items():
         model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
-        out[name] = {
-            label: [token_confidences(model, tokenizer, p, style) for p in problems]
-            for label, style in (("teacher", world.teacher_style), ("student", world.student_style))
-        }
+        out[name] = {label: [token_confidences(model, tokenizer, p, style) for p in problems]
+                     for label, style in (("teacher", world.teacher_style), ("student", world.student_style))}
     return out
 
 
@@ -96,11 +93,8 @@ def _world_from_config(config: dict[str, Any]) -> Any:
     from t3s.toy.world import ToyWorld
 
     styles = {k: StyleSpec(**config[k]) for k in ("teacher_style", "student_style")}
-    tuples = {
-        k: tuple(config[k])
-        for k in ("teacher_digits", "student_digits", "heldout_digits", "filler_length")
-        if k in config
-    }
+    tuples = {k: tuple(config[k]) for k in ("teacher_digits", "student_digits", "heldout_digits", "filler_length")
+              if k in config}
     rest = {k: v for k, v in config.items() if k not in styles and k not in tuples}
     return ToyWorld(**rest, **tuples, **styles)
 
@@ -134,13 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m t3s.toy.premises``."""
     parser = argparse.ArgumentParser(prog="python -m t3s.toy.premises", description=__doc__.splitlines()[0])
     parser.add_argument("--world", required=True, help="a written toy world folder (world.json, tokenizer/)")
-    parser.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="NAME=PATH",
-        help="an HF model folder; the first is θ_0, the second θ_b (Δc table)",
-    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                        help="an HF model folder; the first is θ_0, the second θ_b (Δc table)")
     parser.add_argument("--limit", type=int, default=None, help="measure only the first N teacher problems")
     args = parser.parse_args(argv)
     models = dict(item.split("=", 1) for item in args.model)

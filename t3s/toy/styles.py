@@ -139,7 +139,9 @@ class StyleSpec:
         ):
             unknown = _fields(template) - allowed
             if unknown:
-                raise ValueError(f"StyleSpec.{label} uses unknown fields {sorted(unknown)}; allowed {sorted(allowed)}")
+                raise ValueError(
+                    f"StyleSpec.{label} uses unknown fields {sorted(unknown)}; allowed {sorted(allowed)}"
+                )
 
     def words(self) -> list[str]:
         """The literal words of every phrase (placeholders excluded), in first-seen order."""
@@ -180,12 +182,8 @@ STUDENT_STYLE = StyleSpec(
 #: The teacher's wording (the distillation traces): same column steps, different connectives.
 _TEACHER_STEP = "so we write {digit} and carry {carry} ."  # the same words with or without a carry
 TEACHER_STYLE = StyleSpec(
-    name="teacher",
-    opening="Let's add the numbers column by column .",
-    carry=_TEACHER_STEP,
-    no_carry=_TEACHER_STEP,
-    closing="Putting the written digits together , the sum is {answer} .",
-    answer_prefix="So the answer is",
+    name="teacher", opening="Let's add the numbers column by column .", carry=_TEACHER_STEP, no_carry=_TEACHER_STEP,
+    closing="Putting the written digits together , the sum is {answer} .", answer_prefix="So the answer is",
 )
 
 #: The teacher's wording without computed digits inside its connectives, so every digit of a teacher

@@ -239,9 +239,8 @@ class ToyWorld:
 
 
 #: What the ``tiny`` and ``toy`` worlds share: 3–4-digit teacher problems, 1–4-digit student pretraining.
-_ADDITION: dict[str, Any] = dict(
-    seed=0, teacher_digits=(3, 4), student_digits=(1, 4), heldout_digits=(3, 4), n_teacher_traces=256, n_heldout=128
-)
+_ADDITION: dict[str, Any] = dict(seed=0, teacher_digits=(3, 4), student_digits=(1, 4), heldout_digits=(3, 4),
+                                 n_teacher_traces=256, n_heldout=128)
 
 #: The world of the toy science search (issue 4): a robust θ_0 (70% of its pretraining traces wrap the
 #: column steps in random filler) whose own style is coherent, and a teacher whose connectives carry no

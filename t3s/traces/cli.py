@@ -14,10 +14,8 @@ def _actions() -> dict[str, Callable[..., Any]]:
     return {"generate": generate_traces, "verify": verify_traces, "select": select_traces}
 
 
-USAGE = (
-    "usage: t3s traces generate --teacher MODEL --problems FILE --n K --out FILE | "
-    "t3s traces verify FILE [--grader math] | t3s traces select FILE --n N [--rule verified|length|random]"
-)
+USAGE = ("usage: t3s traces generate --teacher MODEL --problems FILE --n K --out FILE | "
+         "t3s traces verify FILE [--grader math] | t3s traces select FILE --n N [--rule verified|length|random]")
 
 
 def traces_main(args: Sequence[str]) -> Any:
@@ -38,12 +36,8 @@ def traces_main(args: Sequence[str]) -> Any:
     function = actions[action]
     if action in ("verify", "select") and rest and not rest[0].startswith("-"):
         rest = ["--path", rest[0], *rest[1:]]  # the trace file, positional
-    parser = ArgumentParser(
-        prog=f"t3s traces {action}",
-        description=(function.__doc__ or "").split("\n")[0],
-        allow_abbrev=False,
-        exit_on_error=False,
-    )
+    parser = ArgumentParser(prog=f"t3s traces {action}", description=(function.__doc__ or "").split("\n")[0],
+                            allow_abbrev=False, exit_on_error=False)
     parser.add_function_arguments(function, as_positional=False)
     try:
         cfg = parser.parse_args(rest)

@@ -21,9 +21,8 @@ ANSWER_FIELDS = ("answer", "gold", "final_answer")
 _CHUNK_SEED_STRIDE = 100_003
 
 
-def read_problems(
-    source: str, prompt_field: str | None = None, answer_field: str | None = None, split: str = "train"
-) -> list[dict[str, Any]]:
+def read_problems(source: str, prompt_field: str | None = None, answer_field: str | None = None,
+                  split: str = "train") -> list[dict[str, Any]]:
     """``[{id, prompt, answer}]`` from a JSONL / JSON / CSV / parquet file or a hub dataset id.
 
     The prompt is ``prompt_field`` (default: the first of prompt, problem, question present); the gold is
@@ -79,10 +78,8 @@ def resume_rows(out: Path, chunks: list[list[dict[str, Any]]], n: int, settings:
     rows = read_rows(out, tolerate_partial=True)
     for row in rows:
         if _settings(row) != settings:
-            raise TracesError(
-                f"{out} holds traces made with other settings (teacher, chat template, sampling or "
-                f"system prompt: {_settings(row)}); pass another --out or the same settings"
-            )
+            raise TracesError(f"{out} holds traces made with other settings (teacher, chat template, sampling or "
+                              f"system prompt: {_settings(row)}); pass another --out or the same settings")
     by_chunk: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_chunk.setdefault(int(row.get("chunk", -1)), []).append(row)
@@ -143,9 +140,8 @@ def generate_traces(
     if chunk_size < 1 or batch_size < 1:
         raise TracesError("--chunk_size and --batch_size must be >= 1")
     try:
-        params = SamplingParams(
-            n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
-        )
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                                max_new_tokens=max_new_tokens, seed=seed)
     except ValueError as err:
         raise TracesError(f"traces generate: {err}") from None
     items = read_problems(problems, prompt_field, answer_field)
@@ -163,17 +159,14 @@ def generate_traces(
         print(f"{out}: all {total} traces are there already")
         return out_path
 
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    )
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     model = AutoModelForCausalLM.from_pretrained(
         teacher_folder, dtype="auto" if dtype == "auto" else DTYPES[dtype], trust_remote_code=trust_remote_code
     ).to(dev)
     generator = HFGenerator(model, tokenizer, batch_size=batch_size, show_progress=False)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(
-        total=total, initial=sum(len(chunks[c]) for c in done) * n, desc="traces", unit="trace", disable=not progress
-    ) as bar:
+    with tqdm(total=total, initial=sum(len(chunks[c]) for c in done) * n, desc="traces", unit="trace",
+              disable=not progress) as bar:
         for c in todo:
             chunk = chunks[c]
             prompts = [render(tokenizer, p["prompt"], system, enable_thinking) for p in chunk]
@@ -183,23 +176,13 @@ def generate_traces(
             rows = []
             for problem, samples in zip(chunk, generations):
                 for k, g in enumerate(samples):
-                    rows.append(
-                        {
-                            "id": f"{problem['id']}/{k}",
-                            "problem_id": problem["id"],
-                            "sample": k,
-                            "prompt": problem["prompt"],
-                            "response": g.text,
-                            "answer": problem["answer"],
-                            "num_tokens": g.num_tokens,
-                            "hit_limit": g.hit_limit,
-                            "teacher": teacher,
-                            "chat_template_sha256": settings[1],
-                            "system": system,
-                            "sampling": params.to_dict(),
-                            "chunk": c,
-                        }
-                    )
+                    rows.append({
+                        "id": f"{problem['id']}/{k}", "problem_id": problem["id"], "sample": k,
+                        "prompt": problem["prompt"], "response": g.text, "answer": problem["answer"],
+                        "num_tokens": g.num_tokens, "hit_limit": g.hit_limit, "teacher": teacher,
+                        "chat_template_sha256": settings[1], "system": system, "sampling": params.to_dict(),
+                        "chunk": c,
+                    })
             append_rows(out_path, rows)
             bar.update(len(rows))
     print(f"wrote {total} traces ({len(items)} problems × {n}) to {out}")

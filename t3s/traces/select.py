@@ -67,10 +67,8 @@ def select_traces(
     if rule in ("verified", "difficulty"):
         candidates = [r for r in candidates if r.get("correct") is True]
     if not candidates:
-        raise TracesError(
-            f"{path}: no trace passes rule {rule!r}"
-            + ("" if keep_truncated else " (truncated traces are left out; --keep_truncated keeps them)")
-        )
+        raise TracesError(f"{path}: no trace passes rule {rule!r}"
+                          + ("" if keep_truncated else " (truncated traces are left out; --keep_truncated keeps them)"))
     output = output or str(Path(path).with_suffix("")) + ".selected.jsonl"
     rng = random.Random(seed)
     if rule == "difficulty":
@@ -79,9 +77,7 @@ def select_traces(
         candidates.sort(key=lambda r: -failure.get(r.get("problem_id"), 0.0))  # stable: seeded order within
         chosen = _spread(candidates, n)
     elif rule == "length":
-        chosen = sorted(
-            candidates, key=lambda r: (r.get("num_tokens") or len(r.get("response", "")), str(r.get("id")))
-        )[:n]
+        chosen = sorted(candidates, key=lambda r: (r.get("num_tokens") or len(r.get("response", "")), str(r.get("id"))))[:n]
     else:
         rng.shuffle(candidates)
         chosen = _spread(candidates, n) if rule == "verified" else candidates[:n]

@@ -36,9 +36,7 @@ def verify_traces(path: str, grader: str = "math", output: str | None = None) ->
             try:
                 verdict = grade(grader, response, str(gold), hit_token_limit=hit_limit)
             except UngradableGold as err:
-                raise TracesError(
-                    f"{path}:{number}: the {grader} grader cannot read the gold {gold!r} ({err})"
-                ) from None
+                raise TracesError(f"{path}:{number}: the {grader} grader cannot read the gold {gold!r} ({err})") from None
             verdict_correct, extracted, truncated = verdict.correct, verdict.extracted, verdict.truncated or hit_limit
         row.update(correct=verdict_correct, extracted=extracted, truncated=truncated, grader=grader)
         counts["traces"] += 1
@@ -47,8 +45,6 @@ def verify_traces(path: str, grader: str = "math", output: str | None = None) ->
         counts["no_gold"] += gold is None
     target = Path(output) if output else Path(path)
     write_rows(target, rows)
-    print(
-        f"{target}: {counts['correct']}/{counts['traces']} correct, {counts['truncated']} truncated"
-        + (f", {counts['no_gold']} without a gold answer" if counts["no_gold"] else "")
-    )
+    print(f"{target}: {counts['correct']}/{counts['traces']} correct, {counts['truncated']} truncated"
+          + (f", {counts['no_gold']} without a gold answer" if counts["no_gold"] else ""))
     return dict(counts)

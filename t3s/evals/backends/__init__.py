@@ -54,8 +54,6 @@ def resolve_backend(requested: str, family: str) -> Backend:
     """
     backend = get_backend(family if requested == DEFAULT_BACKEND else requested)
     if not backend.serves(family):
-        raise BackendError(
-            f"the {backend.name} backend does not serve this student family (its own backend is "
-            f"{family!r}); evaluate it with backend {DEFAULT_BACKEND} (its own sampler)"
-        )
+        raise BackendError(f"the {backend.name} backend does not serve this student family (its own backend is "
+                           f"{family!r}); evaluate it with backend {DEFAULT_BACKEND} (its own sampler)")
     return backend

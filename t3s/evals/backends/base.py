@@ -168,9 +168,8 @@ def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config:
     return ids
 
 
-def stopped_generation(
-    tokens: Sequence[int], stop_token_ids: Sequence[int], tokenizer: Any, *, limit_reached: bool
-) -> Generation:
+def stopped_generation(tokens: Sequence[int], stop_token_ids: Sequence[int], tokenizer: Any, *,
+                       limit_reached: bool) -> Generation:
     """A response cut before its first stop token and decoded; it ``hit_limit`` when it has no stop token and
     the backend says its budget ran out (``limit_reached``)."""
     stops = set(stop_token_ids)

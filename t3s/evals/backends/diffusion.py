@@ -1,5 +1,4 @@
-"""The ``diffusion`` backend: a masked-diffusion student behind the ``Generator`` protocol
-(:class:`DiffusionGenerator`).
+"""The ``diffusion`` backend: a masked-diffusion student behind the ``Generator`` protocol (:class:`DiffusionGenerator`).
 
 Batching, prompt padding, seeding and stop tokens around :func:`t3s.students.diffusion_sampler.diffusion_decode`
 (semi-autoregressive block decoding with low-confidence remasking, full attention) or, for block-diffusion
@@ -100,11 +99,15 @@ class DiffusionGenerator:
         kv_cache: bool = True,
     ) -> None:
         if block_length < 1 or gen_length < 1 or gen_length % block_length:
-            raise ValueError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
+            raise ValueError(
+                f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})"
+            )
         num_blocks = gen_length // block_length
         steps = gen_length if steps is None else int(steps)
         if steps < num_blocks or steps % num_blocks:
-            raise ValueError(f"steps ({steps}) must be a positive multiple of the number of blocks ({num_blocks})")
+            raise ValueError(
+                f"steps ({steps}) must be a positive multiple of the number of blocks ({num_blocks})"
+            )
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if batch_size < 1:
@@ -135,7 +138,9 @@ class DiffusionGenerator:
         # share a batch, so nothing is padded, and the model is called with the ids alone
         self.logits_only = not takes_position_ids(model)
         if self.logits_only and self.block_causal:
-            raise ValueError(f"{type(model).__name__} takes no position_ids: block-causal decoding needs them")
+            raise ValueError(
+                f"{type(model).__name__} takes no position_ids: block-causal decoding needs them"
+            )
         try:
             self._parts: tuple[Any, Any] | None = None if self.logits_only else decoder_and_head(model)
         except DiffusionStudentError:
@@ -190,7 +195,9 @@ class DiffusionGenerator:
         for i, ids in enumerate(prompts):
             if len(ids) == 0:
                 raise ValueError(f"prompt {i} is empty")
-        rows = sorted(((p, s) for p in range(len(prompts)) for s in range(params.n)), key=lambda r: len(prompts[r[0]]))
+        rows = sorted(
+            ((p, s) for p in range(len(prompts)) for s in range(params.n)), key=lambda r: len(prompts[r[0]])
+        )
         out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
         gen_len = self.canvas_length(params.max_new_tokens)
         device = next(self.model.parameters()).device
@@ -206,26 +213,24 @@ class DiffusionGenerator:
                 self.explicit_attention_mask = needs_explicit_mask(self.model)
             # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
             for b, batch in enumerate(
-                tqdm(
-                    batches,
-                    desc="diffusion generate",
-                    unit="batch",
-                    disable=(not self.show_progress or len(batches) < 2) or None,
-                )
+                tqdm(batches, desc="diffusion generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
             ):
                 generator = None
                 if not params.greedy:
                     generator = torch.Generator(device=device)
                     generator.manual_seed(int(params.seed) + b)
                 if self.block_causal:
-                    responses = self._block_causal([prompts[p] for p, _ in batch], gen_len, device, params, generator)
+                    responses = self._block_causal(
+                        [prompts[p] for p, _ in batch], gen_len, device, params, generator
+                    )
                     for (p, s), row in zip(batch, responses):
                         out[p][s] = self._to_generation(row[: params.max_new_tokens])
                     continue
-                ids, attention, positions, width = self._inputs([prompts[p] for p, _ in batch], gen_len, device)
-                result = diffusion_decode(
-                    self._logits_fn(attention, positions), ids, width, **self._decode_settings(params, generator)
+                ids, attention, positions, width = self._inputs(
+                    [prompts[p] for p, _ in batch], gen_len, device
                 )
+                result = diffusion_decode(self._logits_fn(attention, positions), ids, width,
+                                          **self._decode_settings(params, generator))
                 for (p, s), row in zip(batch, result.canvas[:, width:].tolist()):
                     out[p][s] = self._to_generation(row[: params.max_new_tokens])
         finally:
@@ -234,16 +239,9 @@ class DiffusionGenerator:
 
     def _decode_settings(self, params: SamplingParams, generator: torch.Generator | None) -> dict[str, Any]:
         """The sampler settings both decoders take (full attention and block-causal)."""
-        return {
-            "block_length": self.block_length,
-            "steps_per_block": self.steps_per_block,
-            "mask_id": self.mask_id,
-            "eos_id": self.eos_id,
-            "stop_ids": self.stop_token_ids,
-            "temperature": float(params.temperature),
-            "threshold": self.threshold,
-            "generator": generator,
-        }
+        return {"block_length": self.block_length, "steps_per_block": self.steps_per_block, "mask_id": self.mask_id,
+                "eos_id": self.eos_id, "stop_ids": self.stop_token_ids, "temperature": float(params.temperature),
+                "threshold": self.threshold, "generator": generator}
 
     def _block_causal(
         self,
@@ -278,9 +276,7 @@ class DiffusionGenerator:
             if kwargs.get("block_length", block_size) != block_size:
                 log.warning(
                     "sampler block_length %s replaced by the student's block_size %d: a block-diffusion model "
-                    "decodes with the blocks it was trained on",
-                    kwargs["block_length"],
-                    block_size,
+                    "decodes with the blocks it was trained on", kwargs["block_length"], block_size,
                 )
             kwargs["block_length"] = block_size
             kwargs.setdefault("block_causal", True)
@@ -301,12 +297,8 @@ class DiffusionBackend(TorchBackend):
         return DiffusionGenerator.for_student(student, batch_size=batch_size, show_progress=show_progress)
 
     def from_folder(self, folder: Path, tokenizer: Any, device: Any, options: ServeOptions) -> Generator:
-        student = DiffusionStudent.for_sampling(
-            folder,
-            options.run_args,
-            trust_remote_code=options.trust_remote_code,
-            dtype="bfloat16" if device.type == "cuda" else "float32",
-        )
+        student = DiffusionStudent.for_sampling(folder, options.run_args, trust_remote_code=options.trust_remote_code,
+                                                dtype="bfloat16" if device.type == "cuda" else "float32")
         student.model.to(device)
         return DiffusionGenerator.for_student(student, batch_size=options.batch_size, show_progress=False)
 

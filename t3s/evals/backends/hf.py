@@ -98,18 +98,15 @@ class HFGenerator:
         try:
             # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
             for b, batch in enumerate(
-                tqdm(
-                    batches, desc="generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None
-                )
+                tqdm(batches, desc="generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
             ):
                 input_ids, attention_mask = self._left_pad([prompts[p] for p, _ in batch], device)
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(int(params.seed) + b)
                     new_tokens = None
                     if self.leave_finished:
-                        new_tokens = decode_leaving_finished(
-                            self.model, input_ids, attention_mask, params, self.stop_token_ids
-                        )
+                        new_tokens = decode_leaving_finished(self.model, input_ids, attention_mask, params,
+                                                             self.stop_token_ids)
                     if new_tokens is None:
                         seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
                         new_tokens = seqs[:, input_ids.shape[1] :].tolist()
@@ -147,13 +144,8 @@ def _sampling_processors(params: SamplingParams) -> Any:
     return warpers
 
 
-def decode_leaving_finished(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    params: SamplingParams,
-    stop_token_ids: Sequence[int],
-) -> list[list[int]] | None:
+def decode_leaving_finished(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            params: SamplingParams, stop_token_ids: Sequence[int]) -> list[list[int]] | None:
     """Decode a left-padded batch with the KV cache; a row leaves the batch (and its cache rows are dropped)
     at its first stop token, which it keeps, as ``model.generate`` would return it before its padding.
 
@@ -179,14 +171,8 @@ def decode_leaving_finished(
     next_position = positions[:, -1:] + 1
     for t in range(int(params.max_new_tokens)):
         try:
-            result = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **{cache_arg: cache},
-            )
+            result = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           logits_to_keep=1, **{cache_arg: cache})
         except TypeError:  # remote code without ``logits_to_keep``: its own generate
             if t == 0:
                 return None

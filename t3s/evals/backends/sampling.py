@@ -24,14 +24,8 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, kinds in (
-            ("n", (int,)),
-            ("temperature", (int, float)),
-            ("top_p", (int, float)),
-            ("top_k", (int, type(None))),
-            ("max_new_tokens", (int,)),
-            ("seed", (int,)),
-        ):
+        for name, kinds in (("n", (int,)), ("temperature", (int, float)), ("top_p", (int, float)),
+                            ("top_k", (int, type(None))), ("max_new_tokens", (int,)), ("seed", (int,))):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise ValueError(f"{name} must be a number, got {type(value).__name__} {str(value)[:40]!r}")

@@ -28,16 +28,8 @@ from t3s.evals.backends.base import (
 from t3s.evals.backends.sampling import SamplingParams
 from t3s.evals.backends.vllm_worker import ENGINE_OPTIONS, disallowed_options
 
-__all__ = [
-    "BACKEND",
-    "ENGINE_OPTIONS",
-    "VLLMBackend",
-    "VLLMError",
-    "VLLMWorkerPool",
-    "check_engine_options",
-    "to_vllm_sampling_kwargs",
-    "worker_devices",
-]
+__all__ = ["BACKEND", "ENGINE_OPTIONS", "VLLMBackend", "VLLMError", "VLLMWorkerPool", "check_engine_options",
+           "to_vllm_sampling_kwargs", "worker_devices"]
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 README_SECTION = 'the README section "Evaluating with vLLM"'
@@ -58,9 +50,8 @@ def check_engine_options(engine: dict[str, Any]) -> None:
 def worker_devices(devices: int, tensor_parallel_size: int, visible: str | None = None) -> list[str]:
     """``CUDA_VISIBLE_DEVICES`` of each worker: ``devices`` GPUs in groups of ``tensor_parallel_size``."""
     if tensor_parallel_size < 1 or devices < tensor_parallel_size or devices % tensor_parallel_size:
-        raise VLLMError(
-            f"--devices {devices} cannot be split into workers of tensor_parallel_size {tensor_parallel_size} GPUs each"
-        )
+        raise VLLMError(f"--devices {devices} cannot be split into workers of tensor_parallel_size "
+                        f"{tensor_parallel_size} GPUs each")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(devices)]
     if len(ids) < devices:
         raise VLLMError(f"--devices {devices} but CUDA_VISIBLE_DEVICES lists {len(ids)} GPU(s): {visible}")
@@ -77,21 +68,15 @@ class _Worker:
         try:
             self.process = subprocess.Popen(
                 [python, str(WORKER_SCRIPT), "--engine", json.dumps(engine), *trust],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                text=True,
-                encoding="utf-8",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8",
             )
         except OSError as err:
             raise VLLMError(f"--python {python}: cannot run it ({err.strerror}); see {README_SECTION}") from None
         ready = self.receive()
         if not ready.get("ok"):
             self.process.wait(timeout=30)
-            raise VLLMError(
-                f"--python {python} has no vLLM ({ready.get('error', 'import failed')}); "
-                f"make the vLLM environment as in {README_SECTION}"
-            )
+            raise VLLMError(f"--python {python} has no vLLM ({ready.get('error', 'import failed')}); "
+                            f"make the vLLM environment as in {README_SECTION}")
         self.version = str(ready.get("vllm"))
 
     def send(self, **request: Any) -> None:
@@ -154,13 +139,8 @@ class VLLMWorkerPool:
     ``restarts`` counts fresh processes started after the first engines (0 when weights reload in place).
     """
 
-    def __init__(
-        self,
-        devices: int = 1,
-        python: str | None = None,
-        engine: dict[str, Any] | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
+    def __init__(self, devices: int = 1, python: str | None = None, engine: dict[str, Any] | None = None,
+                 trust_remote_code: bool = False) -> None:
         self.python = os.path.expanduser(python) if python else sys.executable
         self.engine = dict(engine or {})
         check_engine_options(self.engine)
@@ -211,15 +191,8 @@ class VLLMWorkerPool:
         for worker, shard in zip(self.workers, shards):
             outputs = worker.checked(worker.receive())["outputs"]
             for i, samples in zip(shard, outputs):
-                out[i] = [
-                    stopped_generation(
-                        s["token_ids"],
-                        self.stop_token_ids,
-                        self.tokenizer,
-                        limit_reached=s["finish_reason"] == "length",
-                    )
-                    for s in samples
-                ]
+                out[i] = [stopped_generation(s["token_ids"], self.stop_token_ids, self.tokenizer,
+                                             limit_reached=s["finish_reason"] == "length") for s in samples]
         return out
 
     def close(self, graceful: bool = True) -> list[int]:
@@ -264,14 +237,12 @@ class VLLMBackend:
         check_engine_options(options.engine)
 
     def from_student(self, student: Any, *, batch_size: int, show_progress: bool) -> Generator:
-        raise VLLMError(
-            "the vLLM backend runs in its own environment through `t3s evaluate`: set mode 'subprocess' or 'defer'"
-        )
+        raise VLLMError("the vLLM backend runs in its own environment through `t3s evaluate`: "
+                        "set mode 'subprocess' or 'defer'")
 
     def run(self, job: Job, plan: Any, devices: int, options: ServeOptions) -> None:
-        with VLLMWorkerPool(
-            devices, python=options.python, engine=options.engine, trust_remote_code=options.trust_remote_code
-        ) as pool:
+        with VLLMWorkerPool(devices, python=options.python, engine=options.engine,
+                            trust_remote_code=options.trust_remote_code) as pool:
             job(0, 1, plan, pool.load)
 
 

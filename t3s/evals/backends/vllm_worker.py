@@ -12,7 +12,7 @@ is moved to stderr, so it never corrupts the channel)::
     (start)                                  -> {"ok": true, "ready": true, "vllm": "<version>"}
     {"op": "load", "model": FOLDER}          -> {"ok": true, "engine": "built" | "reloaded" | "restart"}
     {"op": "generate", "prompts": [[id…]…], "sampling": {vllm.SamplingParams kwargs}}
-                          -> {"ok": true, "outputs": [[{"token_ids": […], "finish_reason": "stop"}…]…]}
+                                             -> {"ok": true, "outputs": [[{"token_ids": […], "finish_reason": "stop"}…]…]}
     {"op": "exit"}                           -> {"ok": true}, then the engine is dropped and the process exits 0
 
 One ``vllm.LLM`` is built at the first ``load`` and reused for every later checkpoint: the new weights are
@@ -43,23 +43,9 @@ from typing import Any
 #: executor class, a model loader, hub overrides, ``trust_remote_code`` (its own flag, ``--trust-remote-code``) —
 #: could run code of the options' author's choosing, and the options may come from a downloaded run.
 ENGINE_OPTIONS = (
-    "tensor_parallel_size",
-    "gpu_memory_utilization",
-    "max_model_len",
-    "dtype",
-    "enable_prefix_caching",
-    "seed",
-    "max_num_seqs",
-    "max_num_batched_tokens",
-    "enforce_eager",
-    "swap_space",
-    "cpu_offload_gb",
-    "kv_cache_dtype",
-    "quantization",
-    "block_size",
-    "enable_chunked_prefill",
-    "disable_custom_all_reduce",
-    "max_logprobs",
+    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enable_prefix_caching", "seed",
+    "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "swap_space", "cpu_offload_gb", "kv_cache_dtype",
+    "quantization", "block_size", "enable_chunked_prefill", "disable_custom_all_reduce", "max_logprobs",
 )
 
 #: vLLM's switch that lets its processes exchange pickled objects (arbitrary code on load). Not set by t3s: an
@@ -141,14 +127,10 @@ class Engine:
             return
         except Exception as err:  # noqa: BLE001 - older vLLM: no such method, or no weights_path argument
             if os.environ.get(INSECURE_SERIALIZATION_ENV) != "1":
-                raise RuntimeError(
-                    f"reload_weights(weights_path=…) unavailable ({err}), and shipping a function "
-                    f"to the engine needs {INSECURE_SERIALIZATION_ENV}=1"
-                ) from None
-            print(
-                f"t3s vllm worker: reload_weights(weights_path=…) unavailable ({err}); loading the tensors directly",
-                file=sys.stderr,
-            )
+                raise RuntimeError(f"reload_weights(weights_path=…) unavailable ({err}), and shipping a function "
+                                   f"to the engine needs {INSECURE_SERIALIZATION_ENV}=1") from None
+            print(f"t3s vllm worker: reload_weights(weights_path=…) unavailable ({err}); loading the tensors "
+                  "directly", file=sys.stderr)
         self.llm.collective_rpc(load_folder_weights, args=(folder,))
 
     def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -156,14 +138,12 @@ class Engine:
             raise RuntimeError("generate before load")
         params = self.vllm.SamplingParams(**sampling)
         results = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
-        return [
-            [{"token_ids": list(o.token_ids), "finish_reason": o.finish_reason} for o in r.outputs] for r in results
-        ]
+        return [[{"token_ids": list(o.token_ids), "finish_reason": o.finish_reason} for o in r.outputs]
+                for r in results]
 
 
 def serve(requests: Any, answers: Any, options: dict[str, Any]) -> int:
     """Answer requests until ``exit`` (or the parent closes stdin)."""
-
     def answer(**payload: Any) -> None:
         answers.write(json.dumps(payload) + "\n")
         answers.flush()
@@ -205,15 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     options = json.loads(args.engine)
     refused = disallowed_options(options)
     if refused:
-        print(
-            json.dumps(
-                {
-                    "ok": False,
-                    "error": f"vllm options not allowed: {', '.join(refused)} (allowed: {', '.join(ENGINE_OPTIONS)})",
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps({"ok": False, "error": f"vllm options not allowed: {', '.join(refused)} (allowed: "
+                                                f"{', '.join(ENGINE_OPTIONS)})"}), flush=True)
         return 2
     # run by path, this file's folder is sys.path[0]: its siblings (vllm.py above all) must not shadow packages
     here = str(Path(__file__).resolve().parent)

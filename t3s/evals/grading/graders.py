@@ -164,24 +164,8 @@ def _grader(read_gold: Callable[..., Any], locate: bool = True) -> Callable[[Cal
 # AIME (integers)
 # ----------------------------------------------------------------------------------------------------
 
-_JUNK = (
-    "$",
-    "\\,",
-    "\\!",
-    "\\;",
-    "\\:",
-    "\\ ",
-    "~",
-    "{,}",
-    "\\%",
-    "%",
-    "^{\\circ}",
-    "^\\circ",
-    "\\circ",
-    "°",
-    "\\left",
-    "\\right",
-)
+_JUNK = ("$", "\\,", "\\!", "\\;", "\\:", "\\ ", "~", "{,}", "\\%", "%", "^{\\circ}", "^\\circ", "\\circ", "°",
+         "\\left", "\\right")
 _PLAIN_INT_RE = re.compile(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?", re.ASCII)
 _FRACTION_RE = re.compile(r"([+-]?)\\[dt]?frac\{(\d+)\}\{(\d+)\}|([+-]?)(\d+)/(\d+)", re.ASCII)
 # a number with an ordinal suffix and/or trailing words: "5^{th} floor", "5th", "25 minutes"
@@ -190,27 +174,8 @@ _WORDY_INT_RE = re.compile(
     re.ASCII,
 )
 #: words after a number that make it something else than that integer ("25 pi", "5 squared")
-_MATH_WORDS = frozenset(
-    {
-        "pi",
-        "sqrt",
-        "root",
-        "roots",
-        "squared",
-        "cubed",
-        "over",
-        "times",
-        "mod",
-        "percent",
-        "plus",
-        "minus",
-        "divided",
-        "power",
-        "factorial",
-        "and",
-        "or",
-    }
-)
+_MATH_WORDS = frozenset({"pi", "sqrt", "root", "roots", "squared", "cubed", "over", "times", "mod", "percent",
+                         "plus", "minus", "divided", "power", "factorial", "and", "or"})
 
 
 def _canonical(sign: str, digits: str) -> str:

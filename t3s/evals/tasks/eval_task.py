@@ -128,7 +128,9 @@ class EvalTask:
             gold = order.gold_letter
         instruction = self.spec.instruction or ""
         if self.spec.prompt_template is not None:
-            text = self.spec.prompt_template.format(problem=item.prompt, choices=block, instruction=instruction)
+            text = self.spec.prompt_template.format(
+                problem=item.prompt, choices=block, instruction=instruction
+            )
         else:
             text = "\n\n".join(part for part in (item.prompt, block, instruction) if part)
         return text, gold
@@ -148,7 +150,9 @@ class EvalTask:
         if not self.spec.use_chat_template:
             return "\n\n".join(m["content"] for m in msgs), gold
         if getattr(tokenizer, "chat_template", None) is None:
-            raise TaskError(f"task {self.name!r}: the tokenizer has no chat template; set use_chat_template: false")
+            raise TaskError(
+                f"task {self.name!r}: the tokenizer has no chat template; set use_chat_template: false"
+            )
         kwargs: dict[str, Any] = {}
         if self.spec.enable_thinking is not None:
             kwargs["enable_thinking"] = bool(self.spec.enable_thinking)

@@ -74,7 +74,9 @@ def task_search_dirs(tasks_dir: str | os.PathLike[str] | None = None) -> list[Pa
     return dirs
 
 
-def find_task_file(name_or_path: str | os.PathLike[str], tasks_dir: str | os.PathLike[str] | None = None) -> Path:
+def find_task_file(
+    name_or_path: str | os.PathLike[str], tasks_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """Resolve a task name (``benchmarks/tasks/<name>.yaml``) or a YAML path to a file.
 
     Bare names are looked up in ``tasks_dir``, then ``$T3S_TASKS_DIR``, then the tasks shipped in the

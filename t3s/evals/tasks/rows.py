@@ -59,7 +59,9 @@ def _resolve_mc_gold(answer: Any, choices: Sequence[str], answer_type: str, wher
     if kind == "auto":
         if isinstance(answer, int) and not isinstance(answer, bool):
             kind = "index"
-        elif isinstance(answer, str) and mc_letter(answer) is not None and len(answer.strip().strip("()")) == 1:
+        elif (
+            isinstance(answer, str) and mc_letter(answer) is not None and len(answer.strip().strip("()")) == 1
+        ):
             kind = "letter"
         else:
             kind = "text"
