@@ -222,3 +222,17 @@ def test_cli_trainers_show_steps_without_a_negative_epoch_count_or_v_num(tmp_pat
     assert type(bar) is StepProgressBar
     bar._trainer = cli.trainer
     assert bar._get_train_description(9).strip() == "Epoch 9"
+
+
+def test_list_options_take_space_separated_values_and_the_bracketed_spelling_of_earlier_releases() -> None:
+    """``--seeds 0 1 2`` and, as before the cli package, ``--seeds [0,1]`` (and both mixed) parse to one list."""
+    from t3s.cli.arguments import run_function
+
+    def command(output: str, seeds: list[int] = [0], runs: list[str] | None = None) -> dict:  # noqa: B006
+        return {"output": output, "seeds": seeds, "runs": runs}
+
+    assert run_function("t", command, ["--output", "o", "--seeds", "0", "1", "2"])["seeds"] == [0, 1, 2]
+    assert run_function("t", command, ["--output", "o", "--seeds", "[0,1]"])["seeds"] == [0, 1]
+    assert run_function("t", command, ["--output", "o", "--seeds", "[0, 1]", "2"])["seeds"] == [0, 1, 2]
+    assert run_function("t", command, ["--output", "o", "--runs", '["a","b"]'])["runs"] == ["a", "b"]
+    assert run_function("t", command, ["--output", "o"])["seeds"] == [0]

@@ -33,6 +33,30 @@ def list_item_type(annotation: Any) -> type | None:
     return None
 
 
+def list_values(item: type) -> Callable[[str], Any]:
+    """An argparse ``type`` for one value of a list option: ``item(value)``, or, for the bracketed spelling of
+    earlier releases (``--seeds [0,1]``), the list it writes (flattened by :func:`flat_list`)."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, list):  # jsonargparse checks parsed values again
+            return [item(v) for v in value]
+        if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+            import yaml
+
+            return [item(v) for v in yaml.safe_load(value) or []]
+        return item(value)
+
+    parse.__name__ = item.__name__  # argparse names the type in its messages
+    return parse
+
+
+def flat_list(values: Any) -> Any:
+    """A parsed list option with the bracketed spelling's lists spread out (``[[0, 1], 2]`` → ``[0, 1, 2]``)."""
+    if not isinstance(values, list):
+        return values
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
+
+
 def command_parser(prog: str, function: Callable[..., Any], positional: str | None = None) -> Any:
     """The parser of ``function``: one option per parameter (its docstring line as help), lists taking
     space-separated values, and ``positional`` (a parameter name) also given bare."""
@@ -52,12 +76,13 @@ def command_parser(prog: str, function: Callable[..., Any], positional: str | No
         if name != positional:
             default = params[name].default
             required = default is inspect.Parameter.empty
-            parser.add_argument(f"--{name}", type=item, nargs="+", required=required,
+            parser.add_argument(f"--{name}", type=list_values(item), nargs="+", required=required,
                                 default=None if required else default, help=helps.get(name))
     if positional:
         item = lists.get(positional, str)
-        parser.add_argument(positional, type=item, nargs="*" if positional in lists else "?", help=helps.get(positional))
-        parser.add_argument(f"--{positional}", dest=positional + OPTION_SUFFIX, type=item,
+        parser.add_argument(positional, type=list_values(item), nargs="*" if positional in lists else "?",
+                            help=helps.get(positional))
+        parser.add_argument(f"--{positional}", dest=positional + OPTION_SUFFIX, type=list_values(item),
                             nargs="+" if positional in lists else None, help=f"the same as the bare {positional}")
     return parser
 
@@ -73,6 +98,7 @@ def run_function(prog: str, function: Callable[..., Any], args: Sequence[str], p
     parser = command_parser(prog, function, positional)
     try:
         values = parser.parse_args(list(args)).as_dict()
+        values = {key: flat_list(value) for key, value in values.items()}
     except ArgumentError as err:
         options = [o for o in parser._option_string_actions if o.startswith("--")]
         raise UsageError(f"{prog}: {usage_error_line(str(err), options)}") from None
