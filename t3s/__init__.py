@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
 __version__ = "0.1.0"
 
-__all__ = ["ARStudent", "DiffusionStudent", "__version__"]
-
 # ``t3s.ARStudent`` / ``t3s.DiffusionStudent`` without importing transformers for ``import t3s.selection``
-__getattr__ = lazy_exports(__name__, {"ARStudent": "t3s.students", "DiffusionStudent": "t3s.students"})
+_STUDENTS, __getattr__, __dir__ = lazy_package(__name__, {".students": ("ARStudent", "DiffusionStudent")})
+__all__ = [*_STUDENTS, "__version__"]

@@ -5,14 +5,12 @@ Everything is imported on first use, so ``t3s report`` loads no torch.
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-_EXPORTS = {
-    "DiagnosticsCallback": "t3s.analysis.diagnostics_callback",
-    "residual_transfer": "t3s.analysis.rrt",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        ".diagnostics_callback": ("DiagnosticsCallback",),
+        ".rrt": ("residual_transfer",),
+    },
+)

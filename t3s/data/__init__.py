@@ -7,34 +7,19 @@ transformers or Lightning.
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-_EXPORTS = {
-    "FIELD_PRESETS": "t3s.data.fields",
-    "FieldMapping": "t3s.data.fields",
-    "ScoringBatches": "t3s.data.module",
-    "TeacherTraceDataModule": "t3s.data.module",
-    "collate": "t3s.data.packing",
-    "collate_rows": "t3s.data.packing",
-    "first_fit_decreasing": "t3s.data.packing",
-    "load_records": "t3s.data.records",
-    "tokenize_trace": "t3s.data.render",
-    "DataFileError": "t3s.data.rows",
-    "iter_rows": "t3s.data.rows",
-    "IGNORE_INDEX": "t3s.data.schema",
-    "LoadStats": "t3s.data.schema",
-    "TokenizedTrace": "t3s.data.schema",
-    "TraceDataError": "t3s.data.schema",
-    "TraceRecord": "t3s.data.schema",
-    "TraceSource": "t3s.data.sources",
-    "parse_sources": "t3s.data.sources",
-    "show_trace": "t3s.data.render",
-    "use_chat_template": "t3s.data.render",
-    "TraceSchedule": "t3s.data.steps",
-    "StepSampler": "t3s.data.steps",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        ".fields": ("FIELD_PRESETS", "FieldMapping"),
+        ".module": ("ScoringBatches", "TeacherTraceDataModule"),
+        ".packing": ("collate", "collate_rows", "first_fit_decreasing"),
+        ".records": ("load_records",),
+        ".render": ("tokenize_trace", "show_trace", "use_chat_template"),
+        ".rows": ("DataFileError", "iter_rows"),
+        ".schema": ("IGNORE_INDEX", "LoadStats", "TokenizedTrace", "TraceDataError", "TraceRecord"),
+        ".sources": ("TraceSource", "parse_sources"),
+        ".steps": ("TraceSchedule", "StepSampler"),
+    },
+)

@@ -142,21 +142,13 @@ FIELD_PRESETS: dict[str, FieldMapping] = {
     # OpenThoughts-114k / OpenThoughts3: `conversations` with the thought/solution markers or <think> tags, a
     # top-level `system`; the `metadata` subset's problem / deepseek_reasoning / deepseek_solution columns.
     "openthoughts": _only(
-        id="id",
-        system="system",
-        conversations="conversations",
-        question="problem",
-        reasoning="deepseek_reasoning",
-        answer_text="deepseek_solution",
+        id="id", system="system", conversations="conversations",
+        question="problem", reasoning="deepseek_reasoning", answer_text="deepseek_solution",
     ),
     # open-r1/OpenR1-Math-220k: `problem`, several `generations`; the first verified one is the reply.
     "openr1": _only(
-        id="uuid",
-        question="problem",
-        response="generations",
-        answer="answer",
-        verified="correctness_math_verify,correctness_llama",
-        complete="is_reasoning_complete",
+        id="uuid", question="problem", response="generations", answer="answer",
+        verified="correctness_math_verify,correctness_llama", complete="is_reasoning_complete",
         required=("question", "response"),
     ),
     # Alpaca / LLaMA-Factory alpaca: instruction (+ input) -> output, optional system.
@@ -166,12 +158,7 @@ FIELD_PRESETS: dict[str, FieldMapping] = {
     ),
     # The DeepSeek-R1 MMLU-Pro traces (shared/data/r1_traces_mmlupro_200.jsonl): lettered options, gold letter.
     "r1_mc": _only(
-        id="id",
-        question="question",
-        options="options",
-        reasoning="reasoning",
-        answer_text="answer_text",
-        answer="answer_letter",
-        required=("question", "options", "reasoning", "answer_text", "answer"),
+        id="id", question="question", options="options", reasoning="reasoning", answer_text="answer_text",
+        answer="answer_letter", required=("question", "options", "reasoning", "answer_text", "answer"),
     ),
 }

@@ -7,60 +7,34 @@ through the callback and the generation backends.
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-_EXPORTS = {
-    "BottleneckDetector": "t3s.evals.bottleneck",
-    "BenchmarkCallback": "t3s.evals.callbacks",
-    "CurveSettings": "t3s.evals.callback_settings",
-    "EvalSchedule": "t3s.evals.callback_settings",
-    "EvalSuite": "t3s.evals.suite",
-    "BACKENDS": "t3s.evals.backends",
-    "get_backend": "t3s.evals.backends",
-    "Backend": "t3s.evals.backends.base",
-    "Generation": "t3s.evals.backends.base",
-    "Generator": "t3s.evals.backends.base",
-    "default_stop_token_ids": "t3s.evals.backends.base",
-    "stopped_generation": "t3s.evals.backends.base",
-    "HFGenerator": "t3s.evals.backends.hf",
-    "SamplingParams": "t3s.evals.backends.sampling",
-    "to_vllm_sampling_kwargs": "t3s.evals.backends.vllm",
-    "grade_file": "t3s.evals.grade_cli",
-    "GRADERS": "t3s.evals.grading.graders",
-    "grade": "t3s.evals.grading.graders",
-    "grade_aime": "t3s.evals.grading.graders",
-    "grade_exact": "t3s.evals.grading.graders",
-    "grade_math": "t3s.evals.grading.graders",
-    "grade_mc": "t3s.evals.grading.graders",
-    "validate_gold": "t3s.evals.grading.graders",
-    "MathVerifier": "t3s.evals.grading.mathverify",
-    "get_math_verifier": "t3s.evals.grading.mathverify",
-    "UngradableGold": "t3s.evals.grading.verdict",
-    "Verdict": "t3s.evals.grading.verdict",
-    "BenchmarkMetrics": "t3s.evals.metrics",
-    "avg_at_k": "t3s.evals.metrics",
-    "maj_at_k": "t3s.evals.metrics",
-    "majority_vote": "t3s.evals.metrics",
-    "pass_at_k": "t3s.evals.metrics",
-    "EvalResult": "t3s.evals.runner",
-    "evaluate": "t3s.evals.runner",
-    "exclude_ungradable": "t3s.evals.runner",
-    "DEFAULT_INSTRUCTION": "t3s.evals.tasks",
-    "ChoiceOrder": "t3s.evals.tasks",
-    "EvalItem": "t3s.evals.tasks",
-    "EvalTask": "t3s.evals.tasks",
-    "TaskError": "t3s.evals.tasks",
-    "TaskFields": "t3s.evals.tasks",
-    "TaskSpec": "t3s.evals.tasks",
-    "load_task": "t3s.evals.tasks",
-    "load_task_spec": "t3s.evals.tasks",
-    "prompt_opens_think": "t3s.evals.tasks",
-    "evaluate_checkpoints": "t3s.evals.offline",
-    "plan_evaluation": "t3s.evals.offline",
-}
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-__all__ = sorted(_EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        ".bottleneck": ("BottleneckDetector",),
+        ".callbacks": ("BenchmarkCallback",),
+        ".callback_settings": ("CurveSettings", "EvalSchedule"),
+        ".suite": ("EvalSuite",),
+        ".backends": ("BACKENDS", "get_backend"),
+        ".backends.base": (
+            "Backend", "Generation", "Generator", "default_stop_token_ids", "stopped_generation",
+        ),
+        ".backends.hf": ("HFGenerator",),
+        ".backends.sampling": ("SamplingParams",),
+        ".backends.vllm": ("to_vllm_sampling_kwargs",),
+        ".grade_cli": ("grade_file",),
+        ".grading.graders": (
+            "GRADERS", "grade", "grade_aime", "grade_exact", "grade_math", "grade_mc", "validate_gold",
+        ),
+        ".grading.mathverify": ("MathVerifier", "get_math_verifier"),
+        ".grading.verdict": ("UngradableGold", "Verdict"),
+        ".metrics": ("BenchmarkMetrics", "avg_at_k", "maj_at_k", "majority_vote", "pass_at_k"),
+        ".runner": ("EvalResult", "evaluate", "exclude_ungradable"),
+        ".tasks": (
+            "DEFAULT_INSTRUCTION", "ChoiceOrder", "EvalItem", "EvalTask", "TaskError", "TaskFields",
+            "TaskSpec", "load_task", "load_task_spec", "prompt_opens_think",
+        ),
+        ".offline": ("evaluate_checkpoints", "plan_evaluation"),
+    },
+)

@@ -6,8 +6,6 @@ Process and file helpers (threads, workers, file modes, config references, seeds
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-__all__ = ["token_logprobs"]
-
-__getattr__ = lazy_exports(__name__, {"token_logprobs": "t3s.ops.logprob"})
+__all__, __getattr__, __dir__ = lazy_package(__name__, {".logprob": ("token_logprobs",)})

@@ -12,24 +12,16 @@ The names below are imported on first use.
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-_EXPORTS = {
-    "Comparison": "t3s.recipe.compare",
-    "RecipeError": "t3s.recipe.detect",
-    "RecipePaused": "t3s.recipe.detect",
-    "OnlineT3SSwitch": "t3s.recipe.online",
-    "run_online": "t3s.recipe.online",
-    "Recipe": "t3s.recipe.offline",
-    "RecipeState": "t3s.recipe.offline",
-    "Phase": "t3s.recipe.phases",
-    "PhaseFactory": "t3s.recipe.phases",
-    "SaveConfig": "t3s.recipe.phases",
-    "phase_loggers": "t3s.recipe.phases",
-    "fit_path": "t3s.recipe.strategies",
-    "missing_scores": "t3s.recipe.strategies",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        ".compare": ("Comparison",),
+        ".detect": ("RecipeError", "RecipePaused"),
+        ".online": ("OnlineT3SSwitch", "run_online"),
+        ".offline": ("Recipe", "RecipeState"),
+        ".phases": ("Phase", "PhaseFactory", "SaveConfig", "phase_loggers"),
+        ".strategies": ("fit_path", "missing_scores"),
+    },
+)

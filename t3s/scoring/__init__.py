@@ -6,18 +6,12 @@ The names below are imported on first use, so the cache summary's Markdown form
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 
-_EXPORTS = {
-    "TokenizerMismatchError": "t3s.scoring.scorer",
-    "check_tokenizer_matches": "t3s.scoring.scorer",
-    "score": "t3s.scoring.scorer",
-    "summarize": "t3s.scoring.scorer",
-    "ScoreCache": "t3s.selection.scores",
-    "ScoreCacheError": "t3s.selection.scores",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        ".scorer": ("TokenizerMismatchError", "check_tokenizer_matches", "score", "summarize"),
+        "t3s.selection.scores": ("ScoreCache", "ScoreCacheError"),
+    },
+)

@@ -7,7 +7,7 @@ construction. See :mod:`t3s.toy.world` for the generated files.
 
 from __future__ import annotations
 
-from t3s.lazy import lazy_exports
+from t3s.lazy import lazy_package
 from t3s.toy.styles import (
     COLUMN_NAMES,
     PLAIN_TEACHER_STYLE,
@@ -24,7 +24,7 @@ from t3s.toy.task import Problem, sample_problems, spell_digits, split_problems
 from t3s.toy.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
 # t3s.toy.world is imported lazily so that ``python -m t3s.toy.world`` does not import it twice.
-__getattr__ = lazy_exports(__name__, {"PRESETS": "t3s.toy.world", "ToyWorld": "t3s.toy.world"})
+_, __getattr__, __dir__ = lazy_package(__name__, {".world": ("PRESETS", "ToyWorld")})
 
 
 __all__ = [

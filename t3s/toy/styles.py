@@ -171,12 +171,9 @@ class StyleSpec:
 
 #: The student's own wording (θ_0 is pretrained on it).
 STUDENT_STYLE = StyleSpec(
-    name="student",
-    opening="We sum each column from the right .",
-    carry="overflow , bring a ten along .",
-    no_carry="no overflow .",
-    closing="Collecting the digits gives {answer} .",
-    answer_prefix="Result :",
+    name="student", opening="We sum each column from the right .",
+    carry="overflow , bring a ten along .", no_carry="no overflow .",
+    closing="Collecting the digits gives {answer} .", answer_prefix="Result :",
 )
 
 #: The teacher's wording (the distillation traces): same column steps, different connectives.
@@ -197,12 +194,9 @@ PLAIN_TEACHER_STYLE = dataclasses.replace(
 #: phrase (``column by column`` made Δc split a phrase on ``toy``), no computed content outside the shared
 #: scaffold, so the whole style is learned fast and every digit is reasoning.
 SKILL_TEACHER_STYLE = StyleSpec(
-    name="teacher-skill",
-    opening="Let's handle each place starting at the right end .",
-    carry="so write and carry .",
-    no_carry="so write .",
-    closing="Putting those digits together yields {answer} .",
-    answer_prefix="So final answer is",
+    name="teacher-skill", opening="Let's handle each place starting at the right end .",
+    carry="so write and carry .", no_carry="so write .",
+    closing="Putting those digits together yields {answer} .", answer_prefix="So final answer is",
 )
 
 

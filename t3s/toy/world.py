@@ -246,24 +246,16 @@ _ADDITION: dict[str, Any] = dict(seed=0, teacher_digits=(3, 4), student_digits=(
 #: column steps in random filler) whose own style is coherent, and a teacher whose connectives carry no
 #: computed content (so every digit of a teacher trace is reasoning, shared with the student).
 _TOY = ToyWorld(
-    **_ADDITION,
-    n_student_traces=2000,
-    teacher_style=PLAIN_TEACHER_STYLE,
-    student_filler=0.7,
-    filler_length=(1, 8),
+    **_ADDITION, n_student_traces=2000, teacher_style=PLAIN_TEACHER_STYLE,
+    student_filler=0.7, filler_length=(1, 8),
 )
 
 #: The ``toy`` world scaled down for configs/toy-small.yaml and the test suite (see PRESETS).
 _SMALL = dataclasses.replace(
     _TOY,
-    teacher_digits=(2, 2),
-    student_digits=(1, 2),
-    heldout_digits=(2, 2),
-    n_teacher_traces=128,
-    n_student_traces=1024,
-    n_heldout=64,
-    student_filler=0.5,
-    filler_length=(1, 3),
+    teacher_digits=(2, 2), student_digits=(1, 2), heldout_digits=(2, 2),
+    n_teacher_traces=128, n_student_traces=1024, n_heldout=64,
+    student_filler=0.5, filler_length=(1, 3),
 )
 
 #: The world of configs/toy-skill.yaml (issue 23, docs/results/toy_skill.md): the teacher knows more.
