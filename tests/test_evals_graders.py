@@ -103,20 +103,6 @@ def test_aime_wrong_answers_rejected(aime):
                 assert not v.correct and not v.truncated, (gold, form)
 
 
-@pytest.mark.parametrize(
-    "output, gold, correct",
-    [
-        ("\\boxed{1,000}", "1000", True),
-        ("\\boxed{25.0}", "25", True),
-        ("\\boxed{x = 25}", "25", True),
-        ("\\boxed{36^\\circ}", "36", True),
-        ("\\boxed{25.5}", "25", False),
-    ],
-)
-def test_aime_normalisation(output: str, gold: str, correct: bool):
-    assert grade_aime(output, gold).correct is correct
-
-
 def test_aime_failures():
     v = grade_aime("<think>ok</think> I could not finish.", "25")
     assert v.extraction_failed and not v.correct and v.extracted is None
@@ -235,20 +221,27 @@ def test_math_time_limit_thread_backend(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "output, gold, correct",
+    "grader, output, gold, correct",
     [
-        ("The answer is 1 4 8 1 4.", "14814", True),
-        ("\\boxed{14814}", "1 4 8 1 4", True),
-        ("so we get\n1,234.", "1234", True),
-        ("<think>hmm</think>Answer: \\text{Paris}", "paris", True),
-        ("\\boxed{14815}", "14814", False),
-        ("<think>\\boxed{14814}</think>\\boxed{1}", "14814", False),
-        ("\\boxed{1, 234}", "1234", False),  # a list "1, 234" is not the number 1234
-        ("the answer is " + " ".join("12345678901234567890"), "12345678901234567890", True),  # spaced digits
+        ("aime", "\\boxed{1,000}", "1000", True),
+        ("aime", "\\boxed{25.0}", "25", True),
+        ("aime", "\\boxed{x = 25}", "25", True),
+        ("aime", "\\boxed{36^\\circ}", "36", True),
+        ("aime", "\\boxed{25.5}", "25", False),
+        ("exact", "The answer is 1 4 8 1 4.", "14814", True),
+        ("exact", "\\boxed{14814}", "1 4 8 1 4", True),
+        ("exact", "so we get\n1,234.", "1234", True),
+        ("exact", "<think>hmm</think>Answer: \\text{Paris}", "paris", True),
+        ("exact", "\\boxed{14815}", "14814", False),
+        ("exact", "<think>\\boxed{14814}</think>\\boxed{1}", "14814", False),
+        ("exact", "\\boxed{1, 234}", "1234", False),  # a list "1, 234" is not the number 1234
+        ("exact", "the answer is " + " ".join("12345678901234567890"), "12345678901234567890", True),  # spaced
     ],
 )
-def test_exact_grader(output: str, gold: str, correct: bool):
-    assert grade_exact(output, gold).correct is correct
+def test_aime_normalisation_and_exact_grader(grader: str, output: str, gold: str, correct: bool):
+    """AIME answers normalised (thousands separators, decimals, ``x =``, degrees) and the exact grader's
+    matching (spaced digits, separators, case), each a single verdict."""
+    assert GRADERS[grader](output, gold).correct is correct
 
 
 def test_exact_grader_truncated():
