@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model_config
+from conftest import tiny_trace_data
+from diffusion_helpers import make_diffusion_student
 from transformers import DynamicCache
 
 from t3s.data import TeacherTraceDataModule
@@ -17,20 +18,12 @@ EOS, MASK = 2, 5
 
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
-    dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=4,
-        global_batch_size=4, micro_batch_size=4, max_length=512, packing=False,
-    )
-    dm.setup("fit")
-    return dm
+    return tiny_trace_data(tiny_world, packing=False, limit=4, micro_batch_size=4)
 
 
 def make_student(data, **kw) -> DiffusionStudent:
-    student = DiffusionStudent(
-        model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw
-    )
-    student.configure_model()
-    return student.eval()
+    """A tiny DiffusionStudent in eval mode."""
+    return make_diffusion_student(data, **kw).eval()
 
 
 def hand_built(positions: list[int], docs: list[int], block: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import Record, make_trainer
+from conftest import Record, make_trainer, tiny_trace_data
 from fixtures.remote_dllm import HERE, build
 
 from t3s.data import TeacherTraceDataModule
@@ -24,12 +24,7 @@ PROMPTS = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2]]
 
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
-    dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=8,
-        global_batch_size=4, micro_batch_size=2, max_length=512, packing=False,
-    )
-    dm.setup("fit")
-    return dm
+    return tiny_trace_data(tiny_world, packing=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model_config
+from conftest import tiny_model_config, tiny_trace_data
+from diffusion_helpers import make_diffusion_student as make_student
+from diffusion_helpers import position_delta_cache
 
 from t3s.data import TeacherTraceDataModule
 from t3s.data.packing import collate
 from t3s.ops.hashing import hash_uniform
 from t3s.selection import T3S, FullSFT, InverseT3S, RandomMask
-from t3s.selection.scores import ScoreCache
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import (
     DiffusionStudentError,
@@ -30,12 +31,7 @@ EOS, MASK = 2, 5
 
 @pytest.fixture(scope="module")
 def data(tiny_world) -> TeacherTraceDataModule:
-    dm = TeacherTraceDataModule(
-        path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"), limit=8,
-        global_batch_size=4, micro_batch_size=4, max_length=512, packing=False,
-    )
-    dm.setup("fit")
-    return dm
+    return tiny_trace_data(tiny_world, packing=False, micro_batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +39,10 @@ def micro_batch(data) -> dict[str, torch.Tensor]:
     return data.step_batch(0)["micro_batches"][0]
 
 
-def make_student(data, **kw) -> DiffusionStudent:
-    student = DiffusionStudent(
-        model_config=tiny_model_config(len(data.tokenizer)), tokenizer=data.tokenizer.name_or_path, **kw
-    )
-    student.configure_model()
-    return student
-
-
 @pytest.fixture(scope="module")
 def delta_cache(data, tmp_path_factory) -> str:
     """Δc by position: anchors at t%4==0 (+0.5), yet-to-learn at t%4==1 (−0.5), −0.1 at 2, 0 at 3."""
-    lengths = torch.tensor([len(t.input_ids) for t in data.traces])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
-    delta = torch.tensor([0.5, -0.5, -0.1, 0.0])[pos % 4]
-    out = tmp_path_factory.mktemp("scores")
-    ScoreCache(torch.zeros(len(pos)), delta, offsets, {"data": data.fingerprint()}).save(out)
-    return str(out)
+    return position_delta_cache(data, tmp_path_factory.mktemp("scores"))
 
 
 def first_labels(labels: torch.Tensor) -> list[int]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Record, make_trainer, tiny_model_config
+from conftest import Record, make_trainer, tiny_model_config, tiny_trace_data
+from diffusion_helpers import make_diffusion_student as make_student
+from diffusion_helpers import position_delta_cache
 from fixtures.remote_dllm import build
 
 from t3s.data import TeacherTraceDataModule
@@ -18,7 +20,6 @@ from t3s.data.packing import collate
 from t3s.ops.hashing import hash_uniform, hash_uniform_at
 from t3s.ops.packed_attention import dense_document_mask
 from t3s.selection import T3S
-from t3s.selection.scores import ScoreCache
 from t3s.students import DiffusionStudent
 from t3s.students.diffusion import DiffusionStudentError, answer_layout
 from t3s.students.diffusion_blocks import block_diffusion_mask
@@ -28,13 +29,8 @@ EOS = 2
 
 
 def make_data(world, packing: bool, **kw) -> TeacherTraceDataModule:
-    kw.setdefault("limit", 8)
-    kw.setdefault("global_batch_size", 4)
-    kw.setdefault("micro_batch_size", 4)
-    dm = TeacherTraceDataModule(path=str(world / "teacher_traces.jsonl"), tokenizer=str(world / "tokenizer"),
-                                max_length=512, packing=packing, **kw)
-    dm.setup("fit")
-    return dm
+    """The tiny world's traces (8, global batch 4), micro-batches of 4 unless ``kw`` says otherwise."""
+    return tiny_trace_data(world, packing, **({"micro_batch_size": 4} | kw))
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +51,7 @@ def rows(data) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
 @pytest.fixture(scope="module")
 def delta_cache(data, tmp_path_factory) -> str:
     """Δc by position: anchors at t%4==0 (+0.5), yet-to-learn at t%4==1 (−0.5)."""
-    lengths = torch.tensor([len(t.input_ids) for t in data.traces])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
-    delta = torch.tensor([0.5, -0.5, -0.1, 0.0])[pos % 4]
-    out = tmp_path_factory.mktemp("scores")
-    ScoreCache(torch.zeros(len(pos)), delta, offsets, {"data": data.fingerprint()}).save(out)
-    return str(out)
-
-
-def make_student(data, **kw) -> DiffusionStudent:
-    student = DiffusionStudent(model_config=tiny_model_config(len(data.tokenizer)),
-                               tokenizer=data.tokenizer.name_or_path, **kw)
-    student.configure_model()
-    return student
+    return position_delta_cache(data, tmp_path_factory.mktemp("scores"))
 
 
 def step_loss(student: DiffusionStudent, micro_batches, packed: bool, step: int = 3):

@@ -50,14 +50,20 @@ def test_split_reasoning_cases():
     assert split_reasoning(quoted) == ReasoningSplit("I must end with </think> and then answer", "\\boxed{3}", True)
 
 
-def test_last_boxed_nested_and_multiple():
-    assert last_boxed("\\boxed{1} then \\boxed{\\frac{1}{\\sqrt{2}}}") == "\\frac{1}{\\sqrt{2}}"
-    assert last_boxed("\\fbox{7}") == "7"
-    assert last_boxed("set \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
-    assert last_boxed("\\boxed{3} and a cut-off \\boxed{\\frac{1}{") == "3"
-    assert last_boxed("\\boxed 5.") == "5"
-    assert last_boxed("\\boxed{\\boxed{9}}") == "9"
-    assert last_boxed("no box") is None
+@pytest.mark.parametrize(
+    "text, boxed",
+    [
+        ("\\boxed{1} then \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),  # nested, the last of several
+        ("\\fbox{7}", "7"),
+        ("set \\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("\\boxed{3} and a cut-off \\boxed{\\frac{1}{", "3"),
+        ("\\boxed 5.", "5"),
+        ("\\boxed{\\boxed{9}}", "9"),
+        ("no box", None),
+    ],
+)
+def test_last_boxed_nested_and_multiple(text: str, boxed: str | None):
+    assert last_boxed(text) == boxed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -97,12 +103,7 @@ def test_aime_wrong_answers_rejected(aime):
                 assert not v.correct and not v.truncated, (gold, form)
 
 
-def test_aime_normalisation_and_failures():
-    assert grade_aime("\\boxed{1,000}", "1000").correct
-    assert grade_aime("\\boxed{25.0}", "25").correct
-    assert grade_aime("\\boxed{x = 25}", "25").correct
-    assert grade_aime("\\boxed{36^\\circ}", "36").correct
-    assert not grade_aime("\\boxed{25.5}", "25").correct
+def test_aime_failures():
     v = grade_aime("<think>ok</think> I could not finish.", "25")
     assert v.extraction_failed and not v.correct and v.extracted is None
     with pytest.raises(UngradableGold):
@@ -219,19 +220,32 @@ def test_math_time_limit_thread_backend(monkeypatch):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_exact_grader():
-    assert grade_exact("The answer is 1 4 8 1 4.", "14814").correct
-    assert grade_exact("\\boxed{14814}", "1 4 8 1 4").correct
-    assert grade_exact("so we get\n1,234.", "1234").correct
-    assert grade_exact("<think>hmm</think>Answer: \\text{Paris}", "paris").correct
-    assert not grade_exact("\\boxed{14815}", "14814").correct
-    assert not grade_exact("<think>\\boxed{14814}</think>\\boxed{1}", "14814").correct
+@pytest.mark.parametrize(
+    "grader, output, gold, correct",
+    [
+        ("aime", "\\boxed{1,000}", "1000", True),
+        ("aime", "\\boxed{25.0}", "25", True),
+        ("aime", "\\boxed{x = 25}", "25", True),
+        ("aime", "\\boxed{36^\\circ}", "36", True),
+        ("aime", "\\boxed{25.5}", "25", False),
+        ("exact", "The answer is 1 4 8 1 4.", "14814", True),
+        ("exact", "\\boxed{14814}", "1 4 8 1 4", True),
+        ("exact", "so we get\n1,234.", "1234", True),
+        ("exact", "<think>hmm</think>Answer: \\text{Paris}", "paris", True),
+        ("exact", "\\boxed{14815}", "14814", False),
+        ("exact", "<think>\\boxed{14814}</think>\\boxed{1}", "14814", False),
+        ("exact", "\\boxed{1, 234}", "1234", False),  # a list "1, 234" is not the number 1234
+        ("exact", "the answer is " + " ".join("12345678901234567890"), "12345678901234567890", True),  # spaced
+    ],
+)
+def test_aime_normalisation_and_exact_grader(grader: str, output: str, gold: str, correct: bool):
+    """AIME answers normalised (thousands separators, decimals, ``x =``, degrees) and the exact grader's
+    matching (spaced digits, separators, case), each a single verdict."""
+    assert GRADERS[grader](output, gold).correct is correct
+
+
+def test_exact_grader_truncated():
     assert grade_exact("<think>\\boxed{14814}", "14814").truncated
-    # a list "1, 234" is not the number 1234
-    assert not grade_exact("\\boxed{1, 234}", "1234").correct
-    # a long integer written with spaces
-    digits = "12345678901234567890"
-    assert grade_exact("the answer is " + " ".join(digits), digits).correct
 
 
 # ----------------------------------------------------------------------------------------------------

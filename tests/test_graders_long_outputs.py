@@ -227,17 +227,21 @@ def test_corpus_is_reproducible_from_shared(shared_dir):
 def test_clean_value_and_locate_answer():
     from t3s.evals.grading.answer_text import clean_value, locate_answer, strip_stray_tail
 
-    assert clean_value("indeed 284") == "284"
-    assert clean_value("equal to 0.15") == "0.15"
-    assert clean_value("284 \\)") == "284"
-    assert clean_value("\\( \\frac{14}{3} \\) units") == "\\frac{14}{3}"
-    assert clean_value("three boxes contain both") == "3"
-    assert clean_value("twenty-five") == "25"
-    assert clean_value("16, which is 4 squared") == "16"
-    assert clean_value("\\frac{14}{3}, or approximately 4.67") == "\\frac{14}{3}"
-    assert clean_value("25 or 26") == "25 or 26"  # an alternative is no single value
-    assert clean_value("west") == "west"
-    assert clean_value("the correct answer") is None and clean_value("I hope") is None
+    cleaned = {
+        "indeed 284": "284",
+        "equal to 0.15": "0.15",
+        "284 \\)": "284",
+        "\\( \\frac{14}{3} \\) units": "\\frac{14}{3}",
+        "three boxes contain both": "3",
+        "twenty-five": "25",
+        "16, which is 4 squared": "16",
+        "\\frac{14}{3}, or approximately 4.67": "\\frac{14}{3}",
+        "25 or 26": "25 or 26",  # an alternative is no single value
+        "west": "west",
+        "the correct answer": None,
+        "I hope": None,
+    }
+    assert {text: clean_value(text) for text in cleaned} == cleaned
     assert strip_stray_tail("\\boxed{5}<|im_") == "\\boxed{5}"
     assert strip_stray_tail("a < b") == "a < b" and strip_stray_tail("so x<y") == "so x<y"
 
