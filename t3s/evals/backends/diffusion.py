@@ -36,7 +36,7 @@ from t3s.students.diffusion_block_decode import (
 )
 from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask, takes_position_ids
 from t3s.students.diffusion_objective import DiffusionStudentError
-from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
+from t3s.students.diffusion_sampler import DecodeSettings, LogitsFn, diffusion_decode
 
 __all__ = ["BACKEND", "DiffusionBackend", "DiffusionGenerator"]
 
@@ -230,18 +230,18 @@ class DiffusionGenerator:
                     [prompts[p] for p, _ in batch], gen_len, device
                 )
                 result = diffusion_decode(self._logits_fn(attention, positions), ids, width,
-                                          **self._decode_settings(params, generator))
+                                          self._decode_settings(params, generator))
                 for (p, s), row in zip(batch, result.canvas[:, width:].tolist()):
                     out[p][s] = self._to_generation(row[: params.max_new_tokens])
         finally:
             self.model.train(was_training)
         return [[g for g in gens if g is not None] for gens in out]
 
-    def _decode_settings(self, params: SamplingParams, generator: torch.Generator | None) -> dict[str, Any]:
+    def _decode_settings(self, params: SamplingParams, generator: torch.Generator | None) -> DecodeSettings:
         """The sampler settings both decoders take (full attention and block-causal)."""
-        return {"block_length": self.block_length, "steps_per_block": self.steps_per_block, "mask_id": self.mask_id,
-                "eos_id": self.eos_id, "stop_ids": self.stop_token_ids, "temperature": float(params.temperature),
-                "threshold": self.threshold, "generator": generator}
+        return DecodeSettings(self.block_length, self.steps_per_block, self.mask_id, self.eos_id,
+                              stop_ids=self.stop_token_ids, temperature=float(params.temperature),
+                              threshold=self.threshold, generator=generator)
 
     def _block_causal(
         self,
@@ -257,7 +257,7 @@ class DiffusionGenerator:
         layout.valid, layout.positions = layout.valid.to(device), layout.positions.to(device)
         use_cache = self.kv_cache and self._parts is not None and cache_keyword(self._parts[0]) is not None
         forward = (CachedPrefix if use_cache else FullRecompute)(self.model, layout, self.block_length)
-        result = block_causal_decode(forward, layout, **self._decode_settings(params, generator))
+        result = block_causal_decode(forward, layout, self._decode_settings(params, generator))
         starts = layout.response_start.tolist()
         return [row[start:] for row, start in zip(result.canvas.tolist(), starts)]
 
