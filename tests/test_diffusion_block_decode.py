@@ -15,6 +15,7 @@ from t3s.students.diffusion_block_decode import (
     aligned_layout,
     block_causal_decode,
 )
+from t3s.students.diffusion_sampler import DecodeSettings
 
 EOS, MASK, PAD, V = 2, 5, 0, 73
 PROMPTS = [[1, 29, 41, 12, 11, 15, 2, 1, 30], [1, 29, 12, 2, 1, 30], [1, 12, 2]]
@@ -45,7 +46,7 @@ def test_layout_aligns_absolute_blocks_across_rows():
 def decode(student, prompts, forward_cls, **kw):
     layout = aligned_layout(prompts, 12, 4, MASK, PAD)
     forward = forward_cls(student.model, layout, 4)
-    return layout, block_causal_decode(forward, layout, block_length=4, mask_id=MASK, eos_id=EOS, **kw)
+    return layout, block_causal_decode(forward, layout, DecodeSettings(block_length=4, mask_id=MASK, eos_id=EOS, **kw))
 
 
 @pytest.mark.parametrize("rule", [{"steps_per_block": 4}, {"steps_per_block": 2, "threshold": 0.1}])
@@ -78,10 +79,9 @@ def test_blocks_are_absolute_and_later_blocks_cannot_change_earlier_ones(student
     """Block-causal: decoding a longer canvas leaves the tokens of the shorter one unchanged."""
     short = aligned_layout(PROMPTS[:1], 3, 4, MASK, PAD)
     long = aligned_layout(PROMPTS[:1], 11, 4, MASK, PAD)
-    a = block_causal_decode(FullRecompute(student.model, short, 4), short, block_length=4, steps_per_block=4,
-                            mask_id=MASK, eos_id=EOS)
-    b = block_causal_decode(FullRecompute(student.model, long, 4), long, block_length=4, steps_per_block=4,
-                            mask_id=MASK, eos_id=EOS)
+    settings = DecodeSettings(block_length=4, steps_per_block=4, mask_id=MASK, eos_id=EOS)
+    a = block_causal_decode(FullRecompute(student.model, short, 4), short, settings)
+    b = block_causal_decode(FullRecompute(student.model, long, 4), long, settings)
     assert a.canvas.shape[1] == 12 and b.canvas.shape[1] == 20  # 9-token prompt: blocks end at 12 and 20
     assert torch.equal(b.canvas[0, :12], a.canvas[0])
 

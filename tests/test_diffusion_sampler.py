@@ -12,7 +12,7 @@ from t3s.evals.backends.sampling import SamplingParams
 from t3s.evals.runner import evaluate
 from t3s.evals.tasks import EvalTask
 from t3s.students import DiffusionStudent
-from t3s.students.diffusion_sampler import commit_schedule, diffusion_decode
+from t3s.students.diffusion_sampler import DecodeSettings, commit_schedule, diffusion_decode
 
 EOS, MASK, V = 2, 5, 73
 
@@ -53,8 +53,9 @@ def test_decode_fills_every_mask_block_by_block(student):
     g = DiffusionGenerator(student.model, student.tokenizer, MASK, EOS, gen_length=gen, block_length=block)
     history = []
     result = diffusion_decode(
-        g._logits_fn(attention, positions), canvas, 7, block_length=block, steps_per_block=steps,
-        mask_id=MASK, eos_id=EOS, stop_ids=(), step_callback=lambda c, b: history.append((c.clone(), b)),
+        g._logits_fn(attention, positions), canvas, 7,
+        DecodeSettings(block_length=block, steps_per_block=steps, mask_id=MASK, eos_id=EOS, stop_ids=()),
+        step_callback=lambda c, b: history.append((c.clone(), b)),
     )
     assert result.forward_passes == (gen // block) * steps == len(history)
     assert not bool((result.canvas == MASK).any())
@@ -75,8 +76,8 @@ def test_decode_stops_once_eos_is_committed_with_nothing_masked_before_it():
     favourite = {o: (7, 5.0) for o in range(5)} | {5: (EOS, 9.0)} | {o: (9, 1.0) for o in range(6, 16)}
     canvas = torch.cat([torch.tensor([[1, 30]]), torch.full((1, 16), MASK)], dim=1)
     result = diffusion_decode(
-        positional_logits(favourite, 2), canvas, 2, block_length=4, steps_per_block=4, mask_id=MASK,
-        eos_id=EOS, stop_ids=[EOS],
+        positional_logits(favourite, 2), canvas, 2,
+        DecodeSettings(block_length=4, steps_per_block=4, mask_id=MASK, eos_id=EOS, stop_ids=[EOS]),
     )
     assert result.canvas[0, 2:].tolist() == [7] * 5 + [EOS] * 11
     # block 0 takes 4 passes; in block 1 EOS (offset 5) goes first, then offset 4 completes the prefix
@@ -88,8 +89,9 @@ def test_threshold_commits_every_confident_prediction_and_at_least_one():
     canvas = torch.cat([torch.tensor([[1]]), torch.full((1, 4), MASK)], dim=1)
     history = []
     result = diffusion_decode(
-        positional_logits(favourite, 1), canvas, 1, block_length=4, steps_per_block=4, mask_id=MASK,
-        eos_id=EOS, threshold=0.9, step_callback=lambda c, b: history.append(c[0, 1:].tolist()),
+        positional_logits(favourite, 1), canvas, 1,
+        DecodeSettings(block_length=4, steps_per_block=4, mask_id=MASK, eos_id=EOS, threshold=0.9),
+        step_callback=lambda c, b: history.append(c[0, 1:].tolist()),
     )
     assert history == [[7, 8, MASK, MASK], [7, 8, 9, MASK], [7, 8, 9, 10]]
     assert result.forward_passes == 3

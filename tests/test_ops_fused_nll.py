@@ -65,6 +65,8 @@ def test_empty_selection_keeps_graph_and_no_grad_path():
         assert torch.allclose(fused_nll_sum(h, w, t), -token_logprobs(h, w, t).sum())
     with pytest.raises(ValueError, match="targets must have shape"):
         fused_nll_sum(h, w, t[:3])
+    with pytest.raises(ValueError, match="bias must have shape"):  # checked as token_logprobs checks it
+        fused_nll_sum(h, w, t, bias=torch.zeros(1))
 
 
 class _Head(torch.nn.Module):

@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from t3s.ops.logprob import _acc_dtype, _chunk_logits, _compute_dtype, _forward_chunks, backprop_chunk
+from t3s.ops.logprob import (
+    _acc_dtype,
+    _chunk_logits,
+    _compute_dtype,
+    _forward_chunks,
+    backprop_chunk,
+    check_head_inputs,
+)
 
 __all__ = ["fused_nll_sum"]
 
@@ -94,14 +101,7 @@ def fused_nll_sum(
     ``weight`` and ``bias``, with the same values and gradients as ``-token_logprobs(...).sum()`` at
     three matmuls per token instead of four. Without grad it is a plain chunked forward.
     """
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"expected hidden [N, H] and weight [V, H], got {tuple(hidden.shape)} and {tuple(weight.shape)}"
-        )
-    if targets.shape != hidden.shape[:1]:
-        raise ValueError(f"targets must have shape [{hidden.shape[0]}], got {tuple(targets.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    check_head_inputs(hidden, weight, targets, bias, chunk_size)
     compute_dtype = _compute_dtype(hidden, weight)
     targets = targets.long()
     if hidden.shape[0] == 0:  # still a function of every input, so DDP sees a (zero) gradient for each

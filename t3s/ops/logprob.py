@@ -29,6 +29,23 @@ from torch.autograd.function import once_differentiable
 __all__ = ["token_logprobs"]
 
 
+def check_head_inputs(
+    hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None, chunk_size: int
+) -> None:
+    """Refuse (``ValueError``) inputs of the chunked LM-head ops that do not fit: ``hidden [N, H]``,
+    ``weight [V, H]``, ``targets [N]``, ``bias [V]`` or None, a positive ``chunk_size``."""
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"expected hidden [N, H] and weight [V, H], got {tuple(hidden.shape)} and {tuple(weight.shape)}"
+        )
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"targets must have shape [{hidden.shape[0]}], got {tuple(targets.shape)}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must have shape [{weight.shape[0]}], got {tuple(bias.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+
+
 def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
     """Dtype of the projection matmul: the autocast dtype if autocast is on, else the promoted dtype."""
     device_type = hidden.device.type
@@ -209,17 +226,7 @@ def token_logprobs(
         ``hidden``, ``weight`` and ``bias``. With ``with_entropy=True`` a tuple
         ``(logprobs, entropy)``; the entropy (nats, same dtype and shape) is detached.
     """
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"expected hidden [N, H] and weight [V, H], got {tuple(hidden.shape)} and {tuple(weight.shape)}"
-        )
-    if targets.shape != hidden.shape[:1]:
-        raise ValueError(f"targets must have shape [{hidden.shape[0]}], got {tuple(targets.shape)}")
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"bias must have shape [{weight.shape[0]}], got {tuple(bias.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-
+    check_head_inputs(hidden, weight, targets, bias, chunk_size)
     compute_dtype = _compute_dtype(hidden, weight)
     targets = targets.long()
     targets, ignored = _safe_targets(targets, ignore_index)

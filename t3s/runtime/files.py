@@ -1,9 +1,12 @@
-"""File modes for what t3s writes: readable by whoever may read its neighbours."""
+"""File modes for what t3s writes (readable by whoever may read its neighbours) and folders written atomically."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -47,3 +50,28 @@ def make_shareable(path: str | Path) -> None:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
     for file in files:
         os.chmod(file, mode)
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """Write a folder atomically: yields an empty temporary sibling of ``target`` to fill; on a clean exit it is
+    made shareable (:func:`make_shareable`) and renamed to ``target``, replacing any folder there.
+
+    A crash never leaves a half-written folder under the final name (the temporary one stays behind, and
+    is cleared by the next write of the same ``target`` from a process with the same pid).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    yield tmp
+    make_shareable(tmp)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(target)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from t3s.ops.hf_folders import CheckpointError, LazyTensors
-from t3s.runtime.files import make_shareable
+from t3s.runtime.files import staged_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -139,29 +138,17 @@ def write_merged(base: str | Path, adapter: str | Path, output: str | Path) -> P
     Written to a temporary sibling renamed into place, readable by everyone.
     """
     tensors = AdapterTensors(base, adapter)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for item in Path(base).iterdir():  # config, generation config, tokenizer, index: everything but weights
-        if item.is_file() and not item.name.endswith(".safetensors"):
-            shutil.copy2(item, tmp / item.name)
-    shards: dict[str, list[str]] = {}
-    for name, shard in tensors.map.items():
-        shards.setdefault(shard, []).append(name)
-    for shard, names in shards.items():
-        save_file({name: tensors.get(name).contiguous() for name in names}, str(tmp / shard), metadata={"format": "pt"})
-    make_shareable(tmp)
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-        tmp.rename(output)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(output)
-    return output
+    with staged_folder(output) as tmp:
+        for item in Path(base).iterdir():  # config, generation config, tokenizer, index: everything but weights
+            if item.is_file() and not item.name.endswith(".safetensors"):
+                shutil.copy2(item, tmp / item.name)
+        shards: dict[str, list[str]] = {}
+        for name, shard in tensors.map.items():
+            shards.setdefault(shard, []).append(name)
+        for shard, names in shards.items():
+            save_file({name: tensors.get(name).contiguous() for name in names}, str(tmp / shard),
+                      metadata={"format": "pt"})
+    return Path(output)
 
 
 def adapter_base(folder: str | Path) -> Path:

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from t3s.errors import T3SError
-from t3s.runtime.files import make_shareable
+from t3s.runtime.files import staged_folder
 
 HF_DIRNAME = "hf"
 
@@ -49,30 +48,18 @@ def save_hf_folder(
     pass weights gathered by a distributed strategy; ``dtype`` is the dtype they are in (recorded in
     ``config.json`` so ``from_pretrained(dtype="auto")`` loads them as such).
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    kwargs = {"state_dict": dict(state_dict)} if state_dict is not None else {}
-    model.save_pretrained(tmp, **kwargs)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-        _save_stop_ids(model, tokenizer, tmp)
-    if dtype is not None:
-        config = tmp / "config.json"
-        values = json.loads(config.read_text())
-        values["dtype"] = str(dtype).removeprefix("torch.")
-        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    make_shareable(tmp)
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
-    return directory
+    with staged_folder(directory) as tmp:
+        kwargs = {"state_dict": dict(state_dict)} if state_dict is not None else {}
+        model.save_pretrained(tmp, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+            _save_stop_ids(model, tokenizer, tmp)
+        if dtype is not None:
+            config = tmp / "config.json"
+            values = json.loads(config.read_text())
+            values["dtype"] = str(dtype).removeprefix("torch.")
+            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    return Path(directory)
 
 
 def _save_stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:

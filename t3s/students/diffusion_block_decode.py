@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from t3s.students.diffusion_blocks import additive, block_causal_mask
-from t3s.students.diffusion_sampler import DecodeResult, commit_schedule, predict_tokens
+from t3s.students.diffusion_sampler import DecodeResult, DecodeSettings, commit_schedule, propose
 
 __all__ = [
     "BlockForward",
@@ -171,31 +171,18 @@ def _finished(canvas: torch.Tensor, start: torch.Tensor, mask_id: int, stops: to
 
 
 @torch.no_grad()
-def block_causal_decode(
-    forward: BlockForward,
-    layout: Layout,
-    *,
-    block_length: int,
-    steps_per_block: int,
-    mask_id: int,
-    eos_id: int,
-    stop_ids: Sequence[int] = (),
-    temperature: float = 0.0,
-    threshold: float | None = None,
-    generator: torch.Generator | None = None,
-) -> DecodeResult:
+def block_causal_decode(forward: BlockForward, layout: Layout, settings: DecodeSettings) -> DecodeResult:
     """Decode every masked column of ``layout.canvas`` block by block (see the module docstring).
 
     A row is finished once a stop token is committed with nothing masked before it: the rest of its canvas
     becomes EOS and it takes no further part (what follows a stop token is never returned).
     """
-    if steps_per_block < 1 or block_length < 1:
-        raise ValueError("block_length and steps_per_block must be positive")
+    block_length, steps_per_block, mask_id = settings.block_length, settings.steps_per_block, settings.mask_id
     canvas = layout.canvas.clone()
     device = canvas.device
     start = layout.response_start.to(device)
     rows, total = canvas.shape
-    stops = torch.tensor(sorted({int(s) for s in stop_ids} - {mask_id}), dtype=canvas.dtype, device=device)
+    stops = settings.stop_tensor(canvas)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     quota = commit_schedule(torch.tensor([block_length], device=device), steps_per_block)[0]
     columns = torch.arange(total, device=device)
@@ -209,13 +196,8 @@ def block_causal_decode(
             if not bool(masked.any()):
                 break
             logits = forward.logits(canvas, lo, hi, masked).float()
-            logits[:, mask_id] = float("-inf")
-            ids, conf = predict_tokens(logits, temperature, generator)
+            proposal, confidence = propose(logits, masked, canvas[:, lo:hi], settings)
             passes += 1
-            confidence = torch.full(masked.shape, float("-inf"), device=device)
-            confidence[masked] = conf
-            proposal = canvas[:, lo:hi].clone()
-            proposal[masked] = ids.to(canvas.dtype)
             order = confidence.argsort(dim=1, descending=True, stable=True)
             ranks = torch.empty_like(order).scatter_(
                 1, order, torch.arange(block_length, device=device).expand_as(order)
@@ -223,8 +205,8 @@ def block_causal_decode(
             count = int(quota[iteration]) if iteration < steps_per_block else block_length
             count_row = masked.sum(dim=1).clamp(max=count)
             commit = masked & (ranks < count_row[:, None])
-            if threshold is not None:
-                high = masked & (confidence > threshold)
+            if settings.threshold is not None:
+                high = masked & (confidence > settings.threshold)
                 enough = high.sum(dim=1) >= count_row
                 commit = torch.where(enough[:, None], high, commit)
             canvas[:, lo:hi] = torch.where(commit, proposal, canvas[:, lo:hi])
@@ -234,7 +216,7 @@ def block_causal_decode(
                     is_stop = torch.isin(canvas, stops) & (columns[None, :] >= start[:, None])
                     first = is_stop.long().argmax(1, keepdim=True)
                     after = (columns[None, :] > first) & newly[:, None]
-                    canvas = torch.where(after, torch.full_like(canvas, eos_id), canvas)
+                    canvas = torch.where(after, torch.full_like(canvas, settings.eos_id), canvas)
                     done |= newly
             iteration += 1
         if bool(done.all()):

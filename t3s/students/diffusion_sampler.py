@@ -22,11 +22,13 @@ import torch
 
 __all__ = [
     "DecodeResult",
+    "DecodeSettings",
     "LogitsFn",
     "commit_schedule",
     "diffusion_decode",
     "finished_rows",
     "predict_tokens",
+    "propose",
 ]
 
 #: ``(canvas [B, T], select [B, T] bool) -> logits [N, V]`` for the N selected positions, row-major.
@@ -59,6 +61,59 @@ def predict_tokens(
         ids = (logits.double() / temperature + gumbel).argmax(dim=-1)
     confidence = torch.softmax(logits, dim=-1).gather(-1, ids[:, None])[:, 0]
     return ids, confidence
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The settings both decoders take (this module's :func:`diffusion_decode` and the block-causal
+    :func:`t3s.students.diffusion_block_decode.block_causal_decode`).
+
+    Attributes:
+        block_length: positions per block.
+        steps_per_block: iterations that fill a block (the linear schedule's denominator).
+        mask_id: the mask token (never predicted).
+        eos_id: what fills a finished row after its stop token.
+        stop_ids: tokens that finish a row (the mask token aside); empty disables the early stop.
+        temperature: 0 decodes greedily, above it Gumbel-max samples (:func:`predict_tokens`).
+        threshold: commit every prediction more probable than this (see the module docstring); None: the schedule.
+        generator: the private RNG of the sampling.
+    """
+
+    block_length: int
+    steps_per_block: int
+    mask_id: int
+    eos_id: int
+    stop_ids: Sequence[int] = ()
+    temperature: float = 0.0
+    threshold: float | None = None
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps_per_block < 1 or self.block_length < 1:
+            raise ValueError("block_length and steps_per_block must be positive")
+
+    def stop_tensor(self, canvas: torch.Tensor) -> torch.Tensor:
+        """The stop ids (the mask token left out), sorted, as a tensor of ``canvas``'s dtype and device."""
+        stops = sorted({int(s) for s in self.stop_ids} - {self.mask_id})
+        return torch.tensor(stops, dtype=canvas.dtype, device=canvas.device)
+
+
+def propose(
+    logits: torch.Tensor, masked: torch.Tensor, current: torch.Tensor, settings: DecodeSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One iteration's prediction for the ``masked`` positions of ``current`` (a canvas or a block of it).
+
+    ``logits`` are those of the masked positions, row-major (changed in place: the mask token is never
+    predicted). Returns ``current`` with every masked position predicted, and the confidence of each position
+    (``-inf`` where nothing was masked), both of ``current``'s shape.
+    """
+    logits[:, settings.mask_id] = float("-inf")
+    ids, conf = predict_tokens(logits, settings.temperature, settings.generator)
+    confidence = torch.full(masked.shape, float("-inf"), device=current.device)
+    confidence[masked] = conf
+    proposal = current.clone()
+    proposal[masked] = ids.to(current.dtype)
+    return proposal, confidence
 
 
 def _rank_within_row(confidence: torch.Tensor) -> torch.Tensor:
@@ -103,28 +158,20 @@ def diffusion_decode(
     logits_fn: LogitsFn,
     canvas: torch.Tensor,
     prompt_length: int,
+    settings: DecodeSettings,
     *,
-    block_length: int,
-    steps_per_block: int,
-    mask_id: int,
-    eos_id: int,
-    stop_ids: Sequence[int] = (),
-    temperature: float = 0.0,
-    threshold: float | None = None,
-    generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
 ) -> DecodeResult:
     """Fill the masked response ``canvas[:, prompt_length:]`` block by block (see the module docstring).
 
     ``logits_fn`` is asked only for the still-masked positions of the current block; the mask token itself is
-    never predicted. ``stop_ids`` empty disables the early stop.
+    never predicted.
     """
-    if steps_per_block < 1 or block_length < 1:
-        raise ValueError("block_length and steps_per_block must be positive")
+    block_length, steps_per_block, mask_id = settings.block_length, settings.steps_per_block, settings.mask_id
     canvas = canvas.clone()
     rows, total = canvas.shape
     device = canvas.device
-    stops = torch.tensor(sorted({int(s) for s in stop_ids} - {mask_id}), dtype=canvas.dtype, device=device)
+    stops = settings.stop_tensor(canvas)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     columns = torch.arange(total, device=device)
     passes = 0
@@ -136,25 +183,19 @@ def diffusion_decode(
             masked = (canvas == mask_id) & in_block[None, :] & ~done[:, None]
             if not bool(masked.any()):
                 break
-            logits = logits_fn(canvas, masked).float()
-            logits[:, mask_id] = float("-inf")
-            ids, conf = predict_tokens(logits, temperature, generator)
+            proposal, confidence = propose(logits_fn(canvas, masked).float(), masked, canvas, settings)
             passes += 1
-            confidence = torch.full((rows, total), float("-inf"), device=device)
-            confidence[masked] = conf
-            proposal = canvas.clone()
-            proposal[masked] = ids.to(canvas.dtype)
             ranks = _rank_within_row(confidence)
-            if threshold is None:
+            if settings.threshold is None:
                 count = schedule[:, iteration] if iteration < steps_per_block else masked.sum(dim=1)
                 commit = masked & (ranks < count[:, None])
             else:
-                commit = masked & ((confidence > threshold) | (ranks == 0))
+                commit = masked & ((confidence > settings.threshold) | (ranks == 0))
             canvas = torch.where(commit, proposal, canvas)
             if stops.numel():
                 newly = finished_rows(canvas, prompt_length, mask_id, stops) & ~done
                 if bool(newly.any()):
-                    canvas = _fill_after_stop(canvas, newly, prompt_length, stops, eos_id)
+                    canvas = _fill_after_stop(canvas, newly, prompt_length, stops, settings.eos_id)
                     done |= newly
             iteration += 1
             if step_callback is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "Serve",
     "ServeOptions",
     "TorchBackend",
+    "TorchGenerator",
     "default_stop_token_ids",
     "stopped_generation",
 ]
@@ -146,6 +147,76 @@ def _torch_worker(rank: int, world: int, name: str, job: Job, plan: Any, options
 
     backend, device = get_backend(name), worker_device(rank)
     job(rank, world, plan, lambda folder, tokenizer: backend.from_folder(folder, tokenizer, device, options))
+
+
+class TorchGenerator:
+    """Base of the torch backends' generators: the batching around one model (``hf`` and ``diffusion``).
+
+    :meth:`generate` expands every prompt ``params.n`` times, sorts the rows by prompt length (stable:
+    equal lengths keep prompt / sample order), puts the model in eval mode (restored afterwards) and
+    decodes the rows ``batch_size`` at a time (:meth:`_batches`) with :meth:`_generate_batch`, behind a
+    progress bar over several batches in a terminal (none for one batch or in a log file). Subclasses set
+    the attributes below.
+    """
+
+    model: Any
+    tokenizer: Any
+    batch_size: int
+    stop_token_ids: list[int]
+    show_progress: bool
+    #: the progress bar's label.
+    progress_desc: ClassVar[str] = "generate"
+
+    @staticmethod
+    def given_or_default_stops(stop_token_ids: Sequence[int] | None, tokenizer: Any, model: Any) -> list[int]:
+        """``stop_token_ids`` when given, else :func:`default_stop_token_ids` of the tokenizer and model."""
+        if stop_token_ids is not None:
+            return list(stop_token_ids)
+        return default_stop_token_ids(tokenizer, model)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        with torch.inference_mode():
+            for i, ids in enumerate(prompts):
+                if len(ids) == 0:
+                    raise ValueError(f"prompt {i} is empty")
+            rows = sorted(((p, s) for p in range(len(prompts)) for s in range(params.n)),
+                          key=lambda r: len(prompts[r[0]]))
+            out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
+            device = next(self.model.parameters()).device
+            batches = self._batches(rows, prompts)
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                self._before_batches()
+                quiet = (not self.show_progress or len(batches) < 2) or None  # None: no bar off a terminal
+                bar = tqdm(batches, desc=self.progress_desc, unit="batch", disable=quiet)
+                for b, batch in enumerate(bar):
+                    generations = self._generate_batch(b, [prompts[p] for p, _ in batch], params, device)
+                    for (p, s), generation in zip(batch, generations):
+                        out[p][s] = generation
+            finally:
+                self.model.train(was_training)
+        return [[g for g in gens if g is not None] for gens in out]
+
+    def _batches(self, rows: list[tuple[int, int]], prompts: list[list[int]]) -> list[list[tuple[int, int]]]:
+        """The sorted ``(prompt, sample)`` rows cut into batches of ``batch_size``."""
+        return [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+
+    def _before_batches(self) -> None:
+        """Called once in eval mode before the first batch (nothing by default)."""
+
+    def _generate_batch(self, index: int, prompts: list[list[int]], params: SamplingParams,
+                        device: Any) -> list[Generation]:
+        """The generations of batch number ``index``, one per prompt (prompts repeat for ``params.n``)."""
+        raise NotImplementedError
+
+    def _generation(self, tokens: Sequence[int], *, limit_reached: bool) -> Generation:
+        """:func:`stopped_generation` with this generator's stop tokens and tokenizer."""
+        return stopped_generation(tokens, self.stop_token_ids, self.tokenizer, limit_reached=limit_reached)
 
 
 def default_stop_token_ids(tokenizer: Any, model: Any = None, generation_config: Any = None) -> list[int]:

@@ -17,14 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional as F
 
-from t3s.evals.backends.base import (
-    Generation,
-    Generator,
-    ServeOptions,
-    TorchBackend,
-    default_stop_token_ids,
-    stopped_generation,
-)
+from t3s.evals.backends.base import Generation, Generator, ServeOptions, TorchBackend, TorchGenerator
 from t3s.evals.backends.sampling import SamplingParams
 from t3s.students.diffusion import DiffusionStudent
 from t3s.students.diffusion_block_decode import (
@@ -36,14 +29,14 @@ from t3s.students.diffusion_block_decode import (
 )
 from t3s.students.diffusion_hf import decoder_and_head, needs_explicit_mask, takes_position_ids
 from t3s.students.diffusion_objective import DiffusionStudentError
-from t3s.students.diffusion_sampler import LogitsFn, diffusion_decode
+from t3s.students.diffusion_sampler import DecodeSettings, LogitsFn, diffusion_decode
 
 __all__ = ["BACKEND", "DiffusionBackend", "DiffusionGenerator"]
 
 log = logging.getLogger(__name__)
 
 
-class DiffusionGenerator:
+class DiffusionGenerator(TorchGenerator):
     """Batched semi-autoregressive sampling from a masked-diffusion model (the ``Generator`` protocol).
 
     Prompts are expanded ``params.n`` times, sorted by length, LEFT padded (padding is kept out by the
@@ -79,6 +72,8 @@ class DiffusionGenerator:
         kv_cache: with ``block_causal``, cache the keys and values of the committed blocks (default) instead
             of re-running the whole window at every iteration; models that take no cache argument recompute.
     """
+
+    progress_desc: ClassVar[str] = "diffusion generate"
 
     def __init__(
         self,
@@ -127,7 +122,7 @@ class DiffusionGenerator:
         self.pad_id = int(pad_id) if pad_id is not None else self.eos_id
         stops = [
             self.eos_id,
-            *(stop_token_ids if stop_token_ids is not None else default_stop_token_ids(tokenizer, model)),
+            *self.given_or_default_stops(stop_token_ids, tokenizer, model),
         ]
         self.stop_token_ids = [s for s in dict.fromkeys(int(s) for s in stops) if s != self.mask_id]
         self.explicit_attention_mask = explicit_attention_mask
@@ -187,61 +182,41 @@ class DiffusionGenerator:
 
         return logits
 
-    @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
-        from tqdm.auto import tqdm
-
-        for i, ids in enumerate(prompts):
-            if len(ids) == 0:
-                raise ValueError(f"prompt {i} is empty")
-        rows = sorted(
-            ((p, s) for p in range(len(prompts)) for s in range(params.n)), key=lambda r: len(prompts[r[0]])
-        )
-        out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
-        gen_len = self.canvas_length(params.max_new_tokens)
-        device = next(self.model.parameters()).device
+    def _batches(self, rows: list[tuple[int, int]], prompts: list[list[int]]) -> list[list[tuple[int, int]]]:
         groups = [rows]
         if self.logits_only:  # no padding: one group per prompt length
             lengths = sorted({len(prompts[p]) for p, _ in rows})
             groups = [[r for r in rows if len(prompts[r[0]]) == n] for n in lengths]
-        batches = [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if self.explicit_attention_mask is None and not self.block_causal:  # block-causal: always 4D
-                self.explicit_attention_mask = needs_explicit_mask(self.model)
-            # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
-            for b, batch in enumerate(
-                tqdm(batches, desc="diffusion generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
-            ):
-                generator = None
-                if not params.greedy:
-                    generator = torch.Generator(device=device)
-                    generator.manual_seed(int(params.seed) + b)
-                if self.block_causal:
-                    responses = self._block_causal(
-                        [prompts[p] for p, _ in batch], gen_len, device, params, generator
-                    )
-                    for (p, s), row in zip(batch, responses):
-                        out[p][s] = self._to_generation(row[: params.max_new_tokens])
-                    continue
-                ids, attention, positions, width = self._inputs(
-                    [prompts[p] for p, _ in batch], gen_len, device
-                )
-                result = diffusion_decode(self._logits_fn(attention, positions), ids, width,
-                                          **self._decode_settings(params, generator))
-                for (p, s), row in zip(batch, result.canvas[:, width:].tolist()):
-                    out[p][s] = self._to_generation(row[: params.max_new_tokens])
-        finally:
-            self.model.train(was_training)
-        return [[g for g in gens if g is not None] for gens in out]
+        return [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
 
-    def _decode_settings(self, params: SamplingParams, generator: torch.Generator | None) -> dict[str, Any]:
+    def _before_batches(self) -> None:
+        if self.explicit_attention_mask is None and not self.block_causal:  # block-causal: always 4D
+            self.explicit_attention_mask = needs_explicit_mask(self.model)
+
+    def _generate_batch(self, index: int, prompts: list[list[int]], params: SamplingParams,
+                        device: torch.device) -> list[Generation]:
+        """One batch; sampling (``temperature > 0``) draws from a private generator seeded
+        ``params.seed + index``."""
+        gen_len = self.canvas_length(params.max_new_tokens)
+        generator = None
+        if not params.greedy:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(params.seed) + index)
+        if self.block_causal:
+            responses = self._block_causal(prompts, gen_len, device, params, generator)
+        else:
+            ids, attention, positions, width = self._inputs(prompts, gen_len, device)
+            result = diffusion_decode(self._logits_fn(attention, positions), ids, width,
+                                      self._decode_settings(params, generator))
+            responses = result.canvas[:, width:].tolist()
+        # the canvas is always filled to max_new_tokens: no stop token means the budget ran out
+        return [self._generation(row[: params.max_new_tokens], limit_reached=True) for row in responses]
+
+    def _decode_settings(self, params: SamplingParams, generator: torch.Generator | None) -> DecodeSettings:
         """The sampler settings both decoders take (full attention and block-causal)."""
-        return {"block_length": self.block_length, "steps_per_block": self.steps_per_block, "mask_id": self.mask_id,
-                "eos_id": self.eos_id, "stop_ids": self.stop_token_ids, "temperature": float(params.temperature),
-                "threshold": self.threshold, "generator": generator}
+        return DecodeSettings(self.block_length, self.steps_per_block, self.mask_id, self.eos_id,
+                              stop_ids=self.stop_token_ids, temperature=float(params.temperature),
+                              threshold=self.threshold, generator=generator)
 
     def _block_causal(
         self,
@@ -257,13 +232,9 @@ class DiffusionGenerator:
         layout.valid, layout.positions = layout.valid.to(device), layout.positions.to(device)
         use_cache = self.kv_cache and self._parts is not None and cache_keyword(self._parts[0]) is not None
         forward = (CachedPrefix if use_cache else FullRecompute)(self.model, layout, self.block_length)
-        result = block_causal_decode(forward, layout, **self._decode_settings(params, generator))
+        result = block_causal_decode(forward, layout, self._decode_settings(params, generator))
         starts = layout.response_start.tolist()
         return [row[start:] for row, start in zip(result.canvas.tolist(), starts)]
-
-    def _to_generation(self, tokens: list[int]) -> Generation:
-        # the canvas is always filled to max_new_tokens: no stop token means the budget ran out
-        return stopped_generation(tokens, self.stop_token_ids, self.tokenizer, limit_reached=True)
 
     @classmethod
     def for_student(cls, student: DiffusionStudent, **overrides: Any) -> DiffusionGenerator:

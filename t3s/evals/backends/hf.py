@@ -9,20 +9,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from t3s.evals.backends.base import (
-    Generation,
-    Generator,
-    ServeOptions,
-    TorchBackend,
-    default_stop_token_ids,
-    stopped_generation,
-)
+from t3s.evals.backends.base import Generation, Generator, ServeOptions, TorchBackend, TorchGenerator
 from t3s.evals.backends.sampling import SamplingParams
 
 __all__ = ["BACKEND", "HFBackend", "HFGenerator", "decode_leaving_finished"]
 
 
-class HFGenerator:
+class HFGenerator(TorchGenerator):
     """Batched generation with a Hugging Face causal LM and its KV cache.
 
     Prompts are expanded ``n`` times, sorted by length (less padding), LEFT padded and generated in
@@ -50,9 +43,7 @@ class HFGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
-        self.stop_token_ids = (
-            list(stop_token_ids) if stop_token_ids is not None else default_stop_token_ids(tokenizer, model)
-        )
+        self.stop_token_ids = self.given_or_default_stops(stop_token_ids, tokenizer, model)
         if not self.stop_token_ids:
             raise ValueError("no stop token: the tokenizer has no eos_token_id; pass stop_token_ids")
         pad = getattr(tokenizer, "pad_token_id", None)
@@ -78,43 +69,23 @@ class HFGenerator:
             )
         return kw
 
-    @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` generations for each prompt (outer list: prompts, inner: samples)."""
-        from tqdm.auto import tqdm
-
-        rows = [(p, s) for p in range(len(prompts)) for s in range(params.n)]
-        for i, ids in enumerate(prompts):
-            if len(ids) == 0:
-                raise ValueError(f"prompt {i} is empty")
-        rows.sort(key=lambda r: len(prompts[r[0]]))  # stable: equal lengths keep prompt/sample order
-        out: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
-        gen_kwargs = self._generate_kwargs(params)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-        fork_devices = [device] if device.type == "cuda" else []
-        try:
-            # a bar over several batches in a terminal; none for one batch or in a log file (disable=None)
-            for b, batch in enumerate(
-                tqdm(batches, desc="generate", unit="batch", disable=(not self.show_progress or len(batches) < 2) or None)
-            ):
-                input_ids, attention_mask = self._left_pad([prompts[p] for p, _ in batch], device)
-                with torch.random.fork_rng(devices=fork_devices):
-                    torch.manual_seed(int(params.seed) + b)
-                    new_tokens = None
-                    if self.leave_finished:
-                        new_tokens = decode_leaving_finished(self.model, input_ids, attention_mask, params,
-                                                             self.stop_token_ids)
-                    if new_tokens is None:
-                        seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
-                        new_tokens = seqs[:, input_ids.shape[1] :].tolist()
-                for (p, s), toks in zip(batch, new_tokens):
-                    out[p][s] = self._to_generation(toks, params.max_new_tokens)
-        finally:
-            self.model.train(was_training)
-        return [[g for g in gens if g is not None] for gens in out]
+    def _generate_batch(self, index: int, prompts: list[list[int]], params: SamplingParams,
+                        device: torch.device) -> list[Generation]:
+        """One batch, sampled inside a forked RNG seeded with ``params.seed + index``."""
+        input_ids, attention_mask = self._left_pad(prompts, device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(params.seed) + index)
+            new_tokens = None
+            if self.leave_finished:
+                new_tokens = decode_leaving_finished(self.model, input_ids, attention_mask, params,
+                                                     self.stop_token_ids)
+            if new_tokens is None:
+                seqs = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                           **self._generate_kwargs(params))
+                new_tokens = seqs[:, input_ids.shape[1] :].tolist()
+        # a row without a stop token ran to the limit (rows that stopped early always contain one)
+        limit = params.max_new_tokens
+        return [self._generation(toks, limit_reached=len(toks) >= limit) for toks in new_tokens]
 
     def _left_pad(self, seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -124,10 +95,6 @@ class HFGenerator:
             ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s) :] = 1
         return ids.to(device), mask.to(device)
-
-    def _to_generation(self, toks: list[int], max_new_tokens: int) -> Generation:
-        # a row without a stop token ran to the limit (rows that stopped early always contain one)
-        return stopped_generation(toks, self.stop_token_ids, self.tokenizer, limit_reached=len(toks) >= max_new_tokens)
 
 
 def _sampling_processors(params: SamplingParams) -> Any:
