@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     positions = packed_positions(args.length, args.documents).to(device)
-    ids = torch.randint(0, MODELS[args.model]["vocab_size"], positions.shape, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, MODELS[args.model]["vocab_size"], positions.shape,
+                        generator=torch.Generator().manual_seed(0))
     ids = ids.to(device)
     report: dict[str, Any] = {"device": str(device), "model": args.model, "length": args.length,
                               "documents": args.documents, "dtype": str(dtype), "kernels": {}, "skipped": {}}

@@ -74,7 +74,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cos_text = f"{mark(r['negative_cosine'])} {cos:+.3f}" if cos is not None else "—"
         step = r["anchor_step_raises_others"]
         raises = f"{mark(step[0] > 0)} {step[0]:+.3f} / {step[1]:+.3f}"
-        lines.append(f"| {r['run']} | {r['bottleneck_step']} | {acc} | {anc} | {dip} | {ratio} | {cos_text} | {raises} |")
+        lines.append(f"| {r['run']} | {r['bottleneck_step']} | {acc} | {anc} | {dip} | {ratio} | {cos_text} "
+                     f"| {raises} |")
     return "\n".join(lines)
 
 
@@ -90,7 +91,8 @@ def step_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {s['step']} | {s['train_accuracy']:.3f} | {conf['anchor']['mean']:.3f} | "
             f"{conf['yet_to_learn']['mean']:.3f} | {conf['yet_to_learn']['below_base']:.2f} | "
-            f"{s['grad_norm_ratio']:.2f} | {s['grad_cosine']:+.2f} | {step['anchor']:+.3f} / {step['yet_to_learn']:+.3f} |"
+            f"{s['grad_norm_ratio']:.2f} | {s['grad_cosine']:+.2f} | "
+            f"{step['anchor']:+.3f} / {step['yet_to_learn']:+.3f} |"
         )
     return "\n".join(lines)
 

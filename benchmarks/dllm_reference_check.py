@@ -110,7 +110,8 @@ def check_generate(checkout: Path) -> tuple[int, int]:
 
     tree = ast.parse(_source(checkout, "models/llada2_moe/modeling_llada2_moe.py"))
     cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "LLaDA2MoeModelLM")
-    body = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in ("generate", "_get_num_transfer_tokens")]
+    body = [n for n in cls.body
+            if isinstance(n, ast.FunctionDef) and n.name in ("generate", "_get_num_transfer_tokens")]
     namespace: dict[str, typing.Any] = {"torch": torch, "Optional": typing.Optional}
     module = ast.fix_missing_locations(ast.Module([ast.ClassDef("Reference", [], [], body, [])], []))
     exec(compile(module, "dfactory:LLaDA2MoeModelLM.generate", "exec"), namespace)

@@ -678,7 +678,8 @@ def _masked_fraction(student: ARStudent, strategy: T3S, step_batch: dict[str, An
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--quick", action="store_true", help="small CPU-friendly sizes (the acceptance contract)")
     p.add_argument("--model", choices=sorted(MODELS), help="default: cpu-small on CPU, qwen3-1.7b on CUDA")
@@ -773,7 +774,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report[key] = head[key]
     report["loss_match"] = all(w["loss_match"] is not False for w in report["workloads"].values())
     report.update({
-        "headline_workload": "scoring" if args.score_only else args.data[0], "device": _device_name(device), "model": args.model,
+        "headline_workload": "scoring" if args.score_only else args.data[0], "device": _device_name(device),
+        "model": args.model,
         "precision": args.precision, "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "quick": args.quick, "versions": versions(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -821,7 +823,8 @@ def _table(name: str, r: dict[str, Any]) -> str:
         lines.append(f"  {c:<12} skipped: {why}")
     if "tps_score" in r:
         peak = f"{r['peak_mib_score']:>10.0f}" if "peak_mib_score" in r else f"{'-':>10}"
-        lines.append(f"  {'scoring':<12}{r['median_s_score']:>10.3f}{r['tps_score']:>11.1f}{peak}  (no grad, chunked c_t)")
+        lines.append(f"  {'scoring':<12}{r['median_s_score']:>10.3f}{r['tps_score']:>11.1f}{peak}"
+                     "  (no grad, chunked c_t)")
     for key in ("ratio_full_vs_hf", "ratio_masked_vs_full", "ratio_full_vs_trl", "ratio_peak_mem_full_vs_hf",
                 "ratio_score_vs_train"):
         if key in r:

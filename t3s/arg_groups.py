@@ -45,7 +45,8 @@ def group_dict(value: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
 
 
-def nest_flat_keys(section: Mapping[str, Any], flat_keys: Mapping[str, str], where: str) -> tuple[dict[str, Any], list[str]]:
+def nest_flat_keys(section: Mapping[str, Any], flat_keys: Mapping[str, str],
+                   where: str) -> tuple[dict[str, Any], list[str]]:
     """``section`` with every flat key of ``flat_keys`` (``{"lr": "optimizer.lr", ...}``) moved into its group.
 
     Returns the nested mapping and the flat keys it moved. A key given both ways (an old config partly

@@ -16,8 +16,9 @@ from t3s.students import ARStudent
 
 @pytest.fixture(scope="module")
 def batch(tiny_world):
-    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
-                                  limit=8, global_batch_size=8, micro_batch_size=8, max_length=512)
+    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"),
+                                  tokenizer=str(tiny_world / "tokenizer"), limit=8, global_batch_size=8,
+                                  micro_batch_size=8, max_length=512)
     data.setup("fit")
     return len(data.tokenizer), next(iter(data.train_dataloader()))["micro_batches"][0]
 

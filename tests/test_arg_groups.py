@@ -41,7 +41,8 @@ def flatten(config: dict) -> dict:
 
 
 def test_every_flat_key_has_a_group_field():
-    for table, groups in ((STUDENT_FLAT_KEYS, StudentModule.__init__), (DATA_FLAT_KEYS, TeacherTraceDataModule.__init__)):
+    for table, groups in ((STUDENT_FLAT_KEYS, StudentModule.__init__),
+                          (DATA_FLAT_KEYS, TeacherTraceDataModule.__init__)):
         defaults = {k: p.default for k, p in inspect.signature(groups).parameters.items()}
         for flat, nested in table.items():
             group, key = nested.split(".")

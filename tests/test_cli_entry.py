@@ -38,7 +38,8 @@ def test_help_lists_every_command_with_a_line_and_loads_no_torch():
 
 
 def test_grade_loads_neither_torch_nor_lightning(tmp_path):
-    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the time."""
+    """`t3s grade` (a grader or a packaged task) needs neither torch nor Lightning: it starts in a fraction of the
+    time."""
     gens = tmp_path / "gens.jsonl"
     gens.write_text(json.dumps({"response": "<think>x</think> \\boxed{ 2 5 }", "gold": "25"}) + "\n")
     heavy = "('torch', 'lightning', 'transformers', 'torchmetrics')"

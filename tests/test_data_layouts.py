@@ -272,8 +272,8 @@ def test_tokenizer_without_chat_template(tmp_path: Path, shared_dir: Path) -> No
     with pytest.raises(TraceDataError) as err:
         TeacherTraceDataModule(path, str(tmp_path / "base")).setup()
     assert str(err.value) == (
-        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a "
-        "Jinja file, a template of the tokenizer or a built-in one (chatml)"
+        f"{tmp_path / 'base'}: the tokenizer has no chat template (a base model?); set data.template.chat_template "
+        "to a Jinja file, a template of the tokenizer or a built-in one (chatml)"
     )
     with pytest.raises(TraceDataError, match=r"nope: no such template file, and not a template name of .* "
                                              r"\(chatml\) \(data\.template\.chat_template\)"):

@@ -34,7 +34,8 @@ def small_probe_config(tmp_path: Path, name: str, max_steps: int, train_limit: i
     """configs/toy-small.yaml as a plain-SFT probe (the recipe's first phase), shortened, outputs in tmp_path."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False, max_steps=max_steps)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[], train_limit=train_limit)
@@ -149,7 +150,8 @@ def test_transfer_matrix_diagonal_is_negative(diagnosed):
         matrix = entry["transfer_matrix"]
         assert len(matrix) == 4 and all(len(row) == 4 for row in matrix)
         assert all(matrix[i][i] < 0 for i in range(4)), (entry["step"], matrix)
-        assert entry["intervention"]["anchor"]["anchor"] < 0 and entry["intervention"]["yet_to_learn"]["yet_to_learn"] < 0
+        assert (entry["intervention"]["anchor"]["anchor"] < 0
+                and entry["intervention"]["yet_to_learn"]["yet_to_learn"] < 0)
     assert report["transfer_matrix"] == report["steps"][1]["transfer_matrix"]  # top level: at θ_b
     assert report["transfer_matrix_step"] == 2
 
@@ -245,7 +247,8 @@ def test_callback_logs_what_the_offline_measurement_gives(tiny_run, tmp_path):
 
     cache = ScoreCache.load(tmp_path / "scores")
     offsets = data_offsets(data.traces)
-    groups = token_groups(cache.base_logprob, cache.bottleneck_logprob, answer_spans(data.traces, data.tokenizer, offsets))
+    groups = token_groups(cache.base_logprob, cache.bottleneck_logprob,
+                          answer_spans(data.traces, data.tokenizer, offsets))
     probe = probe_batch(data, groups.ids, offsets, traces=8, micro_batch_size=2)
     model = AutoModelForCausalLM.from_pretrained(str(Path(trainer.log_dir) / "hf" / "step_2")).eval()
     offline = gradient_interaction(model, probe, (0, 1), (2, 3))

@@ -23,7 +23,8 @@ def tiny_run_config(tmp_path: Path, name: str, mode: str) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     cfg["trainer"].update(max_steps=4, default_root_dir=str(tmp_path), enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
-    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback")]
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"]
+                                   if c["class_path"].endswith("BenchmarkCallback")]
     cfg["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, train_limit=6, sampling=GREEDY, batch_size=8,
                                                        mode=mode)
     cfg["trainer"]["enable_checkpointing"] = False
@@ -36,7 +37,8 @@ def tiny_run_config(tmp_path: Path, name: str, mode: str) -> Path:
 
 
 def verdicts(run: Path, step: int) -> list[tuple[str, str, bool]]:
-    rows = [json.loads(line) for line in (run / "generations" / f"step_{step}" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line)
+            for line in (run / "generations" / f"step_{step}" / "train.jsonl").read_text().splitlines()]
     return sorted((r["id"], r["response"], r["correct"]) for r in rows)
 
 
@@ -173,7 +175,8 @@ def test_evaluate_refuses_what_it_cannot_evaluate(tmp_path, capsys):
 def small_toy_config(tmp_path: Path, steps: int = 20) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=steps, default_root_dir=str(tmp_path), enable_progress_bar=False)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(tmp_path), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))["init_args"]
     bench.update(tasks=[])

@@ -30,7 +30,9 @@ def test_evaluate_uses_the_diffusion_sampler_and_matches_the_inline_callback(tmp
     run = tmp_path / "inline" / "version_0"
 
     main(["evaluate", str(run), "--output", str(tmp_path / "offline"), "--devices", "2"])
-    assert [(r["step"], r["task"]) for r in read_results(tmp_path / "offline")] == [(0, "train"), (2, "train"), (4, "train")]
+    assert [(r["step"], r["task"]) for r in read_results(tmp_path / "offline")] == [
+        (0, "train"), (2, "train"), (4, "train")
+    ]
     for step in (0, 2, 4):  # same weights, same sampler settings, greedy: the same responses and verdicts
         assert verdicts(tmp_path / "offline", step) == verdicts(run, step)
         assert all(response for _, response, _ in verdicts(run, step))  # real sampler output, not empty strings

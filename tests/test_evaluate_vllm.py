@@ -72,7 +72,8 @@ def test_vllm_backend_reuses_one_engine_per_worker_and_matches_hf(deferred_run, 
 def test_vllm_backend_without_vllm_is_one_line_naming_the_interpreter(deferred_run, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", str(deferred_run), "--output", str(tmp_path), "--backend", "vllm", "--python", sys.executable])
+        main(["evaluate", str(deferred_run), "--output", str(tmp_path), "--backend", "vllm",
+              "--python", sys.executable])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err

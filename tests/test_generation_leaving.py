@@ -42,7 +42,8 @@ def test_greedy_outputs_equal_model_generate_with_fewer_row_steps():
     leaving = HFGenerator(model, tokenizer, batch_size=6, show_progress=False).generate(prompts, params)
     rows_leaving = counter.rows
     counter.rows = 0
-    whole = HFGenerator(model, tokenizer, batch_size=6, show_progress=False, leave_finished=False).generate(prompts, params)
+    whole = HFGenerator(model, tokenizer, batch_size=6, show_progress=False,
+                        leave_finished=False).generate(prompts, params)
     assert [[g.token_ids for g in gens] for gens in leaving] == [[g.token_ids for g in gens] for gens in whole]
     assert [g[0].hit_limit for g in leaving] == [g[0].hit_limit for g in whole]
     lengths = [len(g[0].token_ids) for g in leaving]

@@ -1,4 +1,5 @@
-"""The prepared GPU check: its rehearsal on this CPU runs every step, and its environment check names what is missing."""
+"""The prepared GPU check: its rehearsal on this CPU runs every step, and its environment check names what is
+missing."""
 
 from __future__ import annotations
 

@@ -171,7 +171,8 @@ def test_math500_golds_stated_without_a_box(shared_dir, verifier):
              "Therefore, the final answer is:\n\\[\n{}\n\\]")
 
     def key(ans: str) -> str:
-        return ans.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace(" ", "").split("=")[-1]
+        return (ans.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac")
+                .replace(" ", "").split("=")[-1])
 
     for i in range(0, len(golds), 4):
         gold = golds[i]

@@ -58,7 +58,8 @@ def test_wheel_install_runs_from_an_empty_folder(installed):
     graded = run(["t3s", "grade", "--task", "aime24", "--input", "gens.jsonl"], cwd=empty, env=env)
     assert graded.returncode == 0 and "accuracy 1.0000" in graded.stdout, graded.stderr[-2000:]
 
-    found = run(["python", "-c", "from t3s.resources import find_config; from t3s.data.from_config import datamodule_from_config as d; "
+    found = run(["python", "-c", "from t3s.resources import find_config; "
+                 "from t3s.data.from_config import datamodule_from_config as d; "
                  "print(find_config('toy-small')); print(d(find_config('tiny')).path)"], cwd=empty, env=env)
     assert found.returncode == 0, found.stderr[-2000:]
     config, data = found.stdout.split()

@@ -19,8 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t3s"
 #: ``arg_groups`` (argument groups and their flat spellings) and ``progress`` (bars / plain lines) are leaves;
 #: the command line is the ``cli`` package (one module per command), ``trust`` (the class paths a config may
 #: import, checked before parsing) and ``traces`` (the ``t3s traces`` commands).
-LAYERS = [["errors", "ops", "runtime", "resources", "lazy", "progress", "arg_groups"], ["data"], ["selection"], ["scoring"],
-          ["students"], ["evals"], ["analysis"], ["recipe", "toy", "loggers"], ["cli", "trust", "traces", "__main__"]]
+LAYERS = [["errors", "ops", "runtime", "resources", "lazy", "progress", "arg_groups"], ["data"], ["selection"],
+          ["scoring"], ["students"], ["evals"], ["analysis"], ["recipe", "toy", "loggers"],
+          ["cli", "trust", "traces", "__main__"]]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
 
@@ -58,7 +59,8 @@ def test_no_import_from_a_lower_room_to_a_higher_one():
         f"{src} -> {dst}"
         for src, targets in GRAPH.items() if src != "t3s"
         for dst in targets
-        if room(src) != room(dst) and (LEVEL[room(dst)] > LEVEL[room(src)] or {room(src), room(dst)} == {"recipe", "toy"})
+        if room(src) != room(dst)
+        and (LEVEL[room(dst)] > LEVEL[room(src)] or {room(src), room(dst)} == {"recipe", "toy"})
     )
     assert upward == []
 

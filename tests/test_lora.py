@@ -112,7 +112,8 @@ def test_lightning_checkpoint_holds_the_adapter_and_resumes_to_the_same_weights(
         data = make_data(TINY_WORLD, batch=8, micro=8)
         student = make_student(data, adapter={"kind": "lora", "r": 4})
         trainer = make_trainer(root, steps, enable_checkpointing=True,
-                               callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2, save_last=True)])
+                               callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=2,
+                                                          save_last=True)])
         trainer.fit(student, datamodule=data, ckpt_path=ckpt)
         return student
 

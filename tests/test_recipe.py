@@ -46,7 +46,8 @@ def test_benchmark_callback_logs_curves_figure_and_generations(tmp_path):
     for task in ("train", "tiny_heldout"):
         steps, values = read_scalars(run, f"bench/{task}/avg@1")
         assert steps == [0, 2, 4] and all(0.0 <= v <= 1.0 for v in values)
-        rows = [json.loads(line) for line in (run / "generations" / "step_2" / f"{task}.jsonl").read_text().splitlines()]
+        rows = [json.loads(line)
+                for line in (run / "generations" / "step_2" / f"{task}.jsonl").read_text().splitlines()]
         assert len(rows) == 6
         assert {"id", "sample", "response", "extracted", "correct", "step"} <= set(rows[0])
     assert {p.name for p in (run / "hf").iterdir()} >= {"step_0", "step_2", "step_4"}
@@ -175,7 +176,8 @@ def test_online_t3s_switches_inside_one_fit(tmp_path):
 def test_compare_runs_every_method_with_overrides(tmp_path):
     """`t3s compare` on the small toy, shortened through --overrides: every method, the table and figures."""
     main(["compare", "--config", str(REPO / "configs" / "toy-small.yaml"), "--seeds", "0", "--output",
-          str(tmp_path), "--overrides", "trainer.max_steps=10", "model.init_args.optimizer.lr=3e-3", "trainer.enable_progress_bar=false"])
+          str(tmp_path), "--overrides", "trainer.max_steps=10", "model.init_args.optimizer.lr=3e-3",
+          "trainer.enable_progress_bar=false"])
 
     seed = tmp_path / "seed_0"
     for method in ("sft", "t3s", "inverse_t3s", "random"):

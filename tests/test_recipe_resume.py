@@ -28,7 +28,8 @@ def recipe_config(root: Path) -> Path:
     """configs/toy-small.yaml, 20 steps a phase, training accuracy only, every output under ``root``."""
     cfg = yaml.safe_load((REPO / "configs" / "toy-small.yaml").read_text())
     cfg["trainer"].update(max_steps=STEPS, default_root_dir=str(root), enable_progress_bar=False)
-    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3  # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    # the fast-shock regime (the shipped demo's is 3e-4 for 120 steps)
+    cfg["model"]["init_args"]["optimizer"]["lr"] = 3e-3
     cfg["trainer"]["logger"]["init_args"].update(save_dir=str(root), name="recipe")
     bench = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("BenchmarkCallback"))
     bench["init_args"].update(tasks=[])
@@ -97,7 +98,8 @@ def test_recipe_killed_after_sft_and_during_masked_phase_resumes_to_the_same_wei
     for path, mtime in sft_files.items():  # the SFT phase was neither trained nor evaluated again
         assert path.stat().st_mtime_ns == mtime, path
     assert state(root)["bottleneck_step"] == state(reference)["bottleneck_step"]
-    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference))
+    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors"))
+                              for r in (root, reference))
     assert resumed.keys() == uninterrupted.keys()
     for name, weight in uninterrupted.items():
         assert (resumed[name] - weight).abs().max().item() <= 1e-6, name
@@ -132,6 +134,7 @@ def test_a_recipe_written_with_the_old_probe_name_resumes_from_its_probe_folder(
     assert run(config, "--ckpt_path", "last") == 0
     assert not (root / "sft").exists() and state(root)["sft_phase"] == "probe" and state(root)["masked_done"]
     assert "probe" in (root / "report" / "report.md").read_text()
-    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors")) for r in (root, reference))
+    resumed, uninterrupted = (load_file(str(r / "t3s" / "hf" / "final" / "model.safetensors"))
+                              for r in (root, reference))
     for name, weight in uninterrupted.items():
         assert (resumed[name] - weight).abs().max().item() <= 1e-6, name

@@ -24,7 +24,8 @@ def test_summary_uses_the_strategy_thresholds() -> None:
     bottleneck = torch.tensor([float("nan"), -0.5, -0.9, -1.1, -1.3, -2.0])  # Δc = .5 .1 -.1 -.3 -1
     cache = ScoreCache(base, bottleneck, torch.tensor([0, 6]), {})
     default = summarize(cache, [trace], _Digits())
-    assert default["anchor_fraction"] == pytest.approx(0.4) and default["delta_below_-0.2_fraction"] == pytest.approx(0.4)
+    assert (default["anchor_fraction"] == pytest.approx(0.4)
+            and default["delta_below_-0.2_fraction"] == pytest.approx(0.4))
     strict = summarize(cache, [trace], _Digits(), selection=T3S(threshold=0.3, yet_to_learn_threshold=0.5))
     assert strict["anchor_threshold"] == 0.3 and strict["anchor_fraction"] == pytest.approx(0.2)
     assert strict["delta_below_-0.5_fraction"] == pytest.approx(0.2)

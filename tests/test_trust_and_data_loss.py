@@ -361,8 +361,9 @@ def test_t3s_warnings_are_printed_by_rank_zero_only(tiny_world, capsys, monkeypa
 
     configure_process()
     monkeypatch.setattr(rank_zero_only, "rank", rank)  # what Lightning sets in each process of a launch
-    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"), tokenizer=str(tiny_world / "tokenizer"),
-                                  limit=None, max_length=120, global_batch_size=4, micro_batch_size=4)
+    data = TeacherTraceDataModule(path=str(tiny_world / "teacher_traces.jsonl"),
+                                  tokenizer=str(tiny_world / "tokenizer"), limit=None, max_length=120,
+                                  global_batch_size=4, micro_batch_size=4)
     data.setup("fit")
     dropped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dropped ")]
     assert len(dropped) == (1 if rank == 0 else 0)

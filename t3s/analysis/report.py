@@ -180,7 +180,8 @@ def story(rows: list[dict[str, Any]], toy: bool = False) -> list[str]:
     sft, t3s = by_label.get("SFT"), by_label.get("T3S")
     if not sft or not t3s:
         return []
-    ahead = "ahead of" if t3s["final"] > sft["final"] else "not ahead of" if t3s["final"] < sft["final"] else "level with"
+    ahead = ("ahead of" if t3s["final"] > sft["final"]
+             else "not ahead of" if t3s["final"] < sft["final"] else "level with")
     line = (f"**What this run shows:** SFT's training accuracy dips {sft['start']:.2f} → {sft['min']:.2f} "
             f"(step {sft['min_step']}) and ends at {sft['final']:.2f}; T3S's minimum is {t3s['min']:.2f} and it "
             f"ends at {t3s['final']:.2f}, {ahead} SFT.")

@@ -172,7 +172,8 @@ class Trajectories:
 
 
 def score_step(datamodule: Any, checkpoint: str | Path, offsets: torch.Tensor, *, device: str = "cpu",
-               micro_batch_size: int | None = None, chunk_size: int = 2048, rank: int = 0, world: int = 1) -> torch.Tensor:
+               micro_batch_size: int | None = None, chunk_size: int = 2048, rank: int = 0,
+               world: int = 1) -> torch.Tensor:
     """c_t of every trained token under one checkpoint; with ``world`` > 1 each rank scores every
     ``world``-th micro-batch and the values are summed over the ranks (gloo / NCCL all-reduce)."""
     batches = list(datamodule.scoring_batches(micro_batch_size))[rank::world]

@@ -106,5 +106,6 @@ def check_accumulation(config: Any) -> None:
         raise ConfigError(
             f"--trainer.accumulate_grad_batches {value}: t3s steps are sized by the data module; one optimizer "
             "step takes data.global_batch_size traces in micro-batches of data.batching.micro_batch_size rows (e.g. "
-            "--data.global_batch_size 64 --data.batching.micro_batch_size 4 accumulates over 16 micro-batches on one GPU)"
+            "--data.global_batch_size 64 --data.batching.micro_batch_size 4 accumulates over 16 micro-batches on "
+            "one GPU)"
         )

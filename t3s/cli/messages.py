@@ -65,8 +65,9 @@ def usage_error_line(message: str, known_options: Sequence[str]) -> str:
         close = difflib.get_close_matches(option, list(by_last), n=1, cutoff=0.6)
         hint = f" (did you mean {by_last[close[0]]}?)" if close else ""
         return f"unknown option {full}: {class_path} has no argument {option!r}{hint}"
-    missing_class = re.search(r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?",
-                              message)
+    missing_class = re.search(
+        r"(?:Expected a dot import path string|module '[\w.]+' has no attribute) ?:? ?'?([\w.]+)'?", message
+    )
     if missing_class and "not accessible" in message:
         given = re.search(r"Expected a path but (\S+) either not accessible", message)
         name = given.group(1) if given else missing_class.group(1)

@@ -66,7 +66,8 @@ def run(
         if not found or missing:
             raise ConfigError(f"score --checkpoints: not HF folders or run directories: {missing or checkpoints}")
         cache = ScoreCache.load(output)
-        summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base_logprob, cache.bottleneck_logprob,
+        summary = score_trajectories(datamodule, found, Path(output) / "trajectories", cache.base_logprob,
+                                     cache.bottleneck_logprob,
                                      micro_batch_size=micro_batch_size, chunk_size=chunk_size, device=device)
         for entry in summary["steps"]:
             conf = entry["confidence"]

@@ -59,7 +59,8 @@ def load_records(
                 continue
             if record.id in first_seen:
                 raise TraceDataError(
-                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) (data.layout.fields.id)"
+                    f"{where}: duplicate id {record.id[:80]!r} (first at {first_seen[record.id]}) "
+                    "(data.layout.fields.id)"
                 )
             first_seen[record.id] = where
             records.append(record)

@@ -77,8 +77,8 @@ def use_chat_template(tokenizer: Any, chat_template: str | None = None) -> str:
                                  f"pick one with data.template.chat_template (one of {', '.join(sorted(named))})")
         else:
             raise TraceDataError(
-                f"{name}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a Jinja "
-                f"file, a template of the tokenizer or a built-in one ({', '.join(BUILTIN_TEMPLATES)})"
+                f"{name}: the tokenizer has no chat template (a base model?); set data.template.chat_template to a "
+                f"Jinja file, a template of the tokenizer or a built-in one ({', '.join(BUILTIN_TEMPLATES)})"
             )
     elif chat_template in named:
         template = named[chat_template]

@@ -45,8 +45,8 @@ class TokenizedTrace:
     """A trace rendered with a tokenizer's chat template.
 
     ``labels`` is aligned with ``input_ids`` in the Hugging Face convention: ``labels[t] == input_ids[t]`` on
-    trained tokens (the assistant reply and its end-of-turn token) and :data:`IGNORE_INDEX` (-100) elsewhere (the prompt and
-    anything the template emits after the end-of-turn token). ``index`` is the trace's position in the
+    trained tokens (the assistant reply and its end-of-turn token) and :data:`IGNORE_INDEX` (-100) elsewhere (the
+    prompt and anything the template emits after the end-of-turn token). ``index`` is the trace's position in the
     dataset (what ``trace_index`` in a micro-batch refers to). ``truncated`` marks a trace cut to
     ``max_length`` under ``overlong="truncate"``.
     """

@@ -162,7 +162,8 @@ class BenchmarkCallback(L.Callback):
                 "across ranks: use ModelParallelStrategy (FSDP2; inline gathers a full copy on every rank, for "
                 "models that fit) or mode 'subprocess' / 'defer'"
             )
-        if self.schedule.mode == "subprocess" and not self.schedule.wait and isinstance(trainer.accelerator, CUDAAccelerator):
+        if (self.schedule.mode == "subprocess" and not self.schedule.wait
+                and isinstance(trainer.accelerator, CUDAAccelerator)):
             shared = sorted(set(self.schedule.eval_devices or []) & set(trainer.device_ids))
             if not self.schedule.eval_devices or shared:
                 raise MisconfigurationException(
@@ -206,7 +207,8 @@ class BenchmarkCallback(L.Callback):
         if step % schedule.every_n_steps == 0:
             return True
         fine = schedule.fine_every_n_steps
-        return bool(fine) and step <= schedule.fine_until_step and step % fine == 0 and self.detector.bottleneck_step is None
+        return (bool(fine) and step <= schedule.fine_until_step and step % fine == 0
+                and self.detector.bottleneck_step is None)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.run(trainer, pl_module)
@@ -292,7 +294,8 @@ class BenchmarkCallback(L.Callback):
             self._record(trainer, pl_module, step, results)
         return collected
 
-    def _evaluate_inline(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> dict[str, dict[str, float]]:
+    def _evaluate_inline(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                         step: int) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
         generator = self._generator(trainer, pl_module, step)
         rank, world = trainer.global_rank, trainer.world_size
@@ -384,7 +387,8 @@ class BenchmarkCallback(L.Callback):
             return
         from t3s.evals.figures import curve_figure
 
-        accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows]) for task, rows in self.history.items()}
+        accuracy = {task: ([s for s, _ in rows], [_accuracy(m) for _, m in rows])
+                    for task, rows in self.history.items()}
         figure = curve_figure(self.loss_history, accuracy, title=f"step {step}",
                               bottleneck=self.bottleneck_step(pl_module), lowest=self.lowest_so_far())
         png = Path(pl_module.run_dir) / "figures" / "loss_and_accuracy.png"

@@ -202,7 +202,8 @@ def _report(
         print(f"resumed: kept the verdicts of the first {resumed} row(s) from {out_path}")
     if bad_golds:
         shown = ", ".join(f"{g[:60]!r} (x{c})" for g, c in list(bad_golds.items())[:10])
-        print(f"excluded {len(out_rows) - graded} row(s) with a gold answer the {grader!r} grader cannot parse: {shown}")
+        print(f"excluded {len(out_rows) - graded} row(s) with a gold answer the {grader!r} grader cannot parse: "
+              f"{shown}")
     if errors:
         print(f"the grader failed on {errors} response(s); they are graded wrong (see the log)")
     print(

@@ -43,7 +43,9 @@ def check_hf_folder(folder: str | Path) -> Path:
                 handle.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises several kinds for a bad header
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"{file}: unreadable safetensors file ({reason}); truncated or not a checkpoint") from None
+            raise CheckpointError(
+                f"{file}: unreadable safetensors file ({reason}); truncated or not a checkpoint"
+            ) from None
     return path
 
 

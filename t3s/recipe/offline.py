@@ -107,7 +107,8 @@ class Recipe:
             self._save(scores=str(scores_dir))
 
         if not self.state.masked_done:
-            console.rule(f"[bold]T3S recipe 3/4[/bold]: restart from θ_0 with {type(masked.student.selection).__name__}")
+            console.rule("[bold]T3S recipe 3/4[/bold]: restart from θ_0 with "
+                         f"{type(masked.student.selection).__name__}")
             masked.fit(ckpt_path=self._ckpt_path())
             self._save(masked_phase=masked.name, masked_done=True)
 

@@ -165,7 +165,8 @@ def phase_loggers(configured: Any, root: Path, phase: str) -> list[Logger]:
     file_class = next((type(x) for x in given if isinstance(x, (TensorBoardLogger, CSVLogger))), TensorBoardLogger)
     extra: dict[str, Any] = {"default_hp_metric": False} if issubclass(file_class, TensorBoardLogger) else {}
     run_logger = file_class(save_dir=str(root.parent), name=root.name, version=phase, **extra)
-    return [run_logger, *(for_phase(x, root, phase) for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
+    return [run_logger,
+            *(for_phase(x, root, phase) for x in given if not isinstance(x, (TensorBoardLogger, CSVLogger)))]
 
 
 def curves_hint(trainer: L.Trainer, root: Path) -> str:

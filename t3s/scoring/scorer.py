@@ -29,7 +29,8 @@ class TokenizerMismatchError(T3SError, ValueError):
     """A checkpoint's tokenizer differs from the tokenizer the data was rendered with."""
 
 
-def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokenizerBase, role: str = "checkpoint") -> None:
+def check_tokenizer_matches(checkpoint: str | Path, tokenizer: PreTrainedTokenizerBase,
+                            role: str = "checkpoint") -> None:
     """Refuse a checkpoint whose saved tokenizer has a different vocabulary from ``tokenizer``.
 
     Checkpoints without tokenizer files (plain weight folders) are accepted as they are.
@@ -208,8 +209,10 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, rows:
         a = anchors[i] if i < len(anchors) else None
         o = others[i] if i < len(others) else None
         table.add_row(
-            json.dumps(a["token"]) if a else "", str(a["count"]) if a else "", f"{a['share_of_occurrences']:.2f}" if a else "",
-            json.dumps(o["token"]) if o else "", str(o["count"]) if o else "", f"{o['share_of_occurrences']:.2f}" if o else "",
+            json.dumps(a["token"]) if a else "", str(a["count"]) if a else "",
+            f"{a['share_of_occurrences']:.2f}" if a else "",
+            json.dumps(o["token"]) if o else "", str(o["count"]) if o else "",
+            f"{o['share_of_occurrences']:.2f}" if o else "",
         )
     console.print(table)
 

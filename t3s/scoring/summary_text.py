@@ -27,6 +27,6 @@ def summary_markdown(summary: dict[str, Any], rows: int = 15) -> str:
         "|---|---|---|---|---|---|",
     ]
     for a, o in zip(summary["top_anchor_tokens"][:rows], summary["top_yet_to_learn_tokens"][:rows]):
-        lines.append(f"| {token_cell(a['token'])} | {a['count']} | {a['share_of_occurrences']:.2f} | {token_cell(o['token'])} "
-                     f"| {o['count']} | {o['share_of_occurrences']:.2f} |")
+        lines.append(f"| {token_cell(a['token'])} | {a['count']} | {a['share_of_occurrences']:.2f} "
+                     f"| {token_cell(o['token'])} | {o['count']} | {o['share_of_occurrences']:.2f} |")
     return "\n".join(lines)

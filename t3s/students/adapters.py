@@ -78,7 +78,9 @@ class AdapterSpec:
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(value) - known)
             if unknown:
-                raise AdapterSettingError(f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+                raise AdapterSettingError(
+                    f"model.init_args.adapter: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}"
+                )
             spec = cls(**value)
         else:
             raise AdapterSettingError(f"model.init_args.adapter must be a mapping or null, got {value!r}")
@@ -97,10 +99,12 @@ class AdapterSpec:
             if not ok:
                 raise AdapterSettingError(message)
         if importlib.util.find_spec("peft") is None:
-            raise AdapterSettingError("model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)")
+            raise AdapterSettingError(
+                "model.init_args.adapter needs peft: pip install 't3s[lora]' (or pip install peft)"
+            )
         if spec.quantize == "4bit" and not (importlib.util.find_spec("bitsandbytes") and torch.cuda.is_available()):
-            raise AdapterSettingError("adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it to train "
-                              "LoRA on the unquantized base")
+            raise AdapterSettingError("adapter.quantize 4bit (QLoRA) needs bitsandbytes and a CUDA GPU; drop it "
+                                      "to train LoRA on the unquantized base")
         return spec
 
     @property
@@ -142,8 +146,8 @@ class AdapterMixin:
 
         strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
         if strategy.startswith("FSDP"):
-            raise AdapterSettingError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, not "
-                              "FSDPStrategy (FSDP1)")
+            raise AdapterSettingError("adapter students run under ModelParallelStrategy (FSDP2), DDP or one device, "
+                                      "not FSDPStrategy (FSDP1)")
         model = self.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.init_seed)
@@ -169,7 +173,9 @@ class AdapterMixin:
         if hp.attn_implementation:
             kwargs["attn_implementation"] = hp.attn_implementation
         model = AutoModelForCausalLM.from_pretrained(self.model_source, dtype=torch.bfloat16, **kwargs)
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.memory_args.gradient_checkpointing)
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=self.memory_args.gradient_checkpointing
+        )
 
     # ------------------------------------------------------------- restarts
     def load_restart_weights(self, folder: str | Path) -> None:
@@ -195,7 +201,8 @@ class AdapterMixin:
             raise AdapterSettingError("adapter.quantize 4bit needs `model` (a hub id or folder), not `model_config`")
         return local_model_folder(self.model_source)
 
-    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None, *, merged: bool = True) -> Path | None:
+    def save_hf(self, step: int, state_dict: dict[str, torch.Tensor] | None = None, *,
+                merged: bool = True) -> Path | None:
         """With adapters: ``adapter/step_<N>`` and (``merged``) ``hf/step_<N>`` = base + adapter."""
         if self.adapter is None:
             return super().save_hf(step, state_dict)

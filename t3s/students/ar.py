@@ -146,7 +146,8 @@ class ARStudent(AdapterMixin, StudentModule):
         passes = []
         for mb in batch["micro_batches"]:
             ctx = self.selection_context(mb)
-            passes.append(_Pass(mb, ctx, None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx)))
+            passes.append(_Pass(mb, ctx,
+                                None if self.selection.needs_forward_signals else self.selection.loss_mask(ctx)))
         local = sum(self.selection.budget(p.context) if p.mask is None else int(p.mask.sum()) for p in passes)
         return PassPlan(passes, float(local), ARStepStats(traces=float(batch.get("num_traces", 0))))
 
@@ -171,7 +172,8 @@ class ARStudent(AdapterMixin, StudentModule):
             mask = mask & response
             hp = self.hparams
             nll = nll_sum_at(
-                self.model, hidden, mb["input_ids"], mask, chunk_size=self.memory_args.logprob_chunk_size, kernel=hp.loss_kernel
+                self.model, hidden, mb["input_ids"], mask, chunk_size=self.memory_args.logprob_chunk_size,
+                kernel=hp.loss_kernel,
             )
             n_sel = int(mask.sum())
             lp_unsel, n_unsel = sampled_logprob_sum(
@@ -221,7 +223,9 @@ class ARStudent(AdapterMixin, StudentModule):
             ref = self._reference[0]
             with torch.no_grad():
                 ref_hidden = self.hidden_states(mb, model=ref)
-                ctx.reference_logprob = _scatter(response, self.logprobs_at(ref_hidden, mb["input_ids"], response, model=ref))
+                ctx.reference_logprob = _scatter(
+                    response, self.logprobs_at(ref_hidden, mb["input_ids"], response, model=ref)
+                )
         return self.selection.loss_mask(ctx) & response, lp
 
     # ------------------------------------------------------------ evaluation

@@ -117,8 +117,8 @@ class StudentModule(L.LightningModule):
             (all three do in transformers>=5).
         trust_remote_code: allow model code from the hub (off unless you opt in).
         init_seed: seed for ``model_config`` initialisation.
-        **flat: the flat keys of one release ago (``lr``, ``hf_dtype``, …: :data:`~t3s.students.args.STUDENT_FLAT_KEYS`),
-            moved into their group with a one-line note.
+        **flat: the flat keys of one release ago (``lr``, ``hf_dtype``, …:
+            :data:`~t3s.students.args.STUDENT_FLAT_KEYS`), moved into their group with a one-line note.
 
     The groups are read as ``self.optimizer_args``, ``self.memory_args``, ``self.sharding_args`` and
     ``self.export_args``; the hyper-parameters (``hparams.yaml``, checkpoints) hold them as mappings.
@@ -468,7 +468,8 @@ class StudentModule(L.LightningModule):
             return DTYPES[wanted]
         stored = next(self.model.parameters()).dtype
         precision = str(getattr(self._trainer, "precision", "") or "") if self._trainer is not None else ""
-        if stored == torch.bfloat16 or (self.sharded and self.sharding_args.param_dtype == "bfloat16") or precision.startswith("bf16"):
+        if (stored == torch.bfloat16 or (self.sharded and self.sharding_args.param_dtype == "bfloat16")
+                or precision.startswith("bf16")):
             return torch.bfloat16
         return stored
 

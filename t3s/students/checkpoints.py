@@ -146,8 +146,8 @@ def refused_checkpoint(path: Any, err: BaseException) -> CheckpointRefusedError:
     """The one line for a checkpoint ``torch.load(weights_only=True)`` refused (it names what it would import)."""
     found = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch's wording varies: "Unsupported global: GLOBAL x", …
     what = f"it would import {found.group(1)}" if found else "objects torch.load(weights_only=True) refuses"
-    return CheckpointRefusedError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than tensors and "
-                       f"plain data ({what}); t3s loads checkpoints with weights_only=True")
+    return CheckpointRefusedError(f"--ckpt_path {path}: refused: the checkpoint holds pickled objects other than "
+                                  f"tensors and plain data ({what}); t3s loads checkpoints with weights_only=True")
 
 
 class Terminated(Exception):

@@ -18,9 +18,9 @@ non-persistent buffers with uninitialised memory (``torch.empty_like``), relying
 as a non-persistent buffer of ``LLaDA2MoeRotaryEmbedding`` but overrides ``_init_weights`` with one that only
 initialises ``Linear`` and ``Embedding`` weights, so the rotary frequencies stay garbage.
 :func:`reinit_rotary_buffers` recomputes them from the module's own ``rope_init_fn`` (or
-``ROPE_INIT_FUNCTIONS[rope_type]``) and config after every remote-code load. Anything else a checkpoint's code needs and this transformers lacks ends in
-:class:`~t3s.students.diffusion_objective.DiffusionStudentError`, one line naming the transformers version the
-checkpoint was written for (:func:`load_error`).
+``ROPE_INIT_FUNCTIONS[rope_type]``) and config after every remote-code load. Anything else a checkpoint's code
+needs and this transformers lacks ends in :class:`~t3s.students.diffusion_objective.DiffusionStudentError`, one
+line naming the transformers version the checkpoint was written for (:func:`load_error`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from torch import nn
 
 from t3s.ops.causal_lm import DTYPES
 
-__all__ = ["ShardedRoot", "data_parallel_mesh", "decoder_layers", "full_state_dict", "gathered", "load_full_state_dict", "shard_model"]
+__all__ = ["ShardedRoot", "data_parallel_mesh", "decoder_layers", "full_state_dict", "gathered", "load_full_state_dict",
+           "shard_model"]
 
 
 class ShardedRoot(nn.Module):
@@ -137,7 +138,9 @@ def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
     tied = set(_tied_names(model))
     missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
-        raise KeyError(f"weights do not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise KeyError(
+            f"weights do not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
 
 
 def _tied_names(model: nn.Module) -> list[str]:

@@ -159,7 +159,8 @@ def generate_traces(
         print(f"{out}: all {total} traces are there already")
         return out_path
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                       else "cpu" if device == "auto" else device)
     model = AutoModelForCausalLM.from_pretrained(
         teacher_folder, dtype="auto" if dtype == "auto" else DTYPES[dtype], trust_remote_code=trust_remote_code
     ).to(dev)

@@ -77,7 +77,8 @@ def select_traces(
         candidates.sort(key=lambda r: -failure.get(r.get("problem_id"), 0.0))  # stable: seeded order within
         chosen = _spread(candidates, n)
     elif rule == "length":
-        chosen = sorted(candidates, key=lambda r: (r.get("num_tokens") or len(r.get("response", "")), str(r.get("id"))))[:n]
+        chosen = sorted(candidates,
+                        key=lambda r: (r.get("num_tokens") or len(r.get("response", "")), str(r.get("id"))))[:n]
     else:
         rng.shuffle(candidates)
         chosen = _spread(candidates, n) if rule == "verified" else candidates[:n]

@@ -36,7 +36,9 @@ def verify_traces(path: str, grader: str = "math", output: str | None = None) ->
             try:
                 verdict = grade(grader, response, str(gold), hit_token_limit=hit_limit)
             except UngradableGold as err:
-                raise TracesError(f"{path}:{number}: the {grader} grader cannot read the gold {gold!r} ({err})") from None
+                raise TracesError(
+                    f"{path}:{number}: the {grader} grader cannot read the gold {gold!r} ({err})"
+                ) from None
             verdict_correct, extracted, truncated = verdict.correct, verdict.extracted, verdict.truncated or hit_limit
         row.update(correct=verdict_correct, extracted=extracted, truncated=truncated, grader=grader)
         counts["traces"] += 1

@@ -1,4 +1,5 @@
-"""The ``diffusion`` backend: a masked-diffusion student behind the ``Generator`` protocol (:class:`DiffusionGenerator`).
+"""The ``diffusion`` backend: a masked-diffusion student behind the ``Generator`` protocol
+(:class:`DiffusionGenerator`).
 
 Batching, prompt padding, seeding and stop tokens around :func:`t3s.students.diffusion_sampler.diffusion_decode`
 (semi-autoregressive block decoding with low-confidence remasking, full attention) or, for block-diffusion

@@ -12,7 +12,8 @@ is moved to stderr, so it never corrupts the channel)::
     (start)                                  -> {"ok": true, "ready": true, "vllm": "<version>"}
     {"op": "load", "model": FOLDER}          -> {"ok": true, "engine": "built" | "reloaded" | "restart"}
     {"op": "generate", "prompts": [[id…]…], "sampling": {vllm.SamplingParams kwargs}}
-                                             -> {"ok": true, "outputs": [[{"token_ids": […], "finish_reason": "stop"}…]…]}
+                                             -> {"ok": true,
+                                                 "outputs": [[{"token_ids": […], "finish_reason": "stop"}…]…]}
     {"op": "exit"}                           -> {"ok": true}, then the engine is dropped and the process exits 0
 
 One ``vllm.LLM`` is built at the first ``load`` and reused for every later checkpoint: the new weights are

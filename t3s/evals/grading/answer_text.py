@@ -8,14 +8,14 @@ response when it has none) and returns the answer it states, by these rules:
 2. **Otherwise the last concluding statement**: a sentence that says "the (final) answer/result is X",
    "X is the correct answer", "**Final Answer**" over a value, "so/thus/hence/therefore/in total/adding
    these up ... is/=/equals X", or, more weakly, "... is/are/equals X", "we get/obtain/find X", "... comes
-   (out) to X". Its value is read in a principled way: filler words before it are dropped ("is *indeed* 284", "is *equal to* 0.15"),
-   inline math is unwrapped (a stray closing ``\\)`` too), a number written as a word counts as the
-   number ("three"), trailing words and clauses are cut ("16 such squares in total", "4, which is
+   (out) to X". Its value is read in a principled way: filler words before it are dropped ("is *indeed* 284",
+   "is *equal to* 0.15"), inline math is unwrapped (a stray closing ``\\)`` too), a number written as a word
+   counts as the number ("three"), trailing words and clauses are cut ("16 such squares in total", "4, which is
    even"), and a sentence ending in "is:" takes the display math that follows (``\\[ ... \\]``,
    ``$$ ... $$``). A value that is only words ("the correct answer") is no value, and the statement
    before it is tried. A long response without a reasoning block (several paragraphs, or 1,000+
-   characters) is thinking written out (QwQ style, or a template that opened ``<think>`` itself): there only a conclusion
-   concludes (a plain "the total is 200 feet" is a step), and a conclusion followed by more mathematics
+   characters) is thinking written out (QwQ style, or a template that opened ``<think>`` itself): there only a
+   conclusion concludes (a plain "the total is 200 feet" is a step), and a conclusion followed by more mathematics
    is a step too.
 3. **Otherwise a bare final text** (a short line that is only an expression) is the answer.
 
@@ -24,8 +24,9 @@ box) and goes on past its answer into a new sentence, or states no answer at all
 paragraphs or 1,000+ characters; a short unfinished reply is merely unanswered): a model that stopped
 mid-thought has not answered, whatever intermediate value its last lines compute (``700 - 500 = 200
 feet``). Its last, unfinished sentence is read only when it is an explicit answer that ends with its
-value ("so the answer is 25"); "so x^2 + y^2 = 4" may have been cut from "4R^2". A complete answer followed only by a stray fragment of a special token or tag (``<``,
-``<|im_``, ``<think>``) is complete: :func:`strip_stray_tail` removes the fragment.
+value ("so the answer is 25"); "so x^2 + y^2 = 4" may have been cut from "4R^2". A complete answer followed
+only by a stray fragment of a special token or tag (``<``, ``<|im_``, ``<think>``) is complete:
+:func:`strip_stray_tail` removes the fragment.
 
 Everything is linear in the input and bounded (the last :data:`~t3s.data.text.MAX_SCAN_CHARS`
 characters, at most :data:`MAX_SENTENCES` sentences examined); only the standard library is used.
