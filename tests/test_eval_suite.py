@@ -45,6 +45,22 @@ def test_flat_keys_are_aliases_of_the_groups_and_a_flat_non_default_wins():
         BenchmarkCallback(schedule={"every_n_steps": 0})
 
 
+def test_every_group_field_is_a_flat_argument_with_the_same_default():
+    """A flat key wins only when it differs from its default, so the callback's flat signature and the groups'
+    dataclasses must agree on every default (the two are written separately)."""
+    import dataclasses
+    import inspect
+
+    from t3s.evals.callback_settings import GROUPS
+
+    flat = inspect.signature(BenchmarkCallback.__init__).parameters
+    for group in GROUPS.values():
+        for field in dataclasses.fields(group):
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            assert field.name in flat, field.name
+            assert flat[field.name].default == default, field.name
+
+
 def test_a_saved_config_gives_its_groups_whichever_spelling_it_used():
     args = {"suite": {"tasks": ["a"]}, "every_n_steps": 4, "train_limit": 256, "batch_size": 2, "backend": "hf"}
     assert grouped(args) == {"suite": {"tasks": ["a"], "batch_size": 2}, "schedule": {"every_n_steps": 4},
